@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# CPU CI: fresh virtual environment, every CPU backend, lint, types, tests.
+# Usage: bash ci/cpu.sh   (VENV=/path overrides the environment's location)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-$(mktemp -d)/venv}
+start=$(date +%s)
+python3 -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+python -m pip install -q --upgrade pip
+# the CPU build of torch first: a plain 'torch' requirement would pull a CUDA build
+python -m pip install -q torch==2.13.0
+# cupy installs without a GPU; the tests check that xbp reports why it is unusable
+python -m pip install -q -e '.[test,jax,plot,sklearn,mpi]' cupy-cuda12x
+echo "install: $(( $(date +%s) - start )) s"
+ruff check xbp tests scripts
+ruff format --check xbp tests scripts
+mypy xbp
+export XBP_REQUIRE_BACKENDS=numpy,array_api_strict,torch,jax
+# the README's test command
+python -m pytest
+echo "ci/cpu.sh total: $(( $(date +%s) - start )) s"

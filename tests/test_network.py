@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import xbp
+
+HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "softplus", "identity"]
+# every valid (output activation, loss) pair
+OUTPUT_LOSS = [(act, "quadratic") for act in HIDDEN] + [
+    ("softmax", "cross_entropy"),
+    ("sigmoid", "binary_cross_entropy"),
+]
+TOL = {"float64": 1e-12, "float32": 1e-5}
+
+
+def configs() -> list[tuple[list[int], str, str, str]]:
+    """(sizes, hidden activation, output activation, loss) for depths 1-3."""
+    out = []
+    for (output, loss), depth in itertools.product(OUTPUT_LOSS, (1, 2, 3)):
+        hidden_acts = ["sigmoid"] if depth == 1 else HIDDEN
+        for hidden in hidden_acts:
+            sizes = [5, 6, 4, 3][:depth] + [3 if loss != "binary_cross_entropy" else 2]
+            out.append((sizes, hidden, output, loss))
+    return out
+
+
+def batch(rng: np.random.Generator, sizes: list[int], loss: str, n: int = 7):
+    x = rng.normal(size=(n, sizes[0]))
+    k = sizes[-1]
+    if loss == "cross_entropy":
+        y = rng.integers(0, k, n)
+    elif loss == "binary_cross_entropy":
+        y = (rng.random((n, k)) > 0.5).astype(float)
+    else:
+        y = rng.normal(size=(n, k))
+    return x, y
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gradients_match_numpy_on_every_backend(backend: xbp.Backend, dtype: str) -> None:
+    rng = np.random.default_rng(7)
+    for sizes, hidden, output, loss in configs():
+        x, y = batch(rng, sizes, loss)
+        kwargs = dict(activation=hidden, output=output, loss=loss, seed=3, dtype=dtype)
+        ref = xbp.mlp(sizes, backend="numpy", init="nielsen", **kwargs)
+        net = xbp.mlp(sizes, backend=backend, init="nielsen", **kwargs)
+        ref_loss, ref_grads = ref.backprop(x.astype(dtype), y)
+        loss_value, grads = net.backprop(x.astype(dtype), y)
+        label = f"{sizes} {hidden}->{output} {loss} {dtype}"
+        assert abs(float(loss_value) - float(ref_loss)) <= TOL[dtype] * max(
+            1.0, abs(float(ref_loss))
+        ), label
+        scale = max(float(np.max(np.abs(g[k]))) for g in ref_grads for k in "Wb")
+        for i, (g, r) in enumerate(zip(grads, ref_grads)):
+            assert sorted(g) == ["W", "b"]
+            for key in "Wb":
+                assert backend.owns(g[key]) and backend.same_device(g[key]), label
+                assert backend.dtype_name(g[key].dtype) == dtype, label
+                host = backend.to_host(g[key])
+                assert host.shape == r[key].shape, label
+                err = float(np.max(np.abs(host - r[key]))) / scale
+                assert err <= TOL[dtype], f"{label} layer {i} {key}: {err:.2e}"
+
+
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSS, ids=[f"{a}-{b}" for a, b in OUTPUT_LOSS])
+def test_gradcheck_every_pair(backend: xbp.Backend, output: str, loss: str) -> None:
+    rng = np.random.default_rng(11)
+    for hidden in HIDDEN:
+        sizes = [3, 4, 2]
+        x, y = batch(rng, sizes, loss, n=5)
+        # random biases (nielsen) keep every z away from the relu kink at 0
+        net = xbp.mlp(
+            sizes,
+            activation=hidden,
+            output=output,
+            loss=loss,
+            seed=5,
+            backend=backend,
+            init="nielsen",
+            dtype="float32",
+        )
+        errs = xbp.gradcheck(net, x, y, tol=1e-6)
+        assert set(errs) == {"layer0.W", "layer0.b", "layer1.W", "layer1.b"}
+        assert max(errs.values()) <= 1e-6, (hidden, output, loss, errs)
+
+
+def test_gradcheck_catches_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = xbp.mlp([3, 4, 2], activation="tanh", seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    real = xbp.Network._backprop
+
+    def broken(self, x, y, n_total=None):
+        cost, grads = real(self, x, y, n_total)
+        grads[0]["W"] = grads[0]["W"] * 1.01
+        return cost, grads
+
+    monkeypatch.setattr(xbp.Network, "_backprop", broken)
+    with pytest.raises(xbp.GradcheckError, match="layer0.W"):
+        xbp.gradcheck(net, x, y)
+    errs = xbp.gradcheck(net, x, y, raise_on_failure=False)
+    assert errs["layer0.W"] > 1e-3 and errs["layer1.W"] < 1e-6
+
+
+@pytest.mark.parametrize("init", xbp.INITS)
+def test_same_seed_same_weights_everywhere(backend: xbp.Backend, init: str) -> None:
+    ref = xbp.mlp([4, 5, 3], init=init, seed=42, backend="numpy", dtype="float32")
+    net = xbp.mlp([4, 5, 3], init=init, seed=42, backend=backend, dtype="float32")
+    for p, r in zip(net.params, ref.params):
+        for key in "Wb":
+            np.testing.assert_array_equal(backend.to_host(p[key]), r[key])
+
+
+def test_init_statistics() -> None:
+    net = xbp.mlp([400, 300, 10], init="nielsen", seed=0)
+    w, b = net.params[0]["W"], net.params[0]["b"]
+    assert abs(w.std() - 1 / np.sqrt(400)) < 0.002 and abs(b.std() - 1) < 0.15
+    net = xbp.mlp([400, 300, 10], init="glorot_uniform", seed=0)
+    limit = np.sqrt(6 / 700)
+    assert np.abs(net.params[0]["W"]).max() <= limit and not net.params[0]["b"].any()
+    net = xbp.mlp([400, 300, 10], init="he_normal", seed=0)
+    assert abs(net.params[0]["W"].std() - np.sqrt(2 / 400)) < 0.002
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_results_stay_on_input_backend_and_device(backend: xbp.Backend, dtype: str) -> None:
+    net = xbp.mlp([3, 4, 2], activation="relu", loss="cross_entropy", backend=backend, dtype=dtype)
+    x = backend.asarray(np.random.default_rng(0).normal(size=(6, 3)), dtype)
+    out = net.forward(x)
+    ref = xbp.mlp([3, 4, 2], activation="relu", loss="cross_entropy", dtype=dtype).forward(
+        backend.to_host(x)
+    )
+    assert_close(out, ref, backend, dtype, TOL[dtype])
+    pred = net.predict(x)
+    assert backend.owns(pred) and backend.same_device(pred)
+    host_pred = net.predict(backend.to_host(x))
+    assert isinstance(host_pred, np.ndarray) and host_pred.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(backend.to_host(out).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_to_moves_bit_exact(backend: xbp.Backend) -> None:
+    net = xbp.mlp([3, 5, 2], activation="tanh", seed=9)
+    moved = net.to(backend.name, device=backend.device)
+    assert moved.backend == backend
+    back = moved.to("numpy")
+    for p, q in zip(net.params, back.params):
+        for key in "Wb":
+            np.testing.assert_array_equal(p[key], q[key])
+    x = np.random.default_rng(1).normal(size=(4, 3))
+    np.testing.assert_allclose(moved.predict(x), net.predict(x), rtol=1e-12, atol=0)
+
+
+def test_params_assignable_and_copied(backend: xbp.Backend) -> None:
+    net = xbp.mlp([2, 2, 1], backend=backend)
+    new = [{"W": np.ones((2, 2)), "b": np.zeros(2)}, {"W": np.ones((2, 1)), "b": np.ones(1)}]
+    net.params = new
+    out = net.predict(np.array([[1.0, 2.0]]))
+    sig = lambda t: 1 / (1 + np.exp(-t))  # noqa: E731
+    np.testing.assert_allclose(out, sig(2 * sig(3.0) + 1).reshape(1, 1), rtol=1e-12)
+    new[0]["W"][0, 0] = 100.0  # the network holds its own copy
+    np.testing.assert_allclose(net.predict(np.array([[1.0, 2.0]])), out, rtol=1e-12)
+
+
+def test_quadratic_cost_is_half_mean_squared_norm() -> None:
+    net = xbp.Network([xbp.Dense(2, 2, "identity")], loss="mse")
+    net.params = [{"W": np.eye(2), "b": np.zeros(2)}]
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    y = np.array([[0.0, 2.0], [3.0, 0.0]])
+    # C = 1/(2n) sum ||y - a||^2 = (1 + 16) / 4
+    assert net.loss_value(x, y) == pytest.approx(17 / 4, rel=1e-15)
+
+
+def test_stable_losses_survive_huge_logits() -> None:
+    net = xbp.Network([xbp.Dense(1, 2, "softmax")], loss="cross_entropy")
+    net.params = [{"W": np.array([[1000.0, -1000.0]]), "b": np.zeros(2)}]
+    loss, grads = net.backprop(np.array([[1.0]]), np.array([1]))
+    assert float(loss) == pytest.approx(2000.0) and np.isfinite(grads[0]["W"]).all()
+    net = xbp.Network([xbp.Dense(1, 1, "sigmoid")], loss="binary_cross_entropy")
+    net.params = [{"W": np.array([[800.0]]), "b": np.zeros(1)}]
+    loss, _ = net.backprop(np.array([[1.0]]), np.array([[0.0]]))
+    assert float(loss) == pytest.approx(800.0)

@@ -1,0 +1,117 @@
+"""Activation functions, each beside its derivative.
+
+Every derivative is computed from the layer's *output* ``a`` (exact for all of
+these), so the backward pass never has to keep ``z`` for hidden layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .errors import XbpValueError
+
+__all__ = ["Activation", "ACTIVATIONS", "get_activation"]
+
+LEAKY_SLOPE = 0.01
+
+
+class Activation(NamedTuple):
+    """A forward rule ``a = phi(z)`` and its derivative ``phi'(z)`` written from ``a``.
+
+    ``derivative`` is None when it is identically 1 (identity) or never
+    materialised (softmax, whose output delta is fused with cross-entropy).
+    """
+
+    name: str
+    forward: Callable[[Any, Any], Any]
+    derivative: Callable[[Any, Any], Any] | None
+    output_only: bool = False
+
+
+def _sigmoid(xp: Any, z: Any) -> Any:
+    # (1 + tanh(z/2)) / 2 cannot overflow and is faster than 1 / (1 + exp(-z))
+    a = xp.tanh(z * 0.5)
+    a += 1
+    a *= 0.5
+    return a
+
+
+def _sigmoid_prime(xp: Any, a: Any) -> Any:
+    return a * (1 - a)
+
+
+def _tanh(xp: Any, z: Any) -> Any:
+    return xp.tanh(z)
+
+
+def _tanh_prime(xp: Any, a: Any) -> Any:
+    d = a * a
+    d *= -1
+    d += 1
+    return d
+
+
+def _relu(xp: Any, z: Any) -> Any:
+    return xp.maximum(z, 0.0)
+
+
+def _relu_prime(xp: Any, a: Any) -> Any:
+    return xp.astype(a > 0, a.dtype)
+
+
+def _leaky_relu(xp: Any, z: Any) -> Any:
+    return xp.where(z > 0, z, z * LEAKY_SLOPE)
+
+
+def _leaky_relu_prime(xp: Any, a: Any) -> Any:
+    # a > 0 exactly where z > 0, so the output decides the branch
+    d = xp.astype(a > 0, a.dtype)
+    d *= 1 - LEAKY_SLOPE
+    d += LEAKY_SLOPE
+    return d
+
+
+def _softplus(xp: Any, z: Any) -> Any:
+    # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|
+    return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+
+
+def _softplus_prime(xp: Any, a: Any) -> Any:
+    # sigmoid(z) = 1 - e^-a, written without cancellation
+    return -xp.expm1(-a)
+
+
+def _identity(xp: Any, z: Any) -> Any:
+    return z
+
+
+def _softmax(xp: Any, z: Any) -> Any:
+    e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+    e /= xp.sum(e, axis=1, keepdims=True)
+    return e
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_prime),
+    "tanh": Activation("tanh", _tanh, _tanh_prime),
+    "relu": Activation("relu", _relu, _relu_prime),
+    "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_prime),
+    "softplus": Activation("softplus", _softplus, _softplus_prime),
+    "identity": Activation("identity", _identity, None),
+    "softmax": Activation("softmax", _softmax, None, output_only=True),
+}
+_ALIASES = {"logistic": "sigmoid", "linear": "identity"}
+
+
+def get_activation(name: str | Activation, *, argument: str = "activation") -> Activation:
+    """Look an activation up by name (``"logistic"`` is an alias of ``"sigmoid"``)."""
+    if isinstance(name, Activation):
+        return name
+    if isinstance(name, str):
+        key = _ALIASES.get(name.lower(), name.lower())
+        if key in ACTIVATIONS:
+            return ACTIVATIONS[key]
+    raise XbpValueError(
+        f"{argument}={name!r} is not known; use one of {sorted(ACTIVATIONS) + sorted(_ALIASES)}"
+    )

@@ -1,0 +1,51 @@
+"""The xbp exception hierarchy.
+
+Every error a user can cause is an :class:`XbpError`; each concrete class also
+derives from the matching built-in (``ValueError``, ``TypeError``,
+``FileNotFoundError``) so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "XbpError",
+    "XbpValueError",
+    "XbpTypeError",
+    "XbpFileNotFoundError",
+    "XbpFileError",
+    "BackendUnavailableError",
+    "GradcheckError",
+    "DivergenceError",
+]
+
+
+class XbpError(Exception):
+    """Base class of every error raised by xbp for a user's input."""
+
+
+class XbpValueError(XbpError, ValueError):
+    """An argument has the right type but a wrong value (shape, range, name)."""
+
+
+class XbpTypeError(XbpError, TypeError):
+    """An argument has the wrong type (dtype, array library, Python type)."""
+
+
+class XbpFileNotFoundError(XbpError, FileNotFoundError):
+    """A file or directory the user named does not exist."""
+
+
+class XbpFileError(XbpValueError):
+    """A file exists but is not what xbp expects (wrong kind, truncated, unsafe)."""
+
+
+class BackendUnavailableError(XbpValueError):
+    """An array library is not installed or cannot be used on this machine."""
+
+
+class GradcheckError(XbpValueError):
+    """Backprop and finite differences disagree beyond the tolerance."""
+
+
+class DivergenceError(XbpValueError):
+    """Training produced a NaN or Inf loss or gradient."""
