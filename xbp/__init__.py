@@ -1,5 +1,6 @@
 """xbp: neural networks trained by explicit backpropagation on any array library."""
 
+from . import data, optim
 from .activations import ACTIVATIONS
 from .backend import (
     BACKEND_NAMES,
@@ -21,8 +22,18 @@ from .errors import (
 )
 from .gradcheck import gradcheck
 from .init import INITS
+from .io import Checkpoint, load, load_checkpoint, save
 from .losses import LOSSES
 from .network import Dense, Network, mlp
+from .training import (
+    Callback,
+    EarlyStopping,
+    History,
+    ModelCheckpoint,
+    evaluate,
+    fit,
+    predict_classes,
+)
 
 __version__ = "0.1.0"
 
@@ -32,6 +43,11 @@ __all__ = [
     "INITS",
     "LOSSES",
     "Backend",
+    "Callback",
+    "Checkpoint",
+    "EarlyStopping",
+    "History",
+    "ModelCheckpoint",
     "BackendInfo",
     "BackendUnavailableError",
     "Dense",
@@ -46,7 +62,15 @@ __all__ = [
     "available_backends",
     "backend",
     "default_backend",
+    "data",
+    "evaluate",
+    "fit",
     "gradcheck",
+    "load",
+    "load_checkpoint",
+    "optim",
+    "predict_classes",
+    "save",
     "mlp",
     "__version__",
 ]

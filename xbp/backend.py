@@ -486,7 +486,7 @@ def available_backends() -> list[BackendInfo]:
                     "usable in float32; float64 needs jax.config.update('jax_enable_x64', True)"
                 )
         else:
-            devices = [str(d) for d in mod.__array_namespace_info__().devices()]
+            devices = [str(d).split("'")[1] for d in mod.__array_namespace_info__().devices()]
         usable = not (name == "cupy" and reason is not None)
         infos.append(BackendInfo(name, True, usable, version, devices, reason))
     return infos

@@ -276,6 +276,13 @@ class Network:
 
     def _backprop(self, x: Any, y: Any, n_total: int | None = None) -> tuple[Any, Params]:
         """Forward and backward pass; ``n_total`` divides the average (default: rows of x)."""
+        cost, grads, _ = self._backprop_out(x, y, n_total)
+        return cost, grads
+
+    def _backprop_out(
+        self, x: Any, y: Any, n_total: int | None = None, forward_only: bool = False
+    ) -> tuple[Any, Params, Any]:
+        """Cost, gradients and the output A_L (gradients empty when ``forward_only``)."""
         xp = self.backend.xp
         params = self._params
         acts = self._acts
@@ -289,6 +296,8 @@ class Network:
         n = x.shape[0] if n_total is None else n_total
         cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1])
         del z
+        if forward_only:
+            return cost, [], a
         grads: Params = [{}] * len(params)
         for l in range(len(params) - 1, -1, -1):
             grads[l] = {"W": outs[l].T @ delta, "b": xp.sum(delta, axis=0)}
@@ -297,7 +306,7 @@ class Network:
                 derivative = acts[l - 1].derivative
                 if derivative is not None:
                     delta *= derivative(xp, outs[l])
-        return cost, grads
+        return cost, grads, a
 
     # -- public API ----------------------------------------------------
     def _x(self, x: Any, argument: str = "x") -> Any:
@@ -337,6 +346,33 @@ class Network:
         """
         xd = self._x(x)
         return self._backprop(xd, self._y(y, xd.shape[0]))
+
+    def predict_proba(self, x: Any) -> Any:
+        """Class probabilities: the softmax or sigmoid output (NumPy in, NumPy out)."""
+        if self._acts[-1].name not in ("softmax", "sigmoid"):
+            raise XbpValueError(
+                f"predict_proba needs a softmax or sigmoid output layer, not "
+                f"{self._acts[-1].name!r}; use predict() for raw outputs"
+            )
+        return self.predict(x)
+
+    def predict_classes(self, x: Any) -> Any:
+        """Class labels (argmax, or output > 0.5 for a single output)."""
+        from .training import predict_classes
+
+        return predict_classes(self, x)
+
+    def fit(self, x: Any, y: Any, **kwargs: Any) -> Any:
+        """Train in place; see :func:`xbp.fit` for the arguments. Returns the History."""
+        from .training import fit
+
+        return fit(self, x, y, **kwargs)
+
+    def evaluate(self, x: Any, y: Any) -> dict[str, float | None]:
+        """Loss and accuracy on (x, y); see :func:`xbp.evaluate`."""
+        from .training import evaluate
+
+        return evaluate(self, x, y)
 
     def loss_value(self, x: Any, y: Any) -> float:
         """The cost C on (x, y) as a Python float."""

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+import xbp
+from xbp import data
+from xbp.errors import XbpFileError, XbpFileNotFoundError, XbpValueError
+
+
+def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    code = {np.uint8: 0x08, np.float32: 0x0D}[array.dtype.type]
+    raw = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
+    raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(raw)
+
+
+def test_digits_bundled() -> None:
+    x, y = data.load_digits()
+    assert x.shape == (1797, 64) and x.dtype == np.float64 and 0 <= x.min() and x.max() == 1.0
+    assert np.bincount(y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_round_trip(tmp_path, compress: bool) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    labels = rng.integers(0, 10, 5).astype(np.uint8)
+    suffix = ".gz" if compress else ""
+    write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images, compress)
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels, compress)
+    x, y = data.load_mnist(tmp_path)
+    assert x.shape == (5, 784) and x.dtype == np.float32
+    np.testing.assert_array_equal(x * 255, images.reshape(5, -1))
+    np.testing.assert_array_equal(y, labels)
+    floats = rng.normal(size=(3, 2)).astype(np.float32)
+    write_idx(tmp_path / "f.idx", floats)
+    np.testing.assert_array_equal(data.load_idx(tmp_path / "f.idx"), floats)
+
+
+def test_bad_idx_files(tmp_path) -> None:
+    (tmp_path / "x.idx").write_bytes(b"PK\x03\x04 nonsense")
+    with pytest.raises(XbpFileError, match="not an IDX file"):
+        data.load_idx(tmp_path / "x.idx")
+    write_idx(tmp_path / "y.idx", np.zeros((4, 4), np.uint8))
+    raw = (tmp_path / "y.idx").read_bytes()
+    (tmp_path / "y.idx").write_bytes(raw[:-3])
+    with pytest.raises(XbpFileError, match="truncated"):
+        data.load_idx(tmp_path / "y.idx")
+    with pytest.raises(XbpFileNotFoundError, match="lacks train-images"):
+        data.load_mnist(tmp_path)
+
+
+def test_csv_label_column_by_index_and_name(tmp_path) -> None:
+    p = tmp_path / "t.csv"
+    p.write_text("a,label,b\n1,0,2\n3,1,4\n5,2,6\n")
+    x, y = data.load_csv(p, "label")
+    np.testing.assert_array_equal(x, [[1, 2], [3, 4], [5, 6]])
+    assert y.tolist() == [0, 1, 2] and y.dtype == np.int64
+    x2, y2 = data.load_csv(p, 1)
+    np.testing.assert_array_equal(x2, x)
+    x3, y3 = data.load_csv(p)  # last column
+    assert y3.tolist() == [2, 4, 6]
+
+
+def test_csv_errors(tmp_path) -> None:
+    p = tmp_path / "r.csv"
+    p.write_text("1,2,3\n4,5\n")
+    with pytest.raises(XbpValueError, match="line 2 has 2 fields but the first data row has 3"):
+        data.load_csv(p)
+    p.write_text("a,b\n1,2\n")
+    with pytest.raises(XbpValueError, match="label_column='c' is not a column name"):
+        data.load_csv(p, "c")
+    p.write_text("1,x\n")
+    with pytest.raises(XbpValueError, match="non-numeric"):
+        data.load_csv(p, header=False)
+
+
+def test_npz_loader(tmp_path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.ones((3, 2)), y=np.arange(3))
+    x, y = data.load_npz(tmp_path / "d.npz")
+    assert x.shape == (3, 2) and y.tolist() == [0, 1, 2]
+    with pytest.raises(XbpValueError, match=r"lacks \['features'\]"):
+        data.load_npz(tmp_path / "d.npz", x_key="features")
+
+
+def test_generated_sets_are_seeded() -> None:
+    for make in (data.make_spirals, data.make_moons, data.make_blobs):
+        a, b = make(seed=5), make(seed=5)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert not np.array_equal(make(seed=6)[0], a[0])
+        assert a[0].shape[0] == a[1].shape[0] and set(np.unique(a[1])) <= {0, 1, 2}
+    x, y = data.make_xor()
+    assert x.shape == (4, 2) and y.ravel().tolist() == [0, 1, 1, 0]
+
+
+def test_spirals_are_learnable() -> None:
+    x, y = data.make_spirals(300, noise=0.1, seed=0)
+    net = xbp.mlp([2, 32, 32, 2], activation="tanh", loss="cross_entropy", seed=0)
+    xbp.fit(
+        net, x, y, epochs=150, batch_size=32, optimizer="adam", learning_rate=0.01, progress=False
+    )
+    assert xbp.evaluate(net, x, y)["accuracy"] > 0.9
+
+
+def test_helpers() -> None:
+    x = np.array([[1.0, 5.0], [3.0, 5.0]])
+    xs, other, mean, std = data.standardize(x, np.array([[2.0, 5.0]]))
+    np.testing.assert_allclose(xs, [[-1, 0], [1, 0]])
+    np.testing.assert_allclose(other, [[0, 0]])
+    np.testing.assert_array_equal(data.one_hot(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
+    with pytest.raises(XbpValueError, match="outside 0..1"):
+        data.one_hot(np.array([2]), 2)
+    xd, yd = data.load_digits()
+    (a, ya), (b, yb), (c, yc) = data.train_val_test_split(xd, yd, val=0.1, test=0.2, seed=0)
+    assert len(ya) + len(yb) + len(yc) == 1797
+    # stratified: every class keeps about its share in the test set
+    share = np.bincount(yc, minlength=10) / len(yc)
+    assert np.all(np.abs(share - 0.1) < 0.01)
+    (a2, _), _, _ = data.train_val_test_split(xd, yd, seed=0)
+    np.testing.assert_array_equal(a, a2)
+    with pytest.raises(XbpValueError, match="must be below 1"):
+        data.train_val_test_split(xd, yd, val=0.5, test=0.5)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xbp
+from xbp import optim
+from xbp.errors import XbpFileError, XbpFileNotFoundError, XbpValueError
+
+
+def trained(backend="numpy", device=None):
+    x, y = xbp.data.make_blobs(60, centers=3, seed=0)
+    net = xbp.mlp(
+        [2, 6, 3], activation="tanh", loss="cross_entropy", backend=backend, device=device, seed=3
+    )
+    xbp.fit(net, x, y, epochs=3, batch_size=10, optimizer=optim.adam(0.01), progress=False)
+    return net, x
+
+
+def test_save_on_each_backend_load_on_every_other(backend: xbp.Backend, tmp_path) -> None:
+    net, x = trained(backend.name, backend.device)
+    path = tmp_path / "m.npz"
+    xbp.save(net, path)
+    expected = net.predict(x)
+    same = xbp.load(path, backend=backend)
+    np.testing.assert_array_equal(same.predict(x), expected)  # same backend: bit-identical
+    for target in ("numpy", "array_api_strict", "torch", "jax"):
+        loaded = xbp.load(path, backend=target)
+        assert loaded.backend.name == target
+        # weights are bit-identical; libraries' tanh/exp may differ in the last bit
+        for p, q in zip(loaded.host_params(), net.host_params()):
+            np.testing.assert_array_equal(p["W"], q["W"])
+        np.testing.assert_allclose(loaded.predict(x), expected, rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(loaded.predict_classes(x), net.predict_classes(x))
+
+
+def test_optimizer_state_round_trip(tmp_path) -> None:
+    net, _ = trained()
+    opt = optim.adam(0.01)
+    state = opt.init(net.params)
+    g = [{k: np.ones_like(v) for k, v in p.items()} for p in net.params]
+    _, state = opt.update(g, state, net.params)
+    xbp.save(net, tmp_path / "c.npz", optimizer=opt, optimizer_state=state, training={"epoch": 3})
+    ck = xbp.load_checkpoint(tmp_path / "c.npz", backend="torch")
+    assert ck.optimizer.config() == opt.config() and ck.training == {"epoch": 3}
+    assert ck.optimizer_state[0].steps == 1
+    np.testing.assert_array_equal(
+        ck.network.backend.to_host(ck.optimizer_state[0].mu[1]["W"]), state[0].mu[1]["W"]
+    )
+
+
+def test_file_is_plain_npz_with_json_header(tmp_path) -> None:
+    net, _ = trained()
+    xbp.save(net, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["meta", "param.0.W", "param.0.b", "param.1.W", "param.1.b"]
+        import json
+
+        meta = json.loads(z["meta"].tobytes())
+    assert meta["format_version"] == 1 and meta["architecture"]["layers"] == [
+        [2, 6, "tanh"],
+        [6, 3, "softmax"],
+    ]
+    assert meta["xbp_version"] == xbp.__version__
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch) -> None:
+    net, x = trained()
+    path = tmp_path / "m.npz"
+    xbp.save(net, path)
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(XbpFileError, match="disk full"):
+        xbp.save(net, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left behind
+
+
+def test_refuses_to_save_nan_weights(tmp_path) -> None:
+    net, _ = trained()
+    path = tmp_path / "m.npz"
+    xbp.save(net, path)
+    before = path.read_bytes()
+    bad = net.host_params()
+    bad[0]["W"][0, 0] = np.nan
+    net._params[0]["W"][0, 0] = np.nan  # as a diverged run would leave it
+    with pytest.raises(XbpValueError, match="NaN or Inf; refusing to save"):
+        xbp.save(net, path)
+    assert path.read_bytes() == before
+
+
+def test_bad_model_files(tmp_path) -> None:
+    with pytest.raises(XbpFileNotFoundError, match="does not exist"):
+        xbp.load(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(XbpFileError, match="not a readable xbp model file|pickled"):
+        xbp.load(tmp_path / "text.npz")
+    net, _ = trained()
+    xbp.save(net, tmp_path / "m.npz")
+    data = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(XbpFileError, match="truncated"):
+        xbp.load(tmp_path / "cut.npz")
+    np.savez(tmp_path / "plain.npz", a=np.ones(3))
+    with pytest.raises(XbpFileError, match="no xbp header"):
+        xbp.load(tmp_path / "plain.npz")
+    np.savez(tmp_path / "obj.npz", meta=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(XbpFileError, match="pickled Python objects"):
+        xbp.load(tmp_path / "obj.npz")

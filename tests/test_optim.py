@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import xbp
+from xbp import optim
+from xbp.errors import XbpFileError, XbpValueError
+
+
+def reference(name: str, steps: int, g_seq, p0, **h):
+    """Independent NumPy implementations of each update rule."""
+    p = p0.copy()
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    lr = h["lr"]
+    for t, g in enumerate(g_seq[:steps], start=1):
+        if name == "sgd":
+            p = p - lr * g
+        elif name in ("momentum", "nesterov"):
+            m = 0.9 * m + g
+            p = p - lr * (g + 0.9 * m if name == "nesterov" else m)
+        elif name in ("adam", "adamw"):
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            step = (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+            if name == "adamw":
+                step = step + 0.01 * p
+            p = p - lr * step
+        elif name == "rmsprop":
+            v = 0.9 * v + 0.1 * g * g
+            p = p - lr * g / (np.sqrt(v) + 1e-8)
+    return p
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
+def test_update_rules_match_reference(backend: xbp.Backend, name: str) -> None:
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(3, 2))
+    b0 = rng.normal(size=2)
+    gs = [rng.normal(size=(3, 2)) for _ in range(4)]
+    gb = [rng.normal(size=2) for _ in range(4)]
+    opt = optim.get_optimizer(name, 0.05)
+    params = [
+        {
+            "W": backend.asarray(w0, "float64", copy=True),
+            "b": backend.asarray(b0, "float64", copy=True),
+        }
+    ]
+    state = opt.init(params)
+    for g, h in zip(gs, gb):
+        grads = [{"W": backend.asarray(g, "float64"), "b": backend.asarray(h, "float64")}]
+        updates, state = opt.update(grads, state, params)
+        params = optim.apply_updates(params, updates)
+    ref_w = reference(name, 4, gs, w0, lr=0.05)
+    np.testing.assert_allclose(backend.to_host(params[0]["W"]), ref_w, rtol=1e-12, atol=1e-14)
+    assert backend.owns(params[0]["W"]) and backend.same_device(params[0]["W"])
+
+
+def test_l2_weight_decay_adds_to_gradient_not_bias() -> None:
+    opt = optim.sgd(0.1, weight_decay=0.5)
+    p = [{"W": np.ones((1, 1)), "b": np.ones(1)}]
+    g = [{"W": np.zeros((1, 1)), "b": np.zeros(1)}]
+    u, _ = opt.update(g, opt.init(p), p)
+    assert u[0]["W"][0, 0] == pytest.approx(-0.05) and u[0]["b"][0] == 0.0
+
+
+def test_clip_by_global_norm(backend: xbp.Backend) -> None:
+    opt = optim.sgd(1.0, clip_norm=1.0)
+    p = [
+        {
+            "W": backend.asarray(np.zeros((1, 2)), "float64"),
+            "b": backend.asarray(np.zeros(1), "float64"),
+        }
+    ]
+    g = [
+        {
+            "W": backend.asarray(np.array([[3.0, 0.0]]), "float64"),
+            "b": backend.asarray(np.array([4.0]), "float64"),
+        }
+    ]
+    u, _ = opt.update(g, opt.init(p), p)
+    np.testing.assert_allclose(backend.to_host(u[0]["W"]), [[-0.6, 0.0]], rtol=1e-12)
+    small = [
+        {
+            "W": backend.asarray(np.array([[0.3, 0.0]]), "float64"),
+            "b": backend.asarray(np.array([0.4]), "float64"),
+        }
+    ]
+    u, _ = opt.update(small, opt.init(p), p)
+    np.testing.assert_allclose(backend.to_host(u[0]["b"]), [-0.4], rtol=1e-12)
+
+
+def test_schedules() -> None:
+    assert optim.constant(0.1)(1000) == 0.1
+    s = optim.step(1.0, 10, 0.5)
+    assert (s(0), s(9), s(10), s(25)) == (1.0, 1.0, 0.5, 0.25)
+    e = optim.exponential(1.0, 0.5, 2)
+    assert e(2) == pytest.approx(0.5) and e(1) == pytest.approx(math.sqrt(0.5))
+    c = optim.cosine(1.0, 100, alpha=0.1)
+    assert c(0) == 1.0 and c(50) == pytest.approx(0.55) and c(100) == pytest.approx(0.1) == c(500)
+    w = optim.warmup(0.4, 4)
+    assert [w(i) for i in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
+    rebuilt = optim.as_schedule(optim.warmup(optim.cosine(1.0, 10), 3).config())
+    assert [rebuilt(i) for i in range(12)] == [
+        optim.warmup(optim.cosine(1.0, 10), 3)(i) for i in range(12)
+    ]
+
+
+def test_optimizer_uses_schedule_position() -> None:
+    opt = optim.sgd(optim.step(1.0, 1, 0.5))
+    p = [{"W": np.zeros((1, 1)), "b": np.zeros(1)}]
+    g = [{"W": np.ones((1, 1)), "b": np.ones(1)}]
+    state = opt.init(p)
+    steps = []
+    for _ in range(3):
+        u, state = opt.update(g, state, p)
+        steps.append(-u[0]["W"][0, 0])
+    assert steps == [1.0, 0.5, 0.25] and opt.learning_rate(state) == 0.125
+
+
+def test_bad_hyper_parameters() -> None:
+    with pytest.raises(XbpValueError, match="learning_rate=0 must be > 0"):
+        optim.sgd(0)
+    with pytest.raises(XbpValueError, match="learning_rate=-1"):
+        optim.adam(-1)
+    with pytest.raises(XbpValueError, match="momentum=1.5"):
+        optim.momentum(0.1, beta=1.5)
+    with pytest.raises(XbpValueError, match="optimizer='lbfgs'.*'adam'"):
+        optim.get_optimizer("lbfgs")
+
+
+def test_state_round_trip_and_mismatch() -> None:
+    opt = optim.adam(0.01)
+    p = [{"W": np.ones((2, 2)), "b": np.ones(2)}]
+    state = opt.init(p)
+    _, state = opt.update(p, state, p)
+    leaves = optim.state_to_host(state, np.asarray)
+    back = optim.state_from_host(opt.init(p), leaves, lambda a, dt: np.array(a))
+    assert back[0].steps == 1 and np.array_equal(back[0].mu[0]["W"], state[0].mu[0]["W"])
+    with pytest.raises(XbpFileError, match="optimizer state has"):
+        optim.state_from_host(optim.sgd(0.1).init(p) + ((),), leaves, lambda a, dt: a)
+    rebuilt = optim.from_config(opt.config())
+    assert rebuilt.config() == opt.config()

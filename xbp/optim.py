@@ -1,0 +1,528 @@
+"""Optimizers as pure ``init``/``update`` pairs, composed from small transforms.
+
+In the style of optax: a :class:`Transform` has ``init(params) -> state``
+and ``update(grads, state, params) -> (updates, state)``; ``updates`` are
+*added* to the parameters by :func:`apply_updates`. Named optimizers are
+chains of transforms. State is nested tuples of device arrays plus a Python
+step count (kept on the host, so schedules never force a device sync), so it
+saves and loads with :func:`state_to_host` / :func:`state_from_host`.
+
+Examples
+--------
+>>> import numpy as np, xbp
+>>> opt = xbp.optim.adam(1e-3)
+>>> params = [{"W": np.ones((2, 2)), "b": np.zeros(2)}]
+>>> state = opt.init(params)
+>>> updates, state = opt.update(params, state, params)
+>>> params = xbp.optim.apply_updates(params, updates)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import array_api_compat
+import numpy as np
+
+from .errors import XbpFileError, XbpValueError
+from .validate import check_int, check_number
+
+__all__ = [
+    "Schedule",
+    "Transform",
+    "Optimizer",
+    "constant",
+    "step",
+    "exponential",
+    "cosine",
+    "warmup",
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "apply_updates",
+    "get_optimizer",
+    "from_config",
+    "state_to_host",
+    "state_from_host",
+    "OPTIMIZERS",
+]
+
+Params = list[dict[str, Any]]
+
+
+# -- learning-rate schedules (host-side functions of the step count) --------
+@dataclass(frozen=True)
+class Schedule:
+    """A learning rate as a function of the step count; ``config`` rebuilds it."""
+
+    kind: str
+    args: dict[str, Any]
+    fn: Callable[[int], float] = field(compare=False, repr=False)
+
+    def __call__(self, count: int) -> float:
+        return self.fn(count)
+
+    def config(self) -> dict[str, Any]:
+        out = dict(self.args)
+        if isinstance(out.get("base"), Schedule):
+            out["base"] = out["base"].config()
+        return {"kind": self.kind, **out}
+
+
+def constant(learning_rate: float) -> Schedule:
+    """The same rate at every step."""
+    lr = check_number(learning_rate, "learning_rate")
+    return Schedule("constant", {"learning_rate": lr}, lambda c: lr)
+
+
+def step(learning_rate: float, step_size: int, gamma: float = 0.1) -> Schedule:
+    """Multiply the rate by ``gamma`` every ``step_size`` steps."""
+    lr = check_number(learning_rate, "learning_rate")
+    every = check_int(step_size, "step_size")
+    g = check_number(gamma, "gamma")
+    return Schedule(
+        "step",
+        {"learning_rate": lr, "step_size": every, "gamma": g},
+        lambda c: lr * g ** (c // every),
+    )
+
+
+def exponential(learning_rate: float, decay_rate: float, decay_steps: int = 1) -> Schedule:
+    """``lr * decay_rate ** (count / decay_steps)``."""
+    lr = check_number(learning_rate, "learning_rate")
+    d = check_number(decay_rate, "decay_rate")
+    n = check_int(decay_steps, "decay_steps")
+    return Schedule(
+        "exponential",
+        {"learning_rate": lr, "decay_rate": d, "decay_steps": n},
+        lambda c: lr * d ** (c / n),
+    )
+
+
+def cosine(learning_rate: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
+    """Cosine decay from ``lr`` to ``alpha * lr`` over ``decay_steps``, then flat."""
+    lr = check_number(learning_rate, "learning_rate")
+    n = check_int(decay_steps, "decay_steps")
+    a = check_number(alpha, "alpha", low=0.0, low_open=False, high=1.0)
+
+    def fn(c: int) -> float:
+        t = min(c, n) / n
+        return lr * ((1 - a) * 0.5 * (1 + math.cos(math.pi * t)) + a)
+
+    return Schedule("cosine", {"learning_rate": lr, "decay_steps": n, "alpha": a}, fn)
+
+
+def warmup(base: Schedule | float, warmup_steps: int) -> Schedule:
+    """Rise linearly from 0 to ``base`` over ``warmup_steps``, then follow ``base``."""
+    sched = as_schedule(base)
+    n = check_int(warmup_steps, "warmup_steps")
+    return Schedule(
+        "warmup",
+        {"base": sched, "warmup_steps": n},
+        lambda c: sched(c) * min(1.0, (c + 1) / n),
+    )
+
+
+_SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "constant": constant,
+    "step": step,
+    "exponential": exponential,
+    "cosine": cosine,
+    "warmup": warmup,
+}
+
+
+def as_schedule(value: Schedule | float | dict[str, Any]) -> Schedule:
+    """A number becomes a constant schedule; a config dict is rebuilt."""
+    if isinstance(value, Schedule):
+        return value
+    if isinstance(value, dict):
+        cfg = dict(value)
+        kind = cfg.pop("kind", None)
+        if kind not in _SCHEDULES:
+            raise XbpValueError(f"schedule kind={kind!r} is not known; use {sorted(_SCHEDULES)}")
+        if "base" in cfg:
+            cfg["base"] = as_schedule(cfg["base"])
+        return _SCHEDULES[kind](**cfg)
+    return constant(value)
+
+
+# -- transforms -------------------------------------------------------------
+class Transform(NamedTuple):
+    init: Callable[[Params], Any]
+    update: Callable[[Params, Any, Params], tuple[Params, Any]]
+
+
+def _ns(params: Params) -> Any:
+    return array_api_compat.array_namespace(params[0]["W"])
+
+
+def _map(fn: Callable[..., Any], *trees: Params) -> Params:
+    return [{k: fn(*(t[i][k] for t in trees)) for k in trees[0][i]} for i in range(len(trees[0]))]
+
+
+def _zeros_like(params: Params) -> Params:
+    xp = _ns(params)
+    return _map(xp.zeros_like, params)
+
+
+def clip_by_global_norm(max_norm: float) -> Transform:
+    """Scale all gradients by ``min(1, max_norm / ||g||)`` (norm over every array), on device."""
+    limit = check_number(max_norm, "clip_norm")
+
+    def update(grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        xp = _ns(grads)
+        sq = [xp.sum(g[k] * g[k]) for g in grads for k in g]
+        norm = xp.sqrt(sum(sq[1:], sq[0]))
+        factor = limit / xp.maximum(
+            norm, xp.asarray(limit, dtype=norm.dtype, device=array_api_compat.device(norm))
+        )
+        return _map(lambda g: g * factor, grads), state
+
+    return Transform(lambda p: (), update)
+
+
+def add_weight_decay(weight_decay: float) -> Transform:
+    """L2 regularisation: add ``weight_decay * W`` to each weight gradient (biases untouched)."""
+    wd = check_number(weight_decay, "weight_decay", low_open=False)
+
+    def update(grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        return [{"W": g["W"] + wd * p["W"], "b": g["b"]} for g, p in zip(grads, params)], state
+
+    return Transform(lambda p: (), update)
+
+
+def scale_by_momentum(beta: float, nesterov: bool = False) -> Transform:
+    b = check_number(beta, "momentum", low=0.0, low_open=False, high=1.0, high_open=True)
+
+    def update(grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        velocity = _map(lambda v, g: b * v + g, state, grads)
+        if nesterov:
+            return _map(lambda v, g: g + b * v, velocity, grads), velocity
+        return velocity, velocity
+
+    return Transform(_zeros_like, update)
+
+
+class AdamState(NamedTuple):
+    steps: int
+    mu: Params
+    nu: Params
+
+
+def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
+    b1 = check_number(b1, "beta_1", low=0.0, low_open=False, high=1.0, high_open=True)
+    b2 = check_number(b2, "beta_2", low=0.0, low_open=False, high=1.0, high_open=True)
+    eps = check_number(eps, "epsilon")
+
+    def init(params: Params) -> AdamState:
+        return AdamState(0, _zeros_like(params), _zeros_like(params))
+
+    def update(grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
+        xp = _ns(grads)
+        count = state.steps + 1
+        mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = _map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
+        c1, c2 = 1 - b1**count, 1 - b2**count
+        out = _map(lambda m, v: (m / c1) / (xp.sqrt(v / c2) + eps), mu, nu)
+        return out, AdamState(count, mu, nu)
+
+    return Transform(init, update)
+
+
+def scale_by_rms(decay: float, eps: float) -> Transform:
+    d = check_number(decay, "rho", low=0.0, low_open=False, high=1.0, high_open=True)
+    eps = check_number(eps, "epsilon")
+
+    def update(grads: Params, state: Params, params: Params) -> tuple[Params, Params]:
+        xp = _ns(grads)
+        s = _map(lambda s, g: d * s + (1 - d) * (g * g), state, grads)
+        return _map(lambda g, v: g / (xp.sqrt(v) + eps), grads, s), s
+
+    return Transform(_zeros_like, update)
+
+
+def add_decoupled_weight_decay(weight_decay: float) -> Transform:
+    """AdamW: add ``weight_decay * W`` to the already-scaled update (not the gradient)."""
+    wd = check_number(weight_decay, "weight_decay", low_open=False)
+
+    def update(u: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        return [{"W": g["W"] + wd * p["W"], "b": g["b"]} for g, p in zip(u, params)], state
+
+    return Transform(lambda p: (), update)
+
+
+class ScaleState(NamedTuple):
+    steps: int
+
+
+def scale_by_learning_rate(schedule: Schedule) -> Transform:
+    """Multiply by ``-lr(count)``; the count lives on the host."""
+
+    def update(u: Params, state: ScaleState, params: Params) -> tuple[Params, ScaleState]:
+        lr = -schedule(state.steps)
+        return _map(lambda g: g * lr, u), ScaleState(state.steps + 1)
+
+    return Transform(lambda p: ScaleState(0), update)
+
+
+def chain(*transforms: Transform) -> Transform:
+    def init(params: Params) -> tuple[Any, ...]:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(grads: Params, state: tuple[Any, ...], params: Params) -> tuple[Params, Any]:
+        new = []
+        for t, s in zip(transforms, state):
+            grads, s = t.update(grads, s, params)
+            new.append(s)
+        return grads, tuple(new)
+
+    return Transform(init, update)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """A named optimizer: its transform, learning-rate schedule and hyper-parameters."""
+
+    name: str
+    hyper: dict[str, Any]
+    schedule: Schedule
+    transform: Transform = field(repr=False, compare=False)
+
+    def init(self, params: Params) -> Any:
+        return self.transform.init(params)
+
+    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        return self.transform.update(grads, state, params)
+
+    def learning_rate(self, state: Any) -> float:
+        """The rate the next update will use (the schedule at the current count)."""
+        return self.schedule(state[-1].steps)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "learning_rate": self.schedule.config(), **self.hyper}
+
+
+def _build(
+    name: str,
+    learning_rate: Schedule | float,
+    core: list[Transform],
+    hyper: dict[str, Any],
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+    decoupled: bool = False,
+) -> Optimizer:
+    sched = as_schedule(learning_rate)
+    parts: list[Transform] = []
+    if clip_norm is not None:
+        parts.append(clip_by_global_norm(clip_norm))
+    if weight_decay and not decoupled:
+        parts.append(add_weight_decay(weight_decay))
+    parts += core
+    if weight_decay and decoupled:
+        parts.append(add_decoupled_weight_decay(weight_decay))
+    parts.append(scale_by_learning_rate(sched))
+    hyper = {**hyper, "weight_decay": weight_decay, "clip_norm": clip_norm}
+    return Optimizer(name, hyper, sched, chain(*parts))
+
+
+def sgd(
+    learning_rate: Schedule | float = 0.1,
+    *,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+) -> Optimizer:
+    """Plain gradient descent ``w <- w - eta * grad`` (the seed algorithm)."""
+    return _build("sgd", learning_rate, [], {}, weight_decay, clip_norm)
+
+
+def momentum(
+    learning_rate: Schedule | float = 0.01,
+    beta: float = 0.9,
+    *,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+) -> Optimizer:
+    """Heavy-ball momentum: ``v <- beta v + g``, ``w <- w - eta v``."""
+    return _build(
+        "momentum",
+        learning_rate,
+        [scale_by_momentum(beta)],
+        {"beta": beta},
+        weight_decay,
+        clip_norm,
+    )
+
+
+def nesterov(
+    learning_rate: Schedule | float = 0.01,
+    beta: float = 0.9,
+    *,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+) -> Optimizer:
+    """Nesterov momentum: ``w <- w - eta (g + beta v)`` with ``v <- beta v + g``."""
+    return _build(
+        "nesterov",
+        learning_rate,
+        [scale_by_momentum(beta, nesterov=True)],
+        {"beta": beta},
+        weight_decay,
+        clip_norm,
+    )
+
+
+def adam(
+    learning_rate: Schedule | float = 1e-3,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-8,
+    *,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+) -> Optimizer:
+    """Adam with bias correction; ``weight_decay`` is L2 added to the gradient."""
+    return _build(
+        "adam",
+        learning_rate,
+        [scale_by_adam(beta_1, beta_2, epsilon)],
+        {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon},
+        weight_decay,
+        clip_norm,
+    )
+
+
+def adamw(
+    learning_rate: Schedule | float = 1e-3,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-8,
+    *,
+    weight_decay: float = 0.01,
+    clip_norm: float | None = None,
+) -> Optimizer:
+    """Adam with decoupled weight decay (Loshchilov and Hutter)."""
+    return _build(
+        "adamw",
+        learning_rate,
+        [scale_by_adam(beta_1, beta_2, epsilon)],
+        {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon},
+        weight_decay,
+        clip_norm,
+        decoupled=True,
+    )
+
+
+def rmsprop(
+    learning_rate: Schedule | float = 1e-3,
+    rho: float = 0.9,
+    epsilon: float = 1e-8,
+    *,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+) -> Optimizer:
+    """RMSProp: divide by a running root-mean-square of the gradients."""
+    return _build(
+        "rmsprop",
+        learning_rate,
+        [scale_by_rms(rho, epsilon)],
+        {"rho": rho, "epsilon": epsilon},
+        weight_decay,
+        clip_norm,
+    )
+
+
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
+    "sgd": sgd,
+    "momentum": momentum,
+    "nesterov": nesterov,
+    "adam": adam,
+    "adamw": adamw,
+    "rmsprop": rmsprop,
+}
+
+
+def get_optimizer(name: str | Optimizer, learning_rate: Any = None, **kwargs: Any) -> Optimizer:
+    """An optimizer by name (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ...)."""
+    if isinstance(name, Optimizer):
+        return name
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        raise XbpValueError(f"optimizer={name!r} is not known; use one of {sorted(OPTIMIZERS)}")
+    if learning_rate is not None:
+        kwargs["learning_rate"] = learning_rate
+    return OPTIMIZERS[name.lower()](**kwargs)
+
+
+def from_config(cfg: dict[str, Any]) -> Optimizer:
+    """Rebuild an optimizer from :meth:`Optimizer.config` (as stored in model files)."""
+    cfg = dict(cfg)
+    name = cfg.pop("name", None)
+    if name not in OPTIMIZERS:
+        raise XbpFileError(f"optimizer {name!r} in the file is not known to this xbp")
+    cfg["learning_rate"] = as_schedule(cfg["learning_rate"])
+    if name == "adamw" or cfg.get("weight_decay") is not None:
+        cfg["weight_decay"] = cfg.get("weight_decay") or 0.0
+    return OPTIMIZERS[name](**cfg)
+
+
+def apply_updates(params: Params, updates: Params) -> Params:
+    """``params + updates``, in place where the arrays are writable (not on JAX)."""
+    for p, u in zip(params, updates):
+        for k in p:
+            p[k] += u[k]  # in place on NumPy/CuPy/torch; rebinds the entry on JAX
+    return params
+
+
+# -- saving optimizer state ------------------------------------------------------
+def _leaves(state: Any) -> list[Any]:
+    if isinstance(state, (tuple, list)):
+        return [leaf for s in state for leaf in _leaves(s)]
+    if isinstance(state, dict):
+        return [leaf for k in sorted(state) for leaf in _leaves(state[k])]
+    return [state]
+
+
+def state_to_host(state: Any, to_host: Callable[[Any], np.ndarray]) -> list[np.ndarray]:
+    """The state's leaves, in a fixed order, as NumPy arrays (counts as 0-d int64)."""
+    return [
+        np.asarray(leaf, dtype=np.int64) if isinstance(leaf, int) else to_host(leaf)
+        for leaf in _leaves(state)
+    ]
+
+
+def state_from_host(
+    template: Any, leaves: list[np.ndarray], to_device: Callable[[np.ndarray, Any], Any]
+) -> Any:
+    """Fill a freshly built state (``opt.init(params)``) with saved leaves; refuse a mismatch."""
+    it = iter(leaves)
+    expected = len(_leaves(template))
+    if len(leaves) != expected:
+        raise XbpFileError(
+            f"the saved optimizer state has {len(leaves)} arrays but this optimizer needs "
+            f"{expected}; load it with the optimizer it was saved with"
+        )
+
+    def fill(t: Any) -> Any:
+        if isinstance(t, tuple):
+            vals = [fill(s) for s in t]
+            return type(t)(*vals) if hasattr(t, "_fields") else tuple(vals)
+        if isinstance(t, list):
+            return [fill(s) for s in t]
+        if isinstance(t, dict):
+            return {k: fill(t[k]) for k in sorted(t)}
+        saved = next(it)
+        if isinstance(t, int):
+            return int(saved)
+        if tuple(saved.shape) != tuple(t.shape):
+            raise XbpFileError(
+                f"a saved optimizer array has shape {saved.shape}, expected {tuple(t.shape)}"
+            )
+        return to_device(saved, t.dtype)
+
+    return fill(template)
