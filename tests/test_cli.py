@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import xbp
 from xbp.cli import main
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -131,3 +135,25 @@ def test_debug_shows_traceback(tmp_path) -> None:
 def test_console_script_help() -> None:
     proc = run("train", "--help")
     assert proc.returncode == 0 and "examples:" in proc.stdout and "--resume" in proc.stdout
+
+
+def test_gpu_scripts_run_unchanged_on_numpy(tmp_path) -> None:
+    from test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    for kind, n in (("train", 64), ("t10k", 32)):
+        write_idx(tmp_path / f"{kind}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), compress=True)
+        write_idx(tmp_path / f"{kind}-labels-idx1-ubyte.gz",
+                  rng.integers(0, 10, n).astype(np.uint8), compress=True)
+    model = tmp_path / "mnist.npz"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "train_mnist.py"), "--backend", "numpy", "--data", str(tmp_path),
+         "--epochs", "1", "--layers", "16", "--batch-size", "16", "--save", str(model)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "test {'loss'" in proc.stdout and xbp.load(model).sizes == [784, 16, 10]
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "train_digits.py"), "--epochs", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "test accuracy" in proc.stdout, proc.stderr
