@@ -18,7 +18,9 @@ import xbp
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backend", default="numpy")
     p.add_argument("--device", default=None)
     p.add_argument("--data", required=True, help="directory of MNIST-format IDX files")
@@ -35,12 +37,27 @@ def main() -> None:
     x, y = xbp.data.load_mnist(args.data, "train")
     x_test, y_test = xbp.data.load_mnist(args.data, "t10k")
     hidden = [int(v) for v in args.layers.split(",")]
-    net = xbp.mlp([784, *hidden, 10], activation="relu", loss="cross_entropy",
-                  backend=args.backend, device=device, dtype=args.dtype, seed=args.seed)
+    net = xbp.mlp(
+        [784, *hidden, 10],
+        activation="relu",
+        loss="cross_entropy",
+        backend=args.backend,
+        device=device,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
     print(net)
     t0 = time.perf_counter()
-    xbp.fit(net, x, y, epochs=args.epochs, batch_size=args.batch_size,
-            optimizer=xbp.optim.adam(args.lr), validation_data=(x_test, y_test), seed=args.seed)
+    xbp.fit(
+        net,
+        x,
+        y,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=xbp.optim.adam(args.lr),
+        validation_data=(x_test, y_test),
+        seed=args.seed,
+    )
     print(f"trained in {time.perf_counter() - t0:.1f} s; test {xbp.evaluate(net, x_test, y_test)}")
     if args.save:
         xbp.save(net, args.save)  # loads on any backend, e.g. a CPU-only machine

@@ -10,7 +10,6 @@ import pytest
 import xbp
 from xbp.cli import main
 
-
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -142,18 +141,44 @@ def test_gpu_scripts_run_unchanged_on_numpy(tmp_path) -> None:
 
     rng = np.random.default_rng(0)
     for kind, n in (("train", 64), ("t10k", 32)):
-        write_idx(tmp_path / f"{kind}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), compress=True)
-        write_idx(tmp_path / f"{kind}-labels-idx1-ubyte.gz",
-                  rng.integers(0, 10, n).astype(np.uint8), compress=True)
+        write_idx(
+            tmp_path / f"{kind}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 28, 28)).astype(np.uint8),
+            compress=True,
+        )
+        write_idx(
+            tmp_path / f"{kind}-labels-idx1-ubyte.gz",
+            rng.integers(0, 10, n).astype(np.uint8),
+            compress=True,
+        )
     model = tmp_path / "mnist.npz"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "train_mnist.py"), "--backend", "numpy", "--data", str(tmp_path),
-         "--epochs", "1", "--layers", "16", "--batch-size", "16", "--save", str(model)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(SCRIPTS / "train_mnist.py"),
+            "--backend",
+            "numpy",
+            "--data",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--layers",
+            "16",
+            "--batch-size",
+            "16",
+            "--save",
+            str(model),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "test {'loss'" in proc.stdout and xbp.load(model).sizes == [784, 16, 10]
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "train_digits.py"), "--epochs", "2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "train_digits.py"), "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "test accuracy" in proc.stdout, proc.stderr

@@ -84,6 +84,7 @@ def test_gradcheck_every_pair(backend: xbp.Backend, output: str, loss: str) -> N
             dtype="float32",
         )
         errs = xbp.gradcheck(net, x, y, tol=1e-6)
+        assert net.to(dtype="float64").backend == backend  # the check ran on this device
         assert set(errs) == {"layer0.W", "layer0.b", "layer1.W", "layer1.b"}
         assert max(errs.values()) <= 1e-6, (hidden, output, loss, errs)
 

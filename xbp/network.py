@@ -243,7 +243,10 @@ class Network:
         >>> net.to("numpy").params[0]["W"].tolist() == net.params[0]["W"].tolist()
         True
         """
-        be = resolve_backend(self.backend.name if backend is None else backend, device)
+        if backend is None and device is None:
+            be = self.backend  # keep the device too
+        else:
+            be = resolve_backend(self.backend.name if backend is None else backend, device)
         new = Network.__new__(Network)
         new.layers, new.loss, new._acts = self.layers, self.loss, self._acts
         new.init, new.seed, new.backend = self.init, self.seed, be

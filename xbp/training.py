@@ -459,8 +459,9 @@ class Trainer:
         params, opt_state, step0 = snapshot
         # replay the epoch from its starting weights, checking every step, to find
         # the exact step and keep the weights just before it
-        self.set_params(params)
-        self.opt_state, self.step = opt_state, step0
+        # updates run in place: replay on copies so the snapshot stays pristine
+        self.set_params(self._copy_state(params))
+        self.opt_state, self.step = self._copy_state(opt_state), step0
         replay = self.run_epoch(train, perm, check_each=True)
         batch = replay.get("failed_batch")
         if batch is None:  # the replay stayed finite: blame the first non-finite loss

@@ -1,0 +1,90 @@
+"""Property tests: random architectures, batches, dtypes and activation/loss pairs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_network import HIDDEN, OUTPUT_LOSS, batch
+
+import xbp
+
+EXAMPLES = int(os.environ.get("XBP_HYPOTHESIS_EXAMPLES", "200"))
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@st.composite
+def networks(draw):
+    output, loss = draw(st.sampled_from(OUTPUT_LOSS))
+    depth = draw(st.integers(1, 3))
+    widths = [draw(st.integers(1, 5)) for _ in range(depth)]
+    n_out = draw(st.integers(2 if loss == "cross_entropy" else 1, 4))
+    return {
+        "sizes": widths + [n_out],
+        "hidden": draw(st.sampled_from(HIDDEN)),
+        "output": output,
+        "loss": loss,
+        "dtype": draw(st.sampled_from(["float32", "float64"])),
+        "backend": draw(st.sampled_from(["numpy", "array_api_strict"])),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "n": draw(st.integers(1, 6)),
+    }
+
+
+def build(spec):
+    return xbp.mlp(
+        spec["sizes"],
+        activation=spec["hidden"],
+        output=spec["output"],
+        loss=spec["loss"],
+        dtype=spec["dtype"],
+        backend=spec["backend"],
+        seed=spec["seed"],
+        init="nielsen",
+    )
+
+
+@SETTINGS
+@given(networks())
+def test_backprop_agrees_with_finite_differences(spec) -> None:
+    net = build(spec)
+    x, y = batch(np.random.default_rng(spec["seed"]), spec["sizes"], spec["loss"], spec["n"])
+    errs = xbp.gradcheck(net, x, y, raise_on_failure=False)
+    assert max(errs.values()) <= 1e-6, (spec, errs)
+
+
+@SETTINGS
+@given(networks())
+def test_forward_shapes_and_dtypes_are_invariant(spec) -> None:
+    net = build(spec)
+    be = net.backend
+    x, y = batch(np.random.default_rng(spec["seed"]), spec["sizes"], spec["loss"], spec["n"])
+    out = net.forward(x.astype(spec["dtype"]))
+    assert tuple(out.shape) == (spec["n"], spec["sizes"][-1])
+    assert be.dtype_name(out.dtype) == spec["dtype"] and be.owns(out)
+    loss, grads = net.backprop(x, y)
+    assert loss.shape == () and be.dtype_name(loss.dtype) == spec["dtype"]
+    for g, p in zip(grads, net.params):
+        for k in "Wb":
+            assert g[k].shape == p[k].shape and g[k].dtype == p[k].dtype
+
+
+@SETTINGS
+@given(networks())
+def test_predictions_survive_save_and_load(spec) -> None:
+    net = build(spec)
+    x, _ = batch(np.random.default_rng(spec["seed"]), spec["sizes"], spec["loss"], spec["n"])
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.npz")
+        xbp.save(net, path)
+        loaded = xbp.load(path, backend=spec["backend"])
+    assert loaded.config() == net.config()
+    np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
