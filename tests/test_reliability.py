@@ -61,7 +61,8 @@ def test_divergence_stops_restores_last_good_weights_and_says_where(tmp_path) ->
         _, grads = ref.backprop(x[idx], y[idx])
         ref.params = [{k: p[k] - 20.0 * g[k] for k in p} for p, g in zip(ref.params, grads)]
     for p, q in zip(net.params, ref.params):
-        np.testing.assert_array_equal(p["W"], q["W"])
+        # plain SGD folds -lr into the backward pass: equal up to rounding
+        np.testing.assert_allclose(p["W"], q["W"], rtol=1e-12)
         assert np.isfinite(p["W"]).all()
     assert not ck.exists()  # epoch 1 never finished: nothing (and no NaN) was written
 

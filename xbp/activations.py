@@ -21,24 +21,42 @@ class Activation(NamedTuple):
 
     ``derivative`` is None when it is identically 1 (identity) or never
     materialised (softmax, whose output delta is fused with cross-entropy).
+    ``backward(xp, delta, a)`` returns ``delta * phi'(a)`` for a hidden layer
+    and may overwrite both of its (temporary) arguments, which saves two
+    full-size temporaries per layer. ``forward`` may overwrite ``z`` when
+    ``overwrites_z`` is set.
     """
 
     name: str
     forward: Callable[[Any, Any], Any]
     derivative: Callable[[Any, Any], Any] | None
     output_only: bool = False
+    backward: Callable[[Any, Any, Any], Any] | None = None
+    overwrites_z: bool = False
 
 
 def _sigmoid(xp: Any, z: Any) -> Any:
-    # (1 + tanh(z/2)) / 2 cannot overflow and is faster than 1 / (1 + exp(-z))
-    a = xp.tanh(z * 0.5)
+    # (1 + tanh(z/2)) / 2 cannot overflow and is faster than 1 / (1 + exp(-z));
+    # z is a temporary: halving it in place saves an allocation (overwrites_z)
+    z *= 0.5
+    a = xp.tanh(z)
     a += 1
     a *= 0.5
     return a
 
 
 def _sigmoid_prime(xp: Any, a: Any) -> Any:
-    return a * (1 - a)
+    d = 1 - a
+    d *= a
+    return d
+
+
+def _sigmoid_backward(xp: Any, delta: Any, a: Any) -> Any:
+    delta *= a
+    a *= -1
+    a += 1
+    delta *= a  # delta * a * (1 - a), with no temporary
+    return delta
 
 
 def _tanh(xp: Any, z: Any) -> Any:
@@ -50,6 +68,14 @@ def _tanh_prime(xp: Any, a: Any) -> Any:
     d *= -1
     d += 1
     return d
+
+
+def _tanh_backward(xp: Any, delta: Any, a: Any) -> Any:
+    a *= a
+    a *= -1
+    a += 1
+    delta *= a  # delta * (1 - a^2)
+    return delta
 
 
 def _relu(xp: Any, z: Any) -> Any:
@@ -93,8 +119,10 @@ def _softmax(xp: Any, z: Any) -> Any:
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation("sigmoid", _sigmoid, _sigmoid_prime),
-    "tanh": Activation("tanh", _tanh, _tanh_prime),
+    "sigmoid": Activation(
+        "sigmoid", _sigmoid, _sigmoid_prime, backward=_sigmoid_backward, overwrites_z=True
+    ),
+    "tanh": Activation("tanh", _tanh, _tanh_prime, backward=_tanh_backward),
     "relu": Activation("relu", _relu, _relu_prime),
     "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_prime),
     "softplus": Activation("softplus", _softplus, _softplus_prime),

@@ -608,8 +608,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     a = xd
     for l, (p, act) in enumerate(zip(net.params, net._acts), start=1):
         z = a @ p["W"] + p["b"]
-        a = act.forward(xp, z)
         print(f"Z_{l} = A_{l - 1} W_{l} + b_{l}  = {_vec(be.to_host(z))}")
+        a = act.forward(xp, z)  # may overwrite z (a temporary) in place
         print(f"A_{l} = {acts[l - 1]}(Z_{l}) = {_vec(be.to_host(a))}")
     cost, grads = net._backprop(xd, yd)
     L = len(net.layers)

@@ -255,26 +255,29 @@ class Network:
         return new
 
     # -- the math (internal, unchecked: callers validated x and y) ----------
-    def _forward(self, x: Any, params: Params | None = None) -> Any:
+    def _layers(self, x: Any, params: Params, keep: list[Any] | None = None) -> tuple[Any, Any]:
+        """Forward pass: ``(Z_L, A_L)``; appends every A_l to ``keep`` when given."""
         xp = self.backend.xp
-        a = x
-        for p, act in zip(self._params if params is None else params, self._acts):
+        a = z = x
+        last = len(params) - 1
+        for l, (p, act) in enumerate(zip(params, self._acts)):
             z = a @ p["W"]
             z += p["b"]
-            a = act.forward(xp, z)
-        return a
+            if l == last and act.overwrites_z:
+                a = act.forward(xp, z + 0)  # the loss reads the output layer's Z_L
+            else:
+                a = act.forward(xp, z)
+            if keep is not None:
+                keep.append(a)
+        return z, a
+
+    def _forward(self, x: Any, params: Params | None = None) -> Any:
+        return self._layers(x, self._params if params is None else params)[1]
 
     def _loss_value(self, x: Any, y: Any, params: Params | None = None) -> Any:
         """The cost alone (used by finite differences)."""
-        xp = self.backend.xp
-        params = self._params if params is None else params
-        a = x
-        z = x
-        for p, act in zip(params, self._acts):
-            z = a @ p["W"]
-            z += p["b"]
-            a = act.forward(xp, z)
-        cost, _ = self.loss.value_and_delta(xp, z, a, y, x.shape[0], self._acts[-1])
+        z, a = self._layers(x, self._params if params is None else params)
+        cost, _ = self.loss.value_and_delta(self.backend.xp, z, a, y, x.shape[0], self._acts[-1])
         return cost
 
     def _backprop(self, x: Any, y: Any, n_total: int | None = None) -> tuple[Any, Params]:
@@ -283,32 +286,46 @@ class Network:
         return cost, grads
 
     def _backprop_out(
-        self, x: Any, y: Any, n_total: int | None = None, forward_only: bool = False
+        self,
+        x: Any,
+        y: Any,
+        n_total: int | None = None,
+        forward_only: bool = False,
+        grad_scale: float | None = None,
     ) -> tuple[Any, Params, Any]:
-        """Cost, gradients and the output A_L (gradients empty when ``forward_only``)."""
+        """Cost, gradients and the output A_L (gradients empty when ``forward_only``).
+
+        ``grad_scale`` multiplies delta_L (a small array); every delta_l and so
+        every gradient comes out multiplied by it, since the backward pass is
+        linear in delta_L. Plain SGD passes ``-learning_rate`` and gets its
+        updates without a pass over the full-size gradients.
+        """
         xp = self.backend.xp
         params = self._params
         acts = self._acts
         outs = [x]  # A_0 .. A_L; every phi' is computed from A, so Z_l is not kept
-        a = z = x
-        for p, act in zip(params, acts):
-            z = a @ p["W"]
-            z += p["b"]
-            a = act.forward(xp, z)
-            outs.append(a)
+        z, a = self._layers(x, params, outs)
         n = x.shape[0] if n_total is None else n_total
         cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1])
         del z
         if forward_only:
             return cost, [], a
+        if grad_scale is not None:
+            delta *= grad_scale
         grads: Params = [{}] * len(params)
+        # dC/db = sum over rows of delta, as a GEMV with ones: BLAS beats a strided
+        # reduction at every size measured (2.3 vs 2.6 us at 4x4, 0.43 vs 1.9 ms at 1024x4096)
+        ones = xp.ones(x.shape[0], dtype=self.dtype, device=self.device)
         for l in range(len(params) - 1, -1, -1):
-            grads[l] = {"W": outs[l].T @ delta, "b": xp.sum(delta, axis=0)}
+            grads[l] = {"W": outs[l].T @ delta, "b": ones @ delta}
             if l:
                 delta = delta @ params[l]["W"].T
-                derivative = acts[l - 1].derivative
-                if derivative is not None:
-                    delta *= derivative(xp, outs[l])
+                act = acts[l - 1]
+                if act.backward is not None:
+                    # A_l is not needed after this: its buffer is reused in place
+                    delta = act.backward(xp, delta, outs[l])
+                elif act.derivative is not None:
+                    delta *= act.derivative(xp, outs[l])
         return cost, grads, a
 
     # -- public API ----------------------------------------------------

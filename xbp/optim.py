@@ -155,8 +155,15 @@ def as_schedule(value: Schedule | float | dict[str, Any]) -> Schedule:
 
 # -- transforms -------------------------------------------------------------
 class Transform(NamedTuple):
+    """``init(params) -> state`` and ``update(grads, state, params, inplace) -> (updates, state)``.
+
+    ``inplace=True`` lets a transform overwrite ``grads`` (the training loop
+    passes it for the fresh gradients it owns, saving a full-size temporary per
+    array); the default keeps every input untouched.
+    """
+
     init: Callable[[Params], Any]
-    update: Callable[[Params, Any, Params], tuple[Params, Any]]
+    update: Callable[..., tuple[Params, Any]]
 
 
 def _ns(params: Params) -> Any:
@@ -165,6 +172,16 @@ def _ns(params: Params) -> Any:
 
 def _map(fn: Callable[..., Any], *trees: Params) -> Params:
     return [{k: fn(*(t[i][k] for t in trees)) for k in trees[0][i]} for i in range(len(trees[0]))]
+
+
+def _scaled(tree: Params, factor: Any, inplace: bool) -> Params:
+    """``tree * factor``, overwriting ``tree`` when allowed (JAX rebinds the entries)."""
+    if not inplace:
+        return _map(lambda g: g * factor, tree)
+    for p in tree:
+        for k in p:
+            p[k] *= factor
+    return tree
 
 
 def _zeros_like(params: Params) -> Params:
@@ -176,14 +193,16 @@ def clip_by_global_norm(max_norm: float) -> Transform:
     """Scale all gradients by ``min(1, max_norm / ||g||)`` (norm over every array), on device."""
     limit = check_number(max_norm, "clip_norm")
 
-    def update(grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+    def update(
+        grads: Params, state: Any, params: Params, inplace: bool = False
+    ) -> tuple[Params, Any]:
         xp = _ns(grads)
         sq = [xp.sum(g[k] * g[k]) for g in grads for k in g]
         norm = xp.sqrt(sum(sq[1:], sq[0]))
         factor = limit / xp.maximum(
             norm, xp.asarray(limit, dtype=norm.dtype, device=array_api_compat.device(norm))
         )
-        return _map(lambda g: g * factor, grads), state
+        return _scaled(grads, factor, inplace), state
 
     return Transform(lambda p: (), update)
 
@@ -192,7 +211,13 @@ def add_weight_decay(weight_decay: float) -> Transform:
     """L2 regularisation: add ``weight_decay * W`` to each weight gradient (biases untouched)."""
     wd = check_number(weight_decay, "weight_decay", low_open=False)
 
-    def update(grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+    def update(
+        grads: Params, state: Any, params: Params, inplace: bool = False
+    ) -> tuple[Params, Any]:
+        if inplace:
+            for g, p in zip(grads, params):
+                g["W"] += wd * p["W"]
+            return grads, state
         return [{"W": g["W"] + wd * p["W"], "b": g["b"]} for g, p in zip(grads, params)], state
 
     return Transform(lambda p: (), update)
@@ -201,7 +226,9 @@ def add_weight_decay(weight_decay: float) -> Transform:
 def scale_by_momentum(beta: float, nesterov: bool = False) -> Transform:
     b = check_number(beta, "momentum", low=0.0, low_open=False, high=1.0, high_open=True)
 
-    def update(grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+    def update(
+        grads: Params, state: Any, params: Params, inplace: bool = False
+    ) -> tuple[Params, Any]:
         velocity = _map(lambda v, g: b * v + g, state, grads)
         if nesterov:
             return _map(lambda v, g: g + b * v, velocity, grads), velocity
@@ -224,7 +251,9 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
     def init(params: Params) -> AdamState:
         return AdamState(0, _zeros_like(params), _zeros_like(params))
 
-    def update(grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
+    def update(
+        grads: Params, state: AdamState, params: Params, inplace: bool = False
+    ) -> tuple[Params, AdamState]:
         xp = _ns(grads)
         count = state.steps + 1
         mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
@@ -240,7 +269,9 @@ def scale_by_rms(decay: float, eps: float) -> Transform:
     d = check_number(decay, "rho", low=0.0, low_open=False, high=1.0, high_open=True)
     eps = check_number(eps, "epsilon")
 
-    def update(grads: Params, state: Params, params: Params) -> tuple[Params, Params]:
+    def update(
+        grads: Params, state: Params, params: Params, inplace: bool = False
+    ) -> tuple[Params, Params]:
         xp = _ns(grads)
         s = _map(lambda s, g: d * s + (1 - d) * (g * g), state, grads)
         return _map(lambda g, v: g / (xp.sqrt(v) + eps), grads, s), s
@@ -252,8 +283,11 @@ def add_decoupled_weight_decay(weight_decay: float) -> Transform:
     """AdamW: add ``weight_decay * W`` to the already-scaled update (not the gradient)."""
     wd = check_number(weight_decay, "weight_decay", low_open=False)
 
-    def update(u: Params, state: Any, params: Params) -> tuple[Params, Any]:
-        return [{"W": g["W"] + wd * p["W"], "b": g["b"]} for g, p in zip(u, params)], state
+    def update(u: Params, state: Any, params: Params, inplace: bool = False) -> tuple[Params, Any]:
+        # u is the fresh output of the scaling transform before it: safe to extend
+        for g, p in zip(u, params):
+            g["W"] = g["W"] + wd * p["W"]
+        return u, state
 
     return Transform(lambda p: (), update)
 
@@ -265,9 +299,11 @@ class ScaleState(NamedTuple):
 def scale_by_learning_rate(schedule: Schedule) -> Transform:
     """Multiply by ``-lr(count)``; the count lives on the host."""
 
-    def update(u: Params, state: ScaleState, params: Params) -> tuple[Params, ScaleState]:
+    def update(
+        u: Params, state: ScaleState, params: Params, inplace: bool = False
+    ) -> tuple[Params, ScaleState]:
         lr = -schedule(state.steps)
-        return _map(lambda g: g * lr, u), ScaleState(state.steps + 1)
+        return _scaled(u, lr, inplace), ScaleState(state.steps + 1)
 
     return Transform(lambda p: ScaleState(0), update)
 
@@ -276,10 +312,12 @@ def chain(*transforms: Transform) -> Transform:
     def init(params: Params) -> tuple[Any, ...]:
         return tuple(t.init(params) for t in transforms)
 
-    def update(grads: Params, state: tuple[Any, ...], params: Params) -> tuple[Params, Any]:
+    def update(
+        grads: Params, state: tuple[Any, ...], params: Params, inplace: bool = False
+    ) -> tuple[Params, Any]:
         new = []
         for t, s in zip(transforms, state):
-            grads, s = t.update(grads, s, params)
+            grads, s = t.update(grads, s, params, inplace)
             new.append(s)
         return grads, tuple(new)
 
@@ -298,8 +336,24 @@ class Optimizer:
     def init(self, params: Params) -> Any:
         return self.transform.init(params)
 
-    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
-        return self.transform.update(grads, state, params)
+    def update(
+        self, grads: Params, state: Any, params: Params, *, inplace: bool = False
+    ) -> tuple[Params, Any]:
+        """``(updates, new_state)``; ``inplace=True`` allows overwriting ``grads``."""
+        return self.transform.update(grads, state, params, inplace)
+
+    def fused_scale(self, state: Any) -> tuple[float, Any] | None:
+        """For an update that is a fixed multiple of the gradient (plain SGD), that
+        multiple and the advanced state; None for every other optimizer.
+
+        The training loop then folds the multiple into the backward pass (see
+        ``Network._backprop_out(grad_scale=...)``), which is exact: the
+        gradients are linear in the output error.
+        """
+        if self.name != "sgd" or self.hyper["weight_decay"] or self.hyper["clip_norm"] is not None:
+            return None
+        count = state[-1].steps
+        return -self.schedule(count), (*state[:-1], ScaleState(count + 1))
 
     def learning_rate(self, state: Any) -> float:
         """The rate the next update will use (the schedule at the current count)."""

@@ -353,15 +353,30 @@ class Trainer:
 
     # -- the step ------------------------------------------------------
     def _update(self, xb: Any, yb: Any, n_total: int) -> tuple[Any, Any, Params]:
+        """One step; returns the cost, the output and the updates that were applied."""
         net = self.net
+        fused = self.optimizer.fused_scale(self.opt_state)
+        if fused is not None:
+            # plain SGD: the backward pass yields -lr * grad directly
+            scale, self.opt_state = fused
+            cost, updates, out = net._backprop_out(
+                xb, yb, n_total, grad_scale=scale * self.lr_scale
+            )
+            if self.reducer is not None:
+                cost, updates = self.reducer(cost, updates)
+            apply_updates(net._params, updates)
+            return cost, out, updates
         cost, grads, out = net._backprop_out(xb, yb, n_total)
         if self.reducer is not None:
             cost, grads = self.reducer(cost, grads)
-        updates, self.opt_state = self.optimizer.update(grads, self.opt_state, net._params)
+        # the gradients are fresh arrays of this step: the optimizer may overwrite them
+        updates, self.opt_state = self.optimizer.update(
+            grads, self.opt_state, net._params, inplace=True
+        )
         if self.lr_scale != 1.0:
             updates = [{k: u * self.lr_scale for k, u in p.items()} for p in updates]
         apply_updates(net._params, updates)
-        return cost, out, grads
+        return cost, out, updates
 
     def _batches(self, n: int) -> list[tuple[int, int]]:
         bs = self.batch_size
@@ -377,9 +392,9 @@ class Trainer:
             xb = xp.take(data.x, idx, axis=0)
             yb = xp.take(data.y, idx, axis=0)
             before = self.copy_params() if check_each else None
-            cost, out, grads = self._update(xb, yb, data.scale_n(e - s))
+            cost, out, updates = self._update(xb, yb, data.scale_n(e - s))
             if check_each:
-                bad = not math.isfinite(float(cost)) or not _finite(xp, grads)
+                bad = not math.isfinite(float(cost)) or not _finite(xp, updates)
                 if bad:
                     assert before is not None
                     self.set_params(before)
