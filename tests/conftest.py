@@ -7,6 +7,9 @@ unless ``XBP_REQUIRE_BACKENDS`` names it: then the test fails instead.
 from __future__ import annotations
 
 import os
+
+# scikit-learn's estimator checks test array-API inputs only with this set (before scipy loads)
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 from typing import Any
 
 import numpy as np

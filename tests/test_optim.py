@@ -144,3 +144,33 @@ def test_state_round_trip_and_mismatch() -> None:
         optim.state_from_host(optim.sgd(0.1).init(p) + ((),), leaves, lambda a, dt: a)
     rebuilt = optim.from_config(opt.config())
     assert rebuilt.config() == opt.config()
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
+def test_inplace_update_matches_pure_update(backend: xbp.Backend, name: str) -> None:
+    rng = np.random.default_rng(3)
+    opt = optim.get_optimizer(name, 0.05, clip_norm=5.0, weight_decay=0.01)
+    w = rng.normal(size=(3, 2))
+    pure = [
+        {
+            "W": backend.asarray(w, "float64", copy=True),
+            "b": backend.asarray(np.zeros(2), "float64", copy=True),
+        }
+    ]
+    fast = [
+        {k: backend.asarray(backend.to_host(v), "float64", copy=True) for k, v in p.items()}
+        for p in pure
+    ]
+    s_pure, s_fast = opt.init(pure), opt.init(fast)
+    for _ in range(3):
+        g = [{"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}]
+        g_pure = [{k: backend.asarray(v, "float64") for k, v in g[0].items()}]
+        g_fast = [{k: backend.asarray(v, "float64", copy=True) for k, v in g[0].items()}]
+        u, s_pure = opt.update(g_pure, s_pure, pure)
+        pure = optim.apply_updates(pure, u)
+        u, s_fast = opt.update(g_fast, s_fast, fast, inplace=True)
+        fast = optim.apply_updates(fast, u)
+        np.testing.assert_array_equal(backend.to_host(g_pure[0]["W"]), g[0]["W"])  # pure: untouched
+    np.testing.assert_allclose(
+        backend.to_host(fast[0]["W"]), backend.to_host(pure[0]["W"]), rtol=1e-13
+    )

@@ -362,8 +362,9 @@ if which == "xbp":
     xbp.fit(net, x, y, epochs=epochs, batch_size=bs, optimizer=xbp.optim.sgd(0.01), progress=False)
 else:
     import torch
-    model = torch.nn.Sequential(torch.nn.Linear(784, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096),
-                                torch.nn.ReLU(), torch.nn.Linear(4096, 10))
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(784, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(),
+                          nn.Linear(4096, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     ds = torch.utils.data.TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
     for _ in range(epochs):
@@ -458,6 +459,11 @@ def run_bench(
     if json_path:
         from .io import atomic_write
 
-        atomic_write(json_path, lambda f: f.write(json.dumps(report, indent=2).encode()), "--json")
+        text = json.dumps(report, indent=2).encode()
+
+        def write(f: Any) -> None:
+            f.write(text)
+
+        atomic_write(json_path, write, "--json")
         print(f"\nwrote {json_path}")
     return 0

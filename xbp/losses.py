@@ -29,6 +29,9 @@ class Loss(NamedTuple):
     name: str
     value_and_delta: Callable[[Any, Any, Any, Any, int, Activation], tuple[Any, Any]]
     outputs: tuple[str, ...]
+    # (xp, z, y, n) -> (a, cost, delta): the output activation and the cost from one
+    # pass over z, used instead of activation.forward + value_and_delta when set
+    fused_forward: Callable[[Any, Any, Any, int], tuple[Any, Any, Any]] | None = None
 
 
 def _quadratic(xp: Any, z: Any, a: Any, y: Any, n: int, act: Activation) -> tuple[Any, Any]:
@@ -49,6 +52,18 @@ def _cross_entropy(xp: Any, z: Any, a: Any, y: Any, n: int, act: Activation) -> 
     return cost, delta
 
 
+def _softmax_cross_entropy(xp: Any, z: Any, y: Any, n: int) -> tuple[Any, Any, Any]:
+    # one max, one exp and one sum serve both the softmax output and the cost
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    norm = xp.sum(e, axis=1, keepdims=True)
+    cost = -xp.sum(y * (shifted - xp.log(norm))) / n
+    e /= norm
+    delta = e - y
+    delta /= n
+    return e, cost, delta
+
+
 def _binary_cross_entropy(
     xp: Any, z: Any, a: Any, y: Any, n: int, act: Activation
 ) -> tuple[Any, Any]:
@@ -64,7 +79,9 @@ _HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu", "softplus", "identity")
 
 LOSSES: dict[str, Loss] = {
     "quadratic": Loss("quadratic", _quadratic, _HIDDEN),
-    "cross_entropy": Loss("cross_entropy", _cross_entropy, ("softmax",)),
+    "cross_entropy": Loss(
+        "cross_entropy", _cross_entropy, ("softmax",), fused_forward=_softmax_cross_entropy
+    ),
     "binary_cross_entropy": Loss("binary_cross_entropy", _binary_cross_entropy, ("sigmoid",)),
 }
 _ALIASES = {"mse": "quadratic", "binary_ce": "binary_cross_entropy", "log_loss": "cross_entropy"}

@@ -255,14 +255,21 @@ class Network:
         return new
 
     # -- the math (internal, unchecked: callers validated x and y) ----------
-    def _layers(self, x: Any, params: Params, keep: list[Any] | None = None) -> tuple[Any, Any]:
-        """Forward pass: ``(Z_L, A_L)``; appends every A_l to ``keep`` when given."""
+    def _layers(
+        self, x: Any, params: Params, keep: list[Any] | None = None, output: bool = True
+    ) -> tuple[Any, Any]:
+        """Forward pass: ``(Z_L, A_L)``; appends every A_l to ``keep`` when given.
+
+        ``output=False`` stops at Z_L (A_L is None) for a loss that computes the
+        output activation itself."""
         xp = self.backend.xp
         a = z = x
         last = len(params) - 1
         for l, (p, act) in enumerate(zip(params, self._acts)):
             z = a @ p["W"]
             z += p["b"]
+            if l == last and not output:
+                return z, None
             if l == last and act.overwrites_z:
                 a = act.forward(xp, z + 0)  # the loss reads the output layer's Z_L
             else:
@@ -304,9 +311,15 @@ class Network:
         params = self._params
         acts = self._acts
         outs = [x]  # A_0 .. A_L; every phi' is computed from A, so Z_l is not kept
-        z, a = self._layers(x, params, outs)
         n = x.shape[0] if n_total is None else n_total
-        cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1])
+        fused = self.loss.fused_forward
+        if fused is not None:  # softmax + cross-entropy from one pass over Z_L
+            z, _ = self._layers(x, params, outs, output=False)
+            a, cost, delta = fused(xp, z, y, n)
+            outs.append(a)
+        else:
+            z, a = self._layers(x, params, outs)
+            cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1])
         del z
         if forward_only:
             return cost, [], a

@@ -157,17 +157,26 @@ def as_schedule(value: Schedule | float | dict[str, Any]) -> Schedule:
 class Transform(NamedTuple):
     """``init(params) -> state`` and ``update(grads, state, params, inplace) -> (updates, state)``.
 
-    ``inplace=True`` lets a transform overwrite ``grads`` (the training loop
-    passes it for the fresh gradients it owns, saving a full-size temporary per
-    array); the default keeps every input untouched.
+    ``inplace=True`` lets a transform overwrite ``grads`` and its own state
+    arrays (the training loop passes it: it owns the fresh gradients and keeps
+    copies of the state where it needs them), saving full-size temporaries;
+    the default is pure and leaves every input untouched.
     """
 
     init: Callable[[Params], Any]
     update: Callable[..., tuple[Params, Any]]
 
 
+_NAMESPACES: dict[type, Any] = {}
+
+
 def _ns(params: Params) -> Any:
-    return array_api_compat.array_namespace(params[0]["W"])
+    # resolved once per array type, not on every step
+    kind = type(params[0]["W"])
+    xp = _NAMESPACES.get(kind)
+    if xp is None:
+        xp = _NAMESPACES[kind] = array_api_compat.array_namespace(params[0]["W"])
+    return xp
 
 
 def _map(fn: Callable[..., Any], *trees: Params) -> Params:
@@ -229,6 +238,16 @@ def scale_by_momentum(beta: float, nesterov: bool = False) -> Transform:
     def update(
         grads: Params, state: Any, params: Params, inplace: bool = False
     ) -> tuple[Params, Any]:
+        if inplace:
+            for v_d, g_d in zip(state, grads):
+                for k in g_d:
+                    v = v_d[k]
+                    v *= b
+                    v += g_d[k]
+                    v_d[k] = v
+                    # never hand out the state array itself: later transforms scale in place
+                    g_d[k] = g_d[k] + b * v if nesterov else v * 1.0
+            return grads, state
         velocity = _map(lambda v, g: b * v + g, state, grads)
         if nesterov:
             return _map(lambda v, g: g + b * v, velocity, grads), velocity
@@ -256,9 +275,31 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
     ) -> tuple[Params, AdamState]:
         xp = _ns(grads)
         count = state.steps + 1
+        c1, c2 = 1 - b1**count, 1 - b2**count
+        if inplace:
+            # the same rule with the moments and gradients overwritten: 3 fewer
+            # full-size temporaries per array (the training loop owns all of them)
+            for m_d, v_d, g_d in zip(state.mu, state.nu, grads):
+                for k in g_d:
+                    g = g_d[k]
+                    sq = g * g
+                    sq *= 1 - b2
+                    v = v_d[k]
+                    v *= b2
+                    v += sq
+                    g *= 1 - b1
+                    m = m_d[k]
+                    m *= b1
+                    m += g
+                    den = xp.sqrt(v)
+                    den *= 1 / math.sqrt(c2)
+                    den += eps
+                    u = m * (1 / c1)
+                    u /= den
+                    v_d[k], m_d[k], g_d[k] = v, m, u  # rebinds on JAX, no-op elsewhere
+            return grads, AdamState(count, state.mu, state.nu)
         mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = _map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
-        c1, c2 = 1 - b1**count, 1 - b2**count
         out = _map(lambda m, v: (m / c1) / (xp.sqrt(v / c2) + eps), mu, nu)
         return out, AdamState(count, mu, nu)
 

@@ -63,6 +63,11 @@ class _ScoreEachEpoch(Callback):
 
 class _BaseMLP(BaseEstimator):
     _classifier = False
+    _multiclass: bool
+    _be: Backend
+    _host: bool
+    _net: Network
+    _trainer: Trainer
 
     def __init__(
         self,
@@ -150,8 +155,12 @@ class _BaseMLP(BaseEstimator):
         return resolve_backend(self.backend, self.device), True
 
     def _validate(
-        self, X: Any, y: Any = None, reset: bool = True
+        self, X: Any, y: Any = None, reset: bool = True, fitting: bool = False
     ) -> tuple[Any, Any, Backend, bool]:
+        if fitting and y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None"
+            )
         be, host = self._backend_for(X)
         if host:
             kwargs = {"dtype": [np.float64, np.float32], "reset": reset}
@@ -176,8 +185,8 @@ class _BaseMLP(BaseEstimator):
                     f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                     f"{self.n_features_in_} features as input"
                 )
-            if y is not None and len(y) != X.shape[0]:
-                raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)}")
+            if y is not None and y.shape[0] != X.shape[0]:
+                raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
         return X, y, be, host
 
     def _dtype_name(self, X: Any, be: Backend) -> str:
@@ -214,7 +223,7 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X: Any, y: Any, incremental: bool = False, classes: Any = None) -> Any:
         self._check_params()
         first = not (incremental or self.warm_start) or not hasattr(self, "_net")
-        X, y, be, host = self._validate(X, y, reset=first)
+        X, y, be, host = self._validate(X, y, reset=first, fitting=True)
         if not first and self._be != be:
             raise ValueError(f"X is on {be!r} but the model was fitted on {self._be!r}")
         targets = self._encode(y, be, first, classes)
@@ -246,10 +255,9 @@ class _BaseMLP(BaseEstimator):
         net = self._net
         xd = be.asarray(X, net.dtype) if host else be.xp.astype(X, net.dtype)
         yd = be.asarray(targets, net.dtype)
-        labels = None
-        if self._classifier and net.n_out > 1 and self._multiclass:
-            labels = net.xp.argmax(yd, axis=1)
-        data = _Data(xd, yd, labels)
+        # no training accuracy: scikit-learn reports the loss only, and skipping it
+        # saves an argmax and a comparison per batch
+        data = _Data(xd, yd, None)
         val = None
         if self.early_stopping and not incremental:
             data, val = _split(net, data, self.validation_fraction, self._seed())
@@ -303,14 +311,18 @@ class _BaseMLP(BaseEstimator):
             "identity": "identity",
         }[self._net.layers[-1].activation]
 
-    def _forward(self, X: Any) -> tuple[Any, bool]:
+    def _forward(self, X: Any, method: str = "predict") -> tuple[Any, bool]:
         check_is_fitted(self, "coefs_")
         X, _, be, host = self._validate(X, reset=False)
-        if be != self._be:
-            if host:
-                pass  # NumPy input to a model on another backend: moved there, NumPy returned
-            else:
-                raise ValueError(f"X is on {be!r} but the model was fitted on {self._be!r}")
+        # everything follows X: predict takes what fit took (NumPy for a model fitted on
+        # NumPy input, whatever backend it trained on; else the same namespace and device)
+        if host != self._host or (not host and be != self._be):
+            got = "NumPy" if host else repr(be)
+            fitted = "NumPy" if self._host else repr(self._be)
+            raise ValueError(
+                f"{type(self).__name__}.{method}(): X must use the same namespace and device "
+                f"as the data passed to fit ({fitted}), got {got}"
+            )
         net = self._net
         xd = net.backend.asarray(X, net.dtype) if host else net.xp.astype(X, net.dtype)
         return net._forward(xd), host
@@ -468,20 +480,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         pred = xp.astype(out > 0.5, out.dtype)
         return float(xp.mean(xp.astype(xp.all(pred == val.y, axis=1), out.dtype)))
 
-    def predict_proba(self, X: Any) -> Any:
-        """Class probabilities, in the namespace and on the device of X."""
-        out, host = self._forward(X)
+    def _proba(self, X: Any, method: str) -> Any:
+        out, host = self._forward(X, method)
         net = self._net
         xp = net.xp
         if not self._multiclass and not self._multilabel:
             p1 = out[:, 0]
             out = xp.stack([1 - p1, p1], axis=1)
-        return net.backend.to_host(out) if host else out
+        return out, host
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities, in the namespace and on the device of X."""
+        out, host = self._proba(X, "predict_proba")
+        return self._net.backend.to_host(out) if host else out
 
     def predict_log_proba(self, X: Any) -> Any:
-        proba = self.predict_proba(X)
-        xp = array_api_compat.array_namespace(proba)
-        return xp.log(proba)
+        """Log of :meth:`predict_proba`."""
+        out, host = self._proba(X, "predict_log_proba")
+        out = self._net.xp.log(out)
+        return self._net.backend.to_host(out) if host else out
 
     def predict(self, X: Any) -> Any:
         """Class labels, in the namespace and on the device of X (NumPy for NumPy input)."""
@@ -506,6 +523,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """
 
     _multiclass = False
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def _output(self) -> tuple[str, str]:
         return "identity", "quadratic"
