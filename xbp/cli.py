@@ -347,9 +347,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     comm = None
     if args.distributed:
-        from .distributed import world
+        from .distributed import local_device, world
 
         comm = world()
+        if args.backend in ("cupy", "torch") and args.device in (None, "cuda"):
+            args.device = local_device(args.backend, comm)  # one GPU per rank
     root = comm is None or comm.Get_rank() == 0
     x, y = _load(args)
     if x.dtype.kind not in "f":

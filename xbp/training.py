@@ -388,7 +388,7 @@ class Trainer:
         xp = self.net.xp
         costs, corrects = [], []
         for b, (s, e) in enumerate(self._batches(data.n)):
-            idx = perm[s:e]
+            idx = data.batch_indices(perm, s, e)
             xb = xp.take(data.x, idx, axis=0)
             yb = xp.take(data.y, idx, axis=0)
             before = self.copy_params() if check_each else None
@@ -424,12 +424,11 @@ class Trainer:
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
                 weight_sum = sum(xp.sum(v) for p in self.net._params for v in p.values())
-                summary = be.to_host(
-                    xp.stack(
-                        [*out["costs"], *out["corrects"], weight_sum]  # type: ignore[list-item]
-                    )
-                )
+                stacked = xp.stack([*out["costs"], *out["corrects"], weight_sum])
+                summary = np.array(be.to_host(stacked), dtype=np.float64)  # writable copy
                 n_steps = len(out["costs"])
+                if out["corrects"]:  # each rank counted its own share of every batch
+                    summary[n_steps:-1] = train.reduce_sums(summary[n_steps:-1])
                 step_costs = summary[:n_steps] / train.batch_sizes(self.batch_size)
                 if not np.isfinite(summary).all():
                     self._diverged(train, perm, snapshot, step_costs, epoch_no)
@@ -540,6 +539,18 @@ class _Data:
         """The divisor of this batch's average (overridden for distributed batches)."""
         return rows
 
+    def batch_indices(self, perm: Any, s: int, e: int) -> Any:
+        """The rows of global batch ``[s, e)`` this process works on."""
+        return perm[s:e]
+
+    def reduce_sums(self, values: np.ndarray) -> np.ndarray:
+        """Sum host values over all processes (one process: unchanged)."""
+        return values
+
+    def eval_range(self) -> tuple[int, int]:
+        """The rows this process evaluates."""
+        return 0, self.n
+
     def permutation(self, rng: np.random.Generator, shuffle: bool) -> np.ndarray:
         return rng.permutation(self.n) if shuffle else np.arange(self.n)
 
@@ -576,16 +587,19 @@ def _evaluate_data(net: Network, data: _Data) -> tuple[float, float | None]:
     xp = net.xp
     parts = []
     correct = []
-    for s in range(0, data.n, EVAL_CHUNK):
-        e = min(s + EVAL_CHUNK, data.n)  # out-of-bounds slice stops are not standard
+    lo, hi = data.eval_range()
+    for s in range(lo, hi, EVAL_CHUNK):
+        e = min(s + EVAL_CHUNK, hi)  # out-of-bounds slice stops are not standard
         xb, yb = data.x[s:e, ...], data.y[s:e, ...]
         cost, _, out = net._backprop_out(xb, yb, None, forward_only=True)
         parts.append(cost * (e - s))
         if data.labels is not None:
             correct.append(_correct(xp, out, data.labels[s:e]))
-    vals = net.backend.to_host(xp.stack([*parts, *correct]))
-    loss = float(vals[: len(parts)].sum()) / data.n
-    acc = float(vals[len(parts) :].sum()) / data.n if correct else None
+    vals = net.backend.to_host(xp.stack([*parts, *correct])) if parts else np.zeros(0)
+    sums = np.array([vals[: len(parts)].sum(), vals[len(parts) :].sum()])
+    sums = data.reduce_sums(sums)  # every process evaluated its own rows
+    loss = float(sums[0]) / data.n
+    acc = float(sums[1]) / data.n if data.labels is not None else None
     return loss, acc
 
 
@@ -678,6 +692,59 @@ def fit(
     >>> len(hist)
     3
     """
+    args = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        validation_data=validation_data,
+        validation_split=validation_split,
+        shuffle=shuffle,
+        seed=seed,
+        callbacks=callbacks,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        on_divergence=on_divergence,
+        max_retries=max_retries,
+        comm=comm,
+        metadata=metadata,
+    )
+    if comm is None:
+        return _fit(net, x, y, **args)
+    from .distributed import abort_on_error
+
+    try:
+        return _fit(net, x, y, **args)
+    except BaseException as exc:
+        abort_on_error(comm, exc)  # never leave the other ranks waiting in a collective
+        raise
+
+
+def _fit(
+    net: Network,
+    x: Any,
+    y: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: Any,
+    learning_rate: Any,
+    validation_data: Any,
+    validation_split: float,
+    shuffle: bool,
+    seed: int | None,
+    callbacks: Any,
+    progress: Any,
+    checkpoint: Any,
+    checkpoint_every: int,
+    resume: Any,
+    on_divergence: str,
+    max_retries: int,
+    comm: Any,
+    metadata: dict[str, Any] | None,
+) -> History:
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
     epochs = check_int(epochs, "epochs")
