@@ -80,7 +80,7 @@ def main() -> None:
 
     trainer.reducer = timed
     step = []
-    for i in range(args.repeat + 3):
+    for _ in range(args.repeat + 3):
         comm.Barrier()
         t0 = time.perf_counter()
         trainer._update(xb, yb, len(x))

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# GPU check: the whole test suite on CUDA, GPU training runs and the GPU benchmark,
+# all written to one report. For a fresh machine with an NVIDIA GPU and no network
+# where numpy, CuPy, PyTorch and JAX are preinstalled; the other packages come from
+# ci/wheels (run ci/fetch-wheels.sh first, where there is network).
+#
+#   bash ci/gpu.sh                       # writes gpu-report.md (REPORT=path to change)
+#   XBP_GPU_DRY_RUN=1 bash ci/gpu.sh     # the same steps on the CPU, to test the script
+#
+# Budget: under 8 minutes in all; every step has its own time limit.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPORT=${REPORT:-gpu-report.md}
+DRY=${XBP_GPU_DRY_RUN:-0}
+PY=${PYTHON:-python3}
+start=$(date +%s)
+status=0
+
+section() { printf '\n## %s\n\n' "$1" >> "$REPORT"; }
+run() {  # run LIMIT_SECONDS TITLE CMD...: output into the report as a code block
+    local limit=$1 title=$2; shift 2
+    section "$title"
+    printf '```\n$ %s\n' "$*" >> "$REPORT"
+    local t0=$(date +%s)
+    timeout "$limit" "$@" >> "$REPORT" 2>&1
+    local rc=$?
+    printf '```\n(exit %s, %s s)\n' "$rc" "$(( $(date +%s) - t0 ))" >> "$REPORT"
+    [ "$rc" -eq 0 ] || status=1
+    return 0
+}
+
+: > "$REPORT"
+{
+  echo "# xbp GPU report"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "- mode: $([ "$DRY" = 1 ] && echo 'dry run on the CPU (script test, no GPU numbers)' || echo GPU)"
+} >> "$REPORT"
+
+if [ "$DRY" = 1 ]; then
+    GPU_BACKENDS="numpy,torch"; TORCH_DEV=cpu; CUPY=numpy
+    REQUIRE="numpy,array_api_strict,torch,jax"
+    CASES="mid"
+    LARGE_N=4096
+else
+    GPU_BACKENDS="cupy,torch"; TORCH_DEV=cuda; CUPY=cupy
+    REQUIRE="numpy,array_api_strict,torch,jax,torch-cuda,cupy-cuda"
+    CASES="gpu-large,large,mid"
+    LARGE_N=200000
+fi
+
+run 30 "Device" bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"'
+if [ -d ci/wheels ]; then
+    run 120 "Install (offline, from ci/wheels)" "$PY" -m pip install -q --no-index --find-links ci/wheels --no-build-isolation -e ".[test]"
+else
+    run 120 "Install (no ci/wheels: using what is installed)" "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+fi
+run 60 "Backends" "$PY" -m xbp backends
+run 240 "Test suite (XBP_REQUIRE_BACKENDS=$REQUIRE)" env XBP_REQUIRE_BACKENDS="$REQUIRE" \
+    XBP_HYPOTHESIS_EXAMPLES=50 "$PY" -m pytest -q -x -p no:cacheprovider -m "not slow" tests
+run 60 "Digits on $CUPY" "$PY" -m xbp train --backend "$CUPY" --dtype float32 --quiet
+run 60 "Digits on torch $TORCH_DEV" "$PY" -m xbp train --backend torch --device "$TORCH_DEV" --dtype float32 --quiet
+run 120 "Large synthetic problem ($LARGE_N x 784 blobs, 784-4096-4096-10, batch 4096)" "$PY" - "$GPU_BACKENDS" "$TORCH_DEV" "$LARGE_N" <<'PYEOF'
+import sys, time
+import xbp
+backends, torch_dev, n = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3])
+x, y = xbp.data.make_blobs(n, centers=10, n_features=784, spread=4.0, seed=0)
+for name in backends:
+    device = torch_dev if name == "torch" else None
+    net = xbp.mlp([784, 4096, 4096, 10], activation="relu", loss="cross_entropy",
+                  backend=name, device=device, dtype="float32", seed=0)
+    t0 = time.perf_counter()
+    hist = xbp.fit(net, x, y, epochs=2, batch_size=4096, optimizer=xbp.optim.sgd(0.01),
+                   progress="lines")
+    print(f"{name} {device or ''}: {time.perf_counter() - t0:.1f} s for 2 epochs, "
+          f"accuracy {hist['accuracy'][-1]:.4f}")
+PYEOF
+run 240 "Benchmark (cases $CASES)" "$PY" -m xbp bench --cases "$CASES" --backends "$GPU_BACKENDS" --json bench-gpu.json
+section "Total"
+echo "$(( $(date +%s) - start )) s, status $status" >> "$REPORT"
+echo "wrote $REPORT ($(( $(date +%s) - start )) s, status $status)"
+exit $status
