@@ -86,6 +86,10 @@ def _relu_prime(xp: Any, a: Any) -> Any:
     return xp.astype(a > 0, a.dtype)
 
 
+def _relu_backward(xp: Any, delta: Any, a: Any) -> Any:
+    return xp.where(a > 0, delta, 0.0)  # one pass instead of cast + multiply
+
+
 def _leaky_relu(xp: Any, z: Any) -> Any:
     return xp.where(z > 0, z, z * LEAKY_SLOPE)
 
@@ -123,7 +127,7 @@ ACTIVATIONS: dict[str, Activation] = {
         "sigmoid", _sigmoid, _sigmoid_prime, backward=_sigmoid_backward, overwrites_z=True
     ),
     "tanh": Activation("tanh", _tanh, _tanh_prime, backward=_tanh_backward),
-    "relu": Activation("relu", _relu, _relu_prime),
+    "relu": Activation("relu", _relu, _relu_prime, backward=_relu_backward),
     "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_prime),
     "softplus": Activation("softplus", _softplus, _softplus_prime),
     "identity": Activation("identity", _identity, None),

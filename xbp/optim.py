@@ -291,11 +291,11 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
                     m = m_d[k]
                     m *= b1
                     m += g
+                    # m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v) + eps sqrt(c2)) * sqrt(c2) / c1
                     den = xp.sqrt(v)
-                    den *= 1 / math.sqrt(c2)
-                    den += eps
-                    u = m * (1 / c1)
-                    u /= den
+                    den += eps * math.sqrt(c2)
+                    u = m / den
+                    u *= math.sqrt(c2) / c1
                     v_d[k], m_d[k], g_d[k] = v, m, u  # rebinds on JAX, no-op elsewhere
             return grads, AdamState(count, state.mu, state.nu)
         mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
