@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import XbpValueError
 from .network import Network, Params
-from .training import Trainer, _Data, _labels_of, _prepare, _split
+from .training import Trainer, _Data, _prepare, _split
 
 __all__ = [
     "world",
@@ -191,7 +191,6 @@ def prepare_distributed(
             host = np.array(net.backend.to_host(p[k]), copy=True, order="C")  # writable
             comm.Bcast(host, root=0)
             p[k] = net.backend.asarray(host, net.dtype, copy=True)
-    _ = _labels_of
     return train, val
 
 

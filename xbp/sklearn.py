@@ -42,7 +42,7 @@ from .backend import Backend
 from .backend import backend as resolve_backend
 from .errors import XbpValueError
 from .network import Dense, Network
-from .training import Callback, EarlyStopping, Trainer, _Data, _evaluate_data, _split
+from .training import Callback, EarlyStopping, Trainer, _Data, _split
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -363,13 +363,14 @@ class _BaseMLP(BaseEstimator):
             self._net = Network(layers, loss=cfg["loss"], backend=be, dtype=cfg["dtype"])
             self._net.params = saved["params"]
             self._be = be
-            batch = self._net.n_in
+            # the weights come back; the optimizer state starts afresh (as after warm_start)
+            batch = 200 if self.batch_size == "auto" else int(self.batch_size)
             self._trainer = Trainer(
                 self._net,
-                self._optimizer(max(batch, 1)),
-                batch_size=1,
+                self._optimizer(batch),
+                batch_size=batch,
                 shuffle=self.shuffle,
-                seed=0,
+                seed=self._seed(),
                 on_divergence="raise",
                 max_retries=0,
                 callbacks=[],
@@ -566,6 +567,3 @@ def _data_conversion_warning() -> type[Warning]:
     from sklearn.exceptions import DataConversionWarning
 
     return DataConversionWarning
-
-
-_ = _evaluate_data  # re-exported helper kept for callers of earlier releases
