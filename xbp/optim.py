@@ -481,15 +481,18 @@ def adam(
     *,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    decoupled: bool = False,
 ) -> Optimizer:
-    """Adam with bias correction; ``weight_decay`` is L2 added to the gradient."""
+    """Adam with bias correction; ``weight_decay`` is L2 added to the gradient
+    (``decoupled=True``: added to the update instead, which is :func:`adamw`)."""
     return _build(
-        "adam",
+        "adamw" if decoupled else "adam",
         learning_rate,
         [scale_by_adam(beta_1, beta_2, epsilon)],
         {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon},
         weight_decay,
         clip_norm,
+        decoupled=decoupled,
     )
 
 
@@ -503,13 +506,13 @@ def adamw(
     clip_norm: float | None = None,
 ) -> Optimizer:
     """Adam with decoupled weight decay (Loshchilov and Hutter)."""
-    return _build(
-        "adamw",
+    return adam(
         learning_rate,
-        [scale_by_adam(beta_1, beta_2, epsilon)],
-        {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon},
-        weight_decay,
-        clip_norm,
+        beta_1,
+        beta_2,
+        epsilon,
+        weight_decay=weight_decay,
+        clip_norm=clip_norm,
         decoupled=True,
     )
 
