@@ -109,3 +109,11 @@ def test_require_backends_turns_skip_into_failure() -> None:
         backend_or_skip("numpy-gpu", "numpy", "cuda", set())
     with pytest.raises(pytest.fail.Exception, match="required by XBP_REQUIRE_BACKENDS"):
         backend_or_skip("numpy-gpu", "numpy", "cuda", {"numpy-gpu"})
+
+
+def test_dlpack_import_between_libraries(backend: xbp.Backend) -> None:
+    torch = pytest.importorskip("torch")
+    src = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    out = backend.from_dlpack(src)
+    assert backend.owns(out) and backend.same_device(out)
+    np.testing.assert_array_equal(backend.to_host(out), src.numpy())

@@ -339,8 +339,18 @@ class Backend:
         return np.asarray(a)
 
     def from_dlpack(self, a: Any) -> Any:
-        """Import an array from another library through DLPack (zero-copy where possible)."""
-        return self.xp.from_dlpack(a)
+        """Import an array from another library through DLPack, onto this backend's device.
+
+        Zero-copy where the producer's memory is on this device; otherwise the
+        data is moved (through the host when DLPack cannot cross devices).
+        """
+        try:
+            out = self.xp.from_dlpack(a)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            return self.asarray(np.from_dlpack(a))  # e.g. a CPU tensor into CuPy
+        if not self.same_device(out):
+            out = self.xp.asarray(out, device=self.device)
+        return out
 
     def device_of(self, a: Any) -> Any:
         return array_api_compat.device(a)
