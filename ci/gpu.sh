@@ -2,7 +2,8 @@
 # GPU check: the whole test suite on CUDA, GPU training runs and the GPU benchmark,
 # all written to one report. For a fresh machine with an NVIDIA GPU and no network
 # where numpy, CuPy, PyTorch and JAX are preinstalled; the other packages come from
-# ci/wheels (run ci/fetch-wheels.sh first, where there is network).
+# ci/wheels (run ci/fetch-wheels.sh first, where there is network; the folder is
+# git-ignored, so carry it along explicitly with the working tree).
 #
 #   bash ci/gpu.sh                       # writes gpu-report.md (REPORT=path to change)
 #   XBP_GPU_DRY_RUN=1 bash ci/gpu.sh     # the same steps on the CPU, to test the script
