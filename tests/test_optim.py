@@ -174,3 +174,19 @@ def test_inplace_update_matches_pure_update(backend: xbp.Backend, name: str) -> 
     np.testing.assert_allclose(
         backend.to_host(fast[0]["W"]), backend.to_host(pure[0]["W"]), rtol=1e-13
     )
+
+
+def test_only_a_pure_learning_rate_chain_is_folded_into_backprop() -> None:
+    p = [{"W": np.ones((2, 2)), "b": np.ones(2)}]
+    opt = optim.sgd(optim.step(0.5, 1, 0.5))
+    scale, state = opt.fused_scale(opt.init(p))
+    assert scale == -0.5 and opt.fused_scale(state)[0] == -0.25  # the schedule advances
+    for other in (
+        optim.sgd(0.1, weight_decay=0.01),
+        optim.sgd(0.1, clip_norm=1.0),
+        optim.momentum(0.1),
+        optim.adam(0.1),
+    ):
+        assert other.fused_scale(other.init(p)) is None, other.name
+    rebuilt = optim.from_config(optim.sgd(0.3).config())
+    assert rebuilt.fused_scale(rebuilt.init(p))[0] == -0.3

@@ -187,3 +187,26 @@ def test_evaluate_and_predict_proba() -> None:
     assert res["accuracy"] == pytest.approx(np.mean(proba.argmax(1) == y))
     with pytest.raises(XbpValueError, match="predict_proba needs a softmax or sigmoid"):
         xbp.mlp([2, 1], activation="identity").predict_proba(x)
+
+
+def test_early_stopping_on_a_metric_a_callback_logs() -> None:
+    class Score(xbp.Callback):
+        def on_epoch_end(self, trainer, logs) -> None:
+            logs["score"] = [0.5, 0.9, 0.8, 0.7, 0.6, 0.5][logs["epoch"] - 1]
+
+    x, y = xbp.data.make_blobs(40, centers=2, seed=0)
+    stop = xbp.EarlyStopping(patience=1, monitor="score", mode="max")
+    hist = xbp.fit(
+        xbp.mlp([2, 3, 2], loss="cross_entropy"),
+        x,
+        y,
+        epochs=6,
+        batch_size=8,
+        callbacks=[Score(), stop],
+        progress=False,
+    )
+    assert stop.best == 0.9 and stop.best_epoch == 2 and len(hist) == 4 and hist.stopped_early
+    with pytest.raises(XbpValueError, match="monitor='score'.*mode='min'/'max'"):
+        xbp.EarlyStopping(monitor="score")
+    with pytest.raises(XbpValueError, match="mode='up'"):
+        xbp.EarlyStopping(monitor="score", mode="up")

@@ -27,6 +27,7 @@ __all__ = [
     "available_backends",
     "backend",
     "default_backend",
+    "gpu_count",
     "namespace_of",
 ]
 
@@ -77,6 +78,24 @@ def _cupy_problem() -> str | None:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"cupy is installed but no CUDA device is usable: {msg}"
     return None
+
+
+def gpu_count(name: str) -> int:
+    """How many CUDA devices ``name`` (``"cupy"`` or ``"torch"``) can use here; 0 when none."""
+    try:
+        if name == "cupy":
+            if _cupy_problem() is not None:
+                return 0
+            import cupy
+
+            return int(cupy.cuda.runtime.getDeviceCount())
+        if name == "torch":
+            import torch
+
+            return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
+    return 0
 
 
 def _jax_x64() -> bool:

@@ -325,13 +325,6 @@ def _n_outputs(y: np.ndarray, loss: str) -> int:
     return 1
 
 
-def _targets(y: np.ndarray, n_out: int) -> np.ndarray:
-    """Integer labels for one output become a column of 0/1 floats."""
-    if n_out == 1 and y.ndim == 1:
-        return y.astype(np.float64).reshape(-1, 1)
-    return y
-
-
 def _scale(x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     pre = meta.get("standardize")
     if not pre:
@@ -402,7 +395,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if wd is None:
             wd = 0.1 if args.optimizer == "adamw" else 0.0
         opt = optim.get_optimizer(args.optimizer, sched, weight_decay=wd, clip_norm=args.clip_norm)
-    ytr, yva, yte = (_targets(v, net.n_out) for v in (ytr, yva, yte))
     callbacks: list[Callback] = []
     if args.early_stopping is not None:
         callbacks.append(EarlyStopping(patience=args.early_stopping))
@@ -485,7 +477,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     net, meta = _load_model(args)
     x, y = _load(args)
-    result = evaluate(net, _scale(x, meta), _targets(y, net.n_out))
+    result = evaluate(net, _scale(x, meta), y)
     acc = result["accuracy"]
     print(
         f"loss {result['loss']:.6f}"
@@ -593,12 +585,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         net = _model_args(args, defaults, x.shape[1], _n_outputs(y, args.loss or "quadratic"))
     if not -len(x) <= args.index < len(x):
         raise XbpValueError(f"--index {args.index} is outside the {len(x)} samples")
-    xs, ys = x[args.index : args.index + 1] if args.index >= 0 else x[args.index :][:1], None
-    ys = (
-        _targets(y, net.n_out)[args.index : args.index + 1]
-        if args.index >= 0
-        else _targets(y, net.n_out)[args.index :][:1]
-    )
+    i = args.index % len(x)
+    xs, ys = x[i : i + 1], y[i : i + 1]  # xbp's target checks shape labels and columns
     be, xp = net.backend, net.xp
     xd, yd = net._x(xs), net._y(ys, 1)
     host = net.host_params()

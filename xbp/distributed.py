@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import gpu_count
 from .errors import XbpValueError
 from .network import Network, Params
 from .training import Trainer, _Data, _prepare, _split
@@ -62,18 +63,14 @@ def local_rank(comm: Any = None) -> int:
 
 
 def local_device(backend: str, comm: Any = None) -> Any:
-    """One GPU per rank: the GPU index for this rank's local rank (None on the CPU backends)."""
-    if backend == "cupy":
-        import cupy
-
-        return local_rank(comm) % max(1, cupy.cuda.runtime.getDeviceCount())
-    if backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{local_rank(comm) % torch.cuda.device_count()}"
-        return "cpu"
-    return None
+    """One GPU per rank: this rank's device, from its local rank (None on the CPU backends)."""
+    if backend not in ("cupy", "torch"):
+        return None
+    count = gpu_count(backend)
+    if count == 0:
+        return "cpu" if backend == "torch" else None
+    index = local_rank(comm) % count
+    return index if backend == "cupy" else f"cuda:{index}"
 
 
 def cuda_aware() -> bool:

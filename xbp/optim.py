@@ -373,6 +373,8 @@ class Optimizer:
     hyper: dict[str, Any]
     schedule: Schedule
     transform: Transform = field(repr=False, compare=False)
+    # the chain is only the learning-rate scaling: the update is -lr(count) * grad
+    scale_only: bool = field(default=False, repr=False, compare=False)
 
     def init(self, params: Params) -> Any:
         return self.transform.init(params)
@@ -391,7 +393,7 @@ class Optimizer:
         ``Network._backprop_out(grad_scale=...)``), which is exact: the
         gradients are linear in the output error.
         """
-        if self.name != "sgd" or self.hyper["weight_decay"] or self.hyper["clip_norm"] is not None:
+        if not self.scale_only:
             return None
         count = state[-1].steps
         return -self.schedule(count), (*state[:-1], ScaleState(count + 1))
@@ -424,7 +426,7 @@ def _build(
         parts.append(add_decoupled_weight_decay(weight_decay))
     parts.append(scale_by_learning_rate(sched))
     hyper = {**hyper, "weight_decay": weight_decay, "clip_norm": clip_norm}
-    return Optimizer(name, hyper, sched, chain(*parts))
+    return Optimizer(name, hyper, sched, chain(*parts), scale_only=len(parts) == 1)
 
 
 def sgd(

@@ -268,8 +268,13 @@ class _BaseMLP(BaseEstimator):
         if not incremental:
             # scikit-learn stops after n_iter_no_change epochs without a tol improvement:
             # of the training loss, or of the validation score with early stopping
-            monitor = "val_score" if self.early_stopping else "loss"
-            stop = _SklearnStopping(self, monitor)
+            stop = EarlyStopping(
+                patience=self.n_iter_no_change,
+                min_delta=self.tol,
+                monitor="val_score" if self.early_stopping else "loss",
+                mode="max" if self.early_stopping else "min",
+                restore_best=self.early_stopping,
+            )
             callbacks = [_ScoreEachEpoch(self, val), stop]
         trainer.callbacks = callbacks
         trainer.stop_training = False
@@ -381,33 +386,6 @@ class _BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
-
-
-class _SklearnStopping(EarlyStopping):
-    """scikit-learn's rule: stop when the monitored value has not improved by ``tol``
-    for more than ``n_iter_no_change`` epochs; with early stopping keep the best weights."""
-
-    def __init__(self, est: _BaseMLP, monitor: str) -> None:
-        super().__init__(
-            patience=est.n_iter_no_change,
-            min_delta=est.tol,
-            monitor="loss",
-            restore_best=est.early_stopping,
-        )
-        self.key = monitor
-
-    def _better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        if self.key == "val_score":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
-
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        value = logs.get(self.key)
-        if value is None:
-            return
-        super().on_epoch_end(trainer, {**logs, "loss": value})
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):

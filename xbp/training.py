@@ -106,7 +106,9 @@ class EarlyStopping(Callback):
     At the end of training the best weights are restored, whether or not the
     run stopped early (``restore_best=False`` keeps the last ones).
     ``monitor`` is ``"val_loss"`` (falls back to ``"loss"`` without
-    validation data), ``"loss"``, ``"val_accuracy"`` or ``"accuracy"``.
+    validation data), ``"loss"``, ``"val_accuracy"`` or ``"accuracy"``; any
+    other key a callback adds to the epoch's logs works with ``mode="min"``
+    or ``"max"``.
     """
 
     def __init__(
@@ -115,14 +117,22 @@ class EarlyStopping(Callback):
         min_delta: float = 0.0,
         monitor: str = "val_loss",
         restore_best: bool = True,
+        mode: str | None = None,
     ) -> None:
         self.patience = check_int(patience, "patience", low=0)
         self.min_delta = check_number(min_delta, "min_delta", low_open=False)
-        if monitor not in ("loss", "val_loss", "accuracy", "val_accuracy"):
-            raise XbpValueError(
-                f"monitor={monitor!r}; use 'loss', 'val_loss', 'accuracy' or 'val_accuracy'"
-            )
+        known = ("loss", "val_loss", "accuracy", "val_accuracy")
+        if mode is None:
+            if monitor not in known:
+                raise XbpValueError(
+                    f"monitor={monitor!r}; use 'loss', 'val_loss', 'accuracy' or "
+                    "'val_accuracy', or name mode='min'/'max' for a metric a callback logs"
+                )
+            mode = "max" if "accuracy" in monitor else "min"
+        elif mode not in ("min", "max"):
+            raise XbpValueError(f"mode={mode!r}; use 'min' or 'max'")
         self.monitor = monitor
+        self.mode = mode
         self.restore_best = restore_best
         self.best: float | None = None
         self.best_epoch: int | None = None
@@ -132,7 +142,7 @@ class EarlyStopping(Callback):
     def _better(self, value: float) -> bool:
         if self.best is None:
             return True
-        if "accuracy" in self.monitor:
+        if self.mode == "max":
             return value > self.best + self.min_delta
         return value < self.best - self.min_delta
 
