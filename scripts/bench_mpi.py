@@ -25,9 +25,26 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import xbp  # noqa: E402
-from xbp.bench import CASES, _data  # noqa: E402
-from xbp.distributed import _DistData, _Reducer  # noqa: E402
-from xbp.training import Trainer  # noqa: E402
+from xbp.bench import CASES, case_data  # noqa: E402
+from xbp.distributed import MPIStrategy  # noqa: E402
+
+
+class TimedMPIStrategy(MPIStrategy):
+    """MPIStrategy that times the gradient exchange apart from the wait for the slower rank."""
+
+    def __init__(self, comm) -> None:
+        super().__init__(comm)
+        self.comm_t: list[float] = []
+        self.wait_t: list[float] = []
+
+    def reduce_grads(self, cost, grads):
+        t = time.perf_counter()
+        self.comm.Barrier()
+        t1 = time.perf_counter()
+        out = super().reduce_grads(cost, grads)
+        self.comm_t.append(time.perf_counter() - t1)
+        self.wait_t.append(t1 - t)
+        return out
 
 
 def main() -> None:
@@ -46,46 +63,25 @@ def main() -> None:
         dtype=case["dtype"],
         seed=0,
     )
-    x, y = _data(case)
-    data = _DistData(net._x(x), net._y(y, len(x)), None, comm)
-    lo, hi = data.share(0, len(x))
-    xb, yb = data.x[lo:hi, ...], data.y[lo:hi, ...]
-    trainer = Trainer(
-        net,
-        xbp.optim.sgd(0.01),
-        batch_size=len(x),
-        shuffle=False,
-        seed=0,
-        on_divergence="raise",
-        max_retries=0,
-        callbacks=[],
-        comm=comm,
+    x, y = case_data(case)
+    strategy = TimedMPIStrategy(comm)
+    xd, yd = net.check_inputs(x), net.check_targets(y, len(x))
+    lo, hi = strategy.share(0, len(x))
+    xb, yb = xd[lo:hi, ...], yd[lo:hi, ...]
+    options = xbp.TrainOptions(
+        optimizer=xbp.optim.sgd(0.01), batch_size=len(x), shuffle=False, max_retries=0
     )
-    reducer = _Reducer(net, comm)
+    trainer = xbp.Trainer(net, options, strategy=strategy)
+    strategy.setup(net, {"case": args.case})
     n_params = sum(int(np.prod(v.shape)) for p_ in net.params for v in p_.values()) + 1
     itemsize = np.dtype(case["dtype"]).itemsize
-    comm_t: list[float] = []
-
-    wait_t: list[float] = []
-
-    def timed(cost, grads):
-        # the wait for the slower rank is load imbalance, not communication: time it apart
-        t = time.perf_counter()
-        comm.Barrier()
-        t1 = time.perf_counter()
-        out = reducer(cost, grads)
-        comm_t.append(time.perf_counter() - t1)
-        wait_t.append(t1 - t)
-        return out
-
-    trainer.reducer = timed
     step = []
     for _ in range(args.repeat + 3):
         comm.Barrier()
         t0 = time.perf_counter()
-        trainer._update(xb, yb, len(x))
+        trainer.train_step(xb, yb, len(x))
         step.append(time.perf_counter() - t0)
-    step, comm_t, wait_t = step[3:], comm_t[3:], wait_t[3:]
+    step, comm_t, wait_t = step[3:], strategy.comm_t[3:], strategy.wait_t[3:]
     s, c, w = statistics.median(step), statistics.median(comm_t), statistics.median(wait_t)
     all_s = comm.gather(s)
     all_c = comm.gather(c)

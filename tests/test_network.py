@@ -66,8 +66,68 @@ def test_gradients_match_numpy_on_every_backend(backend: xbp.Backend, dtype: str
                 assert err <= TOL[dtype], f"{label} layer {i} {key}: {err:.2e}"
 
 
+def numpy_cost(params: list[dict[str, np.ndarray]], x, y, acts: list[str], loss: str) -> float:
+    """The cost, written independently of xbp in NumPy float64 (the reference for gradcheck)."""
+    a = x
+    for p, act in zip(params, acts):
+        z = a @ p["W"] + p["b"]
+        if act == "sigmoid":
+            a = 1 / (1 + np.exp(-z))
+        elif act == "tanh":
+            a = np.tanh(z)
+        elif act == "relu":
+            a = np.maximum(z, 0)
+        elif act == "leaky_relu":
+            a = np.where(z > 0, z, 0.01 * z)
+        elif act == "softplus":
+            a = np.logaddexp(0, z)
+        elif act == "identity":
+            a = z
+        elif act == "softmax":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            a = e / e.sum(axis=1, keepdims=True)
+        else:
+            raise AssertionError(act)
+    n = x.shape[0]
+    if loss == "quadratic":
+        return float(np.sum((a - y) ** 2) / (2 * n))
+    if loss == "cross_entropy":
+        return float(-np.sum(np.log(a[np.arange(n), y])) / n)
+    return float(-np.sum(y * np.log(a) + (1 - y) * np.log(1 - a)) / n)
+
+
+def numpy_central_differences(params, x, y, acts, loss, eps=1e-6):
+    """dC/dparam for every entry by (C(w + eps) - C(w - eps)) / 2 eps, all in NumPy float64."""
+    grads = []
+    for i, p in enumerate(params):
+        grads.append({})
+        for key in "Wb":
+            g = np.empty(p[key].shape)
+            for idx in np.ndindex(p[key].shape):
+                costs = []
+                for sign in (1.0, -1.0):
+                    trial = [{k: v.copy() for k, v in q.items()} for q in params]
+                    trial[i][key][idx] += sign * eps
+                    costs.append(numpy_cost(trial, x, y, acts, loss))
+                g[idx] = (costs[0] - costs[1]) / (2 * eps)
+            grads[i][key] = g
+    return grads
+
+
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSS, ids=[f"{a}-{b}" for a, b in OUTPUT_LOSS])
-def test_gradcheck_every_pair(backend: xbp.Backend, output: str, loss: str) -> None:
+def test_gradcheck_every_pair(
+    backend: xbp.Backend, output: str, loss: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gradcheck runs on the network's own device, and backprop there matches NumPy differences."""
+    calls: list[tuple[xbp.Backend, bool, str]] = []
+    real = xbp.Network.value_and_grad
+
+    def spy(self, x, y, **kwargs):
+        on_device = backend.owns(x) and backend.same_device(x)
+        calls.append((self.backend, on_device, self.backend.dtype_name(self.dtype)))
+        return real(self, x, y, **kwargs)
+
+    monkeypatch.setattr(xbp.Network, "value_and_grad", spy)
     rng = np.random.default_rng(11)
     for hidden in HIDDEN:
         sizes = [3, 4, 2]
@@ -83,24 +143,41 @@ def test_gradcheck_every_pair(backend: xbp.Backend, output: str, loss: str) -> N
             init="nielsen",
             dtype="float32",
         )
+        label = f"{hidden}->{output} {loss}"
+        calls.clear()
         errs = xbp.gradcheck(net, x, y, tol=1e-6)
-        assert net.to(dtype="float64").backend == backend  # the check ran on this device
         assert set(errs) == {"layer0.W", "layer0.b", "layer1.W", "layer1.b"}
-        assert max(errs.values()) <= 1e-6, (hidden, output, loss, errs)
+        assert max(errs.values()) <= 1e-6, (label, errs)
+        # every pass gradcheck made ran on this backend and device, in float64
+        assert calls, f"{label}: gradcheck never called Network.value_and_grad"
+        for be, on_device, dtype in calls:
+            assert be == backend and on_device and dtype == "float64", (label, be, dtype)
+        # independently: backprop on this device against differences of a NumPy cost
+        net64 = net.to(dtype="float64")
+        _, grads = net64.backprop(x, y)
+        acts = [hidden, output]
+        ref = numpy_central_differences(net64.host_params(), x, y, acts, loss)
+        scale = max(float(np.max(np.abs(g[k]))) for g in ref for k in "Wb")
+        for i, (g, r) in enumerate(zip(grads, ref)):
+            for key in "Wb":
+                assert backend.owns(g[key]) and backend.same_device(g[key]), label
+                err = float(np.max(np.abs(backend.to_host(g[key]) - r[key]))) / scale
+                assert err <= 1e-7, f"{label} layer {i} {key}: {err:.2e} against NumPy"
 
 
 def test_gradcheck_catches_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
     net = xbp.mlp([3, 4, 2], activation="tanh", seed=0)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
-    real = xbp.Network._backprop
+    real = xbp.Network.value_and_grad
 
-    def broken(self, x, y, n_total=None):
-        cost, grads = real(self, x, y, n_total)
-        grads[0]["W"] = grads[0]["W"] * 1.01
-        return cost, grads
+    def broken(self, x, y, **kwargs):
+        result = real(self, x, y, **kwargs)
+        if result.grads:  # not a forward-only pass
+            result.grads[0]["W"] = result.grads[0]["W"] * 1.01
+        return result
 
-    monkeypatch.setattr(xbp.Network, "_backprop", broken)
+    monkeypatch.setattr(xbp.Network, "value_and_grad", broken)
     with pytest.raises(xbp.GradcheckError, match="layer0.W"):
         xbp.gradcheck(net, x, y)
     errs = xbp.gradcheck(net, x, y, raise_on_failure=False)

@@ -24,16 +24,11 @@ from .gradcheck import gradcheck
 from .init import INITS
 from .io import Checkpoint, load, load_checkpoint, save
 from .losses import LOSSES
-from .network import Dense, Network, mlp
-from .training import (
-    Callback,
-    EarlyStopping,
-    History,
-    ModelCheckpoint,
-    evaluate,
-    fit,
-    predict_classes,
-)
+from .checkpoint import ModelCheckpoint
+from .network import Dense, Network, StepResult, mlp
+from .run import evaluate, fit, predict_classes
+from .strategy import LocalStrategy, Strategy
+from .training import Callback, EarlyStopping, History, Trainer, TrainOptions
 
 __version__ = "0.1.0"
 
@@ -47,7 +42,12 @@ __all__ = [
     "Checkpoint",
     "EarlyStopping",
     "History",
+    "LocalStrategy",
     "ModelCheckpoint",
+    "StepResult",
+    "Strategy",
+    "Trainer",
+    "TrainOptions",
     "BackendInfo",
     "BackendUnavailableError",
     "Dense",

@@ -1,16 +1,16 @@
-"""Backend selection: the only module that knows array-library names.
+"""Backend selection: an array library (from :mod:`xbp.backends`) on one device.
 
 A :class:`Backend` is an array-API namespace (``xp``) plus a device. It moves
 host NumPy data onto its device and results back, and it resolves the
 ``float32``/``float64`` dtype names. Everything else in xbp receives a
-``Backend`` (or its ``xp``) and writes the math once.
+``Backend`` (or its ``xp``) and writes the math once. Every library-specific
+decision is delegated to the backend's :class:`xbp.backends.Library`; this
+module names no library.
 """
 
 from __future__ import annotations
 
 import contextvars
-import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -18,7 +18,9 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .errors import BackendUnavailableError, XbpTypeError, XbpValueError
+from . import backends
+from .backends import BackendInfo, Library
+from .errors import XbpTypeError, XbpValueError
 
 __all__ = [
     "BACKEND_NAMES",
@@ -32,8 +34,7 @@ __all__ = [
 ]
 
 #: The array libraries xbp knows, in the order reports list them.
-BACKEND_NAMES = ("numpy", "cupy", "torch", "jax", "array_api_strict")
-_ALIASES = {"np": "numpy", "array-api-strict": "array_api_strict", "strict": "array_api_strict"}
+BACKEND_NAMES = backends.names()
 _DTYPE_NAMES = ("float32", "float64")
 
 _DEFAULT: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
@@ -41,191 +42,12 @@ _DEFAULT: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
 )
 
 
-def _import(name: str) -> ModuleType:
-    module = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax"}.get(name, name)
-    if importlib.util.find_spec(module) is None:
-        extra = {"cupy": "cuda12", "torch": "torch", "jax": "jax", "array_api_strict": "test"}
-        hint = f"pip install 'xbp[{extra[name]}]'" if name in extra else f"pip install {name}"
-        raise BackendUnavailableError(
-            f"backend {name!r} is not installed; install it with `{hint}` "
-            "or choose another backend (see xbp.available_backends())"
-        )
-    return importlib.import_module(module)
-
-
-def _namespace(name: str) -> Any:
-    _import(name)
-    if name == "jax":
-        import jax.numpy as jnp
-
-        return jnp
-    if name == "array_api_strict":
-        import array_api_strict
-
-        return array_api_strict
-    return importlib.import_module(f"array_api_compat.{name}")
-
-
-def _cupy_problem() -> str | None:
-    """Why CuPy cannot run here, or None when a CUDA device works."""
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "cupy is installed but no CUDA device is usable: no device found"
-        cupy.zeros(1).sum().get()
-    except Exception as exc:  # CUDA reports driver problems in several types
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"cupy is installed but no CUDA device is usable: {msg}"
-    return None
-
-
 def gpu_count(name: str) -> int:
-    """How many CUDA devices ``name`` (``"cupy"`` or ``"torch"``) can use here; 0 when none."""
+    """How many GPUs backend ``name`` (e.g. ``"cupy"`` or ``"torch"``) can use here; 0 when none."""
     try:
-        if name == "cupy":
-            if _cupy_problem() is not None:
-                return 0
-            import cupy
-
-            return int(cupy.cuda.runtime.getDeviceCount())
-        if name == "torch":
-            import torch
-
-            return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-    except ImportError:
+        return backends.lookup(name).gpu_count()
+    except XbpValueError:  # an unknown name has no GPUs, as before the registry
         return 0
-    return 0
-
-
-def _jax_x64() -> bool:
-    import jax
-
-    return bool(jax.config.read("jax_enable_x64"))
-
-
-def _gpu_index(device: Any, name: str) -> int:
-    if isinstance(device, bool):
-        raise XbpTypeError(f"device={device!r} is not a device; pass 'cpu', 'cuda', 'cuda:N' or N")
-    if isinstance(device, int):
-        return device
-    text = str(device).lower()
-    if text in ("cuda", "gpu"):
-        return 0
-    for prefix in ("cuda:", "gpu:"):
-        if text.startswith(prefix) and text[len(prefix) :].isdigit():
-            return int(text[len(prefix) :])
-    raise XbpValueError(
-        f"device={device!r} is not a device for backend {name!r}; "
-        "pass 'cpu', 'cuda', 'cuda:N' or an integer GPU index N"
-    )
-
-
-def _resolve_device(name: str, device: Any) -> Any:
-    """Turn a user's device spec into the backend's own device object."""
-    if name == "numpy":
-        if device is None or str(device) == "cpu":
-            return "cpu"
-        raise XbpValueError(
-            f"device={device!r}: the numpy backend runs on the CPU only; "
-            "use device='cpu' (or None), or backend='cupy'/'torch' for a GPU"
-        )
-    if name == "array_api_strict":
-        import array_api_strict as s
-
-        if device is None or str(device).lower() == "cpu":
-            return s.Device("CPU_DEVICE")
-        if isinstance(device, s.Device):
-            return device
-        devices = s.__array_namespace_info__().devices()
-        for d in devices:
-            if str(device) in (str(d), d._device if hasattr(d, "_device") else None):
-                return d
-        raise XbpValueError(
-            f"device={device!r} is not an array_api_strict device; use one of "
-            f"{[str(d) for d in devices]}, e.g. array_api_strict.Device('device1')"
-        )
-    if name == "torch":
-        import torch
-
-        if isinstance(device, torch.device):
-            dev = device
-        elif device is None or str(device) == "cpu":
-            dev = torch.device("cpu")
-        else:
-            dev = torch.device("cuda", _gpu_index(device, name))
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise BackendUnavailableError(
-                    f"device={device!r}: torch is installed but CUDA is not available "
-                    "(CPU build or no driver); use device='cpu'"
-                )
-            index = 0 if dev.index is None else dev.index
-            if index >= torch.cuda.device_count():
-                raise XbpValueError(
-                    f"device={device!r}: torch sees {torch.cuda.device_count()} CUDA device(s); "
-                    f"use an index below {torch.cuda.device_count()}"
-                )
-            dev = torch.device("cuda", index)
-        return dev
-    if name == "cupy":
-        import cupy
-
-        if device is not None and str(device) == "cpu":
-            raise XbpValueError(
-                "device='cpu': cupy runs on CUDA GPUs only; use backend='numpy' for the CPU"
-            )
-        problem = _cupy_problem()
-        if problem:
-            raise BackendUnavailableError(problem)
-        if isinstance(device, cupy.cuda.Device):
-            return device
-        index = 0 if device is None else _gpu_index(device, name)
-        count = cupy.cuda.runtime.getDeviceCount()
-        if index >= count:
-            raise XbpValueError(
-                f"device={device!r}: cupy sees {count} CUDA device(s); use an index below {count}"
-            )
-        return cupy.cuda.Device(index)
-    if name == "jax":
-        import jax
-
-        if device is None:
-            return jax.devices()[0]
-        if isinstance(device, jax.Device):
-            return device
-        if str(device) == "cpu":
-            return jax.devices("cpu")[0]
-        index = _gpu_index(device, name)
-        try:
-            gpus = jax.devices("gpu")
-        except RuntimeError as exc:
-            raise BackendUnavailableError(
-                f"device={device!r}: jax has no GPU here ({exc}); use device='cpu'"
-            ) from None
-        if index >= len(gpus):
-            raise XbpValueError(
-                f"device={device!r}: jax sees {len(gpus)} GPU(s); use an index below {len(gpus)}"
-            )
-        return gpus[index]
-    raise AssertionError(name)
-
-
-def _name_of_namespace(xp: Any) -> str:
-    checks = (
-        ("numpy", array_api_compat.is_numpy_namespace),
-        ("cupy", array_api_compat.is_cupy_namespace),
-        ("torch", array_api_compat.is_torch_namespace),
-        ("jax", array_api_compat.is_jax_namespace),
-        ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
-    )
-    for name, check in checks:
-        if check(xp):
-            return name
-    raise XbpTypeError(
-        f"backend={getattr(xp, '__name__', xp)!r} is not an array library xbp supports; "
-        f"use one of {list(BACKEND_NAMES)}"
-    )
 
 
 @dataclass(eq=False)
@@ -238,11 +60,14 @@ class Backend:
     Attributes
     ----------
     name : str
-        One of ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"``, ``"array_api_strict"``.
+        A registered library name: ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"``,
+        ``"array_api_strict"`` (see :data:`BACKEND_NAMES`).
     xp : module
         The array-API-compatible namespace (from ``array-api-compat``).
     device : object
         The backend's own device object.
+    library : xbp.backends.Library
+        The library object every library-specific decision is delegated to.
 
     Examples
     --------
@@ -250,12 +75,18 @@ class Backend:
     >>> be = xbp.backend("numpy")
     >>> be.to_host(be.asarray([1.0, 2.0], dtype="float32")).dtype
     dtype('float32')
+    >>> be.is_host, be.mutable
+    (True, True)
     """
 
     name: str
     xp: Any
     device: Any
+    library: Library = field(init=False, repr=False)
     _tokens: list[contextvars.Token[Backend | None]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.library = backends.lookup(self.name)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={str(self.device)!r})"
@@ -277,6 +108,29 @@ class Backend:
     def __exit__(self, *exc: object) -> None:
         _DEFAULT.reset(self._tokens.pop())
 
+    # -- what the library allows ---------------------------------------
+    @property
+    def mutable(self) -> bool:
+        """False when arrays cannot be written in place (JAX): updates must rebind."""
+        return self.library.mutable_arrays
+
+    @property
+    def is_host(self) -> bool:
+        """True when this backend's arrays are host NumPy arrays (moving data is free)."""
+        return self.library.host_arrays
+
+    def gpu_count(self) -> int:
+        """How many GPUs this backend's library can use here; 0 when none."""
+        return self.library.gpu_count()
+
+    def local_device(self, local_rank: int) -> Any:
+        """The device spec for one GPU per MPI rank (None: the library's default device)."""
+        return self.library.local_device(local_rank)
+
+    def mpi_device_buffers(self, cuda_aware: bool) -> bool:
+        """Whether MPI (``cuda_aware`` or not) may read this backend's device buffers directly."""
+        return self.library.mpi_device_buffers(cuda_aware)
+
     # -- dtypes --------------------------------------------------------
     def dtype(self, spec: Any, *, argument: str = "dtype") -> Any:
         """Resolve ``"float32"``/``"float64"`` or a dtype object to this namespace's dtype."""
@@ -290,15 +144,7 @@ class Backend:
                 except TypeError:
                     match = False
             if match:
-                if dname == "float64" and self.name == "jax" and not _jax_x64():
-                    raise XbpValueError(
-                        f"{argument}='float64' on the jax backend needs 64-bit mode, which is off "
-                        "(jax would silently compute in float32); enable it first with "
-                        "jax.config.update('jax_enable_x64', True) or JAX_ENABLE_X64=1, "
-                        "or use dtype='float32'"
-                    )
-                if dname == "float64" and str(self.device).endswith("no_float64')"):
-                    raise XbpValueError(f"{argument}='float64' is not supported on {self!r}")
+                self.library.check_dtype(dname, self.device, argument, self)
                 return candidate
         raise XbpTypeError(
             f"{argument}={spec!r} is not supported; use 'float32' or 'float64' "
@@ -317,8 +163,8 @@ class Backend:
         if not array_api_compat.is_array_api_obj(a):
             return False
         try:
-            return _name_of_namespace(array_api_compat.array_namespace(a)) == self.name
-        except (TypeError, XbpTypeError):
+            return self.library.owns_namespace(array_api_compat.array_namespace(a))
+        except TypeError:
             return False
 
     def asarray(self, data: Any, dtype: Any = None, *, copy: bool = False) -> Any:
@@ -331,31 +177,13 @@ class Backend:
         if not isinstance(data, np.ndarray) and array_api_compat.is_array_api_obj(data):
             if not self.owns(data):
                 data = backend(data).to_host(data)
-        if self.name == "cupy":
-            with self.device:
-                out = self.xp.asarray(data, dtype=dt)
-                return out.copy() if copy and out is data else out
-        if self.name == "numpy":
-            out = np.array(data, dtype=dt, copy=True) if copy else np.asarray(data, dtype=dt)
-            return out
-        out = self.xp.asarray(data, dtype=dt, device=self.device)
-        if copy and self.name != "jax":  # jax arrays are immutable: sharing is harmless
-            out = self.xp.asarray(out, copy=True)
-        return out
+        return self.library.asarray(self.xp, data, dt, self.device, copy)
 
     def to_host(self, a: Any) -> np.ndarray:
         """Return ``a`` as a NumPy array on the host (bit-exact)."""
         if isinstance(a, np.ndarray) or np.isscalar(a):
             return np.asarray(a)
-        if self.name == "cupy":
-            return a.get()  # type: ignore[no-any-return]
-        if self.name == "torch":
-            return a.detach().cpu().numpy()  # type: ignore[no-any-return]
-        if self.name == "array_api_strict":
-            import array_api_strict as s
-
-            return np.array(a.to_device(s.Device("CPU_DEVICE")), copy=True)
-        return np.asarray(a)
+        return self.library.to_host(a)
 
     def from_dlpack(self, a: Any) -> Any:
         """Import an array from another library through DLPack, onto this backend's device.
@@ -379,14 +207,7 @@ class Backend:
 
     def sync(self) -> None:
         """Wait for queued device work (for timing); a no-op on the CPU backends."""
-        if self.name == "cupy":
-            import cupy
-
-            cupy.cuda.Stream.null.synchronize()
-        elif self.name == "torch" and self.device.type == "cuda":
-            import torch
-
-            torch.cuda.synchronize(self.device)
+        self.library.sync(self.device)
 
 
 def backend(spec: Any = None, device: Any = None) -> Backend:
@@ -395,7 +216,8 @@ def backend(spec: Any = None, device: Any = None) -> Backend:
     Parameters
     ----------
     spec : str, module, array, Backend or None
-        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"`` or ``"array_api_strict"``;
+        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"`` or ``"array_api_strict"``
+        (or any library registered with :func:`xbp.backends.register`);
         an array namespace (``numpy``, ``torch``, ``array_api_compat.numpy`` ...);
         an array, whose namespace and device are taken; a ``Backend``; or None
         for the current default (NumPy on the CPU unless a ``with`` block set one).
@@ -422,22 +244,19 @@ def backend(spec: Any = None, device: Any = None) -> Backend:
     if isinstance(spec, Backend):
         return spec if device is None else backend(spec.name, device)
     if isinstance(spec, str):
-        name = _ALIASES.get(spec.lower(), spec.lower())
-        if name not in BACKEND_NAMES:
-            raise XbpValueError(f"backend={spec!r} is not known; use one of {list(BACKEND_NAMES)}")
-        xp = _namespace(name)
-        return Backend(name, xp, _resolve_device(name, device))
+        library = backends.lookup(spec)
+        xp = library.namespace()
+        return Backend(library.name, xp, library.resolve_device(device))
     if isinstance(spec, ModuleType):
-        name = _name_of_namespace(spec)
-        return backend(name, device)
+        return backend(backends.library_of_namespace(spec).name, device)
     if array_api_compat.is_array_api_obj(spec):
-        name = _name_of_namespace(array_api_compat.array_namespace(spec))
+        library = backends.library_of_namespace(array_api_compat.array_namespace(spec))
         if device is None:
             device = array_api_compat.device(spec)
-        return backend(name, device)
+        return backend(library.name, device)
     raise XbpTypeError(
         f"backend={spec!r} is neither a backend name, an array namespace nor an array; "
-        f"use one of {list(BACKEND_NAMES)}"
+        f"use one of {list(backends.names())}"
     )
 
 
@@ -463,18 +282,6 @@ def namespace_of(*arrays: Any, argument: str = "arrays") -> Backend:
     return found if found is not None else default_backend()
 
 
-@dataclass
-class BackendInfo:
-    """What :func:`available_backends` reports about one array library."""
-
-    name: str
-    installed: bool
-    usable: bool
-    version: str | None
-    devices: list[str]
-    reason: str | None = None
-
-
 def available_backends() -> list[BackendInfo]:
     """Report each known backend: installed, usable, its devices, and why not.
 
@@ -484,38 +291,4 @@ def available_backends() -> list[BackendInfo]:
     >>> [b.name for b in xbp.available_backends()][:1]
     ['numpy']
     """
-    infos = []
-    for name in BACKEND_NAMES:
-        module = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax"}.get(name, name)
-        if importlib.util.find_spec(module) is None:
-            infos.append(BackendInfo(name, False, False, None, [], f"{name} is not installed"))
-            continue
-        try:
-            mod = importlib.import_module(module)
-        except Exception as exc:  # a broken install is reported, not raised
-            infos.append(BackendInfo(name, True, False, None, [], f"import failed: {exc}"))
-            continue
-        version = getattr(mod, "__version__", None)
-        devices: list[str] = []
-        reason = None
-        if name == "numpy":
-            devices = ["cpu"]
-        elif name == "cupy":
-            reason = _cupy_problem()
-            if reason is None:
-                devices = [f"cuda:{i}" for i in range(mod.cuda.runtime.getDeviceCount())]
-        elif name == "torch":
-            devices = ["cpu"]
-            if mod.cuda.is_available():
-                devices += [f"cuda:{i}" for i in range(mod.cuda.device_count())]
-        elif name == "jax":
-            devices = [str(d) for d in mod.devices()]
-            if not _jax_x64():
-                reason = (
-                    "usable in float32; float64 needs jax.config.update('jax_enable_x64', True)"
-                )
-        else:
-            devices = [str(d).split("'")[1] for d in mod.__array_namespace_info__().devices()]
-        usable = not (name == "cupy" and reason is not None)
-        infos.append(BackendInfo(name, True, usable, version, devices, reason))
-    return infos
+    return [backends.lookup(name).info() for name in backends.names()]

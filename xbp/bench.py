@@ -78,7 +78,7 @@ class Contender:
     sync: Callable[[], None]
 
 
-def _data(case: dict[str, Any], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def case_data(case: dict[str, Any], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(case["batch"], case["sizes"][0])).astype(case["dtype"])
     k = case["sizes"][-1]
@@ -103,26 +103,20 @@ def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Con
         dtype=case["dtype"],
         seed=0,
     )
-    x, y = _data(case)
-    xd, yd = net._x(x), net._y(y, x.shape[0])
-    trainer = Trainer(
-        net,
-        xbp.optim.sgd(LR),
-        batch_size=case["batch"],
-        shuffle=False,
-        seed=0,
-        on_divergence="raise",
-        max_retries=0,
-        callbacks=[],
+    x, y = case_data(case)
+    xd, yd = net.check_inputs(x), net.check_targets(y, x.shape[0])
+    options = xbp.TrainOptions(
+        optimizer=xbp.optim.sgd(LR), batch_size=case["batch"], shuffle=False, max_retries=0
     )
+    trainer = Trainer(net, options)
     n = x.shape[0]
     label = backend if device is None else f"{backend}-{device}"
-    return Contender(f"xbp {label}", lambda: trainer._update(xd, yd, n), net.backend.sync)
+    return Contender(f"xbp {label}", lambda: trainer.train_step(xd, yd, n), net.backend.sync)
 
 
 def numpy_contender(case: dict[str, Any]) -> Contender:
     """The same step as a plain NumPy program: what one writes by hand."""
-    x, y = _data(case)
+    x, y = case_data(case)
     rng = np.random.default_rng(0)
     sizes, dt = case["sizes"], case["dtype"]
     Ws = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dt) for a, b in zip(sizes, sizes[1:])]
@@ -166,7 +160,7 @@ def gemm_contender(case: dict[str, Any], backend: str, device: Any = None) -> Co
     import xbp
 
     be = xbp.backend(backend, device)
-    x, _ = _data(case)
+    x, _ = case_data(case)
     sizes, dt = case["sizes"], case["dtype"]
     rng = np.random.default_rng(0)
     Ws = [
@@ -206,7 +200,7 @@ def torch_contender(case: dict[str, Any], device: str = "cpu") -> Contender:
         layers.append(torch.nn.Sigmoid())
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
-    x, y = _data(case)
+    x, y = case_data(case)
     xt = torch.as_tensor(x, device=device)
     yt = torch.as_tensor(y, device=device)
     labels = yt.argmax(dim=1)
@@ -231,7 +225,7 @@ def torch_contender(case: dict[str, Any], device: str = "cpu") -> Contender:
 def sklearn_contender(case: dict[str, Any]) -> Contender:
     from sklearn.neural_network import MLPClassifier
 
-    x, y = _data(case)
+    x, y = case_data(case)
     labels = y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(int)
     clf = MLPClassifier(
         hidden_layer_sizes=tuple(case["sizes"][1:-1]),

@@ -1,38 +1,52 @@
 """The ``xbp`` command line: train, evaluate, predict, backends, gradcheck, explain, bench.
 
 Errors print one line on stderr and exit with status 2 (``--debug`` shows
-the traceback).
+the traceback). Every default is stated once, in :data:`DEFAULTS`: the ones
+the CLI shares with :func:`xbp.fit` are read from :class:`xbp.TrainOptions`.
+Before any work a command checks every file it reads and writes: no output
+may replace an input or another output (see :mod:`xbp.paths`).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
+import hashlib
+import io
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
-from .errors import XbpError, XbpValueError
+from .errors import XbpError, XbpFileError, XbpValueError
 
 EXAMPLES = {
     "train": """examples:
   xbp train                                     # digits, NumPy on the CPU, a 64-256-10 MLP
   xbp train --backend torch --device cuda --dtype float32
   xbp train --data ~/mnist --layers 128,64 --epochs 10 --save mnist.npz --plot curves.png
-  xbp train --data table.csv --label-column species --loss cross_entropy
-  xbp train --data xor --layers 2 --activation sigmoid --loss quadratic --optimizer sgd \
+  xbp train --data iris.csv --label-column species --save iris.npz
+  xbp train --data houses.csv --loss quadratic   # regression: identity output
+  xbp train --data xor --layers 2 --activation sigmoid --loss quadratic --optimizer sgd \\
             --lr 4 --schedule constant --epochs 3000 --batch-size 4 --val-split 0 --test-split 0
   xbp train --checkpoint run.npz --epochs 40   # then, after an interruption:
-  xbp train --resume run.npz --epochs 40
+  xbp train --resume run.npz                    # the same run, to its 40 epochs
+  xbp train --resume run.npz --epochs 60 --extend-schedule
 """,
     "evaluate": """examples:
   xbp evaluate model.npz --data digits
+  xbp evaluate iris.npz --data iris-test.csv    # the label column is found by name
   xbp evaluate model.npz --data ~/mnist --backend cupy
 """,
-    "predict": "examples:\n  xbp predict model.npz --data new.csv --out predictions.csv\n",
+    "predict": """examples:
+  xbp predict iris.npz --data new-flowers.csv --out predictions.csv
+  xbp predict model.npz --data features.csv --label-column none | head
+""",
     "backends": "examples:\n  xbp backends\n",
     "gradcheck": """examples:
   xbp gradcheck --layers 5,4 --activation tanh --loss cross_entropy --backend torch
@@ -45,6 +59,173 @@ EXAMPLES = {
 }
 
 
+# -- defaults: one table ----------------------------------------------------------
+class _Library:
+    """Marks a default that is :func:`xbp.fit`'s own, read from :class:`xbp.TrainOptions`."""
+
+    def __repr__(self) -> str:
+        return "LIBRARY"
+
+
+LIBRARY: Any = _Library()
+
+# the training options xbp.fit had before xbp.TrainOptions (used only where it is absent)
+_FIT_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "optimizer": "sgd",
+    "learning_rate": None,
+    "validation_split": 0.0,
+    "shuffle": True,
+    "seed": 0,
+    "progress": "auto",
+    "checkpoint": None,
+    "checkpoint_every": 1,
+    "on_divergence": "raise",
+    "max_retries": 3,
+    "compile": None,
+}
+
+
+def library_defaults() -> dict[str, Any]:
+    """:func:`xbp.fit`'s defaults, from the fields of :class:`xbp.TrainOptions`."""
+    from . import training
+
+    options = getattr(training, "TrainOptions", None)
+    if options is None or not dataclasses.is_dataclass(options):
+        return dict(_FIT_DEFAULTS)
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(options)
+        if f.default is not dataclasses.MISSING
+    }
+
+
+# The CLI's own choices beside fit's: a 64-256-10 ReLU network with AdamW and a
+# cosine schedule reaches 97% on digits out of the box. LIBRARY entries are fit's.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {
+        "backend": "numpy",
+        "device": None,
+        "data": "digits",
+        "format": None,
+        "label_column": "-1",
+        "layers": [256],
+        "activation": "relu",
+        "output": None,  # fits the loss: softmax, sigmoid, identity for regression
+        "loss": "cross_entropy",
+        "init": "auto",
+        "dtype": "float64",
+        "seed": LIBRARY,
+        "optimizer": "adamw",
+        "lr": None,  # 2e-3 for adam/adamw/rmsprop, 0.05 otherwise
+        "schedule": "cosine",
+        "warmup": 0,
+        "weight_decay": None,  # 0.1 for adamw, 0 otherwise
+        "clip_norm": None,
+        "epochs": 40,
+        "batch_size": 16,
+        "val_split": 0.1,
+        "test_split": 0.2,
+        "no_standardize": False,
+        "early_stopping": None,
+        "save": None,
+        "checkpoint": None,
+        "checkpoint_every": LIBRARY,
+        "resume": None,
+        "extend_schedule": False,
+        "on_divergence": LIBRARY,
+        "plot": None,
+        "distributed": False,
+        "quiet": False,
+        "progress": LIBRARY,
+        "compile": LIBRARY,
+    },
+    "evaluate": {
+        "backend": "numpy",
+        "device": None,
+        "format": None,
+        "label_column": None,  # the model's label column, found by name or width
+        "batch_size": 8192,
+    },
+    "predict": {
+        "backend": "numpy",
+        "device": None,
+        "format": None,
+        "label_column": None,
+        "batch_size": 8192,
+        "out": None,
+    },
+    "gradcheck": {
+        "backend": "numpy",
+        "device": None,
+        "layers": [5],
+        "activation": "tanh",
+        "output": None,
+        "loss": "cross_entropy",
+        "init": "auto",
+        "dtype": "float64",
+        "seed": LIBRARY,
+        "inputs": 4,
+        "outputs": 3,
+        "samples": 8,
+        "tol": 1e-6,
+    },
+    "explain": {
+        "model": None,
+        "backend": "numpy",
+        "device": None,
+        "data": "xor",
+        "format": None,
+        "label_column": "-1",
+        "layers": [2],
+        "activation": "sigmoid",
+        "output": None,
+        "loss": "quadratic",
+        "init": "auto",
+        "dtype": "float64",
+        "seed": LIBRARY,
+        "index": 0,
+    },
+    "backends": {},
+    "bench": {"cases": "tiny,mid,large", "backends": None, "repeat": None, "json": None},
+}
+# the learning rate when --lr is not given, by optimizer family
+DEFAULT_LR = {"adaptive": 2e-3, "other": 0.05}
+ADAPTIVE = ("adam", "adamw", "rmsprop")
+DEFAULT_WEIGHT_DECAY = {"adamw": 0.1}
+# the library's name of a CLI option whose default is fit's
+_LIBRARY_NAMES = {"seed": "seed", "checkpoint_every": "checkpoint_every"}
+_COMPILE = {None: "auto", True: "on", False: "off"}
+_PROGRESS = {"auto": "auto", "bar": "bar", "lines": "lines", False: "off", None: "off"}
+
+
+def resolved_defaults(command: str) -> dict[str, Any]:
+    """The defaults of one command with fit's own filled in from the library."""
+    lib = library_defaults()
+    out = {}
+    for name, value in DEFAULTS[command].items():
+        if value is LIBRARY:
+            if name == "compile":
+                value = _COMPILE.get(lib.get("compile"), "auto")
+            elif name == "progress":
+                value = _PROGRESS.get(lib.get("progress"), "auto")
+            else:
+                value = lib[_LIBRARY_NAMES.get(name, name)]
+        out[name] = value
+    return out
+
+
+class _Unset:
+    """An option not given on the command line (its default is filled in after parsing)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+UNSET: Any = _Unset()
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse prints usage plus the error; xbp prints one line and exits 2."""
 
@@ -52,6 +233,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# -- argument types -----------------------------------------------------------------
 def _sizes(text: str) -> list[int]:
     if text.strip() in ("", "none"):
         return []
@@ -66,18 +248,28 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def _positive(kind: type) -> Any:
+def _number(kind: type, low: float, inclusive: bool) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0 or (kind is float and not np.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+            name = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if kind is float and not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be finite")
+        if value < low or (value == low and not inclusive):
+            op = ">=" if inclusive else ">"
+            raise argparse.ArgumentTypeError(f"{text!r} must be {op} {low:g}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+_positive_int = _number(int, 0, False)
+_nonneg_int = _number(int, 0, True)
+_positive_float = _number(float, 0.0, False)
+_nonneg_float = _number(float, 0.0, True)
 
 
 def _fraction(text: str) -> float:
@@ -96,65 +288,89 @@ def _device(text: str | None) -> Any:
     return int(text) if text.isdigit() else text
 
 
-def _add_backend(p: argparse.ArgumentParser) -> None:
+def _label_column(text: str | None) -> int | str | None:
+    """``-1`` -> -1 (an index), ``species`` -> a header name, ``none`` -> no label column."""
+    if text is None or text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+# -- the parser -------------------------------------------------------------------
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    if isinstance(value, bool):
+        return "off" if not value else "on"
+    return str(value)
+
+
+class _Options:
+    """Adds options to one command's parser with their defaults from :data:`DEFAULTS`."""
+
+    def __init__(self, parser: argparse.ArgumentParser, command: str) -> None:
+        self.p = parser
+        self.defaults = resolved_defaults(command)
+
+    def add(self, flag: str, help: str, default_text: str | None = None, **kw: Any) -> None:
+        dest = flag.lstrip("-").replace("-", "_")
+        shown = default_text or _show(self.defaults[dest])
+        self.p.add_argument(flag, default=UNSET, help=f"{help} (default: {shown})", **kw)
+
+
+def _add_backend(o: _Options) -> None:
     from .backend import BACKEND_NAMES
 
-    p.add_argument("--backend", default="numpy", choices=BACKEND_NAMES, help="array library")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or a GPU index N")
+    o.add("--backend", "array library", choices=BACKEND_NAMES)
+    o.add("--device", "cpu, cuda, cuda:N or a GPU index N", "the backend's default")
 
 
-def _add_data(p: argparse.ArgumentParser, default: str | None = "digits") -> None:
-    p.add_argument(
-        "--data",
-        default=default,
-        required=default is None,
-        help="digits, xor, spirals, moons, blobs, an MNIST directory, or a .csv/.npz path",
-    )
-    p.add_argument(
-        "--format",
-        choices=["csv", "npz", "mnist"],
-        default=None,
-        help="file format when the suffix does not tell",
-    )
-    p.add_argument(
+def _add_data(o: _Options, *, required: bool = False, label_default: str | None = None) -> None:
+    if required:
+        o.p.add_argument(
+            "--data",
+            required=True,
+            help="an MNIST directory, a .csv or .npz file, or digits, xor, spirals, moons, "
+            "blobs (required)",
+        )
+    else:
+        o.add(
+            "--data",
+            "digits, xor, spirals, moons, blobs, an MNIST directory, or a .csv/.npz path",
+        )
+    o.add("--format", "file format when the suffix does not tell", choices=["csv", "npz", "mnist"])
+    o.add(
         "--label-column",
-        default="-1",
-        help="CSV label column: index (negative from the end) or header name",
+        "CSV label column: index (negative from the end), header name, or none",
+        label_default,
     )
 
 
-def _add_model(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+def _add_model(o: _Options) -> None:
     from .activations import ACTIVATIONS
     from .init import INITS
     from .losses import LOSSES
 
-    p.add_argument(
-        "--layers",
-        type=_sizes,
-        default=None,
-        help=f"hidden widths, comma-separated (default {defaults['layers']})",
-    )
-    p.add_argument(
+    o.add("--layers", "hidden widths, comma-separated", type=_sizes)
+    o.add(
         "--activation",
+        "hidden activation",
         choices=sorted(set(ACTIVATIONS) - {"softmax"} | {"logistic"}),
-        default=None,
-        help=f"hidden activation (default {defaults['activation']})",
     )
-    p.add_argument(
+    o.add(
         "--output",
+        "output activation",
+        "fits the loss: softmax, sigmoid, or identity for real-valued targets",
         choices=sorted(ACTIVATIONS),
-        default=None,
-        help="output activation (default: fits the loss)",
     )
-    p.add_argument(
-        "--loss",
-        choices=sorted(LOSSES) + ["mse"],
-        default=None,
-        help=f"cost (default {defaults['loss']})",
-    )
-    p.add_argument("--init", choices=["auto", *INITS], default="auto")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and splits")
+    o.add("--loss", "cost", choices=sorted(LOSSES) + ["mse"])
+    o.add("--init", "weight initialisation", choices=["auto", *INITS])
+    o.add("--dtype", "floating-point type", choices=["float32", "float64"])
+    o.add("--seed", "seeds weights, shuffling and splits (an integer >= 0)", type=_nonneg_int)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+    def cmd(name: str, help_text: str) -> _Options:
         p = sub.add_parser(
             name,
             help=help_text,
@@ -183,110 +399,345 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="show tracebacks on errors",
         )
-        return p
+        return _Options(p, name)
 
     t = cmd("train", "Train a network and report test accuracy.")
     _add_backend(t)
     _add_data(t)
-    _add_model(t, {"layers": "256", "activation": "relu", "loss": "cross_entropy"})
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adamw")
-    t.add_argument(
+    _add_model(t)
+    t.add("--optimizer", "update rule", choices=sorted(OPTIMIZERS))
+    t.add(
         "--lr",
-        type=_positive(float),
-        default=None,
-        help="learning rate (default 2e-3 for adam/adamw/rmsprop, 0.05 otherwise)",
+        "learning rate",
+        f"{DEFAULT_LR['adaptive']:g} for {'/'.join(ADAPTIVE)}, {DEFAULT_LR['other']:g} otherwise",
+        type=_positive_float,
     )
-    t.add_argument(
+    t.add(
         "--schedule",
+        "learning-rate schedule over the run",
         choices=["constant", "cosine", "step", "exponential"],
-        default="cosine",
-        help="learning-rate schedule over the run",
     )
-    t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    t.add_argument(
+    t.add("--warmup", "linear warm-up steps", type=_nonneg_int)
+    t.add(
         "--weight-decay",
-        type=float,
-        default=None,
-        help="L2 (decoupled for adamw; default 0.1 for adamw, 0 otherwise)",
+        "L2 (decoupled for adamw)",
+        f"{DEFAULT_WEIGHT_DECAY['adamw']:g} for adamw, 0 otherwise",
+        type=_nonneg_float,
     )
-    t.add_argument("--clip-norm", type=_positive(float), default=None)
-    t.add_argument("--epochs", type=_positive(int), default=40)
-    t.add_argument("--batch-size", type=_positive(int), default=16)
-    t.add_argument("--val-split", type=_fraction, default=0.1)
-    t.add_argument("--test-split", type=_fraction, default=0.2)
-    t.add_argument(
+    t.add("--clip-norm", "clip gradients to this global norm", "no clipping", type=_positive_float)
+    t.add("--epochs", "total epochs of the run", type=_positive_int)
+    t.add("--batch-size", "rows per update", type=_positive_int)
+    t.add("--val-split", "fraction held out for validation", type=_fraction)
+    t.add("--test-split", "fraction held out for the final test", type=_fraction)
+    t.add(
         "--no-standardize",
+        "keep raw features instead of zero mean, unit variance from the training data",
         action="store_true",
-        help="keep raw features (default: zero mean, unit variance from training data)",
     )
-    t.add_argument(
+    t.add(
         "--early-stopping",
-        type=int,
-        default=None,
+        "stop after PATIENCE epochs without val_loss improvement; keep the best",
+        "off",
+        type=_nonneg_int,
         metavar="PATIENCE",
-        help="stop after PATIENCE epochs without val_loss improvement; keep the best",
     )
-    t.add_argument("--save", default=None, help="write the trained model (.npz)")
-    t.add_argument("--checkpoint", default=None, help="write a resumable checkpoint (.npz)")
-    t.add_argument("--checkpoint-every", type=_positive(int), default=1)
-    t.add_argument("--resume", default=None, help="continue from a checkpoint")
-    t.add_argument("--on-divergence", choices=["raise", "halve"], default="raise")
-    t.add_argument("--plot", default=None, help="write training curves to a PNG (needs matplotlib)")
-    t.add_argument(
-        "--distributed",
+    t.add("--save", "write the trained model (.npz)", "not saved")
+    t.add("--checkpoint", "write a resumable checkpoint (.npz)", "the --resume file, else none")
+    t.add("--checkpoint-every", "epochs between checkpoints", type=_positive_int)
+    t.add("--resume", "continue the run in this checkpoint (written by --checkpoint)")
+    t.add(
+        "--extend-schedule",
+        "with --resume and more --epochs than planned: stretch the learning-rate schedule "
+        "over the new total (otherwise an error: the schedule has ended)",
         action="store_true",
-        help="data-parallel over MPI ranks (run under mpiexec)",
     )
-    t.add_argument("--quiet", action="store_true", help="print only the final result")
+    t.add("--on-divergence", "on NaN/Inf: stop, or halve the rate", choices=["raise", "halve"])
+    t.add("--plot", "write training curves to a PNG (needs matplotlib)", "no plot")
+    t.add("--distributed", "data-parallel over MPI ranks (run under mpiexec)", action="store_true")
+    t.add("--quiet", "print only the final result", action="store_true")
+    t.add(
+        "--progress",
+        "a live bar on a terminal, one line per epoch, or nothing",
+        choices=["auto", "bar", "lines", "off"],
+    )
+    t.add(
+        "--compile",
+        "compiled training steps: where supported, required, or never",
+        choices=["auto", "on", "off"],
+    )
 
-    e = cmd("evaluate", "Loss and accuracy of a saved model on a data set.")
-    e.add_argument("model")
+    e = cmd("evaluate", "Loss and accuracy of a saved model on a labelled data set.")
+    e.p.add_argument("model", help="a model file written by xbp train --save or xbp.save")
     _add_backend(e)
-    _add_data(e, default=None)
+    _add_data(e, required=True, label_default="the model's label column, by name or width")
+    e.add("--batch-size", "rows per forward pass (bounds memory)", type=_positive_int)
 
-    pr = cmd("predict", "Predictions of a saved model.")
-    pr.add_argument("model")
+    pr = cmd("predict", "Predictions of a saved model on features (a label column is ignored).")
+    pr.p.add_argument("model", help="a model file written by xbp train --save or xbp.save")
     _add_backend(pr)
-    _add_data(pr, default=None)
-    pr.add_argument("--out", default=None, help="write predictions to .csv, .npy or .npz")
+    _add_data(pr, required=True, label_default="the model's label column if present, else none")
+    pr.add("--batch-size", "rows per forward pass (bounds memory)", type=_positive_int)
+    pr.add("--out", "write predictions to .csv, .npy or .npz", "print to standard output")
 
     cmd("backends", "Which array libraries and devices xbp can use here, and why not.")
 
     g = cmd("gradcheck", "Compare backprop with central finite differences (float64).")
     _add_backend(g)
-    _add_model(g, {"layers": "5", "activation": "tanh", "loss": "cross_entropy"})
-    g.add_argument("--inputs", type=_positive(int), default=4)
-    g.add_argument("--outputs", type=_positive(int), default=3)
-    g.add_argument("--samples", type=_positive(int), default=8)
-    g.add_argument("--tol", type=_positive(float), default=1e-6)
+    _add_model(g)
+    g.add("--inputs", "input width", type=_positive_int)
+    g.add("--outputs", "output width", type=_positive_int)
+    g.add("--samples", "rows of random data", type=_positive_int)
+    g.add("--tol", "largest relative error that passes", type=_positive_float)
 
     x = cmd("explain", "Print one sample's forward and backward pass, layer by layer.")
-    x.add_argument("--model", default=None, help="a saved model (default: a fresh network)")
+    x.add("--model", "a saved model", "a fresh network")
     _add_backend(x)
-    _add_data(x, default="xor")
-    _add_model(x, {"layers": "2", "activation": "sigmoid", "loss": "quadratic"})
-    x.add_argument("--index", type=int, default=0, help="which sample")
+    _add_data(x)
+    _add_model(x)
+    x.add("--index", "which sample (negative from the end)", type=int)
 
     b = cmd("bench", "Median step time of xbp against NumPy, GEMM-only, PyTorch, scikit-learn.")
-    b.add_argument("--cases", default="tiny,mid,large")
-    b.add_argument("--backends", default=None, help="comma list (default: every usable one)")
-    b.add_argument("--repeat", type=_positive(int), default=None)
-    b.add_argument("--json", default=None)
-    b.add_argument("--memory", action="store_true", help="also measure peak memory of fit")
+    b.add("--cases", "comma list of cases")
+    b.add("--backends", "comma list", "every usable one")
+    b.add("--repeat", "timed steps per contender", "per case", type=_positive_int)
+    b.add("--json", "write the results as JSON", "not written")
+    b.p.add_argument(
+        "--memory", action="store_true", help="also measure peak memory of fit (default: off)"
+    )
     return parser
 
 
-# -- commands ---------------------------------------------------------------
-def _model_args(args: argparse.Namespace, defaults: dict[str, Any], n_in: int, n_out: int) -> Any:
+def _finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in defaults; ``args.given`` names the options given on the command line."""
+    defaults = resolved_defaults(args.command)
+    given = set()
+    for name, value in vars(args).copy().items():
+        if value is UNSET:
+            setattr(args, name, defaults[name])
+        elif name in defaults:
+            given.add(name)
+    args.given = given
+    return args
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# -- files: what a command reads and writes, checked before any work -------------------
+def _data_files(args: argparse.Namespace) -> tuple[str, list[Path]]:
+    """The data's format and the files it is read from (checked: regular, readable)."""
+    from .data import dataset_format, mnist_files
+    from .paths import input_file
+
+    fmt = dataset_format(args.data, args.format)
+    if fmt == "builtin":
+        return fmt, []
+    p = Path(args.data)
+    if fmt == "mnist":
+        directory = p if p.is_dir() else p.parent
+        files = list(mnist_files(directory))
+        return fmt, [input_file(f, "--data") for f in files]
+    return fmt, [input_file(p, "--data", f"a .{fmt} file")]
+
+
+def _check_outputs(
+    reads: dict[str, Any],
+    writes: dict[str, Any],
+    allowed: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Every output's directory, name and kind, then no output may hit an input or another."""
+    from .paths import check_distinct, output_file
+
+    for name, path in writes.items():
+        if path is not None:
+            output_file(path, name)
+    check_distinct(reads, writes, allowed)
+
+
+def _reads(files: list[Path], **more: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {f"--data ({f.name})" if len(files) > 1 else "--data": f for f in files}
+    out.update({k: v for k, v in more.items() if v is not None})
+    return out
+
+
+def _use_jax_x64(args: argparse.Namespace) -> None:
+    """float64 on JAX needs 64-bit mode, switched on before any array exists."""
+    if getattr(args, "backend", None) != "jax":
+        return
+    try:
+        import jax
+    except ImportError:
+        return  # the backend check says how to install it
+    jax.config.update("jax_enable_x64", True)
+
+
+# -- data ------------------------------------------------------------------------------
+class _Loaded:
+    """Training data with what the model file records about it."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        feature_names: list[str] | None = None,
+        label_name: str | None = None,
+        label_index: int | None = None,
+        classes: list[str] | None = None,
+        columns: int | None = None,
+    ) -> None:
+        self.x, self.y = x, y
+        self.feature_names, self.label_name = feature_names, label_name
+        self.label_index, self.classes, self.columns = label_index, classes, columns
+
+
+def _load_training(args: argparse.Namespace, fmt: str) -> _Loaded:
+    from .data import load_dataset, load_table
+
+    if fmt != "csv" and "label_column" in args.given:
+        raise XbpValueError(
+            f"--label-column applies to CSV data; --data {args.data!r} is {fmt} data with "
+            "its labels stored apart: drop --label-column"
+        )
+    if fmt == "csv":
+        column = _label_column(args.label_column)
+        if column is None:
+            raise XbpValueError(
+                "--label-column none: training needs a label column; give its index or name"
+            )
+        t = load_table(args.data, column)
+        assert t.y is not None and t.label_index is not None
+        width = t.x.shape[1] + 1
+        return _Loaded(t.x, t.y, t.feature_names, t.label_name, t.label_index, t.classes, width)
+    x, y = load_dataset(args.data, format=args.format, seed=args.seed)
+    return _Loaded(np.asarray(x), np.asarray(y))
+
+
+def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in (x, y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _targets(y: np.ndarray, loss: str) -> tuple[int, str]:
+    """Check the targets against the loss; return (output width, task).
+
+    The task is ``"classification"`` (class labels, 0/1 or one-hot targets) or
+    ``"regression"`` (real-valued targets, quadratic loss only).
+    """
+    where = "--data's labels"
+    if y.ndim == 0 or y.ndim > 2 or y.shape[0] == 0:
+        raise XbpValueError(f"{where} have shape {y.shape}; need one label or target per sample")
+    if y.dtype.kind not in "iuf":
+        raise XbpValueError(f"{where} have dtype {y.dtype}; need numbers or class names")
+    if not np.isfinite(y).all():
+        raise XbpValueError(f"{where} contain NaN or Inf; clean the label column first")
+    lo, hi = float(y.min()), float(y.max())
+    binary = bool(np.all((y == 0) | (y == 1)))
+    if y.ndim == 2:
+        if loss == "cross_entropy" and y.shape[1] < 2:
+            raise XbpValueError(
+                f"{where} have 1 column but cross_entropy needs at least 2 classes; for 0/1 "
+                "targets pass --loss binary_cross_entropy"
+            )
+        if loss == "cross_entropy" and lo < 0:
+            raise XbpValueError(
+                f"{where} hold negative targets (down to {lo:g}); cross_entropy needs class "
+                "probabilities >= 0"
+            )
+        if loss == "binary_cross_entropy" and (lo < 0 or hi > 1):
+            raise XbpValueError(
+                f"{where} range from {lo:g} to {hi:g} but binary_cross_entropy needs targets in "
+                "[0, 1]; for class labels use --loss cross_entropy"
+            )
+        task = "regression" if loss == "quadratic" and not binary else "classification"
+        return int(y.shape[1]), task
+    integer = y.dtype.kind in "iu"
+    if loss == "cross_entropy":
+        if not integer:
+            sample = y[np.flatnonzero(y != np.round(y))[:1]]
+            raise XbpValueError(
+                f"{where} are not whole numbers (e.g. {float(sample[0]) if sample.size else lo:g}) "
+                "but cross_entropy needs class labels 0..k-1; for real-valued targets pass "
+                "--loss quadratic (regression), or choose the right --label-column"
+            )
+        if lo < 0:
+            raise XbpValueError(
+                f"{where} include negative class labels ({int(lo)}); class labels must be "
+                "0..k-1 (or names)"
+            )
+        classes = np.unique(y)
+        if classes.size < 2:
+            raise XbpValueError(
+                f"{where} hold a single class ({int(classes[0])}); a classifier needs at least 2 "
+                "classes (check --label-column and the data)"
+            )
+        return int(hi) + 1, "classification"
+    if loss == "binary_cross_entropy":
+        if lo < 0 or hi > 1:
+            hint = (
+                f"for {int(hi) + 1} classes use --loss cross_entropy"
+                if integer
+                else "scale them into [0, 1] or use --loss quadratic"
+            )
+            raise XbpValueError(
+                f"{where} range from {lo:g} to {hi:g} but binary_cross_entropy needs 0/1 labels "
+                f"or probabilities in [0, 1]; {hint}"
+            )
+        return 1, "classification"
+    # quadratic: integer labels above 1 are classes (one-hot); otherwise one real target
+    if integer and lo >= 0 and hi > 1:
+        return int(hi) + 1, "classification"
+    return 1, "classification" if binary else "regression"
+
+
+def _scaled(x: np.ndarray, scaling: Any, argument: str = "--data") -> np.ndarray:
+    """Apply a model's stored scaling; refuse values that are not finite afterwards."""
+    if scaling is None:
+        out = x if x.dtype.kind == "f" else x.astype(np.float64)
+    else:
+        mean, std = scaling
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = (x - mean) / std
+    bad = ~np.isfinite(out)
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise XbpValueError(
+            f"{argument} row {row} column {col} is {x[row, col]!r}, which is not finite after "
+            "scaling (NaN, Inf, or too large); clean or rescale the data"
+            + ("" if scaling is None else " (or train with --no-standardize)")
+        )
+    return out
+
+
+def _stored_scaling(meta: dict[str, Any], n_in: int, argument: str) -> Any:
+    pre = meta.get("standardize")
+    if not pre:
+        return None
+    try:
+        mean = np.asarray(pre["mean"], dtype=np.float64)
+        std = np.asarray(pre["std"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise XbpFileError(f"{argument} has a corrupt 'standardize' entry in its header") from None
+    if mean.shape != (n_in,) or std.shape != (n_in,):
+        raise XbpFileError(
+            f"{argument} stores scaling for {mean.size} features but its network takes {n_in}"
+        )
+    return mean, std
+
+
+# -- models --------------------------------------------------------------------------
+def _build_network(args: argparse.Namespace, n_in: int, n_out: int, output: str | None) -> Any:
     from .network import mlp
 
-    hidden = defaults["layers"] if args.layers is None else args.layers
-    loss = args.loss or defaults["loss"]
     return mlp(
-        [n_in, *hidden, n_out],
-        activation=args.activation or defaults["activation"],
-        output=args.output,
-        loss=loss,
+        [n_in, *args.layers, n_out],
+        activation=args.activation,
+        output=output,
+        loss=args.loss,
         backend=args.backend,
         device=_device(args.device),
         dtype=args.dtype,
@@ -295,48 +746,208 @@ def _model_args(args: argparse.Namespace, defaults: dict[str, Any], n_in: int, n
     )
 
 
-def _label_column(text: str) -> int | str:
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    from .data import load_dataset
-
-    return load_dataset(
-        args.data,
-        format=args.format,
-        label_column=_label_column(args.label_column),
-        seed=getattr(args, "seed", 0),
-    )
-
-
-def _n_outputs(y: np.ndarray, loss: str) -> int:
-    if y.ndim == 2:
-        return int(y.shape[1])
-    if y.dtype.kind in "iu" and loss != "quadratic" and loss != "mse":
-        if loss == "binary_cross_entropy":
-            return 1
-        return int(y.max()) + 1
-    if y.dtype.kind in "iu" and int(y.max()) > 1:
-        return int(y.max()) + 1
-    return 1
-
-
-def _scale(x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    pre = meta.get("standardize")
-    if not pre:
-        return x.astype(np.float64) if x.dtype.kind != "f" else x
-    return (x - np.asarray(pre["mean"])) / np.asarray(pre["std"])
-
-
-def cmd_train(args: argparse.Namespace) -> int:
+def _make_optimizer(run: dict[str, Any], n_train: int) -> Any:
+    """The optimizer and schedule of a run (steps counted from its epochs)."""
     from . import optim
+
+    name = run["optimizer"]
+    lr = run["lr"]
+    if lr is None:
+        lr = DEFAULT_LR["adaptive" if name in ADAPTIVE else "other"]
+    steps = max(run["epochs"] * -(-n_train // run["batch_size"]), 1)
+    sched: Any = {
+        "constant": lambda: optim.constant(lr),
+        "cosine": lambda: optim.cosine(lr, steps),
+        "step": lambda: optim.step(lr, max(steps // 3, 1), 0.1),
+        "exponential": lambda: optim.exponential(lr, 0.01, steps),
+    }[run["schedule"]]()
+    if run["warmup"]:
+        sched = optim.warmup(sched, run["warmup"])
+    wd = run["weight_decay"]
+    if wd is None:
+        wd = DEFAULT_WEIGHT_DECAY.get(name, 0.0)
+    return optim.get_optimizer(name, sched, weight_decay=wd, clip_norm=run["clip_norm"])
+
+
+# options that define a run: on --resume each must match the checkpoint
+RUN_OPTIONS = (
+    "data",
+    "format",
+    "label_column",
+    "layers",
+    "activation",
+    "output",
+    "loss",
+    "init",
+    "dtype",
+    "seed",
+    "optimizer",
+    "lr",
+    "schedule",
+    "warmup",
+    "weight_decay",
+    "clip_norm",
+    "batch_size",
+    "val_split",
+    "test_split",
+    "no_standardize",
+    "early_stopping",
+    "on_divergence",
+)
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    run = {name: getattr(args, name) for name in RUN_OPTIONS}
+    run["loss"] = "quadratic" if run["loss"] == "mse" else run["loss"]
+    run["activation"] = "sigmoid" if run["activation"] == "logistic" else run["activation"]
+    run["epochs"] = args.epochs
+    return run
+
+
+def _same_option(name: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    if name == "data" and isinstance(a, str) and isinstance(b, str):
+        return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+    return False
+
+
+def _resume_run(args: argparse.Namespace, ck: Any) -> dict[str, Any]:
+    """The run options of a resumed run: the checkpoint's, any contradiction refused."""
+    label = f"--resume {args.resume!r}"
+    done = int(ck.training["epoch"])
+    stored = ck.metadata.get("cli")
+    current = _run_options(args)
+    if not isinstance(stored, dict):
+        # written by xbp.fit or an older xbp: only the architecture can be compared
+        config = ck.network.config()
+        checkable = {
+            "layers": [layer[1] for layer in config["layers"][:-1]],
+            "loss": config["loss"],
+            "dtype": config["dtype"],
+            "optimizer": ck.optimizer.name,
+        }
+        for name in sorted(args.given & set(RUN_OPTIONS)):
+            if name in checkable and current[name] == checkable[name]:
+                continue
+            if name in checkable:
+                raise XbpValueError(
+                    f"{_flag(name)} {_show(current[name])} contradicts {label}, which holds "
+                    f"{_flag(name)} {_show(checkable[name])}; drop {_flag(name)} to continue "
+                    "the same run, or start a new run without --resume"
+                )
+            raise XbpValueError(
+                f"{_flag(name)} cannot be checked against {label}: it records no xbp train "
+                f"options (written by xbp.fit or an older xbp); drop {_flag(name)} to continue "
+                "the run as saved"
+            )
+        run = dict(current)
+        if "epochs" not in args.given:
+            raise XbpValueError(
+                f"{label} records no planned number of epochs; pass --epochs N (N > {done})"
+            )
+        run["stored"] = False
+    else:
+        missing = [k for k in (*RUN_OPTIONS, "epochs") if k not in stored]
+        if missing:
+            raise XbpFileError(f"{label} has incomplete xbp train options (lacks {missing})")
+        for name in RUN_OPTIONS:
+            if name in args.given and not _same_option(name, current[name], stored[name]):
+                raise XbpValueError(
+                    f"{_flag(name)} {_show(current[name])} contradicts {label}, which was "
+                    f"trained with {_flag(name)} {_show(stored[name])}; drop {_flag(name)} to "
+                    "continue the same run, or start a new run without --resume"
+                )
+        run = {k: stored[k] for k in (*RUN_OPTIONS, "epochs")}
+        run["stored"] = True
+    planned = int(run["epochs"])
+    epochs = args.epochs if "epochs" in args.given else planned
+    if epochs <= done:
+        if "epochs" in args.given:
+            raise XbpValueError(
+                f"--epochs {epochs} is not beyond the {done} epochs {label} has done; ask for "
+                f"more (e.g. --epochs {done + planned if planned > done else done * 2})"
+            )
+        raise XbpValueError(
+            f"{label} has finished all {planned} epochs of its run; pass --epochs N with "
+            f"N > {done} to train further"
+        )
+    run["planned"] = planned
+    run["epochs"] = epochs
+    return run
+
+
+def _check_schedule_extension(
+    args: argparse.Namespace, ck: Any, run: dict[str, Any], n_train: int
+) -> Any:
+    """The optimizer to resume with: the checkpoint's, or its schedule stretched on request."""
+    label = f"--resume {args.resume!r}"
+    epochs, planned = run["epochs"], run["planned"]
+    if not run["stored"]:
+        steps = epochs * -(-n_train // run["batch_size"])
+        sched = ck.optimizer.schedule
+        first = sched(0) or sched(1)
+        last = sched(max(steps - 1, 0))
+        if first > 0 and last <= 1e-9 * first:
+            raise XbpValueError(
+                f"--epochs {epochs}: the learning-rate schedule of {label} reaches 0 before "
+                "then, so the extra epochs would not train; start a new run"
+            )
+        return ck.optimizer
+    if epochs <= planned or run["schedule"] == "constant":
+        return ck.optimizer
+    if not args.extend_schedule:
+        raise XbpValueError(
+            f"--epochs {epochs} goes beyond the {planned} epochs {label} planned its "
+            f"{run['schedule']} learning-rate schedule for (it has ended: the rate would stay "
+            f"at its final value); pass --extend-schedule to stretch it over {epochs} epochs, "
+            "or start a new run"
+        )
+    return _make_optimizer(run, n_train)
+
+
+def _stored_optimizer_matches(ck: Any, run: dict[str, Any], n_train: int) -> None:
+    """The recorded options must rebuild the checkpoint's optimizer exactly."""
+    again = _make_optimizer({**run, "epochs": run["planned"]}, n_train)
+    if again.config() != ck.optimizer.config():
+        raise XbpValueError(
+            f"the checkpoint's optimizer {ck.optimizer.config()} does not follow from its "
+            f"recorded options ({again.config()}); the training data changed size. Resume "
+            "with the data it was trained on, or start a new run"
+        )
+
+
+# -- train --------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    import xbp
+
     from .data import standardize, train_val_test_split
     from .io import load_checkpoint, save
-    from .training import Callback, EarlyStopping, evaluate, fit
+
+    args.loss = "quadratic" if args.loss == "mse" else args.loss
+    if args.extend_schedule and not args.resume:
+        raise XbpValueError("--extend-schedule goes with --resume; drop it for a new run")
+    checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
+    writes = {"--save": args.save, "--checkpoint": checkpoint, "--plot": args.plot}
+    allowed = [("--checkpoint", "--resume")]  # a resumed run keeps writing its checkpoint
+    # 1. every file before any work: inputs exist and are regular, outputs can be written
+    #    and destroy nothing
+    if args.resume is not None:
+        from .paths import input_file
+
+        input_file(args.resume, "--resume", "a checkpoint written by --checkpoint")
+        _check_outputs({"--resume": args.resume}, writes, allowed)
+    else:
+        fmt, files = _data_files(args)
+        _check_outputs(_reads(files), writes, allowed)
+    if args.plot is not None:
+        _need_matplotlib()
+    compile_flag = {"auto": None, "on": True, "off": False}[args.compile]
+    if compile_flag is not None and "compile" not in library_defaults():
+        raise XbpValueError(
+            f"--compile {args.compile}: this xbp's fit has no compile option; use --compile auto"
+        )
+    _use_jax_x64(args)
 
     comm = None
     if args.distributed:
@@ -346,65 +957,98 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.backend in ("cupy", "torch") and args.device in (None, "cuda"):
             args.device = local_device(args.backend, comm)  # one GPU per rank
     root = comm is None or comm.Get_rank() == 0
-    x, y = _load(args)
-    if x.dtype.kind not in "f":
+
+    # 2. a resumed run takes its options from the checkpoint (read once)
+    ck = None
+    run = _run_options(args)
+    if args.resume is not None:
+        ck = load_checkpoint(args.resume, backend=args.backend, device=_device(args.device))
+        if not ck.resumable:
+            raise XbpValueError(
+                f"--resume {args.resume!r} is a model file (written by --save or xbp.save), not "
+                "a checkpoint: it holds no optimizer state or epoch. Resume from the file "
+                "written by --checkpoint, or start a new run"
+            )
+        run = _resume_run(args, ck)
+        for name in RUN_OPTIONS:
+            setattr(args, name, run[name])
+        args.epochs = run["epochs"]
+        fmt, files = _data_files(args)
+        _check_outputs(_reads(files, **{"--resume": args.resume}), writes, allowed)
+
+    # 3. the data, checked against the loss before anything is built
+    data = _load_training(args, fmt)
+    x, y = data.x, data.y
+    fingerprint = _fingerprint(x, y)
+    if ck is not None and ck.metadata.get("data_fingerprint") not in (None, fingerprint):
+        raise XbpValueError(
+            f"--data {args.data!r} is not the data {args.resume!r} was trained on (its contents "
+            "changed); resume with the same data, or start a new run"
+        )
+    if x.dtype.kind != "f":
         x = x.astype(np.float64)
+    n_out, task = _targets(y, args.loss)
     split = train_val_test_split(x, y, val=args.val_split, test=args.test_split, seed=args.seed)
     (xtr, ytr), (xva, yva), (xte, yte) = split
-    meta: dict[str, Any] = {"data": args.data}
+    scaling = None
     if not args.no_standardize:
         xtr, xva, xte, mean, std = standardize(xtr, xva, xte)
-        meta["standardize"] = {"mean": mean.tolist(), "std": std.tolist()}
-    defaults: dict[str, Any] = {"layers": [256], "activation": "relu", "loss": "cross_entropy"}
-    checkpoint = args.checkpoint
-    ck = None
-    if args.resume:
-        ck = load_checkpoint(args.resume, backend=args.backend, device=_device(args.device))
-        checkpoint = checkpoint or args.resume
+        scaling = {"mean": mean.tolist(), "std": std.tolist()}
+        for part, name in ((xtr, "training"), (xva, "validation"), (xte, "test")):
+            if part.size and not np.isfinite(part).all():
+                raise XbpValueError(
+                    f"--data: {name} features are not finite after standardising (a column is "
+                    "nearly constant in the training rows); pass --no-standardize or rescale"
+                )
+    # 4. the network and optimizer: new, or the checkpoint's
+    if ck is not None:
         net = ck.network
-        if args.layers is not None or args.loss is not None:
-            from .io import check_same_architecture
-
-            check_same_architecture(
-                _model_args(args, defaults, xtr.shape[1], net.n_out),
-                net,
-                f"--resume {args.resume!r}",
-            )
-        if ck.optimizer is None:
+        if run["stored"]:
+            _stored_optimizer_matches(ck, run, len(ytr))
+        opt = _check_schedule_extension(args, ck, run, len(ytr))
+        if opt is not ck.optimizer:
+            ck = ck._replace(optimizer=opt)
+        if net.n_in != xtr.shape[1] or net.n_out != n_out:
             raise XbpValueError(
-                f"--resume {args.resume!r} holds no optimizer state; it is a "
-                "model file, not a checkpoint (write one with --checkpoint)"
+                f"--resume {args.resume!r} holds a {net.sizes} network but --data gives "
+                f"{xtr.shape[1]} features and {n_out} outputs; resume with the same data"
             )
-        opt = ck.optimizer
     else:
-        loss = args.loss or defaults["loss"]
-        n_out = _n_outputs(ytr, loss)
-        net = _model_args(args, defaults, xtr.shape[1], n_out)
-        adaptive = args.optimizer in ("adam", "adamw", "rmsprop")
-        lr = args.lr if args.lr is not None else (2e-3 if adaptive else 0.05)
-        steps = args.epochs * -(-len(ytr) // args.batch_size)
-        sched: Any = {
-            "constant": lambda: optim.constant(lr),
-            "cosine": lambda: optim.cosine(lr, max(steps, 1)),
-            "step": lambda: optim.step(lr, max(steps // 3, 1), 0.1),
-            "exponential": lambda: optim.exponential(lr, 0.01, max(steps, 1)),
-        }[args.schedule]()
-        if args.warmup:
-            sched = optim.warmup(sched, args.warmup)
-        wd = args.weight_decay
-        if wd is None:
-            wd = 0.1 if args.optimizer == "adamw" else 0.0
-        opt = optim.get_optimizer(args.optimizer, sched, weight_decay=wd, clip_norm=args.clip_norm)
-    callbacks: list[Callback] = []
+        output = args.output
+        if output is None and task == "regression":
+            output = "identity"  # real-valued targets: no squashing of the output
+        net = _build_network(args, xtr.shape[1], n_out, output)
+        opt = _make_optimizer(run, len(ytr))
+    meta: dict[str, Any] = {
+        "data": args.data,
+        "data_fingerprint": fingerprint,
+        "features": {"count": int(xtr.shape[1]), "names": data.feature_names},
+        "label": {"name": data.label_name, "index": data.label_index, "columns": data.columns},
+        "classes": data.classes,
+        "task": task,
+        "standardize": scaling,
+        "cli": {k: v for k, v in _run_options(args).items()},
+    }
+    callbacks: list[Any] = []
+    stopper = None
     if args.early_stopping is not None:
-        callbacks.append(EarlyStopping(patience=args.early_stopping))
-    if root and not args.quiet:
+        stopper = xbp.EarlyStopping(patience=args.early_stopping)
+        callbacks.append(stopper)
+    quiet = args.quiet or not root
+    if not quiet:
+        resumed = "" if ck is None else f"; resuming at epoch {ck.training['epoch']}"
         print(
             f"xbp train: {net!r}\n  data {args.data}: {len(ytr)} train, {len(yva)} validation, "
-            f"{len(yte)} test; optimizer {opt.name}, {args.epochs} epochs, batch {args.batch_size}"
+            f"{len(yte)} test ({task}); optimizer {opt.name}, {args.epochs} epochs, batch "
+            f"{args.batch_size}{resumed}",
+            flush=True,
         )
+    extra: dict[str, Any] = {}
+    if compile_flag is not None:
+        extra["compile"] = compile_flag
+    progress: Any = False if quiet or args.progress == "off" else args.progress
     t0 = time.perf_counter()
-    hist = fit(
+    hist = xbp.fit(
         net,
         xtr,
         ytr,
@@ -414,44 +1058,74 @@ def cmd_train(args: argparse.Namespace) -> int:
         validation_data=(xva, yva) if len(yva) else None,
         seed=args.seed,
         callbacks=callbacks,
-        progress=False if args.quiet or not root else "lines",
+        progress=progress,
         checkpoint=checkpoint,
         checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
+        resume=ck,
         on_divergence=args.on_divergence,
         comm=comm,
         metadata=meta,
+        **extra,
     )
     seconds = time.perf_counter() - t0
-    result = evaluate(net, xte, yte) if len(yte) else {"loss": None, "accuracy": None}
-    if root:
-        acc = result["accuracy"]
-        acc_text = f"test accuracy {acc:.4f}" if acc is not None else ""
-        loss_text = f"test loss {result['loss']:.4f}" if result["loss"] is not None else ""
-        print(f"{acc_text}  {loss_text}  ({len(hist)} epochs, {seconds:.1f} s)".strip())
-        if args.save:
-            save(net, args.save, optimizer=opt, training={"history": hist.to_dict()}, metadata=meta)
-            print(f"saved {args.save}")
-        if args.plot:
-            plot_history(hist, args.plot)
-            print(f"wrote {args.plot}")
+    result = xbp.evaluate(net, xte, yte) if len(yte) else {"loss": None, "accuracy": None}
+    if not root:
+        return 0
+    if stopper is not None and not args.quiet:
+        _report_early_stopping(stopper, hist)
+    acc = result["accuracy"]
+    acc_text = f"test accuracy {acc:.4f}" if acc is not None else ""
+    loss_text = f"test loss {result['loss']:.4f}" if result["loss"] is not None else ""
+    print(f"{acc_text}  {loss_text}  ({len(hist)} epochs, {seconds:.1f} s)".strip())
+    if args.save:
+        save(net, args.save, optimizer=opt, training={"history": hist.to_dict()}, metadata=meta)
+        print(f"saved {args.save}")
+    if args.plot:
+        plot_history(hist, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
-def plot_history(hist: Any, path: str) -> None:
-    """Loss and accuracy curves, train and validation, to a PNG."""
-    try:
-        import matplotlib
+def _report_early_stopping(stopper: Any, hist: Any) -> None:
+    best = getattr(stopper, "best_epoch", None)
+    last = len(hist)
+    monitor = getattr(stopper, "monitor", "val_loss")
+    if hist.stopped_early:
+        print(
+            f"early stopping: {monitor} did not improve for {stopper.patience + 1} epochs; "
+            f"stopped after epoch {last}, restored the weights of epoch {best} "
+            f"({monitor} {stopper.best:.4f})"
+        )
+    elif best is not None and best != last and getattr(stopper, "restore_best", True):
+        print(f"early stopping: restored the weights of epoch {best}, the best {monitor}")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def _need_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
     except ImportError:
         raise XbpValueError("--plot needs matplotlib: pip install 'xbp[plot]'") from None
+
+
+def plot_history(hist: Any, path: str) -> None:
+    """Loss and accuracy curves, train and validation, to a PNG.
+
+    Without accuracy (regression) only the loss panel is drawn.
+    """
+    _need_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     from .io import atomic_write
 
     epochs = [row["epoch"] for row in hist.epochs]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    metrics = ["loss"]
+    if any(v is not None for key in ("accuracy", "val_accuracy") for v in hist[key]):
+        metrics.append("accuracy")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
             values = hist[key]
             if any(v is not None for v in values):
@@ -461,68 +1135,248 @@ def plot_history(hist: Any, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), "--plot")
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), "--plot")
+    finally:
+        plt.close(fig)
 
 
-def _load_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+# -- evaluate and predict: a saved model on new data -----------------------------------
+def _load_model(args: argparse.Namespace, path: str) -> tuple[Any, dict[str, Any]]:
     from .io import load_checkpoint
 
-    ck = load_checkpoint(args.model, backend=args.backend, device=_device(args.device))
+    ck = load_checkpoint(path, backend=args.backend, device=_device(args.device))
     return ck.network, ck.metadata
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .training import evaluate
+def _model_features(meta: dict[str, Any], net: Any) -> tuple[int, list[str] | None]:
+    features = meta.get("features")
+    names = features.get("names") if isinstance(features, dict) else None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        names = None
+    return net.n_in, names
 
-    net, meta = _load_model(args)
-    x, y = _load(args)
-    result = evaluate(net, _scale(x, meta), y)
-    acc = result["accuracy"]
+
+def _width_error(have: int, want: int, what: str, hint: str = "") -> XbpValueError:
+    return XbpValueError(
+        f"--data has {have} feature columns but the model takes {want} features{what}; "
+        f"give data with the model's {want} features{hint}"
+    )
+
+
+def _data_chunks(
+    args: argparse.Namespace, fmt: str, net: Any, meta: dict[str, Any], need_labels: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Chunks of (scaled features, labels or None) of at most ``--batch-size`` rows."""
+    from .data import csv_columns, iter_table, load_dataset, load_npz
+
+    n_in, names = _model_features(meta, net)
+    scaling = _stored_scaling(meta, n_in, f"model {args.model!r}")
+    classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
+    label = meta.get("label") if isinstance(meta.get("label"), dict) else {}
+    given = "label_column" in args.given
+    bs = args.batch_size
+
+    def finish(x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise _width_error(x.shape[1] if x.ndim == 2 else 1, n_in, "")
+        if x.dtype.kind not in "fiu":
+            raise XbpValueError(f"--data has features of dtype {x.dtype}; need numbers")
+        return _scaled(x, scaling), y
+
+    if fmt == "csv":
+        file_names, width = csv_columns(args.data)
+        if given:
+            column = _label_column(args.label_column)
+        elif file_names is not None and label.get("name") in file_names:
+            column = label["name"]
+        elif width == n_in:
+            column = None
+        elif width == n_in + 1:
+            index = label.get("index")
+            column = index if isinstance(index, int) and 0 <= index < width else -1
+        else:
+            raise XbpValueError(
+                f"--data has {width} columns but the model takes {n_in} features (with a label "
+                f"column: {n_in + 1}); give data with the model's features, or name the label "
+                "column with --label-column"
+            )
+        if column is None and need_labels:
+            raise XbpValueError(
+                f"--data has no label column (its {width} columns are the model's features); "
+                "evaluate needs labels: add them, or use xbp predict"
+            )
+        n_features = width - (column is not None)
+        if n_features != n_in:
+            raise _width_error(
+                n_features,
+                n_in,
+                " (after setting aside the label column)" if column is not None else "",
+                "" if column is not None else "; name a label column with --label-column",
+            )
+        if file_names is not None and names is not None:
+            keep = [
+                n
+                for i, n in enumerate(file_names)
+                if column is None
+                or i != (file_names.index(column) if isinstance(column, str) else column % width)
+            ]
+            if keep != names:
+                raise XbpValueError(
+                    f"--data's feature columns {keep[:4]}... differ from the model's "
+                    f"{names[:4]}...; give the columns the model was trained on, in its order"
+                )
+        for t in iter_table(
+            args.data,
+            column,
+            classes=classes if classes and column is not None else None,
+            chunk_rows=bs,
+        ):
+            if t.y is not None and classes is None and t.classes is not None:
+                raise XbpValueError(
+                    f"--data's label column holds names ({t.classes[:3]}...) but the model was "
+                    "trained on numeric labels; check --label-column"
+                )
+            yield finish(t.x, t.y if need_labels else None)
+        return
+    if fmt == "npz" and not need_labels:
+        x, _ = load_npz(args.data, y_key=None)
+        y: Any = None
+    else:
+        x, y = load_dataset(args.data, format=args.format, seed=0)
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise XbpValueError(f"--data has features of shape {x.shape}; need (samples, features)")
+    if x.shape[1] != n_in:
+        raise _width_error(x.shape[1], n_in, "")
+    for s in range(0, x.shape[0], bs):
+        yield finish(x[s : s + bs], None if y is None or not need_labels else y[s : s + bs])
+
+
+def _task(net: Any, meta: dict[str, Any]) -> str:
+    task = meta.get("task")
+    if task in ("classification", "regression"):
+        return str(task)
+    return "regression" if net.loss.name == "quadratic" else "classification"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import xbp
+
+    from .paths import input_file
+
+    fmt, files = _data_files(args)
+    input_file(args.model, "model", "a model file written by xbp train --save")
+    _use_jax_x64(args)
+    net, meta = _load_model(args, args.model)
+    rows = 0
+    loss_sum = 0.0
+    correct: float | None = 0.0
+    for x, y in _data_chunks(args, fmt, net, meta, need_labels=True):
+        assert y is not None
+        result = xbp.evaluate(net, x, y)
+        n = len(x)
+        rows += n
+        loss_sum += result["loss"] * n
+        if result["accuracy"] is None or correct is None:
+            correct = None
+        else:
+            correct += result["accuracy"] * n
+    if rows == 0:
+        raise XbpValueError("--data has no rows; give at least one sample")
+    acc = None if correct is None else correct / rows
     print(
-        f"loss {result['loss']:.6f}"
+        f"loss {loss_sum / rows:.6f}"
         + (f"  accuracy {acc:.4f}" if acc is not None else "")
-        + f"  ({len(x)} samples, {net.backend.name})"
+        + f"  ({rows} samples, {net.backend.name})"
     )
     return 0
 
 
+_OUT_SUFFIXES = (".csv", ".npy", ".npz")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .io import atomic_write
+    from .paths import input_file
 
-    net, meta = _load_model(args)
-    x, _ = _load(args)
-    x = _scale(x, meta)
-    out = net.predict(x)
-    classify = net.loss.name != "quadratic"
-    labels = net.predict_classes(x) if classify else None
+    fmt, files = _data_files(args)
+    input_file(args.model, "model", "a model file written by xbp train --save")
+    if args.out is not None:
+        suffix = os.path.splitext(args.out)[1].lower()
+        if suffix not in _OUT_SUFFIXES:
+            raise XbpValueError(f"--out {args.out!r}: use a .csv, .npy or .npz file name")
+    _check_outputs(_reads(files, model=args.model), {"--out": args.out})
+    _use_jax_x64(args)
+    net, meta = _load_model(args, args.model)
+    classify = _task(net, meta) == "classification"
+    classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for x, _ in _data_chunks(args, fmt, net, meta, need_labels=False):
+            out = np.asarray(net.predict(x))
+            labels = None
+            if classify:
+                codes = out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] > 0.5).astype(int)
+                labels = np.asarray(classes)[codes] if classes else codes
+            yield out, labels
+
     if args.out is None:
-        rows = labels if labels is not None else out
-        for row in rows:
-            print(row if np.ndim(row) == 0 else ",".join(f"{v:.6g}" for v in np.atleast_1d(row)))
+        for out, labels in batches():
+            lines = (
+                [str(v) for v in labels]
+                if labels is not None
+                else [",".join(f"{v:.6g}" for v in row) for row in out]
+            )
+            sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
         return 0
     suffix = os.path.splitext(args.out)[1].lower()
-    if suffix == ".npy":
-        atomic_write(args.out, lambda f: np.save(f, labels if labels is not None else out), "--out")
-    elif suffix == ".npz":
-        arrays = {"output": out} if labels is None else {"labels": labels, "output": out}
-        atomic_write(args.out, lambda f: np.savez(f, **arrays), "--out")
-    elif suffix == ".csv":
-        header = (["label"] if labels is not None else []) + [
-            f"out{i}" for i in range(out.shape[1])
-        ]
-        table = out if labels is None else np.column_stack([labels, out])
+    count = 0
+    if suffix == ".csv":
 
         def write(f: Any) -> None:
-            np.savetxt(f, table, delimiter=",", header=",".join(header), comments="", fmt="%.8g")
+            nonlocal count
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            table = csv.writer(text, lineterminator="\n")
+            header = None
+            for out, labels in batches():
+                if header is None:
+                    header = (["label"] if labels is not None else []) + [
+                        f"out{i}" for i in range(out.shape[1])
+                    ]
+                    table.writerow(header)
+                values = [[f"{v:.8g}" for v in row] for row in out]
+                if labels is not None:
+                    values = [[str(lab), *row] for lab, row in zip(labels, values)]
+                table.writerows(values)
+                count += len(out)
+            text.flush()
+            text.detach()
 
         atomic_write(args.out, write, "--out")
     else:
-        raise XbpValueError(f"--out {args.out!r}: use a .csv, .npy or .npz file name")
-    print(f"wrote {len(out)} predictions to {args.out}")
+        outs, labs = [], []
+        for out, labels in batches():
+            outs.append(out)
+            if labels is not None:
+                labs.append(labels)
+        output = np.concatenate(outs)
+        labels_all = np.concatenate(labs) if labs else None
+        count = len(output)
+        if suffix == ".npy":
+            chosen = labels_all if labels_all is not None else output
+            atomic_write(args.out, lambda f: np.save(f, chosen), "--out")
+        else:
+            arrays = {"output": output}
+            if labels_all is not None:
+                arrays["labels"] = labels_all
+            atomic_write(args.out, lambda f: np.savez(f, **arrays), "--out")
+    print(f"wrote {count} predictions to {args.out}")
     return 0
 
 
+# -- the other commands -------------------------------------------------------------------
 def cmd_backends(args: argparse.Namespace) -> int:
     from .backend import available_backends
 
@@ -547,8 +1401,9 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
 
-    defaults = {"layers": [5], "activation": "tanh", "loss": "cross_entropy"}
-    net = _model_args(args, defaults, args.inputs, args.outputs)
+    _use_jax_x64(args)
+    args.loss = "quadratic" if args.loss == "mse" else args.loss
+    net = _build_network(args, args.inputs, args.outputs, args.output)
     rng = np.random.default_rng(args.seed)
     x = rng.normal(size=(args.samples, args.inputs))
     if net.loss.name == "cross_entropy":
@@ -573,37 +1428,49 @@ def _vec(a: np.ndarray, limit: int = 8) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    args.loss = "quadratic" if args.loss == "mse" else args.loss
+    fmt, _ = _data_files(args)
     if args.model:
-        net, meta = _load_model(args)
+        from .paths import input_file
+
+        input_file(args.model, "--model", "a model file written by xbp train --save")
+    _use_jax_x64(args)
+    if args.model:
+        net, meta = _load_model(args, args.model)
+        args.batch_size = 1 << 30
+        chunks = list(_data_chunks(args, fmt, net, meta, need_labels=True))
+        x = np.concatenate([c[0] for c in chunks])
+        y = np.concatenate([c[1] for c in chunks if c[1] is not None])
     else:
-        meta = {}
-        net = None
-    x, y = _load(args)
-    x = _scale(x, meta)
-    if net is None:
-        defaults = {"layers": [2], "activation": "sigmoid", "loss": "quadratic"}
-        net = _model_args(args, defaults, x.shape[1], _n_outputs(y, args.loss or "quadratic"))
+        x, y = load_dataset(args.data, format=args.format, seed=args.seed)
+        x = _scaled(np.asarray(x), None)
+        n_out, task = _targets(np.asarray(y), args.loss)
+        output = args.output or ("identity" if task == "regression" else None)
+        net = _build_network(args, x.shape[1], n_out, output)
     if not -len(x) <= args.index < len(x):
-        raise XbpValueError(f"--index {args.index} is outside the {len(x)} samples")
+        raise XbpValueError(
+            f"--index {args.index} is outside the {len(x)} samples; use -{len(x)}..{len(x) - 1}"
+        )
     i = args.index % len(x)
-    xs, ys = x[i : i + 1], y[i : i + 1]  # xbp's target checks shape labels and columns
-    be, xp = net.backend, net.xp
-    xd, yd = net._x(xs), net._y(ys, 1)
-    host = net.host_params()
-    acts = [d.activation for d in net.layers]
+    xs, ys = x[i : i + 1], np.asarray(y[i : i + 1])
+    if ys.ndim == 1:  # class labels: one-hot rows, or one 0/1 column
+        ys = np.eye(net.n_out)[ys.astype(int)] if net.n_out > 1 else ys.reshape(-1, 1)
+    be = net.backend
+    xd = be.asarray(np.asarray(xs, dtype=np.float64), net.dtype)
+    yd = be.asarray(np.asarray(ys, dtype=np.float64), net.dtype)
+    acts = [layer.activation for layer in net.layers]
     print(f"explain: one sample (index {args.index}) through {net!r}")
-    print("notation (DESIGN.md section 1): Z_l = A_{l-1} W_l + b_l, A_l = phi_l(Z_l)\n")
+    print("notation (docs/math.md): Z_l = A_{l-1} W_l + b_l, A_l = phi_l(Z_l)\n")
     print(f"A_0 = x = {_vec(be.to_host(xd))}")
     print(f"y       = {_vec(be.to_host(yd))}\n-- forward --")
-    a = xd
-    for l, (p, act) in enumerate(zip(net.params, net._acts), start=1):
-        z = a @ p["W"] + p["b"]
+    for l, (z, a) in enumerate(net.layer_outputs(xd), start=1):
         print(f"Z_{l} = A_{l - 1} W_{l} + b_{l}  = {_vec(be.to_host(z))}")
-        a = act.forward(xp, z)  # may overwrite z (a temporary) in place
         print(f"A_{l} = {acts[l - 1]}(Z_{l}) = {_vec(be.to_host(a))}")
-    cost, grads = net._backprop(xd, yd)
+    cost, grads, _ = net.value_and_grad(xd, yd)
     L = len(net.layers)
-    print(f"\nC ({net.loss.name}) = {float(cost):.6g}\n-- backward --")
+    print(f"\nC ({net.loss.name}) = {float(cost):.6g}\n-- backward (docs/math.md) --")
     fused = net.loss.name != "quadratic"
     # deltas are recovered from the gradients: dC/db_l = sum of delta_l over the one row
     for l in range(L, 0, -1):
@@ -615,9 +1482,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"delta_{l} = {rule} = {_vec(delta)}")
         dw = be.to_host(grads[l - 1]["W"])
         print(f"dC/dW_{l} = A_{l - 1}^T delta_{l}: shape {dw.shape}, norm {np.linalg.norm(dw):.6g}")
+    w1 = net.host_params()[0]["W"]
     print(
-        f"\nSGD with eta = 0.1 would change ||W_1|| from {np.linalg.norm(host[0]['W']):.6g} to "
-        f"{np.linalg.norm(host[0]['W'] - 0.1 * be.to_host(grads[0]['W'])):.6g}"
+        f"\nSGD with eta = 0.1 would change ||W_1|| from {np.linalg.norm(w1):.6g} to "
+        f"{np.linalg.norm(w1 - 0.1 * be.to_host(grads[0]['W'])):.6g}"
     )
     return 0
 
@@ -625,6 +1493,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
+    _check_outputs({}, {"--json": args.json})
     return run_bench(
         cases=args.cases.split(","),
         backends=args.backends,
@@ -645,12 +1514,24 @@ COMMANDS = {
 }
 
 
+def _quiet_broken_pipe() -> None:
+    """The reader went away (``xbp predict ... | head``): no traceback, no flush error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (captured in-process)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``xbp`` command; returns the exit status (2 for a user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    _finish_args(args)
     try:
         return COMMANDS[args.command](args)
     except XbpError as exc:
@@ -659,6 +1540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one line, even for multi-line reports
         print(f"xbp {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 141  # as if killed by SIGPIPE, like other tools in a pipeline
     except KeyboardInterrupt:
         print(f"xbp {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -10,13 +10,15 @@ import csv
 import gzip
 import os
 import zipfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+from .paths import as_path, describe, input_file, sniff
 from .validate import check_int, check_number
 
 __all__ = [
@@ -24,6 +26,10 @@ __all__ = [
     "load_idx",
     "load_mnist",
     "load_csv",
+    "load_table",
+    "iter_table",
+    "csv_columns",
+    "Table",
     "load_npz",
     "load_dataset",
     "make_xor",
@@ -33,6 +39,9 @@ __all__ = [
     "standardize",
     "one_hot",
     "train_val_test_split",
+    "mnist_files",
+    "dataset_format",
+    "BUILTIN_SETS",
 ]
 
 
@@ -55,12 +64,14 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _exists(path: str | os.PathLike[str], argument: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise XbpFileNotFoundError(f"{argument}={str(p)!r} does not exist; check the path")
-    if p.is_dir():
-        raise XbpFileError(f"{argument}={str(p)!r} is a directory; give a file")
-    return p
+    # stat only: a FIFO or device is refused before anything opens it
+    return input_file(path, argument, "a file")
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    return check_int(seed, "seed", low=0)
 
 
 _IDX_TYPES: dict[int, Any] = {
@@ -114,10 +125,24 @@ def load_mnist(
     ``kind`` is ``"train"`` or ``"t10k"`` (the test set). Files may be plain or
     ``.gz``. Returns ``x`` as float32 in [0, 1] of shape (n, 784) and int64 labels.
     """
+    images_path, labels_path = mnist_files(directory, kind)
+    images = load_idx(images_path)
+    labels = load_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise XbpFileError(
+            f"directory={str(directory)!r}: images {images.shape} and labels {labels.shape} "
+            "do not pair up"
+        )
+    x = images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
+    return x, labels.astype(np.int64)
+
+
+def mnist_files(directory: str | os.PathLike[str], kind: str = "train") -> tuple[Path, Path]:
+    """The images and labels IDX files :func:`load_mnist` reads from ``directory``."""
     if kind not in ("train", "t10k", "test"):
         raise XbpValueError(f"kind={kind!r}; use 'train' or 't10k'")
     kind = "t10k" if kind == "test" else kind
-    d = Path(directory)
+    d = as_path(directory, "directory")
     if not d.is_dir():
         raise XbpFileNotFoundError(f"directory={str(d)!r} is not a directory of IDX files")
 
@@ -135,14 +160,261 @@ def load_mnist(
             "IDX files into it"
         )
 
-    images = load_idx(find(f"{kind}-images-idx3-ubyte"))
-    labels = load_idx(find(f"{kind}-labels-idx1-ubyte"))
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise XbpFileError(
-            f"directory={str(d)!r}: images {images.shape} and labels {labels.shape} do not pair up"
+    return find(f"{kind}-images-idx3-ubyte"), find(f"{kind}-labels-idx1-ubyte")
+
+
+# -- CSV tables ----------------------------------------------------------------
+class Table(NamedTuple):
+    """A CSV file as features and (optionally) labels, with what the columns were.
+
+    Attributes
+    ----------
+    x : ndarray (n, d) float64
+        The feature columns, in file order.
+    y : ndarray (n,) or None
+        The label column: int64 when every value is an integer (or when the
+        labels are strings: then codes into ``classes``), float64 otherwise;
+        None when the table has no label column.
+    feature_names : list of str or None
+        Header names of the feature columns (None without a header row).
+    label_name : str or None
+        Header name of the label column.
+    label_index : int or None
+        Position of the label column in the file (0-based).
+    classes : list of str or None
+        For string labels: the class names, ``y`` holding indices into it.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    feature_names: list[str] | None
+    label_name: str | None
+    label_index: int | None
+    classes: list[str] | None
+
+
+def _number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_csv_args(path: Any, header: Any, delimiter: Any) -> Path:
+    p = _exists(path, "path")
+    if header is not None and not isinstance(header, (bool, np.bool_)):
+        raise XbpTypeError(f"header={header!r}; pass True, False or None (detect)")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise XbpValueError(f"delimiter={delimiter!r} must be one character, e.g. ',' or ';'")
+    kind = sniff(p)
+    if kind not in ("text", "empty"):
+        raise XbpFileError(f"path={str(p)!r} is {describe(kind)}, not a CSV text file")
+    return p
+
+
+def _numbered(p: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number in the file, stripped fields) of every non-blank row, read lazily."""
+    try:
+        with p.open(newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for row in reader:
+                if row and any(v.strip() for v in row):
+                    yield reader.line_num, [v.strip() for v in row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise XbpFileError(f"path={str(p)!r} is not a readable CSV file ({exc})") from None
+
+
+def _has_header(first: list[str], second: list[str] | None, header: bool | None) -> bool:
+    if header is not None:
+        return bool(header)
+    if second is None or len(second) != len(first):
+        return not all(_number(v) for v in first)
+    # a header row: a non-numeric field above a numeric one (string labels stay below)
+    return (
+        any(not _number(a) and _number(b) for a, b in zip(first, second))
+        or all(not _number(v) for v in first)
+        and all(_number(v) for v in second)
+    )
+
+
+def csv_columns(
+    path: str | os.PathLike[str], *, header: bool | None = None, delimiter: str = ","
+) -> tuple[list[str] | None, int]:
+    """The header names (None without a header row) and the number of columns of a CSV.
+
+    Reads only the first two rows.
+    """
+    p = _check_csv_args(path, header, delimiter)
+    rows = _numbered(p, delimiter)
+    first = next(rows, None)
+    if first is None:
+        raise XbpValueError(f"path={str(p)!r} is empty; it needs at least one data row")
+    second = next(rows, None)
+    rows.close()
+    names = (
+        first[1] if _has_header(first[1], None if second is None else second[1], header) else None
+    )
+    return names, len(first[1])
+
+
+def _label_index(label_column: Any, names: list[str] | None, width: int, p: Path) -> int | None:
+    if label_column is None:
+        return None
+    if isinstance(label_column, str):
+        if names is None or label_column not in names:
+            raise XbpValueError(
+                f"label_column={label_column!r} is not a column name of {str(p)!r} "
+                f"(columns: {names}); give a name from the header or an index"
+            )
+        return names.index(label_column)
+    col = check_int(label_column, "label_column", low=-width)
+    if not -width <= col < width:
+        raise XbpValueError(
+            f"label_column={label_column} is outside the {width} columns of {str(p)!r}; use "
+            f"an index in {-width}..{width - 1} or a header name"
         )
-    x = images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
-    return x, labels.astype(np.int64)
+    return col % width
+
+
+def iter_table(
+    path: str | os.PathLike[str],
+    label_column: int | str | None = -1,
+    *,
+    header: bool | None = None,
+    delimiter: str = ",",
+    classes: list[str] | None = None,
+    chunk_rows: int = 65536,
+) -> Iterator[Table]:
+    """Read a CSV in chunks of ``chunk_rows`` rows (bounded memory); see :func:`load_table`.
+
+    String labels need ``classes`` (the names, in code order) when the file is
+    read in more than one chunk, so that every chunk uses the same codes;
+    :func:`load_table` reads one chunk and finds them itself.
+    """
+    p = _check_csv_args(path, header, delimiter)
+    chunk_rows = check_int(chunk_rows, "chunk_rows")
+    if classes is not None and (
+        not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes)
+    ):
+        raise XbpTypeError("classes must be a list of class names (strings)")
+    rows = _numbered(p, delimiter)
+    first = next(rows, None)
+    if first is None:
+        raise XbpValueError(f"path={str(p)!r} is empty; it needs at least one data row")
+    second = next(rows, None)
+    names = None
+    pending = [first] if second is None else [first, second]
+    if _has_header(first[1], None if second is None else second[1], header):
+        names, pending = first[1], pending[1:]
+    if not pending:
+        raise XbpValueError(f"path={str(p)!r} has a header but no data rows")
+    width = len(pending[0][1])
+    col = _label_index(label_column, names, width, p)
+    feature_cols = [i for i in range(width) if i != col]
+    feature_names = None if names is None else [names[i] for i in feature_cols]
+    label_name = None if names is None or col is None else names[col]
+    lookup = None if classes is None else {c: i for i, c in enumerate(classes)}
+
+    def table(chunk: list[tuple[int, list[str]]]) -> Table:
+        nonlocal lookup, classes
+        feats = np.empty((len(chunk), len(feature_cols)), dtype=np.float64)
+        raw_labels: list[str] = []
+        for r, (line, row) in enumerate(chunk):
+            if len(row) != width:
+                raise XbpValueError(
+                    f"path={str(p)!r} line {line} has {len(row)} fields but the first data row "
+                    f"has {width}; every row needs the same number of columns"
+                )
+            for j, c in enumerate(feature_cols):
+                try:
+                    feats[r, j] = float(row[c])
+                except ValueError:
+                    where = repr(names[c]) if names is not None else str(c)
+                    raise XbpValueError(
+                        f"path={str(p)!r} line {line} column {where} holds {row[c]!r}, a "
+                        "non-numeric value; features must be numbers (fill or drop missing "
+                        "values; choose the label column with label_column)"
+                    ) from None
+            if col is not None:
+                raw_labels.append(row[col])
+        if col is None:
+            return Table(feats, None, feature_names, label_name, col, classes)
+        if lookup is None and all(_number(v) for v in raw_labels):
+            y = np.array([float(v) for v in raw_labels])
+            if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+                return Table(feats, y.astype(np.int64), feature_names, label_name, col, None)
+            return Table(feats, y, feature_names, label_name, col, None)
+        if lookup is None:
+            classes = sorted(set(raw_labels))
+            lookup = {c: i for i, c in enumerate(classes)}
+        codes = np.empty(len(raw_labels), dtype=np.int64)
+        for r, v in enumerate(raw_labels):
+            code = lookup.get(v)
+            if code is None:
+                raise XbpValueError(
+                    f"path={str(p)!r} line {chunk[r][0]} has the label {v!r}, which is not one "
+                    f"of the known classes {list(lookup)}; fix the label or retrain"
+                )
+            codes[r] = code
+        return Table(feats, codes, feature_names, label_name, col, classes)
+
+    chunk = pending
+    for item in rows:
+        chunk.append(item)
+        if len(chunk) >= chunk_rows:
+            yield table(chunk)
+            chunk = []
+    if chunk:
+        yield table(chunk)
+
+
+def load_table(
+    path: str | os.PathLike[str],
+    label_column: int | str | None = -1,
+    *,
+    header: bool | None = None,
+    delimiter: str = ",",
+    classes: list[str] | None = None,
+) -> Table:
+    """Load a CSV as a :class:`Table`: features, labels and what the columns are called.
+
+    Parameters
+    ----------
+    path : str or Path
+    label_column : int, str or None
+        The label column: an index (negative counts from the end), a header
+        name, or None for a features-only file.
+    header : bool or None
+        Whether the first row names the columns; None detects it (a
+        non-numeric field above a numeric one).
+    delimiter : str
+    classes : list of str, optional
+        Known class names (from a trained model): string labels are coded by
+        their position here, and an unknown label is an error. Without it the
+        classes are the sorted distinct labels.
+
+    Examples
+    --------
+    >>> import os, tempfile, xbp
+    >>> path = os.path.join(tempfile.mkdtemp(), "iris.csv")
+    >>> _ = open(path, "w").write("petal,width,species\n1.4,0.2,setosa\n4.7,1.4,versicolor\n")
+    >>> t = xbp.data.load_table(path, "species")
+    >>> t.y.tolist(), t.classes, t.feature_names
+    ([0, 1], ['setosa', 'versicolor'], ['petal', 'width'])
+    """
+    parts = list(
+        iter_table(
+            path,
+            label_column,
+            header=header,
+            delimiter=delimiter,
+            classes=classes,
+            chunk_rows=1 << 62,
+        )
+    )
+    (t,) = parts
+    return t
 
 
 def load_csv(
@@ -156,79 +428,58 @@ def load_csv(
 
     ``label_column`` is an index (negative counts from the end) or, with a
     header row, a column name. ``header=None`` detects a non-numeric first row.
-    Integer-valued labels come back as int64, others as float64.
+    Integer-valued labels come back as int64, others as float64. For string
+    class labels (``setosa``, ...) use :func:`load_table`, which maps them to
+    codes and keeps the names.
     """
-    p = _exists(path, "path")
-    try:
-        with p.open(newline="") as f:
-            rows = [row for row in csv.reader(f, delimiter=delimiter) if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise XbpFileError(f"path={str(p)!r} is not a readable CSV file ({exc})") from None
-    if not rows:
-        raise XbpValueError(f"path={str(p)!r} is empty; it needs at least one data row")
-
-    def numeric(row: list[str]) -> bool:
-        try:
-            [float(v) for v in row]
-        except ValueError:
-            return False
-        return True
-
-    names = None
-    if header or (header is None and not numeric(rows[0])):
-        names, rows = [c.strip() for c in rows[0]], rows[1:]
-    if not rows:
-        raise XbpValueError(f"path={str(p)!r} has a header but no data rows")
-    width = len(rows[0])
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            line = i + 1 + (names is not None)
-            raise XbpValueError(
-                f"path={str(p)!r} line {line} has {len(row)} fields but the first data row has "
-                f"{width}; every row needs the same number of columns"
-            )
-    try:
-        table = np.array([[float(v) for v in row] for row in rows])
-    except ValueError as exc:
-        raise XbpValueError(f"path={str(p)!r} holds a non-numeric value ({exc})") from None
-    if isinstance(label_column, str):
-        if names is None or label_column not in names:
-            raise XbpValueError(
-                f"label_column={label_column!r} is not a column name of {str(p)!r} "
-                f"(columns: {names}); give a name from the header or an index"
-            )
-        col = names.index(label_column)
-    else:
-        col = (
-            check_int(label_column, "label_column", low=-width)
-            if label_column < 0
-            else label_column
+    if label_column is None or isinstance(label_column, bool):
+        raise XbpTypeError(
+            f"label_column={label_column!r}; pass a column index or header name (for a "
+            "features-only file use load_table(path, label_column=None))"
         )
-        if not -width <= col < width:
-            raise XbpValueError(f"label_column={label_column} is outside the {width} columns")
-        col %= width
-    y = table[:, col]
-    x = np.delete(table, col, axis=1)
-    if np.all(y == np.round(y)):
-        return x, y.astype(np.int64)
-    return x, y
+    t = load_table(path, label_column, header=header, delimiter=delimiter)
+    if t.classes is not None:
+        raise XbpValueError(
+            f"path={str(path)!r} holds non-numeric labels ({t.classes[:3]}...) in column "
+            f"{t.label_name or t.label_index}; load_csv reads numbers only: use "
+            "xbp.data.load_table for string class labels"
+        )
+    assert t.y is not None
+    return t.x, t.y
 
 
 def load_npz(
-    path: str | os.PathLike[str], x_key: str = "x", y_key: str = "y"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Load features and labels from an .npz file (no pickles are ever loaded)."""
+    path: str | os.PathLike[str], x_key: str = "x", y_key: str | None = "y"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load features and labels from an .npz file (no pickles are ever loaded).
+
+    ``y_key=None`` reads features only (``y`` is then None).
+    """
     p = _exists(path, "path")
+    for name, key in (("x_key", x_key), ("y_key", y_key)):
+        if not isinstance(key, str) and not (name == "y_key" and key is None):
+            raise XbpTypeError(f"{name}={key!r}; pass the name of an array in the file")
+    kind = sniff(p)
+    if kind == "npy":
+        raise XbpFileError(
+            f"path={str(p)!r} is {describe(kind)}, not an .npz of x and y; save them together "
+            "with np.savez(path, x=x, y=y)"
+        )
+    if kind != "npz":
+        raise XbpFileError(
+            f"path={str(p)!r} is {describe(kind)}, not an .npz archive; save the data with "
+            "np.savez(path, x=x, y=y)"
+        )
+    keys = [k for k in (x_key, y_key) if k is not None]
     try:
         with np.load(p, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise XbpFileError(f"path={str(p)!r} is a .npy file; save x and y with np.savez")
-            missing = [k for k in (x_key, y_key) if k not in z.files]
+            missing = [k for k in keys if k not in z.files]
             if missing:
                 raise XbpValueError(
                     f"path={str(p)!r} lacks {missing}; it holds {z.files} (choose x_key/y_key)"
                 )
-            return z[x_key], z[y_key]
+            x = z[x_key]
+            y = z[y_key] if y_key is not None else None
     except ValueError as exc:
         if "pickle" in str(exc) or "Object arrays" in str(exc):
             raise XbpFileError(
@@ -237,6 +488,7 @@ def load_npz(
         raise
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise XbpFileError(f"path={str(p)!r} is not a readable .npz file ({exc})") from None
+    return x, y
 
 
 def make_xor() -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +502,8 @@ def make_spirals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaved spirals, ``n`` points, integer labels 0/1."""
     n = check_int(n, "n", low=2)
+    check_number(noise, "noise", low=0.0, low_open=False)
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     k = n // 2
     t = np.sqrt(rng.random(n)) * 3 * np.pi
@@ -264,6 +518,8 @@ def make_moons(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles, integer labels 0/1."""
     n = check_int(n, "n", low=2)
+    check_number(noise, "noise", low=0.0, low_open=False)
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     k = n // 2
     t0, t1 = np.linspace(0, np.pi, k), np.linspace(0, np.pi, n - k)
@@ -282,6 +538,7 @@ def make_blobs(
     centers = check_int(centers, "centers")
     n_features = check_int(n_features, "n_features")
     check_number(spread, "spread")
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     mu = rng.uniform(-10, 10, size=(centers, n_features))
     y = np.arange(n) % centers
@@ -293,12 +550,39 @@ def standardize(x: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
 
     Returns the scaled ``x``, each of ``others`` scaled the same way, then the
     mean and the scale. Constant columns are left centred, not divided by 0.
+    Values too large to standardise in float64 (the variance overflows) are
+    refused rather than turned into zeros.
     """
-    x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
+    x = _numeric_2d(x, "x")
+    scaled_others = [_numeric_2d(o, f"others[{i}]", x.shape[1]) for i, o in enumerate(others)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x.mean(axis=0)
+        std = x.std(axis=0)
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+    if bad.size:
+        j = int(bad[0])
+        raise XbpValueError(
+            f"x column {j} cannot be standardised: its values (up to {np.abs(x[:, j]).max():.3g}) "
+            "overflow float64 when squared; rescale that column first (or do not standardise)"
+        )
     std[std == 0] = 1.0
-    return ((x - mean) / std, *((np.asarray(o) - mean) / std for o in others), mean, std)
+    return ((x - mean) / std, *((o - mean) / std for o in scaled_others), mean, std)
+
+
+def _numeric_2d(a: Any, argument: str, width: int | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise XbpTypeError(
+            f"{argument} could not be read as numbers ({exc}); pass a 2-D numeric array"
+        ) from None
+    if arr.ndim != 2:
+        raise XbpValueError(f"{argument} has shape {arr.shape}; pass (n_samples, n_features)")
+    if width is not None and arr.shape[1] != width:
+        raise XbpValueError(f"{argument} has {arr.shape[1]} columns but x has {width}")
+    if not np.isfinite(arr).all():
+        raise XbpValueError(f"{argument} contains NaN or Inf; clean the data first")
+    return arr
 
 
 def one_hot(y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
@@ -306,6 +590,8 @@ def one_hot(y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise XbpTypeError(f"y must be 1-D integer labels, got shape {y.shape} dtype {y.dtype}")
+    if n_classes is None and not y.size:
+        raise XbpValueError("y is empty; pass labels or n_classes")
     k = int(y.max()) + 1 if n_classes is None else check_int(n_classes, "n_classes")
     if y.size and (y.min() < 0 or y.max() >= k):
         raise XbpValueError(f"y holds labels outside 0..{k - 1}")
@@ -332,12 +618,17 @@ def train_val_test_split(
     1797
     """
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise XbpValueError("x and y must be arrays with one row per sample")
     if x.shape[0] != y.shape[0]:
         raise XbpValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
     check_number(val, "val", low=0.0, low_open=False, high=1.0, high_open=True)
     check_number(test, "test", low=0.0, low_open=False, high=1.0, high_open=True)
     if val + test >= 1:
         raise XbpValueError(f"val={val} + test={test} must be below 1 to leave training data")
+    seed = _check_seed(seed)
+    if not isinstance(stratify, (bool, np.bool_)):
+        raise XbpTypeError(f"stratify={stratify!r}; pass True or False")
     rng = np.random.default_rng(seed)
     groups = [np.arange(len(y))]
     if stratify and y.ndim == 1 and y.dtype.kind in "iu":
@@ -353,35 +644,72 @@ def train_val_test_split(
     for p in parts:
         idx = rng.permutation(np.concatenate(p))
         out.append((x[idx], y[idx]))
+    if len(out[0][1]) == 0:
+        raise XbpValueError(
+            f"val={val} and test={test} leave no training rows of the {len(y)}; lower them"
+        )
     return tuple(out)
+
+
+BUILTIN_SETS = ("digits", "xor", "spirals", "moons", "blobs")
+FORMATS = ("csv", "npz", "mnist")
+
+
+def dataset_format(spec: str, format: str | None = None) -> str:
+    """What :func:`load_dataset` would read for ``spec``: ``"builtin"``, ``"csv"``,
+    ``"npz"`` or ``"mnist"`` (a directory of IDX files, or one IDX file's directory)."""
+    if not isinstance(spec, (str, os.PathLike)) or isinstance(spec, bool):
+        raise XbpTypeError(
+            f"spec is a {type(spec).__name__}; pass a built-in set name {list(BUILTIN_SETS)} "
+            "or a path"
+        )
+    spec = os.fspath(spec)
+    if format is not None and format not in (*FORMATS, "idx"):
+        raise XbpValueError(f"format={format!r}; use one of {list(FORMATS)} or None (guess)")
+    if format is None and spec in BUILTIN_SETS:
+        return "builtin"
+    p = Path(spec)
+    fmt = format or (
+        "mnist" if p.is_dir() else p.suffix.lower().lstrip(".").replace("gz", "") or None
+    )
+    if fmt in ("mnist", "idx"):
+        return "mnist"
+    if fmt in ("csv", "npz"):
+        return fmt
+    if not p.exists():
+        raise XbpFileNotFoundError(
+            f"--data {spec!r} is neither a built-in set {list(BUILTIN_SETS)} nor an existing path"
+        )
+    raise XbpValueError(f"--data {spec!r}: cannot tell its format; pass --format csv, npz or mnist")
 
 
 def load_dataset(
     spec: str, *, format: str | None = None, label_column: int | str = -1, seed: int | None = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a data set the CLI names: ``digits``, ``xor``, ``spirals``, ``moons``, ``blobs``,
-    an MNIST directory, or a ``.csv``/``.npz``/IDX path (``format`` overrides the guess)."""
-    generated = {
-        "digits": load_digits,
-        "xor": make_xor,
-        "spirals": lambda: make_spirals(seed=seed),
-        "moons": lambda: make_moons(seed=seed),
-        "blobs": lambda: make_blobs(seed=seed),
-    }
-    if format is None and spec in generated:
-        return generated[spec]()
+    an MNIST directory, or a ``.csv``/``.npz``/IDX path (``format`` overrides the guess).
+
+    String class labels in a CSV come back as codes (see :func:`load_table` for
+    the names)."""
+    seed = _check_seed(seed)
+    fmt = dataset_format(spec, format)
+    if fmt == "builtin":
+        generated = {
+            "digits": load_digits,
+            "xor": make_xor,
+            "spirals": lambda: make_spirals(seed=seed),
+            "moons": lambda: make_moons(seed=seed),
+            "blobs": lambda: make_blobs(seed=seed),
+        }
+        return generated[os.fspath(spec)]()
     p = Path(spec)
-    fmt = format or (
-        "mnist" if p.is_dir() else p.suffix.lower().lstrip(".").replace("gz", "") or None
-    )
-    if fmt in ("mnist", "idx"):
-        return load_mnist(p)
+    if fmt == "mnist":
+        return load_mnist(p if p.is_dir() else p.parent)
     if fmt == "csv":
-        return load_csv(p, label_column)
-    if fmt == "npz":
-        return load_npz(p)
-    if not p.exists():
-        raise XbpFileNotFoundError(
-            f"--data {spec!r} is neither a built-in set {sorted(generated)} nor an existing path"
-        )
-    raise XbpValueError(f"--data {spec!r}: cannot tell its format; pass --format csv, npz or mnist")
+        t = load_table(p, label_column)
+        if t.y is None:
+            raise XbpValueError("label_column=None: load_dataset needs labels")
+        return t.x, t.y
+    x, y = load_npz(p)
+    assert y is not None
+    return x, y

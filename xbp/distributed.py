@@ -12,11 +12,14 @@ writes checkpoints, logs and the progress bar; validation metrics are
 summed across ranks.
 
 Run with ``mpiexec -n 4 xbp train --distributed`` or, from Python,
-``xbp.fit(net, x, y, comm=MPI.COMM_WORLD)``.
+``xbp.fit(net, x, y, comm=MPI.COMM_WORLD)`` (the same as
+``strategy=xbp.distributed.MPIStrategy(MPI.COMM_WORLD)``). The training loop
+knows none of this: it calls the strategy (:mod:`xbp.strategy`).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from typing import Any
@@ -26,15 +29,14 @@ import numpy as np
 from .backend import gpu_count
 from .errors import XbpValueError
 from .network import Network, Params
-from .training import Trainer, _Data, _prepare, _split
+from .strategy import Strategy
 
 __all__ = [
     "world",
     "local_rank",
     "local_device",
     "cuda_aware",
-    "prepare_distributed",
-    "attach",
+    "MPIStrategy",
     "abort_on_error",
 ]
 
@@ -83,50 +85,66 @@ def cuda_aware() -> bool:
         return False
 
 
-class _DistData(_Data):
-    """The full data set on every rank; each global batch split into per-rank shares."""
+class MPIStrategy(Strategy):
+    """Data parallelism over an MPI communicator (see the module docstring).
 
-    def __init__(self, x: Any, y: Any, labels: Any, comm: Any) -> None:
-        super().__init__(x, y, labels)
+    Parameters
+    ----------
+    comm : mpi4py communicator
+    """
+
+    reduces = True
+
+    def __init__(self, comm: Any) -> None:
+        if not all(hasattr(comm, m) for m in ("Get_rank", "Get_size", "Allreduce")):
+            raise XbpValueError(
+                f"comm is a {type(comm).__name__}, not an MPI communicator; pass "
+                "mpi4py.MPI.COMM_WORLD (or xbp.distributed.world())"
+            )
         self.comm = comm
-        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.MPI = _mpi()
+        self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
+        self.reduces = self.size > 1
+        self._buf: np.ndarray | None = None
+        self._device_buffers = False
 
-    def share(self, s: int, e: int) -> tuple[int, int]:
-        rows = e - s
-        base, extra = divmod(rows, self.size)
-        lo = s + self.rank * base + min(self.rank, extra)
+    def __repr__(self) -> str:
+        return f"MPIStrategy(rank={self.rank}, size={self.size})"
+
+    def share(self, start: int, stop: int) -> tuple[int, int]:
+        base, extra = divmod(stop - start, self.size)
+        lo = start + self.rank * base + min(self.rank, extra)
         return lo, lo + base + (1 if self.rank < extra else 0)
-
-    def batch_indices(self, perm: Any, s: int, e: int) -> Any:
-        lo, hi = self.share(s, e)
-        return perm[lo:hi]
-
-    def scale_n(self, rows: int) -> int:
-        return rows  # the global batch: shares add up to the full-batch average
 
     def reduce_sums(self, values: np.ndarray) -> np.ndarray:
         out = np.ascontiguousarray(values, dtype=np.float64)
-        self.comm.Allreduce(_mpi().IN_PLACE, out, op=_mpi().SUM)
+        self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
         return out
 
-    def eval_range(self) -> tuple[int, int]:
-        return self.share(0, self.n)
+    def any(self, flag: bool) -> bool:
+        return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
 
+    def setup(self, net: Network, config: dict[str, Any]) -> None:
+        """Compare every rank's run configuration, then start all from rank 0's weights."""
+        configs = self.comm.allgather(json.dumps(config, sort_keys=True, default=str))
+        if len(set(configs)) > 1:
+            raise XbpValueError(_disagreement([json.loads(c) for c in configs]))
+        self._device_buffers = net.backend.name == "cupy" and cuda_aware()
+        # every rank must start from rank 0's weights, whatever seed it was given
+        for p in net.params:
+            for k in p:
+                host = np.array(net.backend.to_host(p[k]), copy=True, order="C")  # writable
+                self.comm.Bcast(host, root=0)
+                p[k] = net.backend.asarray(host, net.dtype, copy=True)
+        self._net = net
 
-class _Reducer:
-    """Sums every gradient and the loss across ranks with one Allreduce of one flat buffer."""
-
-    def __init__(self, net: Network, comm: Any) -> None:
-        self.net, self.comm = net, comm
-        self.MPI = _mpi()
-        self.device_buffers = net.backend.name == "cupy" and cuda_aware()
-
-    def __call__(self, cost: Any, grads: Params) -> tuple[Any, Params]:
-        be = self.net.backend
+    def reduce_grads(self, cost: Any, grads: Params) -> tuple[Any, Params]:
+        """Sum every gradient and the loss across ranks with one Allreduce of one flat buffer."""
+        be = self._net.backend
         xp = be.xp
         arrays = [g[k] for g in grads for k in ("W", "b")]
         flat_parts = [xp.reshape(a, (-1,)) for a in arrays] + [xp.reshape(cost, (1,))]
-        if self.device_buffers:  # CUDA-aware MPI reads the GPU buffer itself
+        if self._device_buffers:  # CUDA-aware MPI reads the GPU buffer itself
             flat = xp.concat(flat_parts)
             be.sync()
             self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
@@ -155,44 +173,33 @@ class _Reducer:
         return flat[offset], out
 
     def _host_buffer(self, size: int, like: Any) -> np.ndarray:
-        dtype = np.dtype(self.net.backend.dtype_name(like.dtype))
-        buf = getattr(self, "_buf", None)
+        dtype = np.dtype(self._net.backend.dtype_name(like.dtype))
+        buf = self._buf
         if buf is None or buf.shape[0] != size or buf.dtype != dtype:
             buf = self._buf = np.empty(size, dtype=dtype)
         return buf
 
-
-def prepare_distributed(
-    net: Network,
-    comm: Any,
-    x: Any,
-    y: Any,
-    validation_data: Any,
-    validation_split: float,
-    seed: int | None,
-) -> tuple[_Data, _Data | None]:
-    """Validate and place the data on this rank's device; split off validation data."""
-    base = _prepare(net, x, y)
-    train: _Data = _DistData(base.x, base.y, base.labels, comm)
-    val: _Data | None = None
-    if validation_data is not None:
-        v = _prepare(net, validation_data[0], validation_data[1], "x_val")
-        val = _DistData(v.x, v.y, v.labels, comm)
-    elif validation_split:
-        t, v = _split(net, base, validation_split, seed)
-        train = _DistData(t.x, t.y, t.labels, comm)
-        val = _DistData(v.x, v.y, v.labels, comm)
-    # every rank must start from rank 0's weights, whatever seed it was given
-    for p in net.params:
-        for k in p:
-            host = np.array(net.backend.to_host(p[k]), copy=True, order="C")  # writable
-            comm.Bcast(host, root=0)
-            p[k] = net.backend.asarray(host, net.dtype, copy=True)
-    return train, val
+    def abort(self, exc: BaseException) -> None:
+        abort_on_error(self.comm, exc)
 
 
-def attach(trainer: Trainer, train: _Data) -> None:
-    trainer.reducer = _Reducer(trainer.net, trainer.comm)
+def _disagreement(configs: list[dict[str, Any]]) -> str:
+    """One line naming the first setting the ranks disagree on, and which ranks."""
+    for key in configs[0]:
+        values = [json.dumps(c.get(key), sort_keys=True) for c in configs]
+        if len(set(values)) > 1:
+            groups: dict[str, list[int]] = {}
+            for rank, v in enumerate(values):
+                groups.setdefault(v, []).append(rank)
+            shown = "; ".join(
+                f"ranks {ranks}: {v if len(v) <= 60 else v[:57] + '...'}"
+                for v, ranks in groups.items()
+            )
+            return (
+                f"the ranks disagree on {key} ({shown}); every rank must run the same "
+                "configuration on the same data"
+            )
+    return "the ranks disagree on their run configuration; run the same command on every rank"
 
 
 def abort_on_error(comm: Any, exc: BaseException) -> None:

@@ -69,9 +69,9 @@ def gradcheck(
         check_int(max_checks, "max_checks")
     net64 = net.to(dtype="float64")
     be = net64.backend
-    xd = net64._x(x)
-    yd = net64._y(y, xd.shape[0])
-    _, grads = net64._backprop(xd, yd)
+    xd = net64.check_inputs(x)
+    yd = net64.check_targets(y, xd.shape[0])
+    _, grads, _ = net64.value_and_grad(xd, yd)
     host = net64.host_params()
     rng = np.random.default_rng(seed)
     diffs: dict[str, float] = {}
@@ -91,7 +91,9 @@ def gradcheck(
                     t = flat.copy()
                     t[k] += sign * eps
                     trial[i][key] = be.asarray(t.reshape(p[key].shape), net64.dtype)
-                    costs.append(float(net64._loss_value(xd, yd, trial)))
+                    costs.append(
+                        float(net64.value_and_grad(xd, yd, params=trial, forward_only=True)[0])
+                    )
                 g_fd[j] = (costs[0] - costs[1]) / (2 * eps)
             g_ref = g_bp[idx]
             scale = max(scale, float(np.max(np.abs(g_bp))), float(np.max(np.abs(g_fd))))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -22,9 +21,10 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from .errors import XbpError, XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+from .errors import XbpError, XbpFileError, XbpTypeError, XbpValueError
 from .network import Dense, Network
 from .optim import Optimizer, from_config, state_from_host, state_to_host
+from .paths import as_path, describe, input_file, new_file_mode, output_file, sniff, write_target
 
 __all__ = ["save", "load", "load_checkpoint", "Checkpoint", "FORMAT_VERSION", "atomic_write"]
 
@@ -41,37 +41,45 @@ class Checkpoint(NamedTuple):
     training: dict[str, Any]
     metadata: dict[str, Any]
 
+    @property
+    def resumable(self) -> bool:
+        """True when the file holds what resuming needs: optimizer, its state, an epoch."""
+        return (
+            self.optimizer is not None
+            and self.optimizer_state is not None
+            and isinstance(self.training.get("epoch"), int)
+        )
+
 
 def _check_target_dir(path: Path, argument: str) -> Path:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise XbpFileNotFoundError(
-            f"{argument}={str(path)!r}: the directory {str(parent)!r} does not exist; create it "
-            "first (mkdir -p) or choose another path"
-        )
-    mode = parent.stat().st_mode
-    # root ignores permission bits; honour a directory marked read-only all the same
-    if not os.access(parent, os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
-        raise XbpFileError(
-            f"{argument}={str(path)!r}: the directory {str(parent)!r} is read-only; choose a "
-            "writable directory"
-        )
-    if path.is_dir():
-        raise XbpFileError(f"{argument}={str(path)!r} is a directory; give a file name")
-    return parent
+    """Check a path to write before any work (see :func:`xbp.paths.output_file`)."""
+    return output_file(path, argument)
 
 
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], argument: str = "path"
 ) -> Path:
-    """Write through ``write(fileobj)`` into a temporary file, fsync, then replace ``path``."""
-    target = Path(path)
-    parent = _check_target_dir(target, argument)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
+    """Write through ``write(fileobj)`` into a temporary file, fsync, then replace ``path``.
+
+    The temporary file lies in the target's directory, so the replace is atomic:
+    a crash leaves the old file or the new one. A new file gets the permission
+    bits ``open()`` would give it (0666 less the umask), a replaced file keeps
+    its own; a symlink keeps pointing where it did and the file it points to is
+    replaced.
+    """
+    if not callable(write):
+        raise XbpTypeError(f"write is a {type(write).__name__}; pass a function of a file object")
+    given = as_path(path, argument)
+    parent = output_file(given, argument)
+    target = write_target(given)
+    mode = new_file_mode(target)
+    # a short temporary name: a target name near the file system's limit must still work
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name[:32]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException as exc:
@@ -80,7 +88,7 @@ def atomic_write(
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise XbpFileError(f"{argument}={str(target)!r} could not be written: {exc}") from None
+            raise XbpFileError(f"{argument}={str(given)!r} could not be written: {exc}") from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(parent, os.O_RDONLY)
@@ -90,7 +98,31 @@ def atomic_write(
             os.close(dfd)
     except OSError:
         pass
-    return target
+    return given
+
+
+def _check_optimizer_state(net: Network, optimizer: Optimizer, state: Any) -> list[np.ndarray]:
+    """The state's host leaves, after checking they fit ``optimizer`` (as load will)."""
+    try:
+        leaves = state_to_host(state, net.backend.to_host)
+    except Exception as exc:  # any foreign object: the state cannot be written
+        raise XbpTypeError(
+            f"optimizer_state is not an optimizer state ({type(exc).__name__}: {exc}); pass "
+            "the state the optimizer built (optimizer.init(net.params) and its updates)"
+        ) from None
+    template_params = [
+        {k: np.zeros(tuple(v.shape), dtype=np.float64) for k, v in p.items()} for p in net.params
+    ]
+    try:
+        template = optimizer.init(template_params)
+        state_from_host(template, leaves, lambda a, dt: a)
+    except XbpError as exc:
+        raise XbpValueError(
+            f"optimizer_state does not belong to optimizer={optimizer.name!r} on this network "
+            f"({exc}); a file saved so could not be loaded, so nothing was written. Pass the "
+            "state of this optimizer"
+        ) from None
+    return leaves
 
 
 def save(
@@ -121,8 +153,17 @@ def save(
     """
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
+    path = as_path(path, "path")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise XbpTypeError(
+            f"optimizer is a {type(optimizer).__name__}; pass an xbp.optim optimizer "
+            "(e.g. xbp.optim.adam(1e-3)) or None"
+        )
     if optimizer_state is not None and optimizer is None:
         raise XbpValueError("optimizer_state needs optimizer= too, so that it can be rebuilt")
+    for name, value in (("training", training), ("metadata", metadata)):
+        if value is not None and not isinstance(value, dict):
+            raise XbpTypeError(f"{name} is a {type(value).__name__}; pass a JSON-able dict or None")
     from . import __version__
 
     arrays: dict[str, np.ndarray] = {}
@@ -146,71 +187,78 @@ def save(
     if optimizer is not None:
         meta["optimizer"] = optimizer.config()
         if optimizer_state is not None:
-            leaves = state_to_host(optimizer_state, net.backend.to_host)
+            leaves = _check_optimizer_state(net, optimizer, optimizer_state)
             for j, leaf in enumerate(leaves):
                 arrays[f"opt.{j}"] = leaf
             meta["optimizer_state_leaves"] = len(leaves)
     try:
         header = json.dumps(meta).encode("utf-8")
     except (TypeError, ValueError) as exc:
-        raise XbpValueError(f"training state is not JSON-serialisable: {exc}") from None
+        raise XbpValueError(
+            f"training or metadata is not JSON-serialisable ({exc}); pass plain dicts, lists, "
+            "strings and numbers"
+        ) from None
     arrays["meta"] = np.frombuffer(header, dtype=np.uint8)
     return atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+
+
+_MODEL = "an xbp model file (an .npz written by xbp.save)"
 
 
 def _read(
     path: str | os.PathLike[str], argument: str = "path"
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    p = Path(path)
-    if not p.exists():
-        raise XbpFileNotFoundError(f"{argument}={str(p)!r} does not exist; check the path")
-    if p.is_dir():
-        raise XbpFileError(f"{argument}={str(p)!r} is a directory, not an xbp model file")
+    p = input_file(path, argument, _MODEL)
+    label = f"{argument}={str(p)!r}"
+    kind = sniff(p)
+    if kind != "npz":
+        raise XbpFileError(
+            f"{label} is {describe(kind)}, not a readable xbp model file (an .npz written by "
+            "xbp.save)"
+        )
     try:
         with np.load(p, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise XbpFileError(f"{argument}={str(p)!r} is a .npy array, not an xbp model file")
             files = {k: z[k] for k in z.files}
-    except XbpError:
-        raise
     except ValueError as exc:
         if "pickle" in str(exc) or "Object arrays" in str(exc):
             raise XbpFileError(
-                f"{argument}={str(p)!r} holds pickled Python objects; xbp never unpickles (that "
-                "could run code). Re-save the model with xbp.save"
+                f"{label} holds pickled Python objects; xbp never unpickles (that could run "
+                "code). Re-save the model with xbp.save"
             ) from None
-        raise XbpFileError(
-            f"{argument}={str(p)!r} is not a readable xbp model file ({exc})"
-        ) from None
+        raise XbpFileError(f"{label} is not a readable xbp model file ({exc})") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise XbpFileError(
-            f"{argument}={str(p)!r} is not a readable xbp model file (truncated or another "
+            f"{label} is not a readable xbp model file (truncated or another "
             f"format: {exc}); use a file written by xbp.save"
         ) from None
     if "meta" not in files:
-        raise XbpFileError(
-            f"{argument}={str(p)!r} has no xbp header; it was not written by xbp.save"
-        )
+        raise XbpFileError(f"{label} has no xbp header; it was not written by xbp.save")
     try:
         meta = json.loads(files.pop("meta").tobytes().decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise XbpFileError(f"{argument}={str(p)!r} has a corrupt header") from None
+        raise XbpFileError(f"{label} has a corrupt header") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise XbpFileError(f"{argument}={str(p)!r} is not an xbp model file")
+        raise XbpFileError(f"{label} is not an xbp model file")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise XbpFileError(
-            f"{argument}={str(p)!r} has format version {version!r}, newer than this xbp reads "
+            f"{label} has format version {version!r}, newer than this xbp reads "
             f"(up to {FORMAT_VERSION}); upgrade xbp (pip install -U xbp)"
         )
+    for key in ("training", "metadata"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise XbpFileError(
+                f"{label} has a corrupt header: '{key}' is a {type(meta[key]).__name__}, not "
+                "a mapping"
+            )
     return meta, files
 
 
 def _build(
     meta: dict[str, Any], files: dict[str, np.ndarray], backend: Any, device: Any, argument: str
 ) -> Network:
-    arch = meta["architecture"]
     try:
+        arch = meta["architecture"]
         layers = [Dense(int(a), int(b), str(act)) for a, b, act in arch["layers"]]
         net = Network(
             layers,
@@ -221,7 +269,7 @@ def _build(
             seed=arch.get("seed"),
             init=arch.get("init", "auto"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, XbpError) and "backend" in str(exc):
             raise
         raise XbpFileError(f"{argument} has an invalid architecture header ({exc})") from None
@@ -252,27 +300,75 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
     return _build(meta, files, backend, device, f"path={str(path)!r}")
 
 
+# the training state keys a resumable checkpoint holds, with their types
+_TRAINING_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "step": (int,),
+    "rng": (dict,),
+    "history": (dict,),
+    "callbacks": (list,),
+    "lr_scale": (int, float),
+    "retries": (int,),
+}
+
+
+def _check_training(training: dict[str, Any], argument: str) -> None:
+    for key, types in _TRAINING_TYPES.items():
+        if key not in training or training[key] is None and key not in ("epoch", "step"):
+            continue
+        value = training[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, types)
+            or (key in ("epoch", "step") and value < 0)
+        ):
+            raise XbpFileError(
+                f"{argument} has a corrupt training state: '{key}' is {value!r}; the file was "
+                "not written by xbp (or was edited); use a checkpoint written by fit"
+            )
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], backend: Any = None, device: Any = None
 ) -> Checkpoint:
-    """Load a network with its optimizer, optimizer state and training state."""
+    """Load a network with its optimizer, optimizer state and training state.
+
+    Every part of the header is checked: a file with a malformed header raises
+    :class:`xbp.XbpFileError`, never a ``KeyError`` or ``TypeError``.
+    """
     meta, files = _read(path)
     argument = f"path={str(path)!r}"
     net = _build(meta, files, backend, device, argument)
     optimizer = state = None
     if "optimizer" in meta:
-        optimizer = from_config(meta["optimizer"])
+        try:
+            optimizer = from_config(meta["optimizer"])
+        except XbpFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise XbpFileError(
+                f"{argument} has an invalid optimizer header ({type(exc).__name__}: {exc})"
+            ) from None
         n = meta.get("optimizer_state_leaves")
         if n is not None:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise XbpFileError(
+                    f"{argument} has a corrupt header: optimizer_state_leaves is {n!r}"
+                )
             try:
                 leaves = [files[f"opt.{j}"] for j in range(n)]
             except KeyError:
                 raise XbpFileError(f"{argument} lacks part of its optimizer state") from None
             be = net.backend
-            state = state_from_host(
-                optimizer.init(net.params), leaves, lambda a, dt: be.asarray(a, dt, copy=True)
-            )
-    return Checkpoint(net, optimizer, state, meta.get("training", {}), meta.get("metadata", {}))
+            try:
+                state = state_from_host(
+                    optimizer.init(net.params), leaves, lambda a, dt: be.asarray(a, dt, copy=True)
+                )
+            except XbpFileError as exc:
+                raise XbpFileError(f"{argument}: {exc}") from None
+    training = meta.get("training", {})
+    _check_training(training, argument)
+    return Checkpoint(net, optimizer, state, training, meta.get("metadata", {}))
 
 
 def check_same_architecture(net: Network, other: Network, argument: str) -> None:

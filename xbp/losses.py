@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from .activations import Activation
 from .errors import XbpValueError
 
-__all__ = ["Loss", "LOSSES", "get_loss", "check_pair"]
+__all__ = ["Loss", "LOSSES", "get_loss", "check_pair", "check_targets"]
 
 
 class Loss(NamedTuple):
@@ -111,4 +111,53 @@ def check_pair(loss: Loss, output: Activation) -> None:
             fix = f"use one of {list(loss.outputs)} as the output activation"
         raise XbpValueError(
             f"loss={loss.name!r} cannot follow output activation {output.name!r}; {fix}"
+        )
+
+
+def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
+    """Refuse targets the loss is not defined for, so training never reports nonsense.
+
+    * ``binary_cross_entropy`` needs every target in [0, 1] (0/1 labels or
+      probabilities): labels 0..9 would give a negative "loss".
+    * ``cross_entropy`` needs at least 2 outputs (a 1-unit softmax is the
+      constant 1 and "trains" at loss 0) and non-negative targets.
+    * ``quadratic`` takes any finite target.
+
+    Parameters
+    ----------
+    loss : Loss
+    xp : array namespace of ``y``
+    y : array (n, n_out)
+        Float targets on the device, after integer labels were one-hot encoded.
+    argument : str
+        The name in the message (``"y"``, ``"y_val"``).
+
+    Raises
+    ------
+    XbpValueError
+        One line naming ``argument``, what is wrong and the fix.
+    """
+    if loss.name == "quadratic" or y.ndim != 2:
+        return
+    width = int(y.shape[1])
+    if loss.name == "cross_entropy" and width < 2:
+        raise XbpValueError(
+            f"{argument} has {width} column but cross_entropy needs at least 2 classes (a "
+            "1-unit softmax always outputs 1); for one 0/1 target use "
+            "loss='binary_cross_entropy' with a sigmoid output, or give labels of 2+ classes"
+        )
+    if y.shape[0] == 0:
+        return
+    lo = float(xp.min(y))
+    hi = float(xp.max(y))
+    if loss.name == "binary_cross_entropy" and (lo < 0 or hi > 1):
+        raise XbpValueError(
+            f"{argument} holds targets from {lo:g} to {hi:g} but binary_cross_entropy needs "
+            "targets in [0, 1] (0/1 labels or probabilities); for class labels 0..k-1 use "
+            "loss='cross_entropy'"
+        )
+    if loss.name == "cross_entropy" and lo < 0:
+        raise XbpValueError(
+            f"{argument} holds negative targets (down to {lo:g}) but cross_entropy needs "
+            "non-negative class probabilities; pass labels 0..k-1 or one-hot rows"
         )

@@ -1,7 +1,7 @@
 """Fully connected networks and the explicit backpropagation pass.
 
 The forward and backward passes are written once against the array API
-standard, in the notation of DESIGN.md section 1::
+standard, in the notation of ``docs/math.md``::
 
     Z_l = A_{l-1} @ W_l + b_l,       A_l = phi_l(Z_l)
     delta_L = dC/dA_L * phi_L'(Z_L)  (or (A_L - Y)/n when fused)
@@ -11,9 +11,11 @@ standard, in the notation of DESIGN.md section 1::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,12 +24,45 @@ from .backend import Backend
 from .backend import backend as resolve_backend
 from .errors import XbpTypeError, XbpValueError
 from .init import INITS, default_init, init_layer
+from . import losses as losses_module
 from .losses import Loss, check_pair, get_loss
 from .validate import as_features, as_targets, check_int, is_host_array
 
-__all__ = ["Dense", "Network", "mlp"]
+__all__ = ["Dense", "Network", "StepResult", "count_correct", "mlp", "no_caches"]
 
 Params = list[dict[str, Any]]
+
+#: Rows per forward pass when evaluating (bounded memory on large inputs).
+EVAL_BATCH = 8192
+
+_NO_CACHES: contextvars.ContextVar[bool] = contextvars.ContextVar("xbp_no_caches", default=False)
+
+
+@contextlib.contextmanager
+def no_caches() -> Iterator[None]:
+    """Within this block the network caches nothing (compiled steps trace under it)."""
+    token = _NO_CACHES.set(True)
+    try:
+        yield
+    finally:
+        _NO_CACHES.reset(token)
+
+
+def count_correct(xp: Any, out: Any, labels: Any) -> Any:
+    """How many rows of the output ``out`` predict their class label (a 0-d device array)."""
+    if out.shape[1] == 1:
+        pred = xp.astype(out[:, 0] > 0.5, labels.dtype)
+    else:
+        pred = xp.astype(xp.argmax(out, axis=1), labels.dtype)
+    return xp.sum(xp.astype(pred == labels, out.dtype))
+
+
+class StepResult(NamedTuple):
+    """What :meth:`Network.value_and_grad` returns."""
+
+    loss: Any
+    grads: Params
+    output: Any
 
 
 @dataclass(frozen=True)
@@ -125,6 +160,11 @@ class Network:
         self.loss: Loss = get_loss(loss)
         self._acts: tuple[Activation, ...] = tuple(get_activation(d.activation) for d in layers)
         check_pair(self.loss, self._acts[-1])
+        if self._acts[-1].name == "softmax" and layers[-1].n_out < 2:
+            raise XbpValueError(
+                "a softmax output layer with 1 unit always outputs 1.0; use 2 or more units "
+                "(one per class), or a sigmoid output with loss='binary_cross_entropy'"
+            )
         if init != "auto" and init not in INITS:
             raise XbpValueError(f"init={init!r} is not known; use 'auto' or one of {list(INITS)}")
         self.init = init
@@ -169,6 +209,44 @@ class Network:
             "init": self.init,
             "seed": self.seed,
         }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], *, backend: Any = None, device: Any = None
+    ) -> Network:
+        """Build a network (freshly initialised) from :meth:`config`'s output.
+
+        Examples
+        --------
+        >>> import xbp
+        >>> net = xbp.mlp([2, 3, 1], seed=4)
+        >>> xbp.Network.from_config(net.config()).config() == net.config()
+        True
+        """
+        if not isinstance(config, dict):
+            raise XbpTypeError(
+                f"config is a {type(config).__name__}; pass the dict of Network.config()"
+            )
+        try:
+            layers = [Dense(int(a), int(b), str(act)) for a, b, act in config["layers"]]
+            loss = config["loss"]
+        except KeyError as exc:
+            raise XbpValueError(
+                f"config lacks the key {exc}; pass Network.config()'s dict"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise XbpValueError(
+                f"config['layers'] is not [[n_in, n_out, activation], ...] ({exc})"
+            ) from None
+        return cls(
+            layers,
+            loss=loss,
+            backend=backend,
+            device=device,
+            dtype=config.get("dtype", "float64"),
+            seed=config.get("seed"),
+            init=config.get("init", "auto"),
+        )
 
     def __repr__(self) -> str:
         body = ", ".join(f"{d.n_in}->{d.n_out} {d.activation}" for d in self.layers)
@@ -226,6 +304,12 @@ class Network:
     def params(self, value: Params) -> None:
         self._params = self._to_device(value, "params")
 
+    def adopt_params(self, params: Params) -> None:
+        """Take ``params`` (arrays of this backend and device, owned by xbp) as the
+        weights without copying; the training loop uses it to restore snapshots.
+        Use the ``params`` setter for arrays you keep using yourself."""
+        self._params = [dict(p) for p in params]
+
     def host_params(self) -> list[dict[str, np.ndarray]]:
         """The parameters as NumPy arrays on the host (copies)."""
         return [{k: np.array(self.backend.to_host(v)) for k, v in p.items()} for p in self._params]
@@ -254,7 +338,7 @@ class Network:
         new._params = new._to_device(self.host_params(), "params")
         return new
 
-    # -- the math (internal, unchecked: callers validated x and y) ----------
+    # -- the math: the one code path (docs/math.md) -------------------------
     def _layers(
         self, x: Any, params: Params, keep: list[Any] | None = None, output: bool = True
     ) -> tuple[Any, Any]:
@@ -278,37 +362,57 @@ class Network:
                 keep.append(a)
         return z, a
 
-    def _forward(self, x: Any, params: Params | None = None) -> Any:
-        return self._layers(x, self._params if params is None else params)[1]
-
-    def _loss_value(self, x: Any, y: Any, params: Params | None = None) -> Any:
-        """The cost alone (used by finite differences)."""
-        z, a = self._layers(x, self._params if params is None else params)
-        cost, _ = self.loss.value_and_delta(self.backend.xp, z, a, y, x.shape[0], self._acts[-1])
-        return cost
-
-    def _backprop(self, x: Any, y: Any, n_total: int | None = None) -> tuple[Any, Params]:
-        """Forward and backward pass; ``n_total`` divides the average (default: rows of x)."""
-        cost, grads, _ = self._backprop_out(x, y, n_total)
-        return cost, grads
-
-    def _backprop_out(
+    def value_and_grad(
         self,
         x: Any,
         y: Any,
+        *,
+        params: Params | None = None,
         n_total: int | None = None,
+        grad_scale: Any = None,
         forward_only: bool = False,
-        grad_scale: float | None = None,
-    ) -> tuple[Any, Params, Any]:
-        """Cost, gradients and the output A_L (gradients empty when ``forward_only``).
+    ) -> StepResult:
+        """The cost, its gradients and the output A_L: the explicit backprop kernel.
 
-        ``grad_scale`` multiplies delta_L (a small array); every delta_l and so
-        every gradient comes out multiplied by it, since the backward pass is
-        linear in delta_L. Plain SGD passes ``-learning_rate`` and gets its
-        updates without a pass over the full-size gradients.
+        This is the one implementation of the equations in ``docs/math.md``; the
+        training loop, compiled steps, gradcheck, the benchmarks, the
+        scikit-learn adapter and ``xbp explain`` all call it. It does not check
+        its input: ``x`` ``(n, n_in)`` and ``y`` ``(n, n_out)`` must already be
+        arrays of the network's backend, device and dtype (:meth:`backprop` is
+        the checked form for any input).
+
+        Parameters
+        ----------
+        x, y : arrays on the network's device
+        params : list of {"W", "b"}, optional
+            Weights to differentiate at (default: the network's own). Compiled
+            steps pass traced arrays here.
+        n_total : int, optional
+            Divisor of the batch average (default: rows of ``x``); data-parallel
+            shards pass the global batch size so their gradients add up.
+        grad_scale : scalar, optional
+            Multiplies delta_L and so, by linearity, every delta_l and every
+            gradient. Plain SGD passes ``-learning_rate`` and receives its updates
+            without a pass over full-size gradients.
+        forward_only : bool
+            Cost and output only (``grads`` is empty).
+
+        Returns
+        -------
+        StepResult
+            ``(loss, grads, output)``: a 0-d array, one ``{"W", "b"}`` mapping per
+            layer shaped like ``params``, and A_L.
+
+        Examples
+        --------
+        >>> import numpy as np, xbp
+        >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+        >>> loss, grads, out = net.value_and_grad(np.zeros((4, 2)), np.ones((4, 1)))
+        >>> grads[0]["W"].shape, out.shape
+        ((2, 3), (4, 1))
         """
         xp = self.backend.xp
-        params = self._params
+        params = self._params if params is None else params
         acts = self._acts
         outs = [x]  # A_0 .. A_L; every phi' is computed from A, so Z_l is not kept
         n = x.shape[0] if n_total is None else n_total
@@ -322,7 +426,7 @@ class Network:
             cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1])
         del z
         if forward_only:
-            return cost, [], a
+            return StepResult(cost, [], a)
         if grad_scale is not None:
             delta *= grad_scale
         grads: Params = [{}] * len(params)
@@ -330,6 +434,7 @@ class Network:
         # reduction at every size measured (2.3 vs 2.6 us at 4x4, 0.43 vs 1.9 ms at 1024x4096)
         ones = self._ones(x.shape[0])
         for l in range(len(params) - 1, -1, -1):
+            # output error delta_L above; hidden error delta_l = (delta_{l+1} W^T) * phi'
             grads[l] = {"W": outs[l].T @ delta, "b": ones @ delta}
             if l:
                 delta = delta @ params[l]["W"].T
@@ -339,10 +444,15 @@ class Network:
                     delta = act.backward(xp, delta, outs[l])
                 elif act.derivative is not None:
                     delta *= act.derivative(xp, outs[l])
-        return cost, grads, a
+        return StepResult(cost, grads, a)
 
     def _ones(self, n: int) -> Any:
-        """A cached ones vector of length n (bias gradients as GEMVs); never written to."""
+        """A cached ones vector of length n (bias gradients as GEMVs); never written to.
+
+        Inside a compiled step (see :func:`no_caches`) a fresh vector is made:
+        a cached traced value would leak out of the trace."""
+        if _NO_CACHES.get():
+            return self.backend.xp.ones(n, dtype=self.dtype, device=self.device)
         cache = self.__dict__.setdefault("_ones_cache", {})
         ones = cache.get(n)
         if ones is None:
@@ -352,18 +462,30 @@ class Network:
         return ones
 
     # -- public API ----------------------------------------------------
-    def _x(self, x: Any, argument: str = "x") -> Any:
+    def check_inputs(self, x: Any, argument: str = "x") -> Any:
+        """``x`` checked (2-D, ``n_in`` columns, floating, finite) and on this device and dtype.
+
+        Host data is moved; an array of this backend on this device is used as
+        it is (cast when its dtype differs); anything else is a one-line error
+        naming ``argument``.
+        """
         return as_features(self.backend, x, self.dtype, self.n_in, argument)
 
-    def _y(self, y: Any, n_rows: int, argument: str = "y") -> Any:
-        return as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument)
+    def check_targets(self, y: Any, n_rows: int, argument: str = "y") -> Any:
+        """``y`` as ``(n_rows, n_out)`` targets on this device; ``(n,)`` integer labels
+        are one-hot encoded. The loss's own rule on target values is applied."""
+        yd = as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument)
+        rule = getattr(losses_module, "check_targets", None)
+        if rule is not None:
+            rule(self.loss, self.backend.xp, yd, argument)
+        return yd
 
     def forward(self, x: Any) -> Any:
         """The network's output ``A_L`` for ``x`` of shape ``(n, n_in)``, on the device.
 
         ``x`` may be host NumPy data or an array of this backend on its device.
         """
-        return self._forward(self._x(x))
+        return self._layers(self.check_inputs(x), self._params)[1]
 
     def predict(self, x: Any) -> Any:
         """The output for ``x``, returned where ``x`` came from.
@@ -373,6 +495,22 @@ class Network:
         """
         out = self.forward(x)
         return self.backend.to_host(out) if is_host_array(x) else out
+
+    def layer_outputs(self, x: Any) -> list[tuple[Any, Any]]:
+        """``[(Z_1, A_1), ..., (Z_L, A_L)]`` for ``x``: every layer's net input and output.
+
+        For inspection (``xbp explain``); training never keeps the Z_l.
+        """
+        xd = self.check_inputs(x)
+        xp = self.backend.xp
+        out = []
+        a = xd
+        for p, act in zip(self._params, self._acts):
+            z = a @ p["W"]
+            z += p["b"]
+            a = act.forward(xp, z + 0)  # some activations overwrite their input
+            out.append((z, a))
+        return out
 
     def backprop(self, x: Any, y: Any) -> tuple[Any, Params]:
         """The batch cost and its gradients, by the explicit backpropagation equations.
@@ -387,8 +525,9 @@ class Network:
         loss : 0-d array on the device (``float(loss)`` reads it)
         grads : list of ``{"W", "b"}`` mappings shaped exactly like ``params``
         """
-        xd = self._x(x)
-        return self._backprop(xd, self._y(y, xd.shape[0]))
+        xd = self.check_inputs(x)
+        cost, grads, _ = self.value_and_grad(xd, self.check_targets(y, xd.shape[0]))
+        return cost, grads
 
     def predict_proba(self, x: Any) -> Any:
         """Class probabilities: the softmax or sigmoid output (NumPy in, NumPy out)."""
@@ -400,27 +539,83 @@ class Network:
         return self.predict(x)
 
     def predict_classes(self, x: Any) -> Any:
-        """Class labels (argmax, or output > 0.5 for a single output)."""
-        from .training import predict_classes
+        """Class labels: argmax of the outputs, or ``output > 0.5`` for one output.
 
-        return predict_classes(self, x)
+        Returned where ``x`` came from (NumPy in, NumPy out).
+        """
+        xp = self.backend.xp
+        out = self.forward(x)
+        if out.shape[1] > 1:
+            labels = xp.argmax(out, axis=1)
+        else:
+            labels = xp.astype(out[:, 0] > 0.5, xp.int64)
+        return self.backend.to_host(labels) if is_host_array(x) else labels
 
-    def fit(self, x: Any, y: Any, **kwargs: Any) -> Any:
-        """Train in place; see :func:`xbp.fit` for the arguments. Returns the History."""
-        from .training import fit
+    def class_labels(self, y_in: Any, y_dev: Any) -> Any:
+        """Class labels of checked targets ``y_dev`` when accuracy applies, else None.
 
-        return fit(self, x, y, **kwargs)
+        ``y_in`` is what the caller passed: ``(n,)`` integer labels were one-hot
+        encoded; one-hot rows and 0/1 single outputs count as classes too.
+        """
+        xp = self.backend.xp
+        if self.n_out > 1 and y_in is not None and getattr(y_in, "ndim", 0) == 1:
+            return xp.argmax(y_dev, axis=1)
+        if self.loss.name == "cross_entropy" or (self.loss.name == "quadratic" and self.n_out > 1):
+            onehot = bool(xp.all(xp.sum(y_dev, axis=1) == 1)) and bool(
+                xp.all((y_dev == 0) | (y_dev == 1))
+            )
+            return xp.argmax(y_dev, axis=1) if onehot else None
+        if self.n_out == 1 and bool(xp.all((y_dev == 0) | (y_dev == 1))):
+            return xp.astype(y_dev[:, 0] > 0.5, xp.int64)  # 0/1 targets: binary accuracy
+        return None
 
-    def evaluate(self, x: Any, y: Any) -> dict[str, float | None]:
-        """Loss and accuracy on (x, y); see :func:`xbp.evaluate`."""
-        from .training import evaluate
+    def evaluation_sums(
+        self, x: Any, y: Any, labels: Any, start: int, stop: int, batch_size: int
+    ) -> tuple[Any, Any]:
+        """Summed cost and correct predictions over rows ``[start, stop)`` of device data,
+        ``batch_size`` rows at a time (bounded memory); 0-d device arrays (the
+        correct count is None without labels)."""
+        xp = self.backend.xp
+        cost_sum = correct = None
+        for s in range(start, stop, batch_size):
+            e = min(s + batch_size, stop)  # out-of-bounds slice stops are not standard
+            cost, _, out = self.value_and_grad(x[s:e, ...], y[s:e, ...], forward_only=True)
+            part = cost * (e - s)
+            cost_sum = part if cost_sum is None else cost_sum + part
+            if labels is not None:
+                c = count_correct(xp, out, labels[s:e])
+                correct = c if correct is None else correct + c
+        if cost_sum is None:  # an empty share (more processes than rows)
+            cost_sum = xp.zeros((), dtype=self.dtype, device=self.device)
+            if labels is not None:
+                correct = xp.zeros((), dtype=self.dtype, device=self.device)
+        return cost_sum, correct
 
-        return evaluate(self, x, y)
+    def evaluate(self, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> dict[str, float | None]:
+        """Loss and (where it applies) accuracy on ``(x, y)``, in batches of ``batch_size``.
+
+        Examples
+        --------
+        >>> import xbp
+        >>> x, y = xbp.data.make_xor()
+        >>> sorted(xbp.mlp([2, 2, 1], loss="binary_cross_entropy").evaluate(x, y))
+        ['accuracy', 'loss']
+        """
+        batch_size = check_int(batch_size, "batch_size")
+        xd = self.check_inputs(x)
+        yd = self.check_targets(y, int(xd.shape[0]))
+        labels = self.class_labels(y, yd)
+        n = int(xd.shape[0])
+        cost, correct = self.evaluation_sums(xd, yd, labels, 0, n, batch_size)
+        acc = None if correct is None else float(correct) / n
+        return {"loss": float(cost) / n, "accuracy": acc}
 
     def loss_value(self, x: Any, y: Any) -> float:
         """The cost C on (x, y) as a Python float."""
-        xd = self._x(x)
-        return float(self._loss_value(xd, self._y(y, xd.shape[0])))
+        xd = self.check_inputs(x)
+        return float(
+            self.value_and_grad(xd, self.check_targets(y, xd.shape[0]), forward_only=True).loss
+        )
 
 
 def mlp(

@@ -154,17 +154,30 @@ def as_schedule(value: Schedule | float | dict[str, Any]) -> Schedule:
 
 
 # -- transforms -------------------------------------------------------------
+def _no_scalars(state: Any) -> tuple[Any, ...]:
+    return ()
+
+
 class Transform(NamedTuple):
-    """``init(params) -> state`` and ``update(grads, state, params, inplace) -> (updates, state)``.
+    """``init(params) -> state``, ``update(grads, state, params, inplace, scalars) ->
+    (updates, state)`` and ``scalars(state) -> tuple``.
 
     ``inplace=True`` lets a transform overwrite ``grads`` and its own state
     arrays (the training loop passes it: it owns the fresh gradients and keeps
     copies of the state where it needs them), saving full-size temporaries;
     the default is pure and leaves every input untouched.
+
+    Everything that depends on the host-side step count (the learning rate of
+    a schedule, Adam's bias corrections) is computed by ``scalars(state)`` on
+    the host, in Python floats, and handed to ``update``; ``update`` never
+    reads a count for its arithmetic. A compiled step therefore receives these
+    numbers as device scalars and is traced once, whatever the step
+    (``scalars=None`` makes ``update`` compute them itself).
     """
 
     init: Callable[[Params], Any]
     update: Callable[..., tuple[Params, Any]]
+    scalars: Callable[[Any], tuple[Any, ...]] = _no_scalars
 
 
 _NAMESPACES: dict[type, Any] = {}
@@ -203,7 +216,7 @@ def clip_by_global_norm(max_norm: float) -> Transform:
     limit = check_number(max_norm, "clip_norm")
 
     def update(
-        grads: Params, state: Any, params: Params, inplace: bool = False
+        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
     ) -> tuple[Params, Any]:
         xp = _ns(grads)
         sq = [xp.sum(g[k] * g[k]) for g in grads for k in g]
@@ -221,7 +234,7 @@ def add_weight_decay(weight_decay: float) -> Transform:
     wd = check_number(weight_decay, "weight_decay", low_open=False)
 
     def update(
-        grads: Params, state: Any, params: Params, inplace: bool = False
+        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
     ) -> tuple[Params, Any]:
         if inplace:
             for g, p in zip(grads, params):
@@ -236,7 +249,7 @@ def scale_by_momentum(beta: float, nesterov: bool = False) -> Transform:
     b = check_number(beta, "momentum", low=0.0, low_open=False, high=1.0, high_open=True)
 
     def update(
-        grads: Params, state: Any, params: Params, inplace: bool = False
+        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
     ) -> tuple[Params, Any]:
         if inplace:
             for v_d, g_d in zip(state, grads):
@@ -270,12 +283,21 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
     def init(params: Params) -> AdamState:
         return AdamState(0, _zeros_like(params), _zeros_like(params))
 
+    def scalars(state: AdamState) -> tuple[float, float, float, float]:
+        count = state.steps + 1
+        c1, c2 = 1 - b1**count, 1 - b2**count
+        return c1, c2, eps * math.sqrt(c2), math.sqrt(c2) / c1
+
     def update(
-        grads: Params, state: AdamState, params: Params, inplace: bool = False
+        grads: Params,
+        state: AdamState,
+        params: Params,
+        inplace: bool = False,
+        scalars: Any = None,
     ) -> tuple[Params, AdamState]:
         xp = _ns(grads)
         count = state.steps + 1
-        c1, c2 = 1 - b1**count, 1 - b2**count
+        c1, c2, eps_hat, correction = _scalars(state) if scalars is None else scalars
         if inplace:
             # the same rule with the moments and gradients overwritten: 3 fewer
             # full-size temporaries per array (the training loop owns all of them)
@@ -293,9 +315,9 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
                     m += g
                     # m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v) + eps sqrt(c2)) * sqrt(c2) / c1
                     den = xp.sqrt(v)
-                    den += eps * math.sqrt(c2)
+                    den += eps_hat
                     u = m / den
-                    u *= math.sqrt(c2) / c1
+                    u *= correction
                     v_d[k], m_d[k], g_d[k] = v, m, u  # rebinds on JAX, no-op elsewhere
             return grads, AdamState(count, state.mu, state.nu)
         mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
@@ -303,7 +325,8 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
         out = _map(lambda m, v: (m / c1) / (xp.sqrt(v / c2) + eps), mu, nu)
         return out, AdamState(count, mu, nu)
 
-    return Transform(init, update)
+    _scalars = scalars
+    return Transform(init, update, scalars)
 
 
 def scale_by_rms(decay: float, eps: float) -> Transform:
@@ -311,7 +334,7 @@ def scale_by_rms(decay: float, eps: float) -> Transform:
     eps = check_number(eps, "epsilon")
 
     def update(
-        grads: Params, state: Params, params: Params, inplace: bool = False
+        grads: Params, state: Params, params: Params, inplace: bool = False, scalars: Any = None
     ) -> tuple[Params, Params]:
         xp = _ns(grads)
         s = _map(lambda s, g: d * s + (1 - d) * (g * g), state, grads)
@@ -324,7 +347,9 @@ def add_decoupled_weight_decay(weight_decay: float) -> Transform:
     """AdamW: add ``weight_decay * W`` to the already-scaled update (not the gradient)."""
     wd = check_number(weight_decay, "weight_decay", low_open=False)
 
-    def update(u: Params, state: Any, params: Params, inplace: bool = False) -> tuple[Params, Any]:
+    def update(
+        u: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
+    ) -> tuple[Params, Any]:
         # u is the fresh output of the scaling transform before it: safe to extend
         for g, p in zip(u, params):
             g["W"] = g["W"] + wd * p["W"]
@@ -340,29 +365,40 @@ class ScaleState(NamedTuple):
 def scale_by_learning_rate(schedule: Schedule) -> Transform:
     """Multiply by ``-lr(count)``; the count lives on the host."""
 
+    def scalars(state: ScaleState) -> tuple[float]:
+        return (-schedule(state.steps),)
+
     def update(
-        u: Params, state: ScaleState, params: Params, inplace: bool = False
+        u: Params, state: ScaleState, params: Params, inplace: bool = False, scalars: Any = None
     ) -> tuple[Params, ScaleState]:
-        lr = -schedule(state.steps)
+        (lr,) = _scalars(state) if scalars is None else scalars
         return _scaled(u, lr, inplace), ScaleState(state.steps + 1)
 
-    return Transform(lambda p: ScaleState(0), update)
+    _scalars = scalars
+    return Transform(lambda p: ScaleState(0), update, scalars)
 
 
 def chain(*transforms: Transform) -> Transform:
     def init(params: Params) -> tuple[Any, ...]:
         return tuple(t.init(params) for t in transforms)
 
+    def scalars(state: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(t.scalars(s) for t, s in zip(transforms, state))
+
     def update(
-        grads: Params, state: tuple[Any, ...], params: Params, inplace: bool = False
+        grads: Params,
+        state: tuple[Any, ...],
+        params: Params,
+        inplace: bool = False,
+        scalars: Any = None,
     ) -> tuple[Params, Any]:
         new = []
-        for t, s in zip(transforms, state):
-            grads, s = t.update(grads, s, params, inplace)
+        for i, (t, s) in enumerate(zip(transforms, state)):
+            grads, s = t.update(grads, s, params, inplace, None if scalars is None else scalars[i])
             new.append(s)
         return grads, tuple(new)
 
-    return Transform(init, update)
+    return Transform(init, update, scalars)
 
 
 @dataclass(frozen=True)
@@ -380,17 +416,30 @@ class Optimizer:
         return self.transform.init(params)
 
     def update(
-        self, grads: Params, state: Any, params: Params, *, inplace: bool = False
+        self,
+        grads: Params,
+        state: Any,
+        params: Params,
+        *,
+        inplace: bool = False,
+        scalars: Any = None,
     ) -> tuple[Params, Any]:
-        """``(updates, new_state)``; ``inplace=True`` allows overwriting ``grads``."""
-        return self.transform.update(grads, state, params, inplace)
+        """``(updates, new_state)``; ``inplace=True`` allows overwriting ``grads``.
+
+        ``scalars`` (from :meth:`scalars`) carries every number that depends on
+        the step count; compiled steps pass them as device scalars."""
+        return self.transform.update(grads, state, params, inplace, scalars)
+
+    def scalars(self, state: Any) -> tuple[Any, ...]:
+        """The step-dependent numbers of the next update (host floats, nested per transform)."""
+        return self.transform.scalars(state)
 
     def fused_scale(self, state: Any) -> tuple[float, Any] | None:
         """For an update that is a fixed multiple of the gradient (plain SGD), that
         multiple and the advanced state; None for every other optimizer.
 
         The training loop then folds the multiple into the backward pass (see
-        ``Network._backprop_out(grad_scale=...)``), which is exact: the
+        ``Network.value_and_grad(grad_scale=...)``), which is exact: the
         gradients are linear in the output error.
         """
         if not self.scale_only:

@@ -40,9 +40,10 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 from . import optim
 from .backend import Backend
 from .backend import backend as resolve_backend
+from .dataset import DeviceData, split_validation
 from .errors import XbpValueError
 from .network import Dense, Network
-from .training import Callback, EarlyStopping, Trainer, _Data, _split
+from .training import Callback, EarlyStopping, Trainer, TrainOptions
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -52,7 +53,7 @@ _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "
 class _ScoreEachEpoch(Callback):
     """Record the validation score (accuracy or R^2) after each epoch, as scikit-learn does."""
 
-    def __init__(self, est: Any, val: _Data | None) -> None:
+    def __init__(self, est: Any, val: DeviceData | None) -> None:
         self.est, self.val = est, val
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
@@ -94,6 +95,7 @@ class _BaseMLP(BaseEstimator):
         n_iter_no_change: int = 10,
         backend: Any = None,
         device: Any = None,
+        compile: bool | None = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -117,6 +119,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.backend = backend
         self.device = device
+        self.compile = compile
 
     # -- parameter checks ------------------------------------------------
     def _check_params(self) -> None:
@@ -215,6 +218,19 @@ class _BaseMLP(BaseEstimator):
         make = optim.nesterov if self.nesterovs_momentum else optim.momentum
         return make(self.learning_rate_init, self.momentum, weight_decay=wd)
 
+    def _make_trainer(self, batch: int, seed: int) -> Trainer:
+        options = TrainOptions(
+            batch_size=batch,
+            optimizer=self._optimizer(batch),
+            shuffle=bool(self.shuffle),
+            seed=seed,
+            on_divergence="raise",
+            max_retries=0,
+            progress=False,
+            compile=self.compile,
+        )
+        return Trainer(self._net, options)
+
     def _seed(self) -> int:
         if isinstance(self.random_state, (int, np.integer)):
             return int(self.random_state)
@@ -237,16 +253,7 @@ class _BaseMLP(BaseEstimator):
             seed = self._seed()
             self._net = self._build(X.shape[1], targets.shape[1], be, self._dtype_name(X, be), seed)
             self._be, self._host = be, host
-            self._trainer = Trainer(
-                self._net,
-                self._optimizer(batch),
-                batch_size=batch,
-                shuffle=self.shuffle,
-                seed=seed,
-                on_divergence="raise",
-                max_retries=0,
-                callbacks=[],
-            )
+            self._trainer = self._make_trainer(batch, seed)
             self.loss_curve_: list[float] = []
             self.validation_scores_: list[float] | None = [] if self.early_stopping else None
             self.best_loss_: float | None = np.inf
@@ -257,12 +264,11 @@ class _BaseMLP(BaseEstimator):
         yd = be.asarray(targets, net.dtype)
         # no training accuracy: scikit-learn reports the loss only, and skipping it
         # saves an argmax and a comparison per batch
-        data = _Data(xd, yd, None)
+        data = DeviceData(xd, yd, None)
         val = None
         if self.early_stopping and not incremental:
-            data, val = _split(net, data, self.validation_fraction, self._seed())
+            data, val = split_validation(net, data, self.validation_fraction, self._seed())
         trainer = self._trainer
-        trainer.batch_size = min(batch, data.n)
         trainer.history.stopped_early = False
         callbacks: list[Callback] = []
         if not incremental:
@@ -276,11 +282,17 @@ class _BaseMLP(BaseEstimator):
                 restore_best=self.early_stopping,
             )
             callbacks = [_ScoreEachEpoch(self, val), stop]
+        # what may change between calls: the batch (a smaller X), the stopping rule
+        trainer.options = trainer.options.replace(
+            batch_size=min(batch, data.n),
+            progress="lines" if self.verbose else False,
+            compile=self.compile,
+        )
         trainer.callbacks = callbacks
         trainer.stop_training = False
         start = trainer.epoch
         epochs = start + (1 if incremental else self.max_iter)
-        hist = trainer.fit(data, val, epochs, "lines" if self.verbose else False)
+        hist = trainer.fit(data, val, epochs)
         new = hist.epochs[len(hist.epochs) - (trainer.epoch - start) :]
         self.loss_curve_ += [row["loss"] for row in new]
         self.n_iter_ = len(self.loss_curve_) if not self.warm_start else trainer.epoch
@@ -330,7 +342,7 @@ class _BaseMLP(BaseEstimator):
             )
         net = self._net
         xd = net.backend.asarray(X, net.dtype) if host else net.xp.astype(X, net.dtype)
-        return net._forward(xd), host
+        return net.forward(xd), host
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> Any:
         """One epoch over (X, y), continuing from the current weights and optimizer state."""
@@ -364,22 +376,12 @@ class _BaseMLP(BaseEstimator):
             except XbpValueError:
                 be = resolve_backend("numpy")
                 self._host = True
-            layers = [Dense(a, b, act) for a, b, act in cfg["layers"]]
-            self._net = Network(layers, loss=cfg["loss"], backend=be, dtype=cfg["dtype"])
+            self._net = Network.from_config(cfg, backend=be)
             self._net.params = saved["params"]
             self._be = be
             # the weights come back; the optimizer state starts afresh (as after warm_start)
             batch = 200 if self.batch_size == "auto" else int(self.batch_size)
-            self._trainer = Trainer(
-                self._net,
-                self._optimizer(batch),
-                batch_size=batch,
-                shuffle=self.shuffle,
-                seed=self._seed(),
-                on_divergence="raise",
-                max_retries=0,
-                callbacks=[],
-            )
+            self._trainer = self._make_trainer(batch, self._seed())
             self._trainer.epoch = len(getattr(self, "loss_curve_", []))
 
     def __sklearn_tags__(self) -> Any:
@@ -448,9 +450,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError("classes must be passed on the first call to partial_fit.")
         return self._fit(X, y, incremental=True, classes=classes)
 
-    def _val_score(self, val: _Data) -> float:
+    def _val_score(self, val: DeviceData) -> float:
         net = self._net
-        out = net._forward(val.x)
+        out = net.forward(val.x)
         xp = net.xp
         if self._multiclass:
             pred = xp.argmax(out, axis=1)
@@ -523,10 +525,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Fit the model to X and continuous targets y."""
         return self._fit(X, y)
 
-    def _val_score(self, val: _Data) -> float:
+    def _val_score(self, val: DeviceData) -> float:
         net = self._net
         xp = net.xp
-        out = net._forward(val.x)
+        out = net.forward(val.x)
         ss_res = xp.sum((val.y - out) ** 2, axis=0)
         ss_tot = xp.sum((val.y - xp.mean(val.y, axis=0)) ** 2, axis=0)
         r2 = 1 - ss_res / xp.where(ss_tot == 0, xp.ones_like(ss_tot), ss_tot)

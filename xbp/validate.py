@@ -12,6 +12,7 @@ import numbers
 from typing import Any
 
 import array_api_compat
+import array_api_compat.numpy as host_xp
 import numpy as np
 
 from .backend import Backend, backend
@@ -40,10 +41,15 @@ def _host(data: Any, argument: str) -> np.ndarray:
     return host
 
 
-def _on_backend(be: Backend, data: Any, argument: str) -> Any:
-    """Return data as an array of ``be`` (host data is moved, foreign arrays refused)."""
+def _on_backend(be: Backend, data: Any, argument: str) -> tuple[Any, Any, bool]:
+    """``(xp, a, on_host)``: host data as a NumPy array with NumPy's namespace, or an
+    array of ``be`` with ``be.xp``; foreign arrays and devices are refused.
+
+    The checks read ``a`` only through ``xp``, so each is written once for both:
+    bad host data is caught on the host, before it is moved to the device.
+    """
     if is_host_array(data):
-        return _host(data, argument)
+        return host_xp, _host(data, argument), True
     if not array_api_compat.is_array_api_obj(data):
         raise XbpTypeError(
             f"{argument} is a {type(data).__name__}, not an array; pass a NumPy array or an "
@@ -61,31 +67,39 @@ def _on_backend(be: Backend, data: Any, argument: str) -> Any:
             f"{argument} is on device {array_api_compat.device(data)!s} but the network is on "
             f"{be.device!s}; move one of them so both are on the same device"
         )
-    return data
+    return be.xp, data, False
 
 
 def _all_finite(xp: Any, a: Any) -> bool:
-    if isinstance(a, np.ndarray):
-        return bool(np.isfinite(a).all())
     return bool(xp.all(xp.isfinite(a)))
 
 
 def _is_float(xp: Any, a: Any) -> bool:
-    if isinstance(a, np.ndarray):
-        return a.dtype.kind == "f"
     return bool(xp.isdtype(a.dtype, "real floating"))
 
 
 def _is_int(xp: Any, a: Any) -> bool:
-    if isinstance(a, np.ndarray):
-        return a.dtype.kind in "iu"
     return bool(xp.isdtype(a.dtype, "integral"))
+
+
+def _min_max(xp: Any, a: Any) -> tuple[Any, Any]:
+    return xp.min(a), xp.max(a)
+
+
+def _on_device(be: Backend, xp: Any, a: Any, on_host: bool, dtype: Any) -> Any:
+    """The checked ``a`` on ``be``'s device as ``dtype``.
+
+    Host data is moved (and cast) by the backend; device data is cast only when
+    its dtype differs, so an array already right is returned as is.
+    """
+    if on_host:
+        return be.asarray(a, dtype)
+    return a if a.dtype == dtype else xp.astype(a, dtype)
 
 
 def as_features(be: Backend, data: Any, dtype: Any, n_features: int, argument: str = "x") -> Any:
     """Check ``x`` and return it on ``be``'s device as ``dtype``, shape ``(n, n_features)``."""
-    a = _on_backend(be, data, argument)
-    xp = be.xp
+    xp, a, on_host = _on_backend(be, data, argument)
     if a.ndim != 2:
         hint = f"{argument}[None, :]" if a.ndim == 1 else f"{argument}.reshape(n_samples, -1)"
         raise XbpValueError(
@@ -108,9 +122,7 @@ def as_features(be: Backend, data: Any, dtype: Any, n_features: int, argument: s
         raise XbpValueError(
             f"{argument} contains NaN or Inf; remove or impute those values before training"
         )
-    if isinstance(a, np.ndarray) or a.dtype != dtype:
-        return be.asarray(a, dtype) if isinstance(a, np.ndarray) else xp.astype(a, dtype)
-    return a
+    return _on_device(be, xp, a, on_host, dtype)
 
 
 def as_targets(
@@ -126,8 +138,7 @@ def as_targets(
     Integer class labels of shape ``(n,)`` are one-hot encoded when the network
     has more than one output.
     """
-    a = _on_backend(be, data, argument)
-    xp = be.xp
+    xp, a, on_host = _on_backend(be, data, argument)
     if a.ndim == 0 or a.ndim > 2:
         raise XbpValueError(
             f"{argument} has shape {tuple(a.shape)}; pass (n_samples, {n_outputs}) targets "
@@ -149,13 +160,14 @@ def as_targets(
                 f"{argument} holds class labels from {lo} to {hi} but the network has "
                 f"{n_outputs} outputs; labels must lie in 0..{n_outputs - 1}"
             )
-        labels = be.asarray(a) if isinstance(a, np.ndarray) else a
-        classes = xp.arange(n_outputs, device=be.device)
-        return xp.astype(xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1)), dtype)
+        labels = be.asarray(a) if on_host else a
+        dxp = be.xp  # the one-hot matrix is built on the device
+        classes = dxp.arange(n_outputs, device=be.device)
+        return dxp.astype(dxp.reshape(labels, (-1, 1)) == dxp.reshape(classes, (1, -1)), dtype)
     if not (_is_float(xp, a) or _is_int(xp, a)):
         raise XbpTypeError(f"{argument} has dtype {a.dtype}; pass numeric targets")
     if a.ndim == 1:
-        a = a.reshape(-1, 1) if isinstance(a, np.ndarray) else xp.reshape(a, (-1, 1))
+        a = xp.reshape(a, (-1, 1))
     if a.shape[1] != n_outputs:
         raise XbpValueError(
             f"{argument} has {a.shape[1]} columns but the network has {n_outputs} outputs; "
@@ -163,15 +175,7 @@ def as_targets(
         )
     if not _all_finite(xp, a):
         raise XbpValueError(f"{argument} contains NaN or Inf; clean the targets first")
-    if isinstance(a, np.ndarray):
-        return be.asarray(a, dtype)
-    return a if a.dtype == dtype else xp.astype(a, dtype)
-
-
-def _min_max(xp: Any, a: Any) -> tuple[Any, Any]:
-    if isinstance(a, np.ndarray):
-        return a.min(), a.max()
-    return xp.min(a), xp.max(a)
+    return _on_device(be, xp, a, on_host, dtype)
 
 
 def check_number(

@@ -1,0 +1,284 @@
+"""The array libraries xbp runs on: one module per library, one small protocol.
+
+Each library (``numpy``, ``cupy``, ``torch``, ``jax``, ``array_api_strict``)
+is a subclass of :class:`Library` in its own module of this package. A library
+object answers every library-specific question xbp has: how to import it, how
+to turn a user's device spec into a device, how to move data in and out, how
+to wait for queued work, what is installed and usable, and what MPI may do
+with its buffers. :mod:`xbp.backend` and the rest of xbp only call these
+methods, so adding a library is one new module here plus :func:`register`.
+
+Examples
+--------
+>>> from xbp import backends
+>>> backends.names()[:2]
+('numpy', 'cupy')
+>>> backends.lookup("np").name
+'numpy'
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, XbpTypeError, XbpValueError
+
+__all__ = [
+    "BackendInfo",
+    "Library",
+    "gpu_index",
+    "library_of_namespace",
+    "lookup",
+    "names",
+    "register",
+    "unregister",
+]
+
+
+@dataclass
+class BackendInfo:
+    """What :func:`xbp.available_backends` reports about one array library."""
+
+    name: str
+    installed: bool
+    usable: bool
+    version: str | None
+    devices: list[str]
+    reason: str | None = None
+
+
+def gpu_index(device: Any, name: str) -> int:
+    """The GPU index in ``'cuda'``, ``'cuda:N'``, ``'gpu:N'`` or ``N``, for backend ``name``.
+
+    Raises
+    ------
+    XbpTypeError
+        For ``True``/``False`` (a bool is an int, but never a device).
+    XbpValueError
+        For any other text.
+    """
+    if isinstance(device, bool):
+        raise XbpTypeError(f"device={device!r} is not a device; pass 'cpu', 'cuda', 'cuda:N' or N")
+    if isinstance(device, int):
+        return device
+    text = str(device).lower()
+    if text in ("cuda", "gpu"):
+        return 0
+    for prefix in ("cuda:", "gpu:"):
+        if text.startswith(prefix) and text[len(prefix) :].isdigit():
+            return int(text[len(prefix) :])
+    raise XbpValueError(
+        f"device={device!r} is not a device for backend {name!r}; "
+        "pass 'cpu', 'cuda', 'cuda:N' or an integer GPU index N"
+    )
+
+
+class Library(abc.ABC):
+    """Everything xbp needs to know about one array library.
+
+    Subclass it, set the class attributes, implement the abstract methods and
+    :func:`register` an instance: ``xbp.backend(name)`` then works for it.
+    The library itself is imported lazily (inside the methods), so that
+    importing xbp never imports CuPy, PyTorch or JAX.
+
+    Attributes
+    ----------
+    name : str
+        The backend name users pass to :func:`xbp.backend`.
+    module : str
+        The import name of the library (what ``importlib`` looks for).
+    extra : str or None
+        The xbp pip extra that installs it, for the install hint; None means
+        ``pip install <module>``.
+    aliases : tuple of str
+        Other spellings :func:`xbp.backend` accepts (lower case).
+    mutable_arrays : bool
+        False when arrays cannot be written in place (JAX): updates must
+        rebind the container entry instead.
+    host_arrays : bool
+        True when the library's arrays are host NumPy arrays, so moving data
+        in and out is free.
+    """
+
+    name: ClassVar[str]
+    module: ClassVar[str]
+    extra: ClassVar[str | None] = None
+    aliases: ClassVar[tuple[str, ...]] = ()
+    mutable_arrays: ClassVar[bool] = True
+    host_arrays: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        return f"<xbp library {self.name!r}>"
+
+    # -- availability --------------------------------------------------
+    def installed(self) -> bool:
+        """True when the library can be found (it is not imported)."""
+        return importlib.util.find_spec(self.module) is not None
+
+    def load(self) -> ModuleType:
+        """Import the library, or raise :class:`BackendUnavailableError` with the install hint."""
+        if not self.installed():
+            hint = (
+                f"pip install 'xbp[{self.extra}]'" if self.extra else f"pip install {self.module}"
+            )
+            raise BackendUnavailableError(
+                f"backend {self.name!r} is not installed; install it with `{hint}` "
+                "or choose another backend (see xbp.available_backends())"
+            )
+        return importlib.import_module(self.module)
+
+    def namespace(self) -> Any:
+        """The array-API namespace (by default the ``array_api_compat`` wrapper)."""
+        self.load()
+        return importlib.import_module(f"array_api_compat.{self.module}")
+
+    def unusable_reason(self) -> str | None:
+        """Why the installed library cannot run here, or None when it can."""
+        return None
+
+    def note(self) -> str | None:
+        """A caveat to report while the library is usable (e.g. float32 only), or None."""
+        return None
+
+    @abc.abstractmethod
+    def devices(self) -> list[str]:
+        """The names of the devices the (usable) library sees."""
+
+    def info(self) -> BackendInfo:
+        """Installed, usable, version, devices and the reason when not usable."""
+        if not self.installed():
+            return BackendInfo(self.name, False, False, None, [], f"{self.name} is not installed")
+        try:
+            mod = importlib.import_module(self.module)
+        except Exception as exc:  # a broken install is reported, not raised
+            return BackendInfo(self.name, True, False, None, [], f"import failed: {exc}")
+        version = getattr(mod, "__version__", None)
+        problem = self.unusable_reason()
+        if problem is not None:
+            return BackendInfo(self.name, True, False, version, [], problem)
+        return BackendInfo(self.name, True, True, version, self.devices(), self.note())
+
+    def gpu_count(self) -> int:
+        """How many GPUs the library can use here; 0 when none (or on CPU-only libraries)."""
+        return 0
+
+    def local_device(self, local_rank: int) -> Any:
+        """The device spec for one-GPU-per-MPI-rank, from the rank's local rank.
+
+        None (the library's default device) on the CPU libraries.
+        """
+        return None
+
+    def mpi_device_buffers(self, cuda_aware: bool) -> bool:
+        """Whether an MPI library (``cuda_aware`` or not) may read device buffers directly."""
+        return False
+
+    # -- arrays and devices --------------------------------------------
+    @abc.abstractmethod
+    def owns_namespace(self, xp: Any) -> bool:
+        """True when ``xp`` is this library's namespace (raw or ``array_api_compat``)."""
+
+    @abc.abstractmethod
+    def resolve_device(self, spec: Any) -> Any:
+        """Turn a user's device spec (None, ``'cpu'``, ``'cuda:1'``, 1, a device) into a device."""
+
+    def check_dtype(self, dname: str, device: Any, argument: str, owner: object) -> None:
+        """Raise when ``dname`` (``'float32'``/``'float64'``) cannot be used on ``device``.
+
+        ``argument`` names the user's argument and ``owner`` (the Backend) is
+        named in the message; it is formatted only when raising.
+        """
+        return None  # most libraries support both dtypes everywhere
+
+    def asarray(self, xp: Any, data: Any, dtype: Any, device: Any, copy: bool) -> Any:
+        """Host data (or an array of this library) as an array of ``xp`` on ``device``.
+
+        ``copy=True`` guarantees the result shares no memory with ``data``;
+        libraries with immutable arrays skip that copy, sharing is harmless there.
+        """
+        out = xp.asarray(data, dtype=dtype, device=device)
+        if copy and self.mutable_arrays:
+            out = xp.asarray(out, copy=True)
+        return out
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """``a`` as a NumPy array on the host (bit-exact)."""
+        return np.asarray(a)
+
+    def sync(self, device: Any) -> None:
+        """Wait for work queued on ``device`` (for timing); a no-op by default."""
+        return None  # CPU libraries compute synchronously
+
+
+# The registry, in the order reports list the libraries (insertion order).
+_REGISTRY: dict[str, Library] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(library: Library) -> Library:
+    """Make ``library`` known to :func:`xbp.backend` under its name and aliases.
+
+    Raises
+    ------
+    XbpValueError
+        When the name or an alias is already taken.
+    """
+    taken = [n for n in (library.name, *library.aliases) if n in _REGISTRY or n in _ALIASES]
+    if taken:
+        raise XbpValueError(
+            f"library={library!r}: the name(s) {taken} are already registered; "
+            "unregister the other library first or choose another name"
+        )
+    _REGISTRY[library.name] = library
+    for alias in library.aliases:
+        _ALIASES[alias] = library.name
+    return library
+
+
+def unregister(name: str) -> None:
+    """Forget the library ``name`` and its aliases (e.g. at the end of a test)."""
+    library = _REGISTRY.pop(name, None)
+    if library is None:
+        raise XbpValueError(f"name={name!r} is not registered; use one of {list(_REGISTRY)}")
+    for alias in library.aliases:
+        _ALIASES.pop(alias, None)
+
+
+def names() -> tuple[str, ...]:
+    """The registered library names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def lookup(spec: str) -> Library:
+    """The library called ``spec`` (a name or an alias, any case)."""
+    key = spec.lower()
+    library = _REGISTRY.get(_ALIASES.get(key, key))
+    if library is None:
+        raise XbpValueError(f"backend={spec!r} is not known; use one of {list(_REGISTRY)}")
+    return library
+
+
+def library_of_namespace(xp: Any) -> Library:
+    """The first registered library whose namespace ``xp`` is."""
+    for library in _REGISTRY.values():
+        if library.owns_namespace(xp):
+            return library
+    raise XbpTypeError(
+        f"backend={getattr(xp, '__name__', xp)!r} is not an array library xbp supports; "
+        f"use one of {list(_REGISTRY)}"
+    )
+
+
+# The built-in libraries, one module each, in the order reports list them;
+# each module defines ``LIBRARY``, an instance of its Library subclass.
+_BUILTIN = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+for _module in _BUILTIN:
+    register(importlib.import_module(f"{__name__}.{_module}").LIBRARY)
+del _module

@@ -1,0 +1,86 @@
+"""JAX: immutable arrays, and float64 only in 64-bit mode."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import array_api_compat
+
+from ..errors import BackendUnavailableError, XbpValueError
+from . import Library, gpu_index
+
+
+def _x64() -> bool:
+    import jax
+
+    return bool(jax.config.read("jax_enable_x64"))
+
+
+class JaxLibrary(Library):
+    """``jax.numpy`` on one JAX device; arrays are immutable, so updates rebind."""
+
+    name = "jax"
+    module = "jax"
+    extra = "jax"
+    mutable_arrays = False
+
+    def namespace(self) -> Any:
+        # jax.numpy implements the array API itself; array_api_compat has no wrapper for it
+        self.load()
+        return importlib.import_module("jax.numpy")
+
+    def note(self) -> str | None:
+        if _x64():
+            return None
+        return "usable in float32; float64 needs jax.config.update('jax_enable_x64', True)"
+
+    def devices(self) -> list[str]:
+        import jax
+
+        return [str(d) for d in jax.devices()]
+
+    def gpu_count(self) -> int:
+        try:
+            import jax
+
+            return len(jax.devices("gpu"))
+        except (ImportError, RuntimeError):  # RuntimeError: no GPU platform in this jaxlib
+            return 0
+
+    def owns_namespace(self, xp: Any) -> bool:
+        return bool(array_api_compat.is_jax_namespace(xp))
+
+    def resolve_device(self, spec: Any) -> Any:
+        import jax
+
+        if spec is None:
+            return jax.devices()[0]
+        if isinstance(spec, jax.Device):
+            return spec
+        if str(spec) == "cpu":
+            return jax.devices("cpu")[0]
+        index = gpu_index(spec, self.name)
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError as exc:
+            raise BackendUnavailableError(
+                f"device={spec!r}: jax has no GPU here ({exc}); use device='cpu'"
+            ) from None
+        if index >= len(gpus):
+            raise XbpValueError(
+                f"device={spec!r}: jax sees {len(gpus)} GPU(s); use an index below {len(gpus)}"
+            )
+        return gpus[index]
+
+    def check_dtype(self, dname: str, device: Any, argument: str, owner: object) -> None:
+        if dname == "float64" and not _x64():
+            raise XbpValueError(
+                f"{argument}='float64' on the jax backend needs 64-bit mode, which is off "
+                "(jax would silently compute in float32); enable it first with "
+                "jax.config.update('jax_enable_x64', True) or JAX_ENABLE_X64=1, "
+                "or use dtype='float32'"
+            )
+
+
+LIBRARY = JaxLibrary()

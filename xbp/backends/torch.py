@@ -1,0 +1,74 @@
+"""PyTorch: CPU and CUDA devices, named the torch way (``torch.device``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from ..errors import BackendUnavailableError, XbpValueError
+from . import Library, gpu_index
+
+
+class TorchLibrary(Library):
+    """PyTorch tensors on the CPU or one CUDA device."""
+
+    name = "torch"
+    module = "torch"
+    extra = "torch"
+
+    def devices(self) -> list[str]:
+        return ["cpu"] + [f"cuda:{i}" for i in range(self.gpu_count())]
+
+    def gpu_count(self) -> int:
+        try:
+            import torch
+        except ImportError:
+            return 0
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+    def local_device(self, local_rank: int) -> Any:
+        count = self.gpu_count()
+        # torch also runs on the CPU: a rank without a GPU says so explicitly
+        return "cpu" if count == 0 else f"cuda:{local_rank % count}"
+
+    def owns_namespace(self, xp: Any) -> bool:
+        return bool(array_api_compat.is_torch_namespace(xp))
+
+    def resolve_device(self, spec: Any) -> Any:
+        import torch
+
+        if isinstance(spec, torch.device):
+            dev = spec
+        elif spec is None or str(spec) == "cpu":
+            dev = torch.device("cpu")
+        else:
+            dev = torch.device("cuda", gpu_index(spec, self.name))
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise BackendUnavailableError(
+                    f"device={spec!r}: torch is installed but CUDA is not available "
+                    "(CPU build or no driver); use device='cpu'"
+                )
+            index = 0 if dev.index is None else dev.index
+            count = torch.cuda.device_count()
+            if index >= count:
+                raise XbpValueError(
+                    f"device={spec!r}: torch sees {count} CUDA device(s); "
+                    f"use an index below {count}"
+                )
+            dev = torch.device("cuda", index)
+        return dev
+
+    def to_host(self, a: Any) -> np.ndarray:
+        return a.detach().cpu().numpy()  # type: ignore[no-any-return]
+
+    def sync(self, device: Any) -> None:
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(device)
+
+
+LIBRARY = TorchLibrary()

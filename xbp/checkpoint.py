@@ -1,0 +1,135 @@
+"""Checkpoints and resume: the one module that turns a training run into a file and back.
+
+It sits above the training loop: :class:`ModelCheckpoint` is a callback that
+writes the trainer's state through :func:`xbp.io.save`; :func:`resume`
+restores a trainer from a :class:`xbp.Checkpoint` (read once, by the caller
+or here from a path). A checkpoint holds the weights, the optimizer and its
+state, the schedule position, epoch and step, the shuffling RNG state, the
+callbacks' state and the history, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import XbpTypeError, XbpValueError
+from .io import Checkpoint, check_same_architecture, load_checkpoint, save
+from .io import _check_target_dir as check_target_dir  # noqa: TODO public name
+from .optim import state_from_host, state_to_host
+from .training import Callback, Trainer, monitor_value
+from .validate import check_int
+
+__all__ = ["ModelCheckpoint", "save_checkpoint", "resume", "read_checkpoint"]
+
+
+def save_checkpoint(trainer: Trainer, path: str | os.PathLike[str]) -> None:
+    """Write the trainer's whole state to ``path`` (atomically; the root process only)."""
+    if not trainer.strategy.is_root:
+        return
+    save(
+        trainer.net,
+        path,
+        optimizer=trainer.optimizer,
+        optimizer_state=trainer.opt_state,
+        training=trainer.training_state(),
+        metadata=trainer.metadata,
+    )
+
+
+class ModelCheckpoint(Callback):
+    """Write a checkpoint every ``every`` epochs, or only when ``monitor`` improves.
+
+    A checkpoint resumes a run exactly (see ``fit(..., resume=path)``). Files
+    are replaced atomically.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        every: int = 1,
+        best_only: bool = False,
+        monitor: str = "val_loss",
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise XbpTypeError(f"path is a {type(path).__name__}; pass a file path")
+        self.path = os.fspath(path)
+        self.every = check_int(every, "every")
+        self.best_only = best_only
+        self.monitor = monitor
+        self.best: float | None = None
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        check_target_dir(Path(self.path), "checkpoint")
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        if self.best_only:
+            value = monitor_value(logs, self.monitor)
+            better = value is not None and (
+                self.best is None
+                or (value > self.best if "accuracy" in self.monitor else value < self.best)
+            )
+            if not better:
+                return
+            self.best = value
+        elif logs["epoch"] % self.every:
+            return
+        save_checkpoint(trainer, self.path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+
+
+def read_checkpoint(source: Any, trainer: Trainer, argument: str = "resume") -> Checkpoint:
+    """``source`` as a loaded :class:`xbp.Checkpoint` on the trainer's backend and device."""
+    if isinstance(source, Checkpoint):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise XbpTypeError(
+            f"{argument} is a {type(source).__name__}; pass a checkpoint path or an "
+            "xbp.Checkpoint from xbp.load_checkpoint"
+        )
+    net = trainer.net
+    return load_checkpoint(source, backend=net.backend)
+
+
+def resume(trainer: Trainer, source: Any, argument: str = "resume") -> Checkpoint:
+    """Continue ``trainer``'s run from a checkpoint (a path, or one already loaded).
+
+    The network must have the same architecture and the run the same
+    optimizer settings; the weights, optimizer state and training state are
+    taken from the checkpoint. Returns the checkpoint.
+    """
+    ck = read_checkpoint(source, trainer, argument)
+    where = f"{argument}={os.fspath(source)!r}" if not isinstance(source, Checkpoint) else argument
+    net = trainer.net
+    check_same_architecture(net, ck.network, where)
+    if not ck.training or "epoch" not in ck.training:
+        raise XbpValueError(
+            f"{where} is a model file without training state; resume from a checkpoint "
+            "written with checkpoint=... (or load it with xbp.load to start anew)"
+        )
+    moved = ck.network.to(net.backend, dtype=net.backend.dtype_name(net.dtype))
+    trainer.set_params(moved.params)
+    if ck.optimizer is not None and ck.optimizer_state is not None:
+        if ck.optimizer.config() != trainer.optimizer.config():
+            raise XbpValueError(
+                f"{where} was trained with {ck.optimizer.config()} but this run uses "
+                f"{trainer.optimizer.config()}; resume with the same optimizer settings"
+            )
+        state = ck.optimizer_state
+        if ck.network.backend != net.backend or ck.network.dtype != net.dtype:
+            # loaded elsewhere: the leaves travel through the host, like the weights
+            src, be = ck.network.backend, net.backend
+            state = state_from_host(
+                trainer.optimizer.init(net.params),
+                state_to_host(state, src.to_host),
+                lambda a, dt: be.asarray(a, dt, copy=True),
+            )
+        trainer.opt_state = state
+    trainer.load_training_state(ck.training)
+    return ck

@@ -1,0 +1,444 @@
+"""Compiled training steps: the same array-API step, traced or captured once.
+
+The training step is :meth:`xbp.Network.value_and_grad` followed by the
+optimizer's update and :func:`xbp.optim.apply_updates`, exactly as in the
+eager loop (:meth:`xbp.Trainer.train_step`). This module never re-implements
+that math: it wraps :func:`pure_step` (which calls it) for a backend that can
+compile it:
+
+- **JAX**: ``jax.jit`` of a whole epoch, ``lax.scan`` over its full batches
+  (one dispatch per epoch), parameter and optimizer buffers donated on
+  accelerators; the last short batch is its own compiled step (exact, never
+  padded). Compiled functions are cached per network structure, optimizer
+  and batch shape, so later ``fit`` calls reuse them.
+- **torch on CUDA**: the step is captured once into a CUDA graph with static
+  batch-index, scalar and parameter buffers and replayed per batch; the last
+  short batch runs eagerly.
+
+Everything that depends on the step count (the learning rate of a schedule,
+Adam's bias corrections) is computed on the host per step
+(:meth:`xbp.optim.Optimizer.scalars`) and read by the compiled code from a
+device array, so a schedule never forces a recompilation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import XbpValueError
+from .network import Network, Params, count_correct, no_caches
+from .optim import Optimizer
+
+__all__ = ["compiled_epoch_runner", "pure_step", "EpochRunner"]
+
+
+# -- optimizer state: array leaves travel through compiled code, counts stay on the host ---
+def state_arrays(state: Any) -> list[Any]:
+    """The array leaves of an optimizer state, in a fixed order (counts left out)."""
+    if isinstance(state, (tuple, list)):
+        return [leaf for s in state for leaf in state_arrays(s)]
+    if isinstance(state, dict):
+        return [leaf for k in sorted(state) for leaf in state_arrays(state[k])]
+    if isinstance(state, int):
+        return []
+    return [state]
+
+
+def rebuild_state(template: Any, arrays: list[Any], advance: int = 0) -> Any:
+    """``template`` with its array leaves replaced by ``arrays`` and its counts
+    advanced by ``advance`` (every count in an optimizer state counts updates)."""
+    it = iter(arrays)
+
+    def fill(t: Any) -> Any:
+        if isinstance(t, tuple):
+            vals = [fill(s) for s in t]
+            return type(t)(*vals) if hasattr(t, "_fields") else tuple(vals)
+        if isinstance(t, list):
+            return [fill(s) for s in t]
+        if isinstance(t, dict):
+            return {k: fill(t[k]) for k in sorted(t)}
+        if isinstance(t, int):
+            return t + advance
+        return next(it)
+
+    return fill(template)
+
+
+def _flatten(tree: Any, out: list[float]) -> None:
+    if isinstance(tree, (tuple, list)):
+        for t in tree:
+            _flatten(t, out)
+    else:
+        out.append(float(tree))
+
+
+def _unflatten(template: Any, row: Any, start: int = 0) -> tuple[Any, int]:
+    if isinstance(template, (tuple, list)):
+        vals = []
+        for t in template:
+            v, start = _unflatten(t, row, start)
+            vals.append(v)
+        return tuple(vals), start
+    return row[start], start + 1
+
+
+def step_scalars(optimizer: Optimizer, state: Any, n_steps: int, lr_scale: float) -> np.ndarray:
+    """``(n_steps, k)`` host array: the step-dependent numbers of the next n_steps updates.
+
+    For plain SGD (folded into backprop) the one column is ``-lr * lr_scale``;
+    otherwise the optimizer's flattened scalars then ``lr_scale``."""
+    rows = []
+    for j in range(n_steps):
+        advanced = rebuild_state(state, state_arrays(state), j)
+        fused = optimizer.fused_scale(advanced)
+        if fused is not None:
+            rows.append([fused[0] * lr_scale])
+        else:
+            flat: list[float] = []
+            _flatten(optimizer.scalars(advanced), flat)
+            rows.append([*flat, lr_scale])
+    return np.array(rows, dtype=np.float64)
+
+
+def pure_step(
+    net: Network,
+    optimizer: Optimizer,
+    template: Any,
+    params: Params,
+    arrays: list[Any],
+    xb: Any,
+    yb: Any,
+    n_total: int,
+    scalars: Any,
+    scale_updates: bool,
+) -> tuple[Params, list[Any], Any, Any]:
+    """One training step as a function of its inputs, for tracing or capture.
+
+    The same calls as :meth:`xbp.Trainer.train_step` (value_and_grad, the
+    optimizer's update, apply_updates); ``scalars`` is one row of
+    :func:`step_scalars`. Returns the new parameters, the new optimizer
+    arrays, the cost and the output.
+    """
+    params = [dict(p) for p in params]  # rebinding entries (JAX) stays local
+    state = rebuild_state(template, list(arrays))
+    with no_caches():
+        if optimizer.fused_scale(template) is not None:
+            cost, updates, out = net.value_and_grad(
+                xb, yb, params=params, n_total=n_total, grad_scale=scalars[0]
+            )
+        else:
+            cost, grads, out = net.value_and_grad(xb, yb, params=params, n_total=n_total)
+            nested, used = _unflatten(optimizer.scalars(template), scalars)
+            updates, state = optimizer.update(grads, state, params, inplace=True, scalars=nested)
+            if scale_updates:
+                lr_scale = scalars[used]
+                updates = [{k: u * lr_scale for k, u in p.items()} for p in updates]
+        for p, u in zip(params, updates):
+            for k in p:
+                p[k] += u[k]  # in place where arrays are writable (captured graphs)
+    return params, state_arrays(state), cost, out
+
+
+class EpochRunner:
+    """Runs one epoch of compiled steps for a :class:`xbp.Trainer`."""
+
+    def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# compiled functions, reused across fit calls: keyed by structure, optimizer and mode
+_CACHE: OrderedDict[Any, Any] = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def _cached(key: Any, build: Callable[[], Any]) -> Any:
+    fn = _CACHE.get(key)
+    if fn is None:
+        fn = _CACHE[key] = build()
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return fn
+
+
+class JaxEpochRunner(EpochRunner):
+    """``jax.jit`` + ``lax.scan`` over the full batches of an epoch; the short one apart."""
+
+    def __init__(self, trainer: Any) -> None:
+        import jax
+
+        self.jax = jax
+        self.trainer = trainer
+        net = trainer.net
+        self.donate = net.device.platform != "cpu"  # the CPU client cannot reuse donated buffers
+
+    def _functions(self, scale_updates: bool) -> tuple[Any, Any]:
+        jax = self.jax
+        trainer = self.trainer
+        net, optimizer = trainer.net, trainer.optimizer
+        template = trainer.opt_state
+        xp = net.xp
+        key = (
+            "jax",
+            repr([net.config()[k] for k in ("layers", "loss", "dtype")]),  # not seed/init
+            str(net.device),
+            repr(optimizer.config()),
+            repr(_structure(template)),
+            scale_updates,
+        )
+
+        def build() -> tuple[Any, Any]:
+            def one(params, arrays, x, y, labels, idx, scal, n_total):  # type: ignore[no-untyped-def]
+                xb = xp.take(x, idx, axis=0)
+                yb = xp.take(y, idx, axis=0)
+                params, arrays, cost, out = pure_step(
+                    net, optimizer, template, params, arrays, xb, yb, n_total, scal, scale_updates
+                )
+                correct = (
+                    count_correct(xp, out, xp.take(labels, idx, axis=0))
+                    if labels is not None
+                    else xp.zeros((), dtype=cost.dtype)
+                )
+                return params, arrays, cost * n_total, correct
+
+            def epoch(params, arrays, x, y, labels, idx_mat, scal_mat):  # type: ignore[no-untyped-def]
+                n_total = idx_mat.shape[1]
+
+                def body(carry, inp):  # type: ignore[no-untyped-def]
+                    p, a = carry
+                    idx, scal = inp
+                    p, a, cost, correct = one(p, a, x, y, labels, idx, scal, n_total)
+                    return (p, a), (cost, correct)
+
+                (params, arrays), (costs, corrects) = jax.lax.scan(
+                    body, (params, arrays), (idx_mat, scal_mat)
+                )
+                return params, arrays, costs, corrects
+
+            def last(params, arrays, x, y, labels, idx, scal):  # type: ignore[no-untyped-def]
+                return one(params, arrays, x, y, labels, idx, scal, idx.shape[0])
+
+            donate = (0, 1) if self.donate else ()
+            return (
+                jax.jit(epoch, donate_argnums=donate),
+                jax.jit(last, donate_argnums=donate),
+            )
+
+        return _cached(key, build)  # type: ignore[no-any-return]
+
+    def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
+        trainer = self.trainer
+        net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
+        bs = trainer.options.batch_size
+        n_full, rest = divmod(data.n, bs)
+        n_steps = n_full + (1 if rest else 0)
+        scale_updates = trainer.lr_scale != 1.0
+        epoch_fn, last_fn = self._functions(scale_updates)
+        state = trainer.opt_state
+        scal = step_scalars(trainer.optimizer, state, n_steps, trainer.lr_scale)
+        scal_dev = be.asarray(scal, net.dtype)
+        params = [dict(p) for p in net.params]
+        arrays = state_arrays(state)
+        costs, corrects = [], []
+        if n_full:
+            idx_mat = be.asarray(np.reshape(host_perm[: n_full * bs], (n_full, bs)))
+            params, arrays, c, k = epoch_fn(
+                params, arrays, data.x, data.y, data.labels, idx_mat, scal_dev[:n_full, ...]
+            )
+            costs.append(c)
+            corrects.append(k)
+        if rest:
+            idx = be.asarray(host_perm[n_full * bs :])
+            params, arrays, c, k = last_fn(
+                params, arrays, data.x, data.y, data.labels, idx, scal_dev[n_full, ...]
+            )
+            costs.append(xp.reshape(c, (1,)))
+            corrects.append(xp.reshape(k, (1,)))
+        net.adopt_params(params)
+        trainer.opt_state = rebuild_state(state, arrays, n_steps)
+        trainer.step += n_steps
+        return {
+            "costs": xp.concat(costs) if len(costs) > 1 else costs[0],
+            "corrects": None
+            if data.labels is None
+            else (xp.concat(corrects) if len(corrects) > 1 else corrects[0]),
+        }
+
+
+class TorchGraphRunner(EpochRunner):
+    """torch on CUDA: the full-batch step captured once as a CUDA graph and replayed.
+
+    The parameters and optimizer state are the graph's static buffers (updated
+    in place, as in the eager loop); each replay reads the batch's row
+    indices and the step's scalars from static device buffers. The last short
+    batch runs eagerly through :meth:`xbp.Trainer.train_step`.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.trainer = trainer
+        self.graph: Any = None
+        self.key: Any = None
+
+    def _capture(self, data: Any, scale_updates: bool, k: int) -> None:
+        torch = self.torch
+        trainer = self.trainer
+        net, optimizer = trainer.net, trainer.optimizer
+        xp = net.xp
+        bs = trainer.options.batch_size
+        dev = net.device
+        self.idx = torch.zeros(bs, dtype=torch.int64, device=dev)
+        self.scal = torch.zeros(k, dtype=net.dtype, device=dev)
+        template = trainer.opt_state
+        params = net.params
+        arrays = state_arrays(template)
+        saved = (
+            [{k_: v.clone() for k_, v in p.items()} for p in params],
+            [a.clone() for a in arrays],
+        )
+
+        def step() -> tuple[Any, Any]:
+            xb = xp.take(data.x, self.idx, axis=0)
+            yb = xp.take(data.y, self.idx, axis=0)
+            new_params, new_arrays, cost, out = pure_step(
+                net, optimizer, template, params, arrays, xb, yb, bs, self.scal, scale_updates
+            )
+            # static buffers: write results back into the very same tensors
+            for p, q in zip(params, new_params):
+                for k_ in p:
+                    if q[k_] is not p[k_]:
+                        p[k_].copy_(q[k_])
+            for a, b in zip(arrays, new_arrays):
+                if b is not a:
+                    a.copy_(b)
+            correct = (
+                count_correct(xp, out, xp.take(data.labels, self.idx, axis=0))
+                if data.labels is not None
+                else None
+            )
+            return cost * bs, correct
+
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up on a side stream, as capture requires
+                step()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.cost, self.correct = step()
+        # the warm-up steps changed the weights: put back the values from before
+        for p, q in zip(params, saved[0]):
+            for k_ in p:
+                p[k_].copy_(q[k_])
+        for a, b in zip(arrays, saved[1]):
+            a.copy_(b)
+        self.graph = graph
+        self.data_id = (id(data.x), id(data.y), id(data.labels))
+
+    def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
+        torch = self.torch
+        trainer = self.trainer
+        net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
+        bs = trainer.options.batch_size
+        n_full, rest = divmod(data.n, bs)
+        scale_updates = trainer.lr_scale != 1.0
+        state = trainer.opt_state
+        scal = step_scalars(trainer.optimizer, state, n_full, trainer.lr_scale)
+        key = (scale_updates, scal.shape[1], id(data.x))
+        if self.graph is None or self.key != key:
+            self._capture(data, scale_updates, scal.shape[1])
+            self.key = key
+        scal_dev = be.asarray(scal, net.dtype)
+        idx_mat = be.asarray(np.reshape(host_perm[: n_full * bs], (n_full, bs)))
+        costs = torch.empty(n_full, dtype=net.dtype, device=net.device)
+        corrects = torch.empty(n_full, dtype=net.dtype, device=net.device)
+        for b in range(n_full):
+            self.idx.copy_(idx_mat[b])
+            self.scal.copy_(scal_dev[b])
+            self.graph.replay()
+            costs[b] = self.cost
+            if self.correct is not None:
+                corrects[b] = self.correct
+        trainer.opt_state = rebuild_state(state, state_arrays(state), n_full)
+        trainer.step += n_full
+        out_costs, out_corrects = [costs], [corrects]
+        if rest:
+            idx = be.asarray(host_perm[n_full * bs :])
+            cost, _, out = trainer.train_step(
+                xp.take(data.x, idx, axis=0), xp.take(data.y, idx, axis=0), rest
+            )
+            out_costs.append(xp.reshape(cost * rest, (1,)))
+            if data.labels is not None:
+                c = count_correct(xp, out, xp.take(data.labels, idx, axis=0))
+                out_corrects.append(xp.reshape(c, (1,)))
+        return {
+            "costs": xp.concat(out_costs),
+            "corrects": None if data.labels is None else xp.concat(out_corrects),
+        }
+
+
+def _structure(state: Any) -> Any:
+    if isinstance(state, tuple):
+        return (type(state).__name__, tuple(_structure(s) for s in state))
+    if isinstance(state, list):
+        return [_structure(s) for s in state]
+    if isinstance(state, dict):
+        return {k: _structure(v) for k, v in sorted(state.items())}
+    if isinstance(state, int):
+        return "count"
+    return (tuple(state.shape), str(state.dtype))
+
+
+def _compiler_of(be: Any) -> str | None:
+    method = getattr(be, "compiler", None)
+    if method is not None:
+        return method()  # type: ignore[no-any-return]
+    # TODO(backends): until the protocol carries it
+    if be.name == "jax":
+        return "jax"
+    if be.name == "torch" and str(be.device).startswith("cuda"):
+        return "torch-cuda-graph"
+    return None
+
+
+def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
+    """A compiled runner for the trainer's backend, or False to run eagerly.
+
+    ``required`` (``compile=True``) turns "not possible here" into an error
+    that says why; otherwise such a run stays eager.
+    """
+    net = trainer.net
+    runner_type = _compiler_of(net.backend)
+    reason = None
+    if runner_type is None:
+        reason = f"the {net.backend.name} backend on {net.device!s} has no compiled step"
+    elif trainer.strategy.reduces:
+        reason = "compiled steps do not yet combine gradients across processes (MPI)"
+    if reason is not None or runner_type is None:
+        if required:
+            raise XbpValueError(
+                f"compile=True: {reason}; use compile=None (compile where possible) or "
+                "compile=False"
+            )
+        return False
+    kind = {"jax": JaxEpochRunner, "torch-cuda-graph": TorchGraphRunner}[runner_type]
+    try:
+        return kind(trainer)
+    except Exception as exc:  # a library too old or a driver problem: say it, run eagerly
+        if required:
+            raise XbpValueError(
+                f"compile=True: the compiled step failed to build ({exc})"
+            ) from None
+        warnings.warn(
+            f"xbp: running eagerly, the compiled step failed to build: {exc}", stacklevel=3
+        )
+        return False

@@ -1,0 +1,74 @@
+"""How a training run is spread over processes: the loop's only view of parallelism.
+
+The training loop never asks for ranks or talks to a transport. It holds a
+:class:`Strategy` and calls it to learn which rows of a global batch this
+process computes, to combine gradients and sums across processes, to take
+collective decisions (stop training) and to know who writes files and logs.
+:class:`LocalStrategy` is one process; :class:`xbp.distributed.MPIStrategy`
+implements the same calls over MPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Strategy", "LocalStrategy"]
+
+Params = list[dict[str, Any]]
+
+
+class Strategy:
+    """The calls the training loop makes; the default is one process.
+
+    Attributes
+    ----------
+    rank, size : int
+        This process's index and the number of processes.
+    reduces : bool
+        True when gradients must be combined across processes each step.
+    """
+
+    rank: int = 0
+    size: int = 1
+    reduces: bool = False
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this process writes checkpoints, logs and progress."""
+        return self.rank == 0
+
+    def share(self, start: int, stop: int) -> tuple[int, int]:
+        """The rows ``[lo, hi)`` of the global batch ``[start, stop)`` this process computes.
+
+        Every process divides by the *global* batch size, so the shares'
+        gradients add up to exactly the full-batch gradient.
+        """
+        return start, stop
+
+    def reduce_grads(self, cost: Any, grads: Params) -> tuple[Any, Params]:
+        """Sum the cost and every gradient over processes (one process: unchanged)."""
+        return cost, grads
+
+    def reduce_sums(self, values: np.ndarray) -> np.ndarray:
+        """Sum host values over processes (one process: unchanged)."""
+        return values
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is True on any (a collective OR)."""
+        return bool(flag)
+
+    def setup(self, net: Any, config: dict[str, Any]) -> None:
+        """Before the first step: compare every process's run configuration and
+        make every process start from the same weights (one process: nothing to do)."""
+
+    def abort(self, exc: BaseException) -> None:
+        """A failure on this process: end the others too (one process: nothing to do)."""
+
+
+class LocalStrategy(Strategy):
+    """One process: the training loop's default."""
+
+    def __repr__(self) -> str:
+        return "LocalStrategy()"
