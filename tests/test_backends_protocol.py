@@ -39,6 +39,8 @@ PROTOCOL_METHODS = (
     "gpu_count",
     "local_device",
     "mpi_device_buffers",
+    "enable_float64",
+    "compiler",
     "owns_namespace",
     "resolve_device",
     "check_dtype",
@@ -171,6 +173,28 @@ def test_backend_exposes_the_library(backend: xbp.Backend) -> None:
     assert backend.gpu_count() == lib.gpu_count()
     assert backend.local_device(0) == lib.local_device(0)
     assert backend.mpi_device_buffers(True) is lib.mpi_device_buffers(True)
+
+
+def test_compiler_per_device() -> None:
+    assert xbp.backend("numpy").compiler() is None
+    assert xbp.backend("array_api_strict").compiler() is None
+    if importlib.util.find_spec("torch") is not None:
+        assert xbp.backend("torch", "cpu").compiler() is None
+    if importlib.util.find_spec("jax") is not None:
+        assert xbp.backend("jax").compiler() == "jax"
+
+
+def test_enable_float64_switches_jax_to_64_bit() -> None:
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", False)
+    try:
+        backends.lookup("jax").enable_float64()
+        assert jax.config.read("jax_enable_x64")
+        assert xbp.backend("jax").dtype("float64") == jax.numpy.float64
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    for name in ("numpy", "array_api_strict"):
+        backends.lookup(name).enable_float64()  # a no-op: float64 always works
 
 
 def test_host_and_mutability_flags() -> None:

@@ -131,6 +131,10 @@ class Backend:
         """Whether MPI (``cuda_aware`` or not) may read this backend's device buffers directly."""
         return self.library.mpi_device_buffers(cuda_aware)
 
+    def compiler(self) -> str | None:
+        """The whole-epoch compiler for this device (``"jax"``, ``"torch-cuda-graph"``) or None."""
+        return self.library.compiler(self.device)
+
     # -- dtypes --------------------------------------------------------
     def dtype(self, spec: Any, *, argument: str = "dtype") -> Any:
         """Resolve ``"float32"``/``"float64"`` or a dtype object to this namespace's dtype."""

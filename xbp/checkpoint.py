@@ -16,8 +16,8 @@ from typing import Any
 
 from .errors import XbpTypeError, XbpValueError
 from .io import Checkpoint, check_same_architecture, load_checkpoint, save
-from .io import _check_target_dir as check_target_dir  # noqa: TODO public name
 from .optim import state_from_host, state_to_host
+from .paths import output_file
 from .training import Callback, Trainer, monitor_value
 from .validate import check_int
 
@@ -61,7 +61,7 @@ class ModelCheckpoint(Callback):
         self.best: float | None = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        check_target_dir(Path(self.path), "checkpoint")
+        output_file(Path(self.path), "checkpoint")
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self.best_only:

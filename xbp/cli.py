@@ -10,6 +10,7 @@ may replace an input or another output (see :mod:`xbp.paths`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -592,13 +593,19 @@ class _Loaded:
 
 
 def _load_training(args: argparse.Namespace, fmt: str) -> _Loaded:
-    from .data import load_dataset, load_table
 
     if fmt != "csv" and "label_column" in args.given:
         raise XbpValueError(
             f"--label-column applies to CSV data; --data {args.data!r} is {fmt} data with "
             "its labels stored apart: drop --label-column"
         )
+    with _as_options():
+        return _read_training(args, fmt)
+
+
+def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:
+    from .data import load_dataset, load_table
+
     if fmt == "csv":
         column = _label_column(args.label_column)
         if column is None:
@@ -618,7 +625,7 @@ def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     for a in (x, y):
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.tobytes() if not a.flags.c_contiguous else a.data.cast("B"))
     return h.hexdigest()
 
 
@@ -804,12 +811,32 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     return run
 
 
-def _same_option(name: str, a: Any, b: Any) -> bool:
-    if a == b:
-        return True
-    if name == "data" and isinstance(a, str) and isinstance(b, str):
-        return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
-    return False
+def _effective(name: str, run: dict[str, Any]) -> Any:
+    """An option's value as the run uses it (``--lr`` none -> the optimizer's default)."""
+    value = run[name]
+    if value is None and name == "lr":
+        return DEFAULT_LR["adaptive" if run["optimizer"] in ADAPTIVE else "other"]
+    if value is None and name == "weight_decay":
+        return DEFAULT_WEIGHT_DECAY.get(run["optimizer"], 0.0)
+    if name == "data" and isinstance(value, str):
+        return os.path.realpath(os.path.expanduser(value)) if os.path.exists(value) else value
+    return value
+
+
+def _contradiction(name: str, current: dict[str, Any], stored: dict[str, Any], label: str) -> str:
+    flag = _flag(name)
+    if isinstance(current[name], bool):
+        was = "without" if not stored[name] else "with"
+        return (
+            f"{flag if current[name] else 'leaving out ' + flag} contradicts {label}, which was "
+            f"trained {was} {flag}; drop it to continue the same run, or start a new run "
+            "without --resume"
+        )
+    return (
+        f"{flag} {_show(current[name])} contradicts {label}, which was trained with {flag} "
+        f"{_show(_effective(name, stored))}; drop {flag} to continue the same run, or start a "
+        "new run without --resume"
+    )
 
 
 def _resume_run(args: argparse.Namespace, ck: Any) -> dict[str, Any]:
@@ -852,12 +879,8 @@ def _resume_run(args: argparse.Namespace, ck: Any) -> dict[str, Any]:
         if missing:
             raise XbpFileError(f"{label} has incomplete xbp train options (lacks {missing})")
         for name in RUN_OPTIONS:
-            if name in args.given and not _same_option(name, current[name], stored[name]):
-                raise XbpValueError(
-                    f"{_flag(name)} {_show(current[name])} contradicts {label}, which was "
-                    f"trained with {_flag(name)} {_show(stored[name])}; drop {_flag(name)} to "
-                    "continue the same run, or start a new run without --resume"
-                )
+            if name in args.given and _effective(name, current) != _effective(name, stored):
+                raise XbpValueError(_contradiction(name, current, stored, label))
         run = {k: stored[k] for k in (*RUN_OPTIONS, "epochs")}
         run["stored"] = True
     planned = int(run["epochs"])
@@ -962,7 +985,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     ck = None
     run = _run_options(args)
     if args.resume is not None:
-        ck = load_checkpoint(args.resume, backend=args.backend, device=_device(args.device))
+        ck = load_checkpoint(
+            args.resume, backend=args.backend, device=_device(args.device), argument="--resume"
+        )
         if not ck.resumable:
             raise XbpValueError(
                 f"--resume {args.resume!r} is a model file (written by --save or xbp.save), not "
@@ -1048,25 +1073,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra["compile"] = compile_flag
     progress: Any = False if quiet or args.progress == "off" else args.progress
     t0 = time.perf_counter()
-    hist = xbp.fit(
-        net,
-        xtr,
-        ytr,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=opt,
-        validation_data=(xva, yva) if len(yva) else None,
-        seed=args.seed,
-        callbacks=callbacks,
-        progress=progress,
-        checkpoint=checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        resume=ck,
-        on_divergence=args.on_divergence,
-        comm=comm,
-        metadata=meta,
-        **extra,
-    )
+    with _as_options() if compile_flag is not None else contextlib.nullcontext():
+        hist = xbp.fit(
+            net,
+            xtr,
+            ytr,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=opt,
+            validation_data=(xva, yva) if len(yva) else None,
+            seed=args.seed,
+            callbacks=callbacks,
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_every=args.checkpoint_every,
+            resume=ck,
+            on_divergence=args.on_divergence,
+            comm=comm,
+            metadata=meta,
+            **extra,
+        )
     seconds = time.perf_counter() - t0
     result = xbp.evaluate(net, xte, yte) if len(yte) else {"loss": None, "accuracy": None}
     if not root:
@@ -1086,13 +1112,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _report_early_stopping(stopper: Any, hist: Any) -> None:
     best = getattr(stopper, "best_epoch", None)
     last = len(hist)
     monitor = getattr(stopper, "monitor", "val_loss")
     if hist.stopped_early:
         print(
-            f"early stopping: {monitor} did not improve for {stopper.patience + 1} epochs; "
+            f"early stopping: {monitor} did not improve for {_epochs(stopper.patience + 1)}; "
             f"stopped after epoch {last}, restored the weights of epoch {best} "
             f"({monitor} {stopper.best:.4f})"
         )
@@ -1142,10 +1172,14 @@ def plot_history(hist: Any, path: str) -> None:
 
 
 # -- evaluate and predict: a saved model on new data -----------------------------------
-def _load_model(args: argparse.Namespace, path: str) -> tuple[Any, dict[str, Any]]:
+def _model_option(args: argparse.Namespace) -> str:
+    return "--model" if args.command == "explain" else "model"
+
+
+def _load_model(args: argparse.Namespace, path: str, name: str) -> tuple[Any, dict[str, Any]]:
     from .io import load_checkpoint
 
-    ck = load_checkpoint(path, backend=args.backend, device=_device(args.device))
+    ck = load_checkpoint(path, backend=args.backend, device=_device(args.device), argument=name)
     return ck.network, ck.metadata
 
 
@@ -1164,16 +1198,46 @@ def _width_error(have: int, want: int, what: str, hint: str = "") -> XbpValueErr
     )
 
 
+_OPTION_NAMES = (
+    ("path=", "--data "),
+    ("label_column=", "--label-column "),
+    ("compile=True", "--compile on"),
+    ("compile=False", "--compile off"),
+    ("compile=None", "--compile auto"),
+)
+
+
+@contextlib.contextmanager
+def _as_options() -> Iterator[None]:
+    """Errors of the library name the CLI's options (``--data``), not its arguments."""
+    try:
+        yield
+    except XbpError as exc:
+        text = str(exc)
+        for arg, option in _OPTION_NAMES:
+            text = text.replace(arg, option)
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from None
+
+
 def _data_chunks(
     args: argparse.Namespace, fmt: str, net: Any, meta: dict[str, Any], need_labels: bool
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Chunks of (scaled features, labels or None) of at most ``--batch-size`` rows."""
+    with _as_options():
+        yield from _read_chunks(args, fmt, net, meta, need_labels)
+
+
+def _read_chunks(
+    args: argparse.Namespace, fmt: str, net: Any, meta: dict[str, Any], need_labels: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     from .data import csv_columns, iter_table, load_dataset, load_npz
 
     n_in, names = _model_features(meta, net)
     scaling = _stored_scaling(meta, n_in, f"model {args.model!r}")
     classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
-    label = meta.get("label") if isinstance(meta.get("label"), dict) else {}
+    label: dict[str, Any] = meta["label"] if isinstance(meta.get("label"), dict) else {}
     given = "label_column" in args.given
     bs = args.batch_size
 
@@ -1268,7 +1332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     fmt, files = _data_files(args)
     input_file(args.model, "model", "a model file written by xbp train --save")
     _use_jax_x64(args)
-    net, meta = _load_model(args, args.model)
+    net, meta = _load_model(args, args.model, _model_option(args))
     rows = 0
     loss_sum = 0.0
     correct: float | None = 0.0
@@ -1277,11 +1341,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = xbp.evaluate(net, x, y)
         n = len(x)
         rows += n
-        loss_sum += result["loss"] * n
-        if result["accuracy"] is None or correct is None:
+        loss_sum += float(result["loss"] or 0.0) * n
+        accuracy = result["accuracy"]
+        if accuracy is None or correct is None:
             correct = None
         else:
-            correct += result["accuracy"] * n
+            correct += accuracy * n
     if rows == 0:
         raise XbpValueError("--data has no rows; give at least one sample")
     acc = None if correct is None else correct / rows
@@ -1308,7 +1373,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise XbpValueError(f"--out {args.out!r}: use a .csv, .npy or .npz file name")
     _check_outputs(_reads(files, model=args.model), {"--out": args.out})
     _use_jax_x64(args)
-    net, meta = _load_model(args, args.model)
+    net, meta = _load_model(args, args.model, _model_option(args))
     classify = _task(net, meta) == "classification"
     classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
 
@@ -1368,7 +1433,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             chosen = labels_all if labels_all is not None else output
             atomic_write(args.out, lambda f: np.save(f, chosen), "--out")
         else:
-            arrays = {"output": output}
+            arrays: dict[str, Any] = {"output": output}
             if labels_all is not None:
                 arrays["labels"] = labels_all
             atomic_write(args.out, lambda f: np.savez(f, **arrays), "--out")
@@ -1438,13 +1503,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
         input_file(args.model, "--model", "a model file written by xbp train --save")
     _use_jax_x64(args)
     if args.model:
-        net, meta = _load_model(args, args.model)
+        net, meta = _load_model(
+            args, args.model, "model" if args.command != "explain" else "--model"
+        )
         args.batch_size = 1 << 30
         chunks = list(_data_chunks(args, fmt, net, meta, need_labels=True))
         x = np.concatenate([c[0] for c in chunks])
         y = np.concatenate([c[1] for c in chunks if c[1] is not None])
     else:
-        x, y = load_dataset(args.data, format=args.format, seed=args.seed)
+        with _as_options():
+            x, y = load_dataset(args.data, format=args.format, seed=args.seed)
         x = _scaled(np.asarray(x), None)
         n_out, task = _targets(np.asarray(y), args.loss)
         output = args.output or ("identity" if task == "regression" else None)

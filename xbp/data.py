@@ -251,7 +251,7 @@ def csv_columns(
     if first is None:
         raise XbpValueError(f"path={str(p)!r} is empty; it needs at least one data row")
     second = next(rows, None)
-    rows.close()
+    rows.close()  # type: ignore[attr-defined]  # a generator: closes the file now
     names = (
         first[1] if _has_header(first[1], None if second is None else second[1], header) else None
     )

@@ -25,6 +25,7 @@ from .errors import XbpError, XbpFileError, XbpTypeError, XbpValueError
 from .network import Dense, Network
 from .optim import Optimizer, from_config, state_from_host, state_to_host
 from .paths import as_path, describe, input_file, new_file_mode, output_file, sniff, write_target
+from .paths import label as name_file
 
 __all__ = ["save", "load", "load_checkpoint", "Checkpoint", "FORMAT_VERSION", "atomic_write"]
 
@@ -113,15 +114,24 @@ def _check_optimizer_state(net: Network, optimizer: Optimizer, state: Any) -> li
     template_params = [
         {k: np.zeros(tuple(v.shape), dtype=np.float64) for k, v in p.items()} for p in net.params
     ]
-    try:
-        template = optimizer.init(template_params)
-        state_from_host(template, leaves, lambda a, dt: a)
-    except XbpError as exc:
+    expected = state_to_host(optimizer.init(template_params), np.asarray)
+    problem = None
+    if len(leaves) != len(expected):
+        problem = f"it has {len(leaves)} arrays but {optimizer.name} keeps {len(expected)}"
+    else:
+        for j, (got, want) in enumerate(zip(leaves, expected)):
+            if tuple(np.shape(got)) != tuple(np.shape(want)):
+                problem = (
+                    f"its array {j} has shape {tuple(np.shape(got))} but {optimizer.name} keeps "
+                    f"{tuple(np.shape(want))} there"
+                )
+                break
+    if problem is not None:
         raise XbpValueError(
             f"optimizer_state does not belong to optimizer={optimizer.name!r} on this network "
-            f"({exc}); a file saved so could not be loaded, so nothing was written. Pass the "
-            "state of this optimizer"
-        ) from None
+            f"({problem}); a file saved so could not be loaded, so nothing was written: pass "
+            "the state this optimizer built (optimizer.init(net.params) and its updates)"
+        )
     return leaves
 
 
@@ -161,9 +171,9 @@ def save(
         )
     if optimizer_state is not None and optimizer is None:
         raise XbpValueError("optimizer_state needs optimizer= too, so that it can be rebuilt")
-    for name, value in (("training", training), ("metadata", metadata)):
-        if value is not None and not isinstance(value, dict):
-            raise XbpTypeError(f"{name} is a {type(value).__name__}; pass a JSON-able dict or None")
+    for name, part in (("training", training), ("metadata", metadata)):
+        if part is not None and not isinstance(part, dict):
+            raise XbpTypeError(f"{name} is a {type(part).__name__}; pass a JSON-able dict or None")
     from . import __version__
 
     arrays: dict[str, np.ndarray] = {}
@@ -209,7 +219,7 @@ def _read(
     path: str | os.PathLike[str], argument: str = "path"
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     p = input_file(path, argument, _MODEL)
-    label = f"{argument}={str(p)!r}"
+    label = name_file(argument, p)
     kind = sniff(p)
     if kind != "npz":
         raise XbpFileError(
@@ -286,7 +296,9 @@ def _build(
     return net
 
 
-def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) -> Network:
+def load(
+    path: str | os.PathLike[str], backend: Any = None, device: Any = None, *, argument: str = "path"
+) -> Network:
     """Load a network saved by :func:`save` onto any backend and device.
 
     Parameters
@@ -295,9 +307,11 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
     backend, device
         Where to put it (default: the current default backend); a model
         trained with CuPy loads on a CPU-only machine.
+    argument : str
+        The name error messages give the file (the CLI passes ``"model"``).
     """
-    meta, files = _read(path)
-    return _build(meta, files, backend, device, f"path={str(path)!r}")
+    meta, files = _read(path, argument)
+    return _build(meta, files, backend, device, name_file(argument, path))
 
 
 # the training state keys a resumable checkpoint holds, with their types
@@ -316,12 +330,9 @@ def _check_training(training: dict[str, Any], argument: str) -> None:
     for key, types in _TRAINING_TYPES.items():
         if key not in training or training[key] is None and key not in ("epoch", "step"):
             continue
-        value = training[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, types)
-            or (key in ("epoch", "step") and value < 0)
-        ):
+        value: Any = training[key]
+        negative = isinstance(value, int) and value < 0 and key in ("epoch", "step")
+        if isinstance(value, bool) or not isinstance(value, types) or negative:
             raise XbpFileError(
                 f"{argument} has a corrupt training state: '{key}' is {value!r}; the file was "
                 "not written by xbp (or was edited); use a checkpoint written by fit"
@@ -329,15 +340,16 @@ def _check_training(training: dict[str, Any], argument: str) -> None:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], backend: Any = None, device: Any = None
+    path: str | os.PathLike[str], backend: Any = None, device: Any = None, *, argument: str = "path"
 ) -> Checkpoint:
     """Load a network with its optimizer, optimizer state and training state.
 
     Every part of the header is checked: a file with a malformed header raises
-    :class:`xbp.XbpFileError`, never a ``KeyError`` or ``TypeError``.
+    :class:`xbp.XbpFileError`, never a ``KeyError`` or ``TypeError``. ``argument``
+    is the name error messages give the file.
     """
-    meta, files = _read(path)
-    argument = f"path={str(path)!r}"
+    meta, files = _read(path, argument)
+    argument = name_file(argument, path)
     net = _build(meta, files, backend, device, argument)
     optimizer = state = None
     if "optimizer" in meta:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -331,11 +331,11 @@ class Network:
             be = self.backend  # keep the device too
         else:
             be = resolve_backend(self.backend.name if backend is None else backend, device)
-        new = Network.__new__(Network)
-        new.layers, new.loss, new._acts = self.layers, self.loss, self._acts
-        new.init, new.seed, new.backend = self.init, self.seed, be
-        new.dtype = be.dtype(self.backend.dtype_name(self.dtype) if dtype is None else dtype)
-        new._params = new._to_device(self.host_params(), "params")
+        config = self.config()
+        if dtype is not None:
+            config["dtype"] = be.dtype(dtype)
+        new = Network.from_config(config, backend=be)
+        new.params = self.host_params()
         return new
 
     # -- the math: the one code path (docs/math.md) -------------------------
@@ -371,6 +371,7 @@ class Network:
         n_total: int | None = None,
         grad_scale: Any = None,
         forward_only: bool = False,
+        grad_ready: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> StepResult:
         """The cost, its gradients and the output A_L: the explicit backprop kernel.
 
@@ -396,6 +397,11 @@ class Network:
             without a pass over full-size gradients.
         forward_only : bool
             Cost and output only (``grads`` is empty).
+        grad_ready : callable, optional
+            Called as ``grad_ready(l, {"W": dW_l, "b": db_l})`` as soon as the
+            backward pass has produced layer ``l``'s gradients (last layer
+            first), so a data-parallel strategy can start exchanging them while
+            the earlier layers are still being computed. It must not modify them.
 
         Returns
         -------
@@ -436,6 +442,8 @@ class Network:
         for l in range(len(params) - 1, -1, -1):
             # output error delta_L above; hidden error delta_l = (delta_{l+1} W^T) * phi'
             grads[l] = {"W": outs[l].T @ delta, "b": ones @ delta}
+            if grad_ready is not None:
+                grad_ready(l, grads[l])
             if l:
                 delta = delta @ params[l]["W"].T
                 act = acts[l - 1]

@@ -33,6 +33,7 @@ __all__ = [
     "check_distinct",
     "sniff",
     "describe",
+    "label",
     "new_file_mode",
 ]
 
@@ -57,8 +58,10 @@ def as_path(path: Any, argument: str) -> Path:
     return p
 
 
-def _label(argument: str, p: Path) -> str:
-    return f"{argument}={str(p)!r}" if not argument.startswith("--") else f"{argument} {str(p)!r}"
+def label(argument: str, path: Any) -> str:
+    """How messages name a file: ``path='m.npz'``, or ``--data 'd.csv'`` for a CLI option."""
+    text = repr(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else repr(path)
+    return f"{argument} {text}" if argument.startswith("--") else f"{argument}={text}"
 
 
 def _kind(mode: int) -> str | None:
@@ -80,25 +83,25 @@ def input_file(path: Any, argument: str, what: str = "file") -> Path:
         What the file should be, for messages (``"an xbp model file"``).
     """
     p = as_path(path, argument)
-    label = _label(argument, p)
+    name = label(argument, p)
     try:
         st = os.stat(p)  # follows symlinks; never opens the file
     except FileNotFoundError:
-        raise XbpFileNotFoundError(f"{label} does not exist; check the path") from None
+        raise XbpFileNotFoundError(f"{name} does not exist; check the path") from None
     except NotADirectoryError:
-        raise XbpFileNotFoundError(f"{label} does not exist (a parent is a file)") from None
+        raise XbpFileNotFoundError(f"{name} does not exist (a parent is a file)") from None
     except OSError as exc:
-        raise XbpFileError(f"{label} cannot be read ({exc.strerror}); check the path") from None
+        raise XbpFileError(f"{name} cannot be read ({exc.strerror}); check the path") from None
     kind = _kind(st.st_mode)
     if kind == "a directory":
-        raise XbpFileError(f"{label} is a directory; give {what}")
+        raise XbpFileError(f"{name} is a directory; give {what}")
     if kind is not None:
         raise XbpFileError(
-            f"{label} is {kind}, not a regular file; xbp reads only regular files (copy the "
+            f"{name} is {kind}, not a regular file; xbp reads only regular files (copy the "
             "data into a file first)"
         )
     if not os.access(p, os.R_OK):
-        raise XbpFileError(f"{label} is not readable (permission denied); check its mode")
+        raise XbpFileError(f"{name} is not readable (permission denied); check its mode")
     return p
 
 
@@ -118,38 +121,39 @@ def output_file(path: Any, argument: str) -> Path:
     one): it is replaced atomically, keeping its permission bits.
     """
     p = as_path(path, argument)
-    label = _label(argument, p)
+    name = label(argument, p)
+    parent = p.parent
+    limit = name_max(parent if parent.is_dir() else Path("."))
+    if len(os.fsencode(p.name)) > limit:
+        raise XbpFileError(
+            f"{name}: the file name is {len(os.fsencode(p.name))} bytes long but this "
+            f"file system allows at most {limit}; choose a shorter name"
+        )
     target = write_target(p)
     parent = target.parent
     if not parent.is_dir():
         raise XbpFileNotFoundError(
-            f"{label}: the directory {str(parent)!r} does not exist; create it first "
+            f"{name}: the directory {str(parent)!r} does not exist; create it first "
             "(mkdir -p) or choose another path"
         )
     mode = parent.stat().st_mode
     # root ignores permission bits; honour a directory marked read-only all the same
     if not os.access(parent, os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
         raise XbpFileError(
-            f"{label}: the directory {str(parent)!r} is read-only; choose a writable directory"
-        )
-    limit = name_max(parent)
-    if len(os.fsencode(target.name)) > limit:
-        raise XbpFileError(
-            f"{label}: the file name is {len(os.fsencode(target.name))} bytes long but this "
-            f"file system allows at most {limit}; choose a shorter name"
+            f"{name}: the directory {str(parent)!r} is read-only; choose a writable directory"
         )
     try:
         st = os.stat(target)
     except FileNotFoundError:
         return parent
     except OSError as exc:
-        raise XbpFileError(f"{label} cannot be checked ({exc.strerror})") from None
+        raise XbpFileError(f"{name} cannot be checked ({exc.strerror})") from None
     kind = _kind(st.st_mode)
     if kind == "a directory":
-        raise XbpFileError(f"{label} is a directory; give a file name")
+        raise XbpFileError(f"{name} is a directory; give a file name")
     if kind is not None:
         raise XbpFileError(
-            f"{label} is {kind}, not a regular file; xbp writes files atomically and would "
+            f"{name} is {kind}, not a regular file; xbp writes files atomically and would "
             "replace it (omit the option to print to the terminal, or name a file)"
         )
     return parent
@@ -160,7 +164,10 @@ def write_target(path: Path) -> Path:
 
     Writing through a link replaces the file it points to and keeps the link.
     """
-    if not path.is_symlink():
+    try:
+        if not path.is_symlink():
+            return path
+    except OSError:  # a name too long, a parent that is a file: the write will say
         return path
     return Path(os.path.realpath(path))
 

@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -53,13 +54,15 @@ _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "
 class _ScoreEachEpoch(Callback):
     """Record the validation score (accuracy or R^2) after each epoch, as scikit-learn does."""
 
-    def __init__(self, est: Any, val: DeviceData | None) -> None:
-        self.est, self.val = est, val
+    def __init__(
+        self, score: Callable[[DeviceData], float], val: DeviceData | None, scores: Any
+    ) -> None:
+        self.score, self.val, self.scores = score, val, scores
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self.val is not None:
-            logs["val_score"] = self.est._val_score(self.val)
-            self.est.validation_scores_.append(logs["val_score"])
+            logs["val_score"] = self.score(self.val)
+            self.scores.append(logs["val_score"])
 
 
 class _BaseMLP(BaseEstimator):
@@ -281,7 +284,7 @@ class _BaseMLP(BaseEstimator):
                 mode="max" if self.early_stopping else "min",
                 restore_best=self.early_stopping,
             )
-            callbacks = [_ScoreEachEpoch(self, val), stop]
+            callbacks = [_ScoreEachEpoch(self._val_score, val, self.validation_scores_), stop]
         # what may change between calls: the batch (a smaller X), the stopping rule
         trainer.options = trainer.options.replace(
             batch_size=min(batch, data.n),

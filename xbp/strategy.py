@@ -33,6 +33,9 @@ class Strategy:
     rank: int = 0
     size: int = 1
     reduces: bool = False
+    #: ``grad_ready(l, {"W", "b"})``, called by the backward pass as each layer's
+    #: gradients are produced (see Network.value_and_grad), or None
+    grad_ready: Any = None
 
     @property
     def is_root(self) -> bool:
@@ -48,7 +51,10 @@ class Strategy:
         return start, stop
 
     def reduce_grads(self, cost: Any, grads: Params) -> tuple[Any, Params]:
-        """Sum the cost and every gradient over processes (one process: unchanged)."""
+        """Sum the cost and every gradient over processes (one process: unchanged).
+
+        Called after the backward pass; a strategy that started exchanging
+        layers in ``grad_ready`` waits for those exchanges here."""
         return cost, grads
 
     def reduce_sums(self, values: np.ndarray) -> np.ndarray:

@@ -467,14 +467,20 @@ class Trainer:
             # plain SGD: the backward pass yields -lr * grad directly (docs/math.md)
             scale, self.opt_state = fused
             cost, updates, out = net.value_and_grad(
-                xb, yb, n_total=n_total, grad_scale=scale * self.lr_scale
+                xb,
+                yb,
+                n_total=n_total,
+                grad_scale=scale * self.lr_scale,
+                grad_ready=self.strategy.grad_ready,
             )
             if self.strategy.reduces:
                 cost, updates = self.strategy.reduce_grads(cost, updates)
             apply_updates(net.params, updates)
             self.step += 1
             return StepResult(cost, updates, out)
-        cost, grads, out = net.value_and_grad(xb, yb, n_total=n_total)
+        cost, grads, out = net.value_and_grad(
+            xb, yb, n_total=n_total, grad_ready=self.strategy.grad_ready
+        )
         if self.strategy.reduces:
             cost, grads = self.strategy.reduce_grads(cost, grads)
         # the gradients are fresh arrays of this step: the optimizer may overwrite them

@@ -180,6 +180,14 @@ class Library(abc.ABC):
         """Whether an MPI library (``cuda_aware`` or not) may read device buffers directly."""
         return False
 
+    def enable_float64(self) -> None:
+        """Switch on 64-bit floats, before any array exists; a no-op where they always work."""
+        return None
+
+    def compiler(self, device: Any) -> str | None:
+        """The whole-epoch compiler for ``device`` (e.g. ``"jax"``), or None to run eagerly."""
+        return None
+
     # -- arrays and devices --------------------------------------------
     @abc.abstractmethod
     def owns_namespace(self, xp: Any) -> bool:

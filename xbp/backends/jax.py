@@ -48,6 +48,16 @@ class JaxLibrary(Library):
         except (ImportError, RuntimeError):  # RuntimeError: no GPU platform in this jaxlib
             return 0
 
+    def enable_float64(self) -> None:
+        try:
+            import jax
+        except ImportError:
+            return  # resolving the backend says how to install it
+        jax.config.update("jax_enable_x64", True)
+
+    def compiler(self, device: Any) -> str | None:
+        return "jax"  # jax.jit + lax.scan over the epoch
+
     def owns_namespace(self, xp: Any) -> bool:
         return bool(array_api_compat.is_jax_namespace(xp))
 

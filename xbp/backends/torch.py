@@ -33,6 +33,10 @@ class TorchLibrary(Library):
         # torch also runs on the CPU: a rank without a GPU says so explicitly
         return "cpu" if count == 0 else f"cuda:{local_rank % count}"
 
+    def compiler(self, device: Any) -> str | None:
+        # CUDA graphs replay a captured step; on the CPU there is nothing to capture
+        return "torch-cuda-graph" if device.type == "cuda" else None
+
     def owns_namespace(self, xp: Any) -> bool:
         return bool(array_api_compat.is_torch_namespace(xp))
 

@@ -1,0 +1,166 @@
+"""The module map holds: imports flow one way, no module reaches into another's privates.
+
+Both rules are read from the source with ``ast`` (docs/architecture.md states them).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "xbp"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {
+        _module_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def _resolve(module: str, node: ast.ImportFrom, is_package: bool) -> list[str]:
+    """The xbp modules an ``from ... import ...`` names (relative imports resolved)."""
+    if node.level:
+        base = module.split(".")
+        if not is_package:
+            base = base[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    if not target.startswith("xbp"):
+        return []
+    # `from . import optim` imports the submodule xbp.optim
+    return [f"{target}.{a.name}" for a in node.names] + [target]
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, tree in mods.items():
+        is_package = (PACKAGE / Path(*name.split(".")[1:]) / "__init__.py").exists()
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                targets = _resolve(name, node, is_package)
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("xbp")]
+            for t in targets:
+                if t in mods and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle as a list of modules, or None (depth-first search with colours)."""
+    colour = {m: 0 for m in graph}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        colour[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if colour[n] == 1:
+                return stack[stack.index(n) :] + [n]
+            if colour[n] == 0:
+                found = visit(n)
+                if found:
+                    return found
+        stack.pop()
+        colour[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if colour[m] == 0:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_among_xbp_modules() -> None:
+    graph = import_graph()
+    # the package's __init__ re-exports everything: it is the top, not part of the flow
+    graph = {m: {n for n in deps if n != "xbp"} for m, deps in graph.items() if m != "xbp"}
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    # the check above can fail: a graph with a cycle is reported
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_training_flows_one_way() -> None:
+    graph = import_graph()
+    assert "xbp.distributed" not in graph["xbp.training"]
+    assert "xbp.io" not in graph["xbp.training"]
+    assert not {"xbp.training", "xbp.run", "xbp.checkpoint"} & graph["xbp.network"]
+    assert "xbp.training" not in graph["xbp.distributed"]
+
+
+def _private_uses(tree: ast.Module, own_classes: set[str]) -> list[tuple[int, str]]:
+    """``obj._name`` accesses where obj is not self/cls/super() (dunders allowed)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        attr = node.attr
+        if not attr.startswith("_") or (attr.startswith("__") and attr.endswith("__")):
+            continue
+        base = node.value
+        if isinstance(base, ast.Name) and base.id in ({"self", "cls"} | own_classes):
+            continue
+        if isinstance(base, ast.Call) and getattr(base.func, "id", None) == "super":
+            continue
+        found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def _private_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    """``from .module import _name``: a private name of another xbp module."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (
+            node.level or (node.module or "").startswith("xbp")
+        ):
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append((node.lineno, f"from {node.module} import {a.name}"))
+    return found
+
+
+# attribute names of third-party objects that happen to start with "_" (not xbp's privates)
+THIRD_PARTY = {"_fields", "_asdict", "_replace", "_device"}
+
+
+def _scripts() -> list[Path]:
+    root = PACKAGE.parent
+    return sorted(PACKAGE.rglob("*.py")) + sorted((root / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", _scripts(), ids=lambda p: p.name)
+def test_no_private_attribute_of_another_module_is_used(path: Path) -> None:
+    tree = ast.parse(path.read_text(), str(path))
+    own = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    bad = [
+        (line, text)
+        for line, text in _private_uses(tree, own) + _private_imports(tree)
+        if text.rsplit(".", 1)[-1] not in THIRD_PARTY
+    ]
+    assert not bad, f"{path.name} uses private names of other objects: {bad}"
+
+
+def test_the_private_use_check_flags_a_private_access() -> None:
+    tree = ast.parse("net._params[0]\nself._ok = 1\nfrom .io import _read\n")
+    assert [t for _, t in _private_uses(tree, set())] == ["net._params"]
+    assert [t for _, t in _private_imports(tree)] == ["from io import _read"]
