@@ -10,13 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import backend_or_skip, required_backends
 
 import xbp
 from xbp import compile as xbp_compile
 from xbp import optim
 from xbp.errors import XbpValueError
-
-from conftest import backend_or_skip, required_backends
 
 
 def _data(n: int = 70, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import losses as losses_module
 from .activations import Activation, get_activation
 from .backend import Backend
 from .backend import backend as resolve_backend
 from .errors import XbpTypeError, XbpValueError
 from .init import INITS, default_init, init_layer
-from . import losses as losses_module
 from .losses import Loss, check_pair, get_loss
 from .validate import as_features, as_targets, check_int, is_host_array
 
