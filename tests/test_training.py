@@ -73,7 +73,9 @@ def test_device_arrays_used_as_they_are(backend: xbp.Backend) -> None:
     xd = backend.asarray(x, "float64")
     yd = backend.asarray(y.reshape(-1, 1).astype(float), "float64")
     before = net.evaluate(xd, yd)
-    hist = net.fit(xd, yd, epochs=40, batch_size=16, optimizer=optim.adam(0.05), progress=False)
+    hist = xbp.fit(
+        net, xd, yd, epochs=40, batch_size=16, optimizer=optim.adam(0.05), progress=False
+    )
     res = net.evaluate(xd, yd)
     # training learned: the loss more than halved, and the moons are separated well above
     # what the untrained network (0.75) or a linear boundary (about 0.85) reach
@@ -97,7 +99,7 @@ def test_foreign_device_array_refused() -> None:
     net = xbp.mlp([2, 3, 1], backend="array_api_strict", device=strict.Device("device1"))
     x = strict.asarray(np.zeros((4, 2)))
     with pytest.raises(XbpValueError, match="x is on device"):
-        net.fit(x, np.zeros((4, 1)), epochs=1, batch_size=2, progress=False)
+        xbp.fit(net, x, np.zeros((4, 1)), epochs=1, batch_size=2, progress=False)
 
 
 def test_early_stopping_restores_best_weights() -> None:

@@ -76,6 +76,11 @@ class Contender:
     name: str
     step: Callable[[], Any]
     sync: Callable[[], None]
+    steps: int = 1  # training steps per call of ``step`` (a compiled epoch runs several)
+
+
+#: training steps per call for the compiled contenders (one epoch of this many batches)
+COMPILED_STEPS = 8
 
 
 def case_data(case: dict[str, Any], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +92,21 @@ def case_data(case: dict[str, Any], seed: int = 0) -> tuple[np.ndarray, np.ndarr
     else:
         y = (rng.random((case["batch"], k)) > 0.5).astype(case["dtype"])
     return x, y
+
+
+def _sync(net: Any) -> Callable[[], None]:
+    """Wait until the network's last update is computed.
+
+    Backends with immutable arrays run asynchronously (JAX dispatches and
+    returns), and their device has no global wait: reading one updated value
+    waits for the computation that produced all of them."""
+    if net.backend.mutable:
+        return net.backend.sync  # type: ignore[no-any-return]
+
+    def wait() -> None:
+        float(net.xp.sum(net.params[-1]["b"]))
+
+    return wait
 
 
 def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
@@ -111,7 +131,126 @@ def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Con
     trainer = Trainer(net, options)
     n = x.shape[0]
     label = backend if device is None else f"{backend}-{device}"
-    return Contender(f"xbp {label}", lambda: trainer.train_step(xd, yd, n), net.backend.sync)
+    return Contender(f"xbp {label}", lambda: trainer.train_step(xd, yd, n), _sync(net))
+
+
+def xbp_compiled_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
+    """xbp's own step compiled (``compile=True``): one call runs an epoch of
+    COMPILED_STEPS batches through the compiled runner, reported per step."""
+    import xbp
+    from xbp.dataset import DeviceData
+    from xbp.training import Trainer
+
+    net = xbp.mlp(
+        case["sizes"],
+        activation=case["act"],
+        output=case["out"],
+        loss=case["loss"],
+        backend=backend,
+        device=device,
+        dtype=case["dtype"],
+        seed=0,
+    )
+    x, y = case_data(case)
+    x, y = np.concatenate([x] * COMPILED_STEPS), np.concatenate([y] * COMPILED_STEPS)
+    data = DeviceData(net.check_inputs(x), net.check_targets(y, x.shape[0]))
+    options = xbp.TrainOptions(
+        optimizer=xbp.optim.sgd(LR),
+        batch_size=case["batch"],
+        shuffle=False,
+        max_retries=0,
+        compile=True,
+    )
+    trainer = Trainer(net, options)
+    runner = trainer.compiled_runner()
+    perm = np.arange(x.shape[0])
+    label = backend if device is None else f"{backend}-{device}"
+    return Contender(
+        f"xbp {label} compiled",
+        lambda: runner.run_epoch(data, perm),
+        _sync(net),
+        COMPILED_STEPS,
+    )
+
+
+def torch_graph_contender(case: dict[str, Any], compiled: bool) -> Contender:
+    """What a PyTorch expert does on a GPU: the autograd step captured in a CUDA graph
+    by hand, or ``torch.compile(mode="reduce-overhead")``."""
+    import torch
+
+    torch.manual_seed(0)
+    dt = getattr(torch, case["dtype"])
+    sizes = case["sizes"]
+    layers: list[Any] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(torch.nn.Linear(a, b, dtype=dt, device="cuda"))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU() if case["act"] == "relu" else torch.nn.Sigmoid())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    x, y = case_data(case)
+    xt = torch.as_tensor(x, device="cuda")
+    labels = torch.as_tensor(y, device="cuda").argmax(dim=1)
+
+    def step() -> Any:
+        opt.zero_grad(set_to_none=False)
+        loss = torch.nn.functional.cross_entropy(model(xt), labels)
+        loss.backward()
+        opt.step()
+        return loss
+
+    if compiled:
+        fn = torch.compile(step, mode="reduce-overhead")
+        return Contender("torch.compile reduce-overhead", fn, torch.cuda.synchronize)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return Contender("torch CUDA graph by hand", graph.replay, torch.cuda.synchronize)
+
+
+def jax_contender(case: dict[str, Any]) -> Contender:
+    """A hand-written ``jax.jit`` step (jax.grad of the cost, SGD, donated buffers)."""
+    import jax
+    import jax.numpy as jnp
+
+    x, y = case_data(case)
+    rng = np.random.default_rng(0)
+    sizes, dt = case["sizes"], case["dtype"]
+    params = [
+        (
+            jnp.asarray((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dt)),
+            jnp.zeros(b, dt),
+        )
+        for a, b in zip(sizes, sizes[1:])
+    ]
+    act = jax.nn.relu if case["act"] == "relu" else jax.nn.sigmoid
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+
+    def cost(ps: Any) -> Any:
+        a = xd
+        for W, b in ps[:-1]:
+            a = act(a @ W + b)
+        z = a @ ps[-1][0] + ps[-1][1]
+        return -jnp.sum(yd * jax.nn.log_softmax(z)) / z.shape[0]
+
+    @jax.jit
+    def update(ps: Any) -> Any:
+        loss, grads = jax.value_and_grad(cost)(ps)
+        return [(W - LR * gW, b - LR * gb) for (W, b), (gW, gb) in zip(ps, grads)], loss
+
+    state = {"p": params}
+
+    def step() -> Any:
+        state["p"], loss = update(state["p"])
+        return loss
+
+    return Contender("jax.jit by hand", step, lambda: jax.block_until_ready(state["p"]))
 
 
 def numpy_contender(case: dict[str, Any]) -> Contender:
@@ -254,6 +393,8 @@ def _usable(name: str, device: Any = None) -> bool:
 def contenders(case_name: str, backends: list[str] | None) -> list[Contender]:
     import importlib.util
 
+    import xbp
+
     case = CASES[case_name]
     gpu_only = case_name.startswith("gpu")
     out: list[Contender] = []
@@ -270,6 +411,9 @@ def contenders(case_name: str, backends: list[str] | None) -> list[Contender]:
             jax.config.update("jax_enable_x64", True)
         if _usable(name, device):
             out.append(xbp_contender(case, name, device))
+            be = xbp.backend(name, device)
+            if be.compiler() is not None:
+                out.append(xbp_compiled_contender(case, name, device))
     if not gpu_only:
         out.append(numpy_contender(case))
         out.append(gemm_contender(case, "numpy"))
@@ -281,6 +425,15 @@ def contenders(case_name: str, backends: list[str] | None) -> list[Contender]:
             out.append(torch_contender(case, "cpu"))
         if _usable("torch", "cuda"):
             out.append(torch_contender(case, "cuda"))
+            if case["loss"] == "cross_entropy":
+                out.append(torch_graph_contender(case, compiled=False))
+                try:
+                    out.append(torch_graph_contender(case, compiled=True))
+                except Exception as exc:  # torch.compile needs a working toolchain
+                    print(f"torch.compile skipped: {exc}")
+    if importlib.util.find_spec("jax") is not None and case["loss"] == "cross_entropy":
+        if backends is None or "jax" in backends:
+            out.append(jax_contender(case))
     if importlib.util.find_spec("sklearn") is not None and not gpu_only:
         out.append(sklearn_contender(case))
     return out
@@ -303,6 +456,7 @@ def measure(
         c.sync()
     per_block = max(1, -(-repeat // rounds))
     times: dict[str, list[float]] = {c.name: [] for c in cands}
+    steps = {c.name: c.steps for c in cands}
     for _ in range(rounds):
         for c in cands:
             time.sleep(0.05)
@@ -313,7 +467,7 @@ def measure(
                 c.step()
                 c.sync()
                 times[c.name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) / steps[k] for k, v in times.items()}
 
 
 def _fmt(seconds: float) -> str:
@@ -334,6 +488,20 @@ def ratios(case_name: str, med: dict[str, float]) -> dict[str, float]:
         ):
             if ref in med:
                 out[key] = x / med[ref]
+    for key, num, den in (
+        ("xbp-jax compiled/xbp numpy", "xbp jax compiled", "xbp numpy"),
+        ("xbp-jax compiled/jax.jit by hand", "xbp jax compiled", "jax.jit by hand"),
+        ("xbp-torch-cuda compiled/torch eager", "xbp torch-cuda compiled", "torch autograd cuda"),
+        (
+            "xbp-torch-cuda compiled/torch CUDA graph",
+            "xbp torch-cuda compiled",
+            "torch CUDA graph by hand",
+        ),
+        ("xbp-torch-cuda compiled/GEMM floor", "GEMM only torch-cuda", "xbp torch-cuda compiled"),
+        ("xbp-torch-cpu/torch autograd cpu", "xbp torch-cpu", "torch autograd cpu"),
+    ):
+        if num in med and den in med:
+            out[key] = med[num] / med[den]
     for dev, gemm in (("cupy", "GEMM only cupy"), ("torch-cuda", "GEMM only torch-cuda")):
         xg = med.get(f"xbp {dev}")
         if xg is not None and "torch autograd cuda" in med:

@@ -1015,6 +1015,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_out, task = _targets(y, args.loss)
     split = train_val_test_split(x, y, val=args.val_split, test=args.test_split, seed=args.seed)
     (xtr, ytr), (xva, yva), (xte, yte) = split
+    if args.batch_size > len(ytr):
+        raise XbpValueError(
+            f"--batch-size {args.batch_size} is larger than the {len(ytr)} training rows; use "
+            f"--batch-size {len(ytr)} or less"
+        )
     scaling = None
     if not args.no_standardize:
         xtr, xva, xte, mean, std = standardize(xtr, xva, xte)

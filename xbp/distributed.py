@@ -1,15 +1,33 @@
 """Data-parallel training across processes and machines over MPI (mpi4py).
 
-Every rank holds the same data and starts from the same weights (same seed;
-rank 0's weights are broadcast to make sure). Each global mini-batch, drawn
-from the same seeded permutation on every rank, is split into contiguous
-shares, one per rank. Each rank runs backprop on its share with the *global*
-batch size as the divisor of the average, so the shares' gradients add up
-to exactly the full-batch gradient, however unevenly the batch divides. One
-``Allreduce`` per step sums one flat buffer holding every gradient and the
-loss; then every rank applies the same optimizer update. Rank 0 alone
-writes checkpoints, logs and the progress bar; validation metrics are
-summed across ranks.
+Every rank holds the same data and starts from the same weights (rank 0's
+are broadcast). Each global mini-batch, drawn from the same seeded
+permutation on every rank, is split into contiguous shares, one per rank.
+Each rank runs backprop on its share with the *global* batch size as the
+divisor of the average, so the shares' gradients add up to exactly the
+full-batch gradient, however unevenly the batch divides. Every rank then
+applies the same optimizer update. Rank 0 alone writes checkpoints, logs and
+the progress bar; validation metrics are summed across ranks.
+
+The exchange overlaps the backward pass: as soon as backprop has produced a
+layer's gradients (last layer first) they join a bucket, and a full bucket
+is summed across ranks by a non-blocking ``Iallreduce`` while the earlier
+layers are still being computed; the last bucket carries the loss, and the
+step waits for every bucket only before the update. NumPy gradients are
+summed in place; other arrays are staged through persistent host buffers
+(or, with CUDA-aware MPI, summed on the device).
+
+A run never hangs on a rank that disagrees or fails:
+
+* :meth:`MPIStrategy.setup` compares every rank's run configuration before
+  the first step and raises :class:`RanksDisagreeError` on *every* rank,
+  naming each differing field and which ranks hold which value;
+* an exception inside ``fit`` on one rank prints ``xbp: rank R of N failed:
+  ...; aborting all ranks`` and aborts the job (:func:`abort_on_error`);
+* :func:`run_collectively` (the CLI's ``--distributed`` entry) and
+  :func:`collective_guard` (scripts) do the same for failures before or
+  after ``fit``, and make a rank that finished wait, with a time limit, for
+  the others.
 
 Run with ``mpiexec -n 4 xbp train --distributed`` or, from Python,
 ``xbp.fit(net, x, y, comm=MPI.COMM_WORLD)`` (the same as
@@ -19,10 +37,14 @@ knows none of this: it calls the strategy (:mod:`xbp.strategy`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import time
 import traceback
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -37,8 +59,25 @@ __all__ = [
     "local_device",
     "cuda_aware",
     "MPIStrategy",
+    "RanksDisagreeError",
+    "data_fingerprint",
     "abort_on_error",
+    "abort_all",
+    "collective_guard",
+    "run_collectively",
 ]
+
+#: a bucket is sent once it holds this many bytes of gradients
+BUCKET_BYTES = 1 << 20
+#: NumPy gradients at least this large are summed in place (smaller ones are staged together)
+IN_PLACE_BYTES = 1 << 14
+#: how long a rank that finished waits for the others before aborting the job
+FINISH_TIMEOUT = 120.0
+#: fields that may differ between ranks: every rank starts from rank 0's broadcast weights
+_MAY_DIFFER = ("architecture.seed", "architecture.init")
+
+# set when this rank raised RanksDisagreeError: every rank did, none needs aborting
+_COLLECTIVE_FAILURE = False
 
 
 def _mpi() -> Any:
@@ -85,31 +124,82 @@ def cuda_aware() -> bool:
         return False
 
 
+class RanksDisagreeError(XbpValueError):
+    """The ranks of a distributed run were given different configurations or data.
+
+    Raised on every rank at once (the comparison is collective), so no rank
+    is left waiting and none needs aborting."""
+
+
+class _Bucket:
+    """Gradients of consecutive layers being summed across ranks by one or more requests.
+
+    ``entries`` are ``(layer, key, array)``; ``inplace`` are host arrays summed where they
+    are; the rest are packed into ``staged`` (a persistent host buffer, or a device buffer
+    with CUDA-aware MPI) at ``offsets``. ``requests`` and the buffers they write stay
+    referenced here until the bucket is waited for."""
+
+    __slots__ = ("entries", "inplace", "staged", "offsets", "requests")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, str, Any]] = []
+        self.inplace: dict[tuple[int, str], np.ndarray] = {}
+        self.staged: Any = None
+        self.offsets: dict[tuple[int, str], int] = {}
+        self.requests: list[Any] = []
+
+
 class MPIStrategy(Strategy):
     """Data parallelism over an MPI communicator (see the module docstring).
 
     Parameters
     ----------
     comm : mpi4py communicator
+    overlap : bool
+        Start summing each bucket of gradients while the backward pass goes on
+        (default). False sums everything in one blocking exchange after it.
+    bucket_bytes : int
+        Gradients are sent in buckets of at least this many bytes (the last
+        one, with the first layer and the loss, may be smaller).
+
+    Examples
+    --------
+    >>> from mpi4py import MPI  # doctest: +SKIP
+    >>> xbp.fit(net, x, y, strategy=MPIStrategy(MPI.COMM_WORLD))  # doctest: +SKIP
     """
 
     reduces = True
 
-    def __init__(self, comm: Any) -> None:
+    def __init__(
+        self, comm: Any, *, overlap: bool = True, bucket_bytes: int = BUCKET_BYTES
+    ) -> None:
         if not all(hasattr(comm, m) for m in ("Get_rank", "Get_size", "Allreduce")):
             raise XbpValueError(
                 f"comm is a {type(comm).__name__}, not an MPI communicator; pass "
                 "mpi4py.MPI.COMM_WORLD (or xbp.distributed.world())"
             )
+        if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) or bucket_bytes < 1:
+            raise XbpValueError(
+                f"bucket_bytes={bucket_bytes!r} must be a positive integer (bytes), e.g. 1 << 20"
+            )
         self.comm = comm
         self.MPI = _mpi()
         self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
         self.reduces = self.size > 1
-        self._buf: np.ndarray | None = None
+        self.overlap = bool(overlap)
+        self.bucket_bytes = bucket_bytes
+        # the backward pass hands each layer's gradients to _grad_ready as they appear
+        self.grad_ready = self._grad_ready if self.reduces and self.overlap else None
+        self._net: Network | None = None
+        self._dtype = np.dtype(np.float64)  # the network's, on the host (set in setup)
         self._device_buffers = False
+        self._buffers: dict[int, np.ndarray] = {}  # persistent staging buffers, by bucket
+        self._open = _Bucket()  # layers handed in, not yet sent
+        self._open_bytes = 0
+        self._sent: list[_Bucket] = []  # sent this step, not yet waited for
 
     def __repr__(self) -> str:
-        return f"MPIStrategy(rank={self.rank}, size={self.size})"
+        return f"MPIStrategy(rank={self.rank}, size={self.size}, overlap={self.overlap})"
 
     def share(self, start: int, stop: int) -> tuple[int, int]:
         base, extra = divmod(stop - start, self.size)
@@ -124,12 +214,27 @@ class MPIStrategy(Strategy):
     def any(self, flag: bool) -> bool:
         return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
 
+    # -- before the first step ------------------------------------------------------
     def setup(self, net: Network, config: dict[str, Any]) -> None:
-        """Compare every rank's run configuration, then start all from rank 0's weights."""
-        configs = self.comm.allgather(json.dumps(config, sort_keys=True, default=str))
+        """Compare every rank's run configuration, then start all from rank 0's weights.
+
+        Raises
+        ------
+        RanksDisagreeError
+            On every rank, when any field differs between ranks; the message
+            names every differing field and which ranks hold which value.
+        """
+        global _COLLECTIVE_FAILURE
+        _COLLECTIVE_FAILURE = False
+        mine = dict(config)
+        mine["backend"] = net.backend.name
+        configs = self.comm.allgather(json.dumps(mine, sort_keys=True, default=str))
         if len(set(configs)) > 1:
-            raise XbpValueError(_disagreement([json.loads(c) for c in configs]))
-        self._device_buffers = net.backend.name == "cupy" and cuda_aware()
+            message = _disagreement([json.loads(c) for c in configs])
+            if message is not None:
+                _COLLECTIVE_FAILURE = True
+                raise RanksDisagreeError(message)
+        self._device_buffers = net.backend.mpi_device_buffers(cuda_aware())
         # every rank must start from rank 0's weights, whatever seed it was given
         for p in net.params:
             for k in p:
@@ -137,80 +242,341 @@ class MPIStrategy(Strategy):
                 self.comm.Bcast(host, root=0)
                 p[k] = net.backend.asarray(host, net.dtype, copy=True)
         self._net = net
+        self._dtype = np.dtype(net.backend.dtype_name(net.dtype))
+        self._buffers.clear()
+        self._open, self._open_bytes, self._sent = _Bucket(), 0, []
+
+    # -- the exchange -----------------------------------------------------------------
+    def _grad_ready(self, layer: int, grads: dict[str, Any]) -> None:
+        """Called by the backward pass with layer ``layer``'s fresh gradients."""
+        if self._sent:  # let the library move the buckets already sent along
+            self.MPI.Request.Testall([r for b in self._sent for r in b.requests])
+        for k in ("W", "b"):
+            a = grads[k]
+            self._open.entries.append((layer, k, a))
+            self._open_bytes += int(np.prod(a.shape)) * self._dtype.itemsize
+        # the first layer comes last: it is sent with the loss in reduce_grads
+        if layer > 0 and self._open_bytes >= self.bucket_bytes:
+            self._send(self._open)
+            self._open, self._open_bytes = _Bucket(), 0
 
     def reduce_grads(self, cost: Any, grads: Params) -> tuple[Any, Params]:
-        """Sum every gradient and the loss across ranks with one Allreduce of one flat buffer."""
-        be = self._net.backend
-        xp = be.xp
-        arrays = [g[k] for g in grads for k in ("W", "b")]
-        flat_parts = [xp.reshape(a, (-1,)) for a in arrays] + [xp.reshape(cost, (1,))]
-        if self._device_buffers:  # CUDA-aware MPI reads the GPU buffer itself
-            flat = xp.concat(flat_parts)
-            be.sync()
-            self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
-        else:
-            # staged through one persistent host buffer: the MPI library registers its
-            # memory once instead of on every step (a fresh buffer cost 3x the transfer)
-            host = self._host_buffer(sum(int(p.shape[0]) for p in flat_parts), arrays[0])
-            offset = 0
-            for part in flat_parts:
-                size = int(part.shape[0])
-                host[offset : offset + size] = be.to_host(part)
-                offset += size
-            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-            # views of the buffer (NumPy, torch on the CPU) or one copy to the device; either
-            # way they are consumed within this step, before the buffer is reused
-            flat = be.asarray(host)
-        out: Params = []
-        offset = 0
-        for g in grads:
-            entry = {}
-            for k in ("W", "b"):
-                size = int(np.prod(g[k].shape))
-                entry[k] = xp.reshape(flat[offset : offset + size], g[k].shape)
-                offset += size
-            out.append(entry)
-        return flat[offset], out
+        """Sum the loss and every gradient across ranks.
 
-    def _host_buffer(self, size: int, like: Any) -> np.ndarray:
-        dtype = np.dtype(self._net.backend.dtype_name(like.dtype))
-        buf = self._buf
-        if buf is None or buf.shape[0] != size or buf.dtype != dtype:
-            buf = self._buf = np.empty(size, dtype=dtype)
+        The buckets started during the backward pass are waited for here;
+        layers not handed to ``grad_ready`` (none with overlap on) and the
+        loss go in a last bucket."""
+        net = self._net
+        if net is None:
+            raise XbpValueError(
+                "MPIStrategy.reduce_grads before setup(net, config); call setup first "
+                "(xbp.fit does)"
+            )
+        be, xp = net.backend, net.xp
+        last = self._open
+        seen = {(b_layer, k) for b in self._sent for b_layer, k, _ in b.entries}
+        seen.update((b_layer, k) for b_layer, k, _ in last.entries)
+        for layer in range(len(grads) - 1, -1, -1):
+            for k in ("W", "b"):
+                if (layer, k) not in seen:
+                    last.entries.append((layer, k, grads[layer][k]))
+        last.entries.append((-1, "cost", xp.reshape(cost, (1,))))
+        self._send(last)
+        buckets, self._sent = self._sent, []
+        self._open, self._open_bytes = _Bucket(), 0
+        self.MPI.Request.Waitall([r for b in buckets for r in b.requests])
+        out: Params = [dict(g) for g in grads]
+        total = cost
+        for bucket in buckets:
+            staged = bucket.staged
+            if staged is not None and not self._device_buffers:
+                staged = be.asarray(staged)  # views (NumPy, torch on the CPU) or one copy
+            for layer, k, a in bucket.entries:
+                if (layer, k) in bucket.inplace:
+                    value = a  # summed where it lies
+                else:
+                    off = bucket.offsets[(layer, k)]
+                    size = int(np.prod(a.shape))
+                    value = xp.reshape(staged[off : off + size], a.shape)
+                if layer < 0:
+                    total = xp.reshape(value, ())
+                else:
+                    out[layer][k] = value
+        return total, out
+
+    def _send(self, bucket: _Bucket) -> None:
+        """Start summing ``bucket`` across ranks (non-blocking)."""
+        assert self._net is not None
+        be, xp = self._net.backend, self._net.xp
+        MPI = self.MPI
+        staged: list[tuple[int, str, Any]] = []
+        for layer, k, a in bucket.entries:
+            host = a if be.is_host and isinstance(a, np.ndarray) else None
+            if (
+                host is not None
+                and host.nbytes >= IN_PLACE_BYTES
+                and host.flags.c_contiguous
+                and host.flags.writeable
+            ):
+                bucket.inplace[(layer, k)] = host
+                bucket.requests.append(self.comm.Iallreduce(MPI.IN_PLACE, host, op=MPI.SUM))
+            else:
+                staged.append((layer, k, a))
+        if not staged:
+            self._sent.append(bucket)
+            return
+        offset = 0
+        for layer, k, a in staged:
+            bucket.offsets[(layer, k)] = offset
+            offset += int(np.prod(a.shape))
+        if self._device_buffers:  # CUDA-aware MPI reads the GPU buffer itself
+            buf = xp.concat([xp.reshape(a, (-1,)) for _, _, a in staged])
+            be.sync()
+        else:
+            # one persistent host buffer per bucket: the MPI library registers its memory
+            # once instead of on every step (a fresh buffer cost 3x the transfer)
+            buf = self._host_buffer(len(self._sent), offset)
+            for layer, k, a in staged:
+                off = bucket.offsets[(layer, k)]
+                size = int(np.prod(a.shape))
+                buf[off : off + size] = np.reshape(be.to_host(a), (-1,))
+        bucket.staged = buf  # referenced until the request completes
+        bucket.requests.append(self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM))
+        self._sent.append(bucket)
+
+    def _host_buffer(self, index: int, size: int) -> np.ndarray:
+        buf = self._buffers.get(index)
+        if buf is None or buf.shape[0] != size or buf.dtype != self._dtype:
+            buf = self._buffers[index] = np.empty(size, dtype=self._dtype)
         return buf
 
     def abort(self, exc: BaseException) -> None:
+        """End every rank on a failure of this one; a disagreement all ranks found is raised."""
+        if isinstance(exc, RanksDisagreeError):
+            return  # every rank raises it: each exits on its own, with the message
         abort_on_error(self.comm, exc)
 
 
-def _disagreement(configs: list[dict[str, Any]]) -> str:
-    """One line naming the first setting the ranks disagree on, and which ranks."""
-    for key in configs[0]:
-        values = [json.dumps(c.get(key), sort_keys=True) for c in configs]
-        if len(set(values)) > 1:
-            groups: dict[str, list[int]] = {}
-            for rank, v in enumerate(values):
-                groups.setdefault(v, []).append(rank)
-            shown = "; ".join(
-                f"ranks {ranks}: {v if len(v) <= 60 else v[:57] + '...'}"
-                for v, ranks in groups.items()
-            )
-            return (
-                f"the ranks disagree on {key} ({shown}); every rank must run the same "
-                "configuration on the same data"
-            )
-    return "the ranks disagree on their run configuration; run the same command on every rank"
+# -- the handshake's report ------------------------------------------------------------------
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _ranks(ranks: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``ranks 0-2,5``."""
+    runs: list[list[int]] = []
+    for r in ranks:
+        if runs and r == runs[-1][-1] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    text = ",".join(
+        f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs
+    )
+    return ("rank " if len(ranks) == 1 else "ranks ") + text
+
+
+def _disagreement(configs: list[dict[str, Any]]) -> str | None:
+    """One line naming every setting the ranks disagree on, with which ranks hold what."""
+    flats = [_flatten(c) for c in configs]
+    names: list[str] = []
+    for flat in flats:  # rank 0's order, then fields only some ranks have
+        names.extend(n for n in flat if n not in names)
+    fields = []
+    for name in names:
+        if name in _MAY_DIFFER:
+            continue
+        values = [json.dumps(f.get(name), sort_keys=True) for f in flats]
+        if len(set(values)) == 1:
+            continue
+        groups: dict[str, list[int]] = {}
+        for rank, v in enumerate(values):
+            groups.setdefault(v, []).append(rank)
+        shown = "; ".join(
+            f"{_ranks(ranks)}: {v if len(v) <= 60 else v[:57] + '...'}"
+            for v, ranks in groups.items()
+        )
+        fields.append(f"{name} ({shown})")
+    if not fields:
+        return None
+    return (
+        f"the ranks disagree on {', '.join(fields)}; every rank must run the same configuration "
+        "on the same data (the same command, files and options)"
+    )
+
+
+def data_fingerprint(net: Network, train: Any, val: Any = None, rows: int = 1024) -> dict[str, Any]:
+    """A cheap fingerprint of the data a rank trains on, for the ranks to compare.
+
+    Hashes the bytes of up to ``rows`` evenly spaced rows of the features and
+    targets (first and last included), as they lie on the device after
+    splitting and scaling, with the shapes: different files, splits, row
+    orders or scalings show; a change confined to rows not sampled does not.
+
+    Parameters
+    ----------
+    net : Network
+    train, val : DeviceData (``val`` may be None)
+    rows : int
+        Rows sampled from each data set.
+
+    Returns
+    -------
+    dict
+        ``{"train": hex digest, "validation": hex digest or None}``.
+    """
+
+    def digest(data: Any) -> str | None:
+        if data is None:
+            return None
+        n = int(data.n)
+        h = hashlib.blake2b(digest_size=8)
+        h.update(repr((n, tuple(data.x.shape), tuple(data.y.shape))).encode())
+        if n:
+            take = np.unique(np.linspace(0, n - 1, min(n, rows)).round().astype(np.int64))
+            idx = net.backend.asarray(take)
+            for arr in (data.x, data.y):
+                sample = net.backend.to_host(net.xp.take(arr, idx, axis=0))
+                h.update(np.ascontiguousarray(sample).tobytes())
+        return h.hexdigest()
+
+    return {"train": digest(train), "validation": digest(val)}
+
+
+# -- failures: no rank is left waiting ---------------------------------------------------------
+def abort_all(message: str, comm: Any = None) -> NoReturn:
+    """Print ``xbp: rank R of N <message>; aborting all ranks`` and abort the whole job."""
+    comm = world() if comm is None else comm
+    print(
+        f"xbp: rank {comm.Get_rank()} of {comm.Get_size()} {message}; aborting all ranks",
+        file=sys.stderr,
+        flush=True,
+    )
+    comm.Abort(1)
+    raise SystemExit(1)  # Abort does not return; for an MPI that lets it
 
 
 def abort_on_error(comm: Any, exc: BaseException) -> None:
     """On a multi-rank run, print one clear line and abort every rank instead of hanging."""
     if comm is None or comm.Get_size() == 1:
         return
-    rank = comm.Get_rank()
-    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    print(
-        f"xbp: rank {rank} of {comm.Get_size()} failed: {detail}; aborting all ranks",
-        file=sys.stderr,
-        flush=True,
-    )
-    comm.Abort(1)
+    detail = " ".join("".join(traceback.format_exception_only(type(exc), exc)).split())
+    abort_all(f"failed: {detail}", comm)
+
+
+def _exit_status(code: Any) -> int:
+    """The process exit status ``sys.exit(code)`` gives."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1  # a message: Python prints it and exits 1
+
+
+def _world_or_none() -> Any:
+    try:
+        comm = world()
+    except XbpValueError:  # no mpi4py: nothing to abort
+        return None
+    return comm if comm.Get_size() > 1 else None
+
+
+def _finish(comm: Any, timeout: float) -> None:
+    """Wait, at most ``timeout`` seconds, until every rank has finished; else abort the job."""
+    request = comm.Ibarrier()
+    deadline = time.monotonic() + timeout
+    pause = 1e-4
+    while not request.Test():
+        if time.monotonic() > deadline:
+            abort_all(
+                f"finished, but not every rank did within {timeout:g} s (a rank is stuck or "
+                "failed without a message)",
+                comm,
+            )
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+
+
+def _failed(comm: Any, status: int) -> None:
+    """This rank ends with ``status``: abort the others unless every rank saw the same error."""
+    if status != 0 and not _COLLECTIVE_FAILURE:
+        abort_all(f"failed (exit status {status}; its error is above)", comm)
+
+
+@contextmanager
+def collective_guard(finish_timeout: float = FINISH_TIMEOUT) -> Iterator[None]:
+    """Run the block as one rank of a multi-rank job that must end together.
+
+    An exception (or a non-zero ``sys.exit``) in the block on any rank prints
+    ``xbp: rank R of N failed: ...; aborting all ranks`` and aborts the job,
+    so the other ranks never wait in a collective for it; a block that ends
+    normally waits up to ``finish_timeout`` seconds for every rank to end its
+    own, then aborts the job (a rank is stuck). Under one process, or without
+    mpi4py, it does nothing. Use it around the whole of a training script,
+    including loading data before ``fit`` and saving after it.
+
+    Parameters
+    ----------
+    finish_timeout : float
+        Seconds a rank that finished waits for the others.
+
+    Examples
+    --------
+    >>> with xbp.distributed.collective_guard():  # doctest: +SKIP
+    ...     x, y = load(path)
+    ...     xbp.fit(net, x, y, comm=MPI.COMM_WORLD)
+    ...     xbp.save(net, "model.npz")
+    """
+    try:
+        yield
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+        comm = _world_or_none()
+        if comm is not None:
+            if status != 0 and isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr, flush=True)
+            _failed(comm, status)
+            if status == 0:
+                _finish(comm, finish_timeout)
+        raise
+    except BaseException as exc:
+        comm = _world_or_none()
+        if comm is not None and not isinstance(exc, RanksDisagreeError):
+            abort_on_error(comm, exc)
+        raise
+    comm = _world_or_none()
+    if comm is not None:
+        _finish(comm, finish_timeout)
+
+
+def run_collectively(
+    main: Callable[..., int | None], *args: Any, finish_timeout: float = FINISH_TIMEOUT
+) -> int:
+    """``main(*args)`` as one rank of a multi-rank job: the CLI's ``--distributed`` entry.
+
+    Like :func:`collective_guard`, and a non-zero status returned by ``main``
+    counts as a failure: the rank prints ``xbp: rank R of N failed (exit
+    status S; its error is above); aborting all ranks`` and aborts the job.
+    A disagreement every rank found (:class:`RanksDisagreeError`) is not
+    aborted: every rank prints it and exits with its status.
+
+    Returns
+    -------
+    int
+        ``main``'s status (0 for None).
+    """
+    global _COLLECTIVE_FAILURE
+    _COLLECTIVE_FAILURE = False
+    with collective_guard(finish_timeout):
+        status = _exit_status(main(*args))
+        comm = _world_or_none() if status != 0 else None
+        if comm is not None:
+            _failed(comm, status)  # returns only when every rank failed alike
+    return status

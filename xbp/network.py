@@ -19,13 +19,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import losses as losses_module
 from .activations import Activation, get_activation
 from .backend import Backend
 from .backend import backend as resolve_backend
 from .errors import XbpTypeError, XbpValueError
 from .init import INITS, default_init, init_layer
-from .losses import Loss, check_pair, get_loss
+from .losses import Loss, check_pair, check_targets, get_loss
 from .validate import as_features, as_targets, check_int, is_host_array
 
 __all__ = ["Dense", "Network", "StepResult", "count_correct", "mlp", "no_caches"]
@@ -483,9 +482,7 @@ class Network:
         """``y`` as ``(n_rows, n_out)`` targets on this device; ``(n,)`` integer labels
         are one-hot encoded. The loss's own rule on target values is applied."""
         yd = as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument)
-        rule = getattr(losses_module, "check_targets", None)
-        if rule is not None:
-            rule(self.loss, self.backend.xp, yd, argument)
+        check_targets(self.loss, self.backend.xp, yd, argument)
         return yd
 
     def forward(self, x: Any) -> Any:

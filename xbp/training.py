@@ -526,8 +526,12 @@ class Trainer:
             "corrects": xp.stack(corrects) if corrects else None,
         }
 
-    def _runner(self, data: DeviceData) -> Any:
-        """The compiled epoch runner when this run compiles, else None (eager)."""
+    def compiled_runner(self) -> Any:
+        """The compiled epoch runner this run uses, or None when it runs eagerly.
+
+        Built on first use: ``options.compile`` None compiles where the backend
+        can (see :mod:`xbp.compile`), True requires it (an error saying why not),
+        False never compiles."""
         want = self.options.compile
         if want is False:
             return None
@@ -548,7 +552,7 @@ class Trainer:
                 f"batch_size={self.options.batch_size} is larger than the {train.n} training "
                 f"rows; use batch_size <= {train.n}"
             )
-        runner = self._runner(train)
+        runner = self.compiled_runner()
         for cb in self.callbacks:
             cb.on_train_begin(self)
         bar = _Progress(self.options.progress if strategy.is_root else False, epochs, self.epoch)
