@@ -64,8 +64,28 @@ def backend_or_skip(test_id: str, name: str, device: Any, required: set[str]) ->
         pytest.skip(f"{test_id}: {exc}")
 
 
+def device_option(be: xbp.Backend) -> list[str]:
+    """The ``--device`` arguments that select ``be`` on the command line ([] for the default)."""
+    for _, name, device in BACKEND_SPECS:
+        if name != be.name or device is None:
+            continue
+        try:
+            if xbp.backend(name, device) == be:
+                return ["--device", device]
+        except XbpError:
+            continue
+    return []
+
+
 @pytest.fixture(params=BACKEND_SPECS, ids=[s[0] for s in BACKEND_SPECS])
 def backend(request: pytest.FixtureRequest) -> xbp.Backend:
+    test_id, name, device = request.param
+    return backend_or_skip(test_id, name, device, required_backends())
+
+
+@pytest.fixture(params=BACKEND_SPECS, ids=[f"to-{s[0]}" for s in BACKEND_SPECS])
+def target_backend(request: pytest.FixtureRequest) -> xbp.Backend:
+    """A second backend, independent of ``backend`` (e.g. where a saved model is loaded)."""
     test_id, name, device = request.param
     return backend_or_skip(test_id, name, device, required_backends())
 

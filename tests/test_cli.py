@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import device_option
 
 import xbp
 from xbp.cli import main
@@ -19,33 +23,77 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_train_save_evaluate_predict(tmp_path, capsys) -> None:
-    model = tmp_path / "m.npz"
-    rc = main(
-        [
-            "train",
-            "--epochs",
-            "6",
-            "--layers",
-            "32",
-            "--save",
-            str(model),
-            "--plot",
-            str(tmp_path / "c.png"),
-        ]
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """One CLI training run on digits, shared: (what it printed, the saved model)."""
+    folder = tmp_path_factory.mktemp("digits")
+    model = folder / "m.npz"
+    args = ["train", "--epochs", "6", "--layers", "32", "--seed", "0"]
+    args += ["--val-split", "0.1", "--test-split", "0.2", "--save", str(model)]
+    args += ["--plot", str(folder / "c.png")]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(args) == 0
+    return printed.getvalue(), model
+
+
+def digits_scaled() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All digits and the test split, standardised by the training rows as the CLI does."""
+    x, y = xbp.data.load_digits()
+    (xtr, _), (xva, _), (xte, yte) = xbp.data.train_val_test_split(
+        x, y, val=0.1, test=0.2, seed=0
     )
-    out = capsys.readouterr().out
-    assert rc == 0 and "epoch   6" in out and "test accuracy" in out
-    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["evaluate", str(model), "--data", "digits", "--backend", "torch"]) == 0
-    out = capsys.readouterr().out
-    acc = float(out.split("accuracy ")[1].split()[0])
-    assert acc > 0.8
+    mean, std = xtr.mean(axis=0), xtr.std(axis=0)
+    std[std == 0] = 1.0  # constant columns are only centred
+    return (x - mean) / std, y, (xte - mean) / std, yte
+
+
+def numpy_scores(net: xbp.Network, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Cross-entropy loss and accuracy computed here from the model's NumPy outputs."""
+    out = np.asarray(net.predict(x), dtype=np.float64)
+    loss = -float(np.mean(np.log(out[np.arange(len(y)), y])))
+    return loss, float(np.mean(out.argmax(axis=1) == y))
+
+
+def printed_number(text: str, label: str) -> float:
+    return float(text.split(label)[1].split()[0])
+
+
+def test_train_prints_what_the_saved_model_scores(digits_model, tmp_path) -> None:
+    out, model = digits_model
+    assert "epoch   6" in out and f"saved {model}" in out
+    assert (model.parent / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the saved model, scored here on the same test split, gives the printed numbers
+    net = xbp.load(model)
+    assert net.sizes == [64, 32, 10]
+    _, _, xte, yte = digits_scaled()
+    loss, acc = numpy_scores(net, xte, yte)
+    assert printed_number(out, "test accuracy ") == pytest.approx(acc, abs=5e-5)
+    assert printed_number(out, "test loss ") == pytest.approx(loss, abs=5e-5)
+    assert acc > 0.8  # six epochs learn digits far above chance (0.1)
+
+
+def test_predict_writes_the_saved_models_predictions(digits_model, tmp_path) -> None:
+    _, model = digits_model
     assert main(["predict", str(model), "--data", "digits", "--out", str(tmp_path / "p.csv")]) == 0
     table = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
     assert table.shape == (1797, 11)
-    x, y = xbp.data.load_digits()
-    assert np.mean(table[:, 0] == y) == pytest.approx(acc, abs=1e-4)
+    x, _, _, _ = digits_scaled()
+    out = xbp.load(model).predict(x)
+    np.testing.assert_allclose(table[:, 1:], out, rtol=1e-7, atol=1e-12)  # written as %.8g
+    np.testing.assert_array_equal(table[:, 0], out.argmax(axis=1))
+
+
+def test_evaluate_on_every_backend(digits_model, backend: xbp.Backend, capsys) -> None:
+    _, model = digits_model
+    args = ["evaluate", str(model), "--data", "digits", "--backend", backend.name]
+    assert main(args + device_option(backend)) == 0
+    out = capsys.readouterr().out
+    assert f"(1797 samples, {backend.name})" in out
+    x, y, _, _ = digits_scaled()
+    loss, acc = numpy_scores(xbp.load(model), x, y)
+    assert printed_number(out, "accuracy ") == pytest.approx(acc, abs=5e-5)
+    assert printed_number(out, "loss ") == pytest.approx(loss, abs=5e-7)
 
 
 def test_train_defaults_reach_97_percent(capsys) -> None:
@@ -54,7 +102,8 @@ def test_train_defaults_reach_97_percent(capsys) -> None:
     assert float(out.split("test accuracy ")[1].split()[0]) >= 0.97
 
 
-def test_xor_from_the_command_line(capsys) -> None:
+def test_xor_from_the_command_line(tmp_path, capsys) -> None:
+    model = tmp_path / "xor.npz"
     rc = main(
         [
             "train",
@@ -84,9 +133,23 @@ def test_xor_from_the_command_line(capsys) -> None:
             "--init",
             "nielsen",
             "--quiet",
+            "--save",
+            str(model),
         ]
     )
-    assert rc == 0
+    out = capsys.readouterr().out
+    assert rc == 0 and "(3000 epochs" in out and f"saved {model}" in out
+    # the saved 2-2-1 network computes XOR
+    x, y = xbp.data.make_xor()
+    net = xbp.load(model)
+    assert net.sizes == [2, 2, 1]
+    pred = net.predict(x)
+    assert np.all(np.abs(pred - y) < 0.1), pred
+    assert main(["evaluate", str(model), "--data", "xor"]) == 0
+    out = capsys.readouterr().out
+    assert printed_number(out, "accuracy ") == 1.0
+    cost = float(np.sum((pred - y) ** 2) / (2 * len(y)))  # the quadratic cost, computed here
+    assert printed_number(out, "loss ") == pytest.approx(cost, abs=5e-7) and cost < 1e-3
 
 
 def test_backends_table(capsys) -> None:
@@ -96,9 +159,14 @@ def test_backends_table(capsys) -> None:
     assert any(line.startswith("numpy") and " yes " in line for line in out.splitlines())
 
 
-def test_gradcheck_and_explain(capsys) -> None:
-    assert main(["gradcheck", "--backend", "array_api_strict", "--activation", "softplus"]) == 0
-    assert "passed: worst" in capsys.readouterr().out
+def test_gradcheck_on_every_backend(backend: xbp.Backend, capsys) -> None:
+    args = ["gradcheck", "--backend", backend.name, "--activation", "softplus", "--samples", "4"]
+    assert main(args + device_option(backend)) == 0
+    out = capsys.readouterr().out
+    assert f"backend={backend.name!r}" in out and "passed: worst" in out
+
+
+def test_explain(capsys) -> None:
     assert main(["explain"]) == 0
     out = capsys.readouterr().out
     for text in (
@@ -174,7 +242,16 @@ def test_gpu_scripts_run_unchanged_on_numpy(tmp_path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "test {'loss'" in proc.stdout and xbp.load(model).sizes == [784, 16, 10]
+    # the saved model scores on the t10k files exactly what the script printed
+    net = xbp.load(model)
+    assert net.sizes == [784, 16, 10]
+    printed = ast.literal_eval(proc.stdout.split("; test ")[1].splitlines()[0])
+    x_test, y_test = xbp.data.load_mnist(tmp_path, "t10k")
+    assert x_test.shape == (32, 784)
+    out = np.asarray(net.predict(x_test), dtype=np.float64)
+    assert printed["accuracy"] == pytest.approx(np.mean(out.argmax(axis=1) == y_test), abs=1e-12)
+    loss = -np.mean(np.log(out[np.arange(len(y_test)), y_test]))
+    assert printed["loss"] == pytest.approx(loss, rel=1e-5)
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / "train_digits.py"), "--epochs", "2"],
         capture_output=True,

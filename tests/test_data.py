@@ -15,7 +15,9 @@ def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
     code = {np.uint8: 0x08, np.float32: 0x0D}[array.dtype.type]
     raw = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
     raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(raw)
+    # closed on leaving the block: an unclosed GzipFile loses its buffered data (Python 3.12)
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(raw)
 
 
 def test_digits_bundled() -> None:

@@ -277,7 +277,10 @@ class TorchGraphRunner(EpochRunner):
     The parameters and optimizer state are the graph's static buffers (updated
     in place, as in the eager loop); each replay reads the batch's row
     indices and the step's scalars from static device buffers. The last short
-    batch runs eagerly through :meth:`xbp.Trainer.train_step`.
+    batch runs eagerly through :meth:`xbp.Trainer.train_step`. When anything
+    replaced the weights or the optimizer state between epochs (resume, a
+    restored snapshot, early stopping), their values are copied into the
+    static buffers first, so the graph always trains the current weights.
     """
 
     def __init__(self, trainer: Any) -> None:
@@ -287,6 +290,21 @@ class TorchGraphRunner(EpochRunner):
         self.trainer = trainer
         self.graph: Any = None
         self.key: Any = None
+        self.required = trainer.options.compile is True
+        self.failed = False
+
+    def _adopt_static(self) -> None:
+        """Make the trainer's current weights and state live in the static buffers."""
+        trainer = self.trainer
+        for p, q in zip(self.params, trainer.net.params):
+            for k in p:
+                if p[k] is not q[k]:
+                    p[k].copy_(q[k])
+        for a, b in zip(self.arrays, state_arrays(trainer.opt_state)):
+            if a is not b:
+                a.copy_(b)
+        trainer.net.adopt_params(self.params)
+        trainer.opt_state = rebuild_state(trainer.opt_state, self.arrays)
 
     def _capture(self, data: Any, scale_updates: bool, k: int) -> None:
         torch = self.torch
@@ -298,12 +316,10 @@ class TorchGraphRunner(EpochRunner):
         self.idx = torch.zeros(bs, dtype=torch.int64, device=dev)
         self.scal = torch.zeros(k, dtype=net.dtype, device=dev)
         template = trainer.opt_state
-        params = net.params
-        arrays = state_arrays(template)
-        saved = (
-            [{k_: v.clone() for k_, v in p.items()} for p in params],
-            [a.clone() for a in arrays],
-        )
+        self.params = params = [dict(p) for p in net.params]
+        self.arrays = arrays = state_arrays(template)
+        saved_p = [{n: v.clone() for n, v in p.items()} for p in params]
+        saved_a = [a.clone() for a in arrays]
 
         def step() -> tuple[Any, Any]:
             xb = xp.take(data.x, self.idx, axis=0)
@@ -311,11 +327,11 @@ class TorchGraphRunner(EpochRunner):
             new_params, new_arrays, cost, out = pure_step(
                 net, optimizer, template, params, arrays, xb, yb, bs, self.scal, scale_updates
             )
-            # static buffers: write results back into the very same tensors
+            # static buffers: results end in the very same tensors
             for p, q in zip(params, new_params):
-                for k_ in p:
-                    if q[k_] is not p[k_]:
-                        p[k_].copy_(q[k_])
+                for n in p:
+                    if q[n] is not p[n]:
+                        p[n].copy_(q[n])
             for a, b in zip(arrays, new_arrays):
                 if b is not a:
                     a.copy_(b)
@@ -326,51 +342,70 @@ class TorchGraphRunner(EpochRunner):
             )
             return cost * bs, correct
 
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up on a side stream, as capture requires
-                step()
-        torch.cuda.current_stream(dev).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.cost, self.correct = step()
-        # the warm-up steps changed the weights: put back the values from before
-        for p, q in zip(params, saved[0]):
-            for k_ in p:
-                p[k_].copy_(q[k_])
-        for a, b in zip(arrays, saved[1]):
-            a.copy_(b)
+        try:
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up on a side stream, as capture requires
+                    step()
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.cost, self.correct = step()
+        finally:
+            # the warm-up steps changed the weights: put back the values from before
+            for p, q in zip(params, saved_p):
+                for n in p:
+                    p[n].copy_(q[n])
+            for a, b in zip(arrays, saved_a):
+                a.copy_(b)
         self.graph = graph
-        self.data_id = (id(data.x), id(data.y), id(data.labels))
 
     def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
-        torch = self.torch
         trainer = self.trainer
+        if self.failed:
+            return trainer.run_epoch(data, trainer.net.backend.asarray(host_perm))
+        torch = self.torch
         net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
         bs = trainer.options.batch_size
         n_full, rest = divmod(data.n, bs)
         scale_updates = trainer.lr_scale != 1.0
-        state = trainer.opt_state
-        scal = step_scalars(trainer.optimizer, state, n_full, trainer.lr_scale)
-        key = (scale_updates, scal.shape[1], id(data.x))
-        if self.graph is None or self.key != key:
-            self._capture(data, scale_updates, scal.shape[1])
+        scal = step_scalars(trainer.optimizer, trainer.opt_state, n_full, trainer.lr_scale)
+        key = (scale_updates, scal.shape[1], id(data))
+        if n_full and (self.graph is None or self.key != key):
+            try:
+                self._capture(data, scale_updates, scal.shape[1])
+            except Exception as exc:  # e.g. an operation CUDA graphs cannot record
+                if self.required:
+                    raise XbpValueError(
+                        f"compile=True: the CUDA graph capture of the step failed ({exc}); "
+                        "use compile=None or False"
+                    ) from None
+                warnings.warn(
+                    f"xbp: running eagerly, the CUDA graph capture failed: {exc}", stacklevel=2
+                )
+                self.failed = True
+                return trainer.run_epoch(data, be.asarray(host_perm))
             self.key = key
-        scal_dev = be.asarray(scal, net.dtype)
-        idx_mat = be.asarray(np.reshape(host_perm[: n_full * bs], (n_full, bs)))
-        costs = torch.empty(n_full, dtype=net.dtype, device=net.device)
-        corrects = torch.empty(n_full, dtype=net.dtype, device=net.device)
-        for b in range(n_full):
-            self.idx.copy_(idx_mat[b])
-            self.scal.copy_(scal_dev[b])
-            self.graph.replay()
-            costs[b] = self.cost
-            if self.correct is not None:
-                corrects[b] = self.correct
-        trainer.opt_state = rebuild_state(state, state_arrays(state), n_full)
-        trainer.step += n_full
-        out_costs, out_corrects = [costs], [corrects]
+        out_costs, out_corrects = [], []
+        if n_full:
+            self._adopt_static()
+            state = trainer.opt_state
+            scal_dev = be.asarray(scal, net.dtype)
+            idx_mat = be.asarray(np.reshape(host_perm[: n_full * bs], (n_full, bs)))
+            costs = torch.empty(n_full, dtype=net.dtype, device=net.device)
+            corrects = torch.empty(n_full, dtype=net.dtype, device=net.device)
+            for b in range(n_full):
+                self.idx.copy_(idx_mat[b])
+                self.scal.copy_(scal_dev[b])
+                self.graph.replay()
+                costs[b] = self.cost
+                if self.correct is not None:
+                    corrects[b] = self.correct
+            trainer.opt_state = rebuild_state(state, self.arrays, n_full)
+            trainer.step += n_full
+            out_costs.append(costs)
+            out_corrects.append(corrects)
         if rest:
             idx = be.asarray(host_perm[n_full * bs :])
             cost, _, out = trainer.train_step(
@@ -398,18 +433,6 @@ def _structure(state: Any) -> Any:
     return (tuple(state.shape), str(state.dtype))
 
 
-def _compiler_of(be: Any) -> str | None:
-    method = getattr(be, "compiler", None)
-    if method is not None:
-        return method()  # type: ignore[no-any-return]
-    # TODO(backends): until the protocol carries it
-    if be.name == "jax":
-        return "jax"
-    if be.name == "torch" and str(be.device).startswith("cuda"):
-        return "torch-cuda-graph"
-    return None
-
-
 def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
     """A compiled runner for the trainer's backend, or False to run eagerly.
 
@@ -417,7 +440,7 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
     that says why; otherwise such a run stays eager.
     """
     net = trainer.net
-    runner_type = _compiler_of(net.backend)
+    runner_type = net.backend.compiler()
     reason = None
     if runner_type is None:
         reason = f"the {net.backend.name} backend on {net.device!s} has no compiled step"

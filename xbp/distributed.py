@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -459,8 +460,11 @@ def abort_all(message: str, comm: Any = None) -> NoReturn:
         file=sys.stderr,
         flush=True,
     )
+    sys.stdout.flush()
     comm.Abort(1)
-    raise SystemExit(1)  # Abort does not return; for an MPI that lets it
+    # MPICH's Abort may return before the process manager's kill arrives: end this
+    # process now, so that it does nothing more (the others are being killed)
+    os._exit(1)
 
 
 def abort_on_error(comm: Any, exc: BaseException) -> None:

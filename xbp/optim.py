@@ -221,9 +221,9 @@ def clip_by_global_norm(max_norm: float) -> Transform:
         xp = _ns(grads)
         sq = [xp.sum(g[k] * g[k]) for g in grads for k in g]
         norm = xp.sqrt(sum(sq[1:], sq[0]))
-        factor = limit / xp.maximum(
-            norm, xp.asarray(limit, dtype=norm.dtype, device=array_api_compat.device(norm))
-        )
+        # max(norm, limit) without building a device scalar from the host (a CUDA graph
+        # being captured may not copy host memory)
+        factor = limit / xp.clip(norm, min=limit)
         return _scaled(grads, factor, inplace), state
 
     return Transform(lambda p: (), update)
