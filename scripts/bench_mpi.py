@@ -1,15 +1,25 @@
 #!/usr/bin/env python
-"""Communication share of a data-parallel step, and projected scaling.
+"""Communication share of a data-parallel step, blocking and overlapped, and projected scaling.
 
-    mpiexec -n 2 python scripts/bench_mpi.py [--case mid] [--repeat 40]
+    mpiexec -n 2 python scripts/bench_mpi.py [--case mid] [--steps 20] [--rounds 6]
 
-Times, on every rank, the full distributed step (backprop on this rank's share
-+ one Allreduce + SGD update) and, inside it, the gradient exchange (packing
-the flat buffer, the Allreduce, unpacking), and reports the median share of
-communication. Each rank uses one BLAS thread
-so that ranks do not fight over cores. The scaling table is a projection from
-the measured numbers (compute shrinks as 1/N, a ring Allreduce moves
-2 (N-1)/N of the buffer), not a measurement.
+Times, on every rank, three kinds of step on this rank's share of one global
+batch, taking turns in rounds (so that load from other processes falls on all
+three alike):
+
+* ``compute``: backprop on the share + SGD update, no exchange (what the step
+  would cost if communication were free);
+* ``blocking``: the same plus one exchange of every gradient and the loss
+  after the backward pass (``MPIStrategy(overlap=False)``);
+* ``overlapped``: the exchange started bucket by bucket during the backward
+  pass (``MPIStrategy()``, the default).
+
+The communication *not hidden* behind compute is ``step - compute``; the share
+is that over the step. Every step starts after a barrier; a rank's median is
+taken, then the slowest rank's. Each rank uses one BLAS thread so that ranks do
+not fight over cores. The scaling table is a projection from the overlapped
+numbers (compute shrinks as 1/N, a ring Allreduce moves 2 (N-1)/N of the
+buffer), not a measurement.
 """
 
 import os
@@ -26,89 +36,115 @@ from mpi4py import MPI  # noqa: E402
 
 import xbp  # noqa: E402
 from xbp.bench import CASES, case_data  # noqa: E402
-from xbp.distributed import MPIStrategy  # noqa: E402
+from xbp.distributed import BUCKET_BYTES, MPIStrategy  # noqa: E402
+from xbp.strategy import LocalStrategy  # noqa: E402
 
 
 class TimedMPIStrategy(MPIStrategy):
-    """MPIStrategy that times the gradient exchange apart from the wait for the slower rank."""
+    """MPIStrategy that adds up the time spent in its exchange calls during a step."""
 
-    def __init__(self, comm) -> None:
-        super().__init__(comm)
-        self.comm_t: list[float] = []
-        self.wait_t: list[float] = []
+    def __init__(self, comm, **kwargs) -> None:
+        super().__init__(comm, **kwargs)
+        self.inside = 0.0
+
+    def _grad_ready(self, layer, grads):
+        t = time.perf_counter()
+        super()._grad_ready(layer, grads)
+        self.inside += time.perf_counter() - t
 
     def reduce_grads(self, cost, grads):
         t = time.perf_counter()
-        self.comm.Barrier()
-        t1 = time.perf_counter()
         out = super().reduce_grads(cost, grads)
-        self.comm_t.append(time.perf_counter() - t1)
-        self.wait_t.append(t1 - t)
+        self.inside += time.perf_counter() - t
         return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--case", default="mid")
-    p.add_argument("--repeat", type=int, default=40)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per kind and round")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--bucket-bytes", type=int, default=BUCKET_BYTES)
     args = p.parse_args()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     case = CASES[args.case]
-    net = xbp.mlp(
-        case["sizes"],
-        activation=case["act"],
-        output=case["out"],
-        loss=case["loss"],
-        dtype=case["dtype"],
-        seed=0,
-    )
     x, y = case_data(case)
-    strategy = TimedMPIStrategy(comm)
+
+    def trainer(strategy):
+        net = xbp.mlp(
+            case["sizes"],
+            activation=case["act"],
+            output=case["out"],
+            loss=case["loss"],
+            dtype=case["dtype"],
+            seed=0,
+        )
+        options = xbp.TrainOptions(
+            optimizer=xbp.optim.sgd(0.01), batch_size=len(x), shuffle=False, max_retries=0
+        )
+        t = xbp.Trainer(net, options, strategy=strategy)
+        strategy.setup(net, {"case": args.case})
+        return t
+
+    kinds = {
+        "compute": trainer(LocalStrategy()),
+        "blocking": trainer(TimedMPIStrategy(comm, overlap=False)),
+        "overlapped": trainer(TimedMPIStrategy(comm, bucket_bytes=args.bucket_bytes)),
+    }
+    net = kinds["compute"].net
     xd, yd = net.check_inputs(x), net.check_targets(y, len(x))
-    lo, hi = strategy.share(0, len(x))
+    lo, hi = kinds["blocking"].strategy.share(0, len(x))
     xb, yb = xd[lo:hi, ...], yd[lo:hi, ...]
-    options = xbp.TrainOptions(
-        optimizer=xbp.optim.sgd(0.01), batch_size=len(x), shuffle=False, max_retries=0
-    )
-    trainer = xbp.Trainer(net, options, strategy=strategy)
-    strategy.setup(net, {"case": args.case})
+    step: dict[str, list[float]] = {k: [] for k in kinds}
+    inside: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for kind, t in kinds.items():
+            for _ in range(args.steps):
+                s = t.strategy
+                if isinstance(s, TimedMPIStrategy):
+                    s.inside = 0.0
+                comm.Barrier()
+                t0 = time.perf_counter()
+                t.train_step(xb, yb, len(x))
+                if r:
+                    step[kind].append(time.perf_counter() - t0)
+                    inside[kind].append(getattr(s, "inside", 0.0))
+    med = {k: statistics.median(v) for k, v in step.items()}
+    med_in = {k: statistics.median(v) for k, v in inside.items()}
+    all_med = comm.gather(med)
+    all_in = comm.gather(med_in)
+    if rank != 0:
+        return
+    s = {k: max(m[k] for m in all_med) for k in kinds}
+    c = {k: max(m[k] for m in all_in) for k in kinds}
     n_params = sum(int(np.prod(v.shape)) for p_ in net.params for v in p_.values()) + 1
     itemsize = np.dtype(case["dtype"]).itemsize
-    step = []
-    for _ in range(args.repeat + 3):
-        comm.Barrier()
-        t0 = time.perf_counter()
-        trainer.train_step(xb, yb, len(x))
-        step.append(time.perf_counter() - t0)
-    step, comm_t, wait_t = step[3:], strategy.comm_t[3:], strategy.wait_t[3:]
-    s, c, w = statistics.median(step), statistics.median(comm_t), statistics.median(wait_t)
-    all_s = comm.gather(s)
-    all_c = comm.gather(c)
-    all_w = comm.gather(w)
-    if rank == 0:
-        s, c, w = max(all_s), max(all_c), max(all_w)
-        share = c / s
+    print(
+        f"case {args.case}: {case['sizes']}, global batch {len(x)}, {case['dtype']}, "
+        f"{size} ranks, exchange {n_params * itemsize / 2**20:.2f} MiB, "
+        f"buckets of {args.bucket_bytes / 2**20:g} MiB; medians of {args.rounds} x {args.steps} "
+        "steps, slowest rank"
+    )
+    print(f"{'':12s} {'step ms':>8s} {'in exchange ms':>15s} {'not hidden ms':>14s} {'share':>6s}")
+    for k in kinds:
+        exposed = s[k] - s["compute"]
         print(
-            f"case {args.case}: {case['sizes']}, global batch {len(x)}, {case['dtype']}, "
-            f"{size} ranks, buffer {n_params * itemsize / 2**20:.2f} MiB"
+            f"{k:12s} {s[k] * 1e3:8.2f} {c[k] * 1e3:15.2f} {exposed * 1e3:14.2f} "
+            f"{100 * exposed / s[k]:5.1f}%"
         )
+    compute = s["compute"]
+    exposed = max(s["overlapped"] - compute, 0.0)
+    one_rank = compute * size  # the whole batch on one rank
+    print("\nprojected from the overlapped step (not measured): N ranks, same global batch")
+    print(" N   step ms   comm ms   comm %   speed-up")
+    for n in (1, 2, 4, 8, 16):
+        comm_n = 0.0 if n == 1 else exposed * (2 * (n - 1) / n) / (2 * (size - 1) / size)
+        step_n = one_rank / n + comm_n
         print(
-            f"median step {s * 1e3:.2f} ms, of which gradient exchange {c * 1e3:.2f} ms "
-            f"({100 * share:.1f}% communication); waiting for the slower rank "
-            f"{w * 1e3:.2f} ms ({100 * w / s:.1f}%)"
+            f"{n:2d} {step_n * 1e3:9.2f} {comm_n * 1e3:9.2f} {100 * comm_n / step_n:7.1f}% "
+            f"{one_rank / step_n:9.2f}x"
         )
-        compute = s - c - w
-        one_rank = compute * size  # the whole batch on one rank
-        print("\nprojected (not measured): N ranks, same global batch")
-        print(" N   step ms   comm ms   comm %   speed-up")
-        for n in (1, 2, 4, 8, 16):
-            comm_n = 0.0 if n == 1 else c * (2 * (n - 1) / n) / (2 * (size - 1) / size)
-            step_n = one_rank / n + comm_n
-            print(
-                f"{n:2d} {step_n * 1e3:9.2f} {comm_n * 1e3:9.2f} {100 * comm_n / step_n:7.1f}% "
-                f"{one_rank / step_n:9.2f}x"
-            )
 
 
 if __name__ == "__main__":

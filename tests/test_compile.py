@@ -197,3 +197,85 @@ def test_torch_cuda_graph_step_equals_eager() -> None:
         eager, _ = _train(be, False, optimizer=opt())
         comp, _ = _train(be, True, optimizer=opt())
         assert _max_rel(eager, comp) <= 1e-12
+
+
+@pytest.fixture
+def fake_capture(monkeypatch: pytest.MonkeyPatch) -> xbp.Backend:
+    """torch on the CPU posing as a capturing device: ``capture`` runs the step as
+    warm-up and "records" it; each replay runs it again and leaves the results in the
+    recorded output buffers, as a CUDA graph does. This runs the captured-epoch logic
+    (static buffers, re-adoption of replaced weights, eager short batch) without a GPU."""
+    be = backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    lib = type(be.library)
+
+    def capture(self: Any, step: Any, device: Any) -> tuple[Any, Any]:
+        step()  # warm-up
+        outputs = step()  # the recording: a real capture would not execute it
+
+        def replay() -> None:
+            for out, new in zip(outputs, step()):
+                if out is not None:
+                    out[...] = new
+
+        return replay, outputs
+
+    monkeypatch.setattr(lib, "compiler", lambda self, device: "capture")
+    monkeypatch.setattr(lib, "capture", capture)
+    return be
+
+
+@pytest.mark.parametrize("name", ["sgd-cosine-warmup", "adam", "rmsprop-clip", "nesterov"])
+def test_captured_steps_equal_eager_steps(fake_capture: xbp.Backend, name: str) -> None:
+    eager, h1 = _train(fake_capture, False, epochs=3, optimizer=OPTIMIZERS[name]())
+    comp, h2 = _train(fake_capture, True, epochs=3, optimizer=OPTIMIZERS[name]())
+    assert _max_rel(eager, comp) <= 1e-12
+    assert np.allclose(h1["loss"], h2["loss"], rtol=1e-12, atol=0)
+
+
+def test_captured_steps_follow_weights_replaced_between_epochs(
+    fake_capture: xbp.Backend,
+) -> None:
+    # early stopping restores the best weights (new arrays) at the end, and resume /
+    # divergence replay replace them between epochs: the static buffers must follow
+    def run(compile: bool) -> tuple[Any, Any]:
+        stop = xbp.EarlyStopping(patience=1, monitor="val_loss")
+        return _train(
+            fake_capture,
+            compile,
+            epochs=30,
+            optimizer=optim.sgd(2.0),
+            validation_split=0.3,
+            callbacks=[stop],
+        )
+
+    eager, h1 = run(False)
+    comp, h2 = run(True)
+    assert h1.stopped_early and len(h1) == len(h2)
+    assert _max_rel(eager, comp) <= 1e-12
+
+
+def test_captured_steps_retry_a_diverged_epoch_from_restored_weights(
+    fake_capture: xbp.Backend,
+) -> None:
+    # the retried epoch starts from restored copies of the weights: new arrays that the
+    # captured step must adopt into its static buffers
+    x, _ = _data()
+    target = (x @ np.arange(5.0))[:, None]
+    nets = []
+    for compile in (False, True):
+        net = xbp.mlp([5, 16, 1], activation="identity", loss="quadratic", backend=fake_capture)
+        hist = xbp.fit(
+            net,
+            x,
+            target,
+            epochs=1,
+            batch_size=16,
+            optimizer=optim.sgd(1e6),
+            on_divergence="halve",
+            max_retries=40,
+            progress=False,
+            compile=compile,
+        )
+        assert hist.diverged
+        nets.append(net)
+    assert _max_rel(nets[0], nets[1]) <= 1e-12

@@ -10,6 +10,7 @@ from .backend import (
     backend,
     default_backend,
 )
+from .checkpoint import ModelCheckpoint
 from .errors import (
     BackendUnavailableError,
     DivergenceError,
@@ -24,7 +25,6 @@ from .gradcheck import gradcheck
 from .init import INITS
 from .io import Checkpoint, load, load_checkpoint, save
 from .losses import LOSSES
-from .checkpoint import ModelCheckpoint
 from .network import Dense, Network, StepResult, mlp
 from .run import evaluate, fit, predict_classes
 from .strategy import LocalStrategy, Strategy

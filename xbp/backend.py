@@ -132,8 +132,21 @@ class Backend:
         return self.library.mpi_device_buffers(cuda_aware)
 
     def compiler(self) -> str | None:
-        """The whole-epoch compiler for this device (``"jax"``, ``"torch-cuda-graph"``) or None."""
+        """How a training step compiles on this device: ``"trace"`` (JAX: jit + scan),
+        ``"capture"`` (torch on CUDA: a CUDA graph) or None (eager)."""
         return self.library.compiler(self.device)
+
+    def jit(self, fn: Any, donate_argnums: tuple[int, ...] = ()) -> Any:
+        """``fn`` traced and compiled by the library (``compiler() == "trace"``)."""
+        return self.library.jit(fn, donate_argnums, self.device)
+
+    def scan(self, body: Any, carry: Any, xs: Any) -> Any:
+        """A loop over the leading axis of ``xs`` inside a traced function."""
+        return self.library.scan(body, carry, xs)
+
+    def capture(self, step: Any) -> tuple[Any, Any]:
+        """``(replay, outputs)`` of ``step`` recorded once (``compiler() == "capture"``)."""
+        return self.library.capture(step, self.device)
 
     # -- dtypes --------------------------------------------------------
     def dtype(self, spec: Any, *, argument: str = "dtype") -> Any:

@@ -167,25 +167,21 @@ def _cached(key: Any, build: Callable[[], Any]) -> Any:
     return fn
 
 
-class JaxEpochRunner(EpochRunner):
-    """``jax.jit`` + ``lax.scan`` over the full batches of an epoch; the short one apart."""
+class TracedEpochRunner(EpochRunner):
+    """A traced epoch (JAX: ``jax.jit`` of ``lax.scan`` over the full batches); the
+    short last batch is its own traced step."""
 
     def __init__(self, trainer: Any) -> None:
-        import jax
-
-        self.jax = jax
         self.trainer = trainer
-        net = trainer.net
-        self.donate = net.device.platform != "cpu"  # the CPU client cannot reuse donated buffers
 
     def _functions(self, scale_updates: bool) -> tuple[Any, Any]:
-        jax = self.jax
         trainer = self.trainer
+        be = trainer.net.backend
         net, optimizer = trainer.net, trainer.optimizer
         template = trainer.opt_state
         xp = net.xp
         key = (
-            "jax",
+            be.name,
             repr([net.config()[k] for k in ("layers", "loss", "dtype")]),  # not seed/init
             str(net.device),
             repr(optimizer.config()),
@@ -216,7 +212,7 @@ class JaxEpochRunner(EpochRunner):
                     p, a, cost, correct = one(p, a, x, y, labels, idx, scal, n_total)
                     return (p, a), (cost, correct)
 
-                (params, arrays), (costs, corrects) = jax.lax.scan(
+                (params, arrays), (costs, corrects) = be.scan(
                     body, (params, arrays), (idx_mat, scal_mat)
                 )
                 return params, arrays, costs, corrects
@@ -224,11 +220,8 @@ class JaxEpochRunner(EpochRunner):
             def last(params, arrays, x, y, labels, idx, scal):  # type: ignore[no-untyped-def]
                 return one(params, arrays, x, y, labels, idx, scal, idx.shape[0])
 
-            donate = (0, 1) if self.donate else ()
-            return (
-                jax.jit(epoch, donate_argnums=donate),
-                jax.jit(last, donate_argnums=donate),
-            )
+            # parameters and optimizer state are donated: the device may update in place
+            return be.jit(epoch, (0, 1)), be.jit(last, (0, 1))
 
         return _cached(key, build)  # type: ignore[no-any-return]
 
@@ -271,8 +264,8 @@ class JaxEpochRunner(EpochRunner):
         }
 
 
-class TorchGraphRunner(EpochRunner):
-    """torch on CUDA: the full-batch step captured once as a CUDA graph and replayed.
+class CapturedEpochRunner(EpochRunner):
+    """A captured step (torch on CUDA: a CUDA graph) replayed for every full batch.
 
     The parameters and optimizer state are the graph's static buffers (updated
     in place, as in the eager loop); each replay reads the batch's row
@@ -284,11 +277,8 @@ class TorchGraphRunner(EpochRunner):
     """
 
     def __init__(self, trainer: Any) -> None:
-        import torch
-
-        self.torch = torch
         self.trainer = trainer
-        self.graph: Any = None
+        self.replay: Any = None
         self.key: Any = None
         self.required = trainer.options.compile is True
         self.failed = False
@@ -299,27 +289,26 @@ class TorchGraphRunner(EpochRunner):
         for p, q in zip(self.params, trainer.net.params):
             for k in p:
                 if p[k] is not q[k]:
-                    p[k].copy_(q[k])
+                    p[k][...] = q[k]
         for a, b in zip(self.arrays, state_arrays(trainer.opt_state)):
             if a is not b:
-                a.copy_(b)
+                a[...] = b
         trainer.net.adopt_params(self.params)
         trainer.opt_state = rebuild_state(trainer.opt_state, self.arrays)
 
     def _capture(self, data: Any, scale_updates: bool, k: int) -> None:
-        torch = self.torch
         trainer = self.trainer
         net, optimizer = trainer.net, trainer.optimizer
         xp = net.xp
         bs = trainer.options.batch_size
         dev = net.device
-        self.idx = torch.zeros(bs, dtype=torch.int64, device=dev)
-        self.scal = torch.zeros(k, dtype=net.dtype, device=dev)
+        self.idx = xp.zeros(bs, dtype=xp.int64, device=dev)
+        self.scal = xp.zeros(k, dtype=net.dtype, device=dev)
         template = trainer.opt_state
         self.params = params = [dict(p) for p in net.params]
         self.arrays = arrays = state_arrays(template)
-        saved_p = [{n: v.clone() for n, v in p.items()} for p in params]
-        saved_a = [a.clone() for a in arrays]
+        saved_p = [{n: xp.asarray(v, copy=True) for n, v in p.items()} for p in params]
+        saved_a = [xp.asarray(a, copy=True) for a in arrays]
 
         def step() -> tuple[Any, Any]:
             xb = xp.take(data.x, self.idx, axis=0)
@@ -331,10 +320,10 @@ class TorchGraphRunner(EpochRunner):
             for p, q in zip(params, new_params):
                 for n in p:
                     if q[n] is not p[n]:
-                        p[n].copy_(q[n])
+                        p[n][...] = q[n]
             for a, b in zip(arrays, new_arrays):
                 if b is not a:
-                    a.copy_(b)
+                    a[...] = b
             correct = (
                 count_correct(xp, out, xp.take(data.labels, self.idx, axis=0))
                 if data.labels is not None
@@ -343,46 +332,37 @@ class TorchGraphRunner(EpochRunner):
             return cost * bs, correct
 
         try:
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up on a side stream, as capture requires
-                    step()
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.cost, self.correct = step()
+            replay, (self.cost, self.correct) = net.backend.capture(step)
         finally:
             # the warm-up steps changed the weights: put back the values from before
             for p, q in zip(params, saved_p):
                 for n in p:
-                    p[n].copy_(q[n])
+                    p[n][...] = q[n]
             for a, b in zip(arrays, saved_a):
-                a.copy_(b)
-        self.graph = graph
+                a[...] = b
+        self.replay = replay
 
     def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
         trainer = self.trainer
         if self.failed:
             return trainer.run_epoch(data, trainer.net.backend.asarray(host_perm))
-        torch = self.torch
         net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
         bs = trainer.options.batch_size
         n_full, rest = divmod(data.n, bs)
         scale_updates = trainer.lr_scale != 1.0
         scal = step_scalars(trainer.optimizer, trainer.opt_state, n_full, trainer.lr_scale)
         key = (scale_updates, scal.shape[1], id(data))
-        if n_full and (self.graph is None or self.key != key):
+        if n_full and (self.replay is None or self.key != key):
             try:
                 self._capture(data, scale_updates, scal.shape[1])
             except Exception as exc:  # e.g. an operation CUDA graphs cannot record
                 if self.required:
                     raise XbpValueError(
-                        f"compile=True: the CUDA graph capture of the step failed ({exc}); "
+                        f"compile=True: the capture of the step failed ({exc}); "
                         "use compile=None or False"
                     ) from None
                 warnings.warn(
-                    f"xbp: running eagerly, the CUDA graph capture failed: {exc}", stacklevel=2
+                    f"xbp: running eagerly, the capture of the step failed: {exc}", stacklevel=2
                 )
                 self.failed = True
                 return trainer.run_epoch(data, be.asarray(host_perm))
@@ -393,12 +373,13 @@ class TorchGraphRunner(EpochRunner):
             state = trainer.opt_state
             scal_dev = be.asarray(scal, net.dtype)
             idx_mat = be.asarray(np.reshape(host_perm[: n_full * bs], (n_full, bs)))
-            costs = torch.empty(n_full, dtype=net.dtype, device=net.device)
-            corrects = torch.empty(n_full, dtype=net.dtype, device=net.device)
+            costs = xp.empty(n_full, dtype=net.dtype, device=net.device)
+            corrects = xp.empty(n_full, dtype=net.dtype, device=net.device)
             for b in range(n_full):
-                self.idx.copy_(idx_mat[b])
-                self.scal.copy_(scal_dev[b])
-                self.graph.replay()
+                # the static inputs are written in place, the recorded kernels read them
+                self.idx[...] = idx_mat[b, ...]
+                self.scal[...] = scal_dev[b, ...]
+                self.replay()
                 costs[b] = self.cost
                 if self.correct is not None:
                     corrects[b] = self.correct
@@ -453,7 +434,7 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
                 "compile=False"
             )
         return False
-    kind = {"jax": JaxEpochRunner, "torch-cuda-graph": TorchGraphRunner}[runner_type]
+    kind = {"trace": TracedEpochRunner, "capture": CapturedEpochRunner}[runner_type]
     try:
         return kind(trainer)
     except Exception as exc:  # a library too old or a driver problem: say it, run eagerly

@@ -373,9 +373,7 @@ class _BaseMLP(BaseEstimator):
         if saved is not None:
             cfg = saved["config"]
             try:
-                be = resolve_backend(
-                    saved["backend"], None if saved["backend"] == "numpy" else saved["device"]
-                )
+                be = resolve_backend(saved["backend"], saved["device"])
             except XbpValueError:
                 be = resolve_backend("numpy")
                 self._host = True

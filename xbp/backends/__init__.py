@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
@@ -185,8 +186,30 @@ class Library(abc.ABC):
         return None
 
     def compiler(self, device: Any) -> str | None:
-        """The whole-epoch compiler for ``device`` (e.g. ``"jax"``), or None to run eagerly."""
+        """How a training step compiles on ``device``, or None to run eagerly.
+
+        ``"trace"``: the library traces a function of arrays once and runs it
+        compiled (:meth:`jit`, :meth:`scan`); ``"capture"``: it records the
+        kernels of one step and replays them (:meth:`capture`).
+        """
         return None
+
+    def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...], device: Any) -> Any:
+        """``fn`` compiled once per input shape (``"trace"`` libraries); the arguments
+        ``donate_argnums`` may be consumed where the device can reuse their buffers."""
+        raise NotImplementedError(f"{self.name} does not trace functions")
+
+    def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any) -> Any:
+        """``(carry, stacked ys)`` of ``body(carry, x)`` over the leading axis of ``xs``,
+        inside a traced function (``"trace"`` libraries)."""
+        raise NotImplementedError(f"{self.name} does not trace loops")
+
+    def capture(self, step: Callable[[], Any], device: Any) -> tuple[Callable[[], None], Any]:
+        """Record ``step`` (which reads and writes only fixed buffers) after a warm-up,
+        and return ``(replay, outputs)``: ``replay()`` runs the recorded kernels again
+        and leaves the results in ``outputs`` (``"capture"`` libraries). The warm-up
+        runs ``step`` too: the caller restores what it changed."""
+        raise NotImplementedError(f"{self.name} does not capture steps")
 
     # -- arrays and devices --------------------------------------------
     @abc.abstractmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -56,7 +57,19 @@ class JaxLibrary(Library):
         jax.config.update("jax_enable_x64", True)
 
     def compiler(self, device: Any) -> str | None:
-        return "jax"  # jax.jit + lax.scan over the epoch
+        return "trace"  # jax.jit + lax.scan over the epoch
+
+    def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...], device: Any) -> Any:
+        import jax
+
+        # the CPU client cannot reuse donated buffers (and warns): donate on accelerators only
+        donate = donate_argnums if device.platform != "cpu" else ()
+        return jax.jit(fn, donate_argnums=donate)
+
+    def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any) -> Any:
+        import jax
+
+        return jax.lax.scan(body, carry, xs)
 
     def owns_namespace(self, xp: Any) -> bool:
         return bool(array_api_compat.is_jax_namespace(xp))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -35,7 +36,21 @@ class TorchLibrary(Library):
 
     def compiler(self, device: Any) -> str | None:
         # CUDA graphs replay a captured step; on the CPU there is nothing to capture
-        return "torch-cuda-graph" if device.type == "cuda" else None
+        return "capture" if device.type == "cuda" else None
+
+    def capture(self, step: Callable[[], Any], device: Any) -> tuple[Callable[[], None], Any]:
+        import torch
+
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up on a side stream, as capture requires
+                step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = step()
+        return graph.replay, outputs
 
     def owns_namespace(self, xp: Any) -> bool:
         return bool(array_api_compat.is_torch_namespace(xp))
