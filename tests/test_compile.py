@@ -109,7 +109,7 @@ def test_compilation_is_reused_by_later_fit_calls(
     xbp_compile._CACHE.clear()
     _train(jax_backend, True, epochs=2)
     first = len(traces)
-    assert first == 2  # the scanned full-batch step and the short last step
+    assert first == 2  # the scanned full-batch step and the short last step, traced once
     _train(jax_backend, True, epochs=3)  # a new network of the same structure
     assert len(traces) == first
 

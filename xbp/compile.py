@@ -168,17 +168,18 @@ def _cached(key: Any, build: Callable[[], Any]) -> Any:
 
 
 class TracedEpochRunner(EpochRunner):
-    """A traced epoch (JAX: ``jax.jit`` of ``lax.scan`` over the full batches); the
-    short last batch is its own traced step."""
+    """A traced epoch (JAX: ``jax.jit`` of ``lax.scan`` over the full batches, then the
+    short last batch as its own step, in one compiled function and one dispatch)."""
 
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
 
-    def _functions(self, scale_updates: bool) -> tuple[Any, Any]:
+    def _function(self, scale_updates: bool) -> Any:
         trainer = self.trainer
         be = trainer.net.backend
         net, optimizer = trainer.net, trainer.optimizer
         template = trainer.opt_state
+        bs = trainer.options.batch_size
         xp = net.xp
         key = (
             be.name,
@@ -187,10 +188,12 @@ class TracedEpochRunner(EpochRunner):
             repr(optimizer.config()),
             repr(_structure(template)),
             scale_updates,
+            bs,
         )
 
-        def build() -> tuple[Any, Any]:
-            def one(params, arrays, x, y, labels, idx, scal, n_total):  # type: ignore[no-untyped-def]
+        def build() -> Any:
+            def one(params, arrays, x, y, labels, idx, scal):  # type: ignore[no-untyped-def]
+                n_total = idx.shape[0]
                 xb = xp.take(x, idx, axis=0)
                 yb = xp.take(y, idx, axis=0)
                 params, arrays, cost, out = pure_step(
@@ -203,65 +206,55 @@ class TracedEpochRunner(EpochRunner):
                 )
                 return params, arrays, cost * n_total, correct
 
-            def epoch(params, arrays, x, y, labels, idx_mat, scal_mat):  # type: ignore[no-untyped-def]
-                n_total = idx_mat.shape[1]
+            def epoch(params, arrays, x, y, labels, perm, scal):  # type: ignore[no-untyped-def]
+                n_full, rest = divmod(perm.shape[0], bs)
+                costs, corrects = [], []
+                if n_full:
+                    idx_mat = xp.reshape(perm[: n_full * bs], (n_full, bs))
 
-                def body(carry, inp):  # type: ignore[no-untyped-def]
-                    p, a = carry
-                    idx, scal = inp
-                    p, a, cost, correct = one(p, a, x, y, labels, idx, scal, n_total)
-                    return (p, a), (cost, correct)
+                    def body(carry, inp):  # type: ignore[no-untyped-def]
+                        p, a = carry
+                        p, a, cost, correct = one(p, a, x, y, labels, inp[0], inp[1])
+                        return (p, a), (cost, correct)
 
-                (params, arrays), (costs, corrects) = be.scan(
-                    body, (params, arrays), (idx_mat, scal_mat)
-                )
-                return params, arrays, costs, corrects
-
-            def last(params, arrays, x, y, labels, idx, scal):  # type: ignore[no-untyped-def]
-                return one(params, arrays, x, y, labels, idx, scal, idx.shape[0])
+                    (params, arrays), (c, k) = be.scan(
+                        body, (params, arrays), (idx_mat, scal[:n_full, ...])
+                    )
+                    costs.append(c)
+                    corrects.append(k)
+                if rest:
+                    params, arrays, c, k = one(
+                        params, arrays, x, y, labels, perm[n_full * bs :], scal[n_full, ...]
+                    )
+                    costs.append(xp.reshape(c, (1,)))
+                    corrects.append(xp.reshape(k, (1,)))
+                return params, arrays, xp.concat(costs), xp.concat(corrects)
 
             # parameters and optimizer state are donated: the device may update in place
-            return be.jit(epoch, (0, 1)), be.jit(last, (0, 1))
+            return be.jit(epoch, (0, 1))
 
-        return _cached(key, build)  # type: ignore[no-any-return]
+        return _cached(key, build)
 
     def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
         trainer = self.trainer
-        net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
-        bs = trainer.options.batch_size
-        n_full, rest = divmod(data.n, bs)
-        n_steps = n_full + (1 if rest else 0)
-        scale_updates = trainer.lr_scale != 1.0
-        epoch_fn, last_fn = self._functions(scale_updates)
+        net, be = trainer.net, trainer.net.backend
+        n_steps = -(-data.n // trainer.options.batch_size)
+        epoch_fn = self._function(trainer.lr_scale != 1.0)
         state = trainer.opt_state
         scal = step_scalars(trainer.optimizer, state, n_steps, trainer.lr_scale)
-        scal_dev = be.asarray(scal, net.dtype)
-        params = [dict(p) for p in net.params]
-        arrays = state_arrays(state)
-        costs, corrects = [], []
-        if n_full:
-            idx_mat = be.asarray(np.reshape(host_perm[: n_full * bs], (n_full, bs)))
-            params, arrays, c, k = epoch_fn(
-                params, arrays, data.x, data.y, data.labels, idx_mat, scal_dev[:n_full, ...]
-            )
-            costs.append(c)
-            corrects.append(k)
-        if rest:
-            idx = be.asarray(host_perm[n_full * bs :])
-            params, arrays, c, k = last_fn(
-                params, arrays, data.x, data.y, data.labels, idx, scal_dev[n_full, ...]
-            )
-            costs.append(xp.reshape(c, (1,)))
-            corrects.append(xp.reshape(k, (1,)))
+        params, arrays, costs, corrects = epoch_fn(
+            [dict(p) for p in net.params],
+            state_arrays(state),
+            data.x,
+            data.y,
+            data.labels,
+            be.asarray(host_perm),
+            be.asarray(scal, net.dtype),
+        )
         net.adopt_params(params)
         trainer.opt_state = rebuild_state(state, arrays, n_steps)
         trainer.step += n_steps
-        return {
-            "costs": xp.concat(costs) if len(costs) > 1 else costs[0],
-            "corrects": None
-            if data.labels is None
-            else (xp.concat(corrects) if len(corrects) > 1 else corrects[0]),
-        }
+        return {"costs": costs, "corrects": None if data.labels is None else corrects}
 
 
 class CapturedEpochRunner(EpochRunner):
