@@ -585,8 +585,12 @@ class TestCommandLine:
 
     def test_jax_float64_works_from_the_cli(self, tmp_path: Path) -> None:
         backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
-        rc, out, err = run("train", *FAST, "--backend", "jax", "--dtype", "float64", "--quiet")
+        rc, out, err = run("train", "--data", "xor", "--layers", "2", "--epochs", "1",
+                           "--batch-size", "4", "--val-split", "0", "--test-split", "0",
+                           "--loss", "quadratic", "--backend", "jax", "--dtype", "float64",
+                           "--compile", "off", "--save", tmp_path / "m.npz", "--quiet")  # fmt: skip
         assert rc == 0, err
+        assert xbp.load(tmp_path / "m.npz").config()["dtype"] == "float64"
 
     def test_compile_flag_reaches_fit(self, monkeypatch) -> None:
         seen = []

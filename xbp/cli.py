@@ -1598,7 +1598,21 @@ def _quiet_broken_pipe() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``xbp`` command; returns the exit status (2 for a user error)."""
+    """Run one ``xbp`` command; returns the exit status (2 for a user error).
+
+    Under ``--distributed`` the whole command, argument parsing included, runs
+    through :func:`xbp.distributed.run_collectively`: a failure on one rank
+    (a bad flag, missing data, an error after training) ends every rank.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "--distributed" in words:
+        from .distributed import run_collectively
+
+        return run_collectively(_main, words)
+    return _main(words)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -23,6 +23,7 @@ device array, so a schedule never forces a recompilation.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -105,6 +106,52 @@ def step_scalars(optimizer: Optimizer, state: Any, n_steps: int, lr_scale: float
     return np.array(rows, dtype=np.float64)
 
 
+def pure_gradients(
+    net: Network,
+    optimizer: Optimizer,
+    template: Any,
+    params: Params,
+    xb: Any,
+    yb: Any,
+    n_total: int,
+    scalars: Any,
+) -> tuple[Any, Params, Any]:
+    """The first half of a step: cost, gradients and output (:meth:`Network.value_and_grad`).
+
+    For plain SGD the "gradients" are already the updates (``-eta`` folded into
+    the output error, as in the eager loop)."""
+    with no_caches():
+        if optimizer.fused_scale(template) is not None:
+            return net.value_and_grad(xb, yb, params=params, n_total=n_total, grad_scale=scalars[0])
+        return net.value_and_grad(xb, yb, params=params, n_total=n_total)
+
+
+def pure_update(
+    optimizer: Optimizer,
+    template: Any,
+    params: Params,
+    arrays: list[Any],
+    grads: Params,
+    scalars: Any,
+    scale_updates: bool,
+) -> tuple[Params, list[Any]]:
+    """The second half of a step: the optimizer's update, added to the weights."""
+    params = [dict(p) for p in params]  # rebinding entries (JAX) stays local
+    state = rebuild_state(template, list(arrays))
+    if optimizer.fused_scale(template) is not None:
+        updates = grads
+    else:
+        nested, used = _unflatten(optimizer.scalars(template), scalars)
+        updates, state = optimizer.update(grads, state, params, inplace=True, scalars=nested)
+        if scale_updates:
+            lr_scale = scalars[used]
+            updates = [{k: u * lr_scale for k, u in p.items()} for p in updates]
+    for p, u in zip(params, updates):
+        for k in p:
+            p[k] += u[k]  # in place where arrays are writable (captured graphs)
+    return params, state_arrays(state)
+
+
 def pure_step(
     net: Network,
     optimizer: Optimizer,
@@ -120,28 +167,14 @@ def pure_step(
     """One training step as a function of its inputs, for tracing or capture.
 
     The same calls as :meth:`xbp.Trainer.train_step` (value_and_grad, the
-    optimizer's update, apply_updates); ``scalars`` is one row of
-    :func:`step_scalars`. Returns the new parameters, the new optimizer
-    arrays, the cost and the output.
+    optimizer's update, apply_updates), as :func:`pure_gradients` then
+    :func:`pure_update`; ``scalars`` is one row of :func:`step_scalars`.
+    Returns the new parameters, the new optimizer arrays, the cost and the
+    output.
     """
-    params = [dict(p) for p in params]  # rebinding entries (JAX) stays local
-    state = rebuild_state(template, list(arrays))
-    with no_caches():
-        if optimizer.fused_scale(template) is not None:
-            cost, updates, out = net.value_and_grad(
-                xb, yb, params=params, n_total=n_total, grad_scale=scalars[0]
-            )
-        else:
-            cost, grads, out = net.value_and_grad(xb, yb, params=params, n_total=n_total)
-            nested, used = _unflatten(optimizer.scalars(template), scalars)
-            updates, state = optimizer.update(grads, state, params, inplace=True, scalars=nested)
-            if scale_updates:
-                lr_scale = scalars[used]
-                updates = [{k: u * lr_scale for k, u in p.items()} for p in updates]
-        for p, u in zip(params, updates):
-            for k in p:
-                p[k] += u[k]  # in place where arrays are writable (captured graphs)
-    return params, state_arrays(state), cost, out
+    cost, grads, out = pure_gradients(net, optimizer, template, params, xb, yb, n_total, scalars)
+    params, arrays = pure_update(optimizer, template, params, arrays, grads, scalars, scale_updates)
+    return params, arrays, cost, out
 
 
 class EpochRunner:
@@ -255,6 +288,92 @@ class TracedEpochRunner(EpochRunner):
         trainer.opt_state = rebuild_state(state, arrays, n_steps)
         trainer.step += n_steps
         return {"costs": costs, "corrects": None if data.labels is None else corrects}
+
+
+class SteppedEpochRunner(EpochRunner):
+    """Traced halves of every step with the strategy's reduction between them (a
+    data-parallel run: the exchange happens on the host, outside compiled code):
+    compiled gradients, ``Strategy.reduce_grads``, compiled update."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def _functions(self, scale_updates: bool) -> tuple[Any, Any]:
+        trainer = self.trainer
+        net, optimizer = trainer.net, trainer.optimizer
+        be, xp = net.backend, net.xp
+        template = trainer.opt_state
+        key = (
+            "stepped",
+            be.name,
+            repr([net.config()[k] for k in ("layers", "loss", "dtype")]),
+            str(net.device),
+            repr(optimizer.config()),
+            repr(_structure(template)),
+            scale_updates,
+        )
+
+        def build() -> tuple[Any, Any]:
+            def grads(params, x, y, labels, idx, scal, n_total):  # type: ignore[no-untyped-def]
+                xb = xp.take(x, idx, axis=0)
+                yb = xp.take(y, idx, axis=0)
+                cost, g, out = pure_gradients(
+                    net, optimizer, template, params, xb, yb, n_total, scal
+                )
+                correct = (
+                    count_correct(xp, out, xp.take(labels, idx, axis=0))
+                    if labels is not None
+                    else xp.zeros((), dtype=cost.dtype)
+                )
+                return cost, g, correct
+
+            def update(params, arrays, g, scal):  # type: ignore[no-untyped-def]
+                return pure_update(optimizer, template, params, arrays, g, scal, scale_updates)
+
+            per_size: dict[int, Any] = {}  # the divisor is static: one trace per batch size
+
+            def grads_for(*args: Any, n_total: int) -> Any:
+                fn = per_size.get(n_total)
+                if fn is None:
+                    fn = per_size[n_total] = be.jit(functools.partial(grads, n_total=n_total), ())
+                return fn(*args)
+
+            return grads_for, be.jit(update, (0, 1))
+
+        return _cached(key, build)  # type: ignore[no-any-return]
+
+    def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
+        trainer = self.trainer
+        net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
+        strategy = trainer.strategy
+        bs = trainer.options.batch_size
+        starts = range(0, data.n, bs)
+        grads_fn, update_fn = self._functions(trainer.lr_scale != 1.0)
+        state = trainer.opt_state
+        scal = be.asarray(
+            step_scalars(trainer.optimizer, state, len(starts), trainer.lr_scale), net.dtype
+        )
+        params = [dict(p) for p in net.params]
+        arrays = state_arrays(state)
+        costs, corrects = [], []
+        for b, s in enumerate(starts):
+            e = min(s + bs, data.n)
+            lo, hi = strategy.share(s, e)
+            idx = be.asarray(host_perm[lo:hi])
+            cost, g, correct = grads_fn(
+                params, data.x, data.y, data.labels, idx, scal[b, ...], n_total=e - s
+            )
+            cost, g = strategy.reduce_grads(cost, g)
+            params, arrays = update_fn(params, arrays, g, scal[b, ...])
+            costs.append(cost * (e - s))
+            corrects.append(correct)
+        net.adopt_params(params)
+        trainer.opt_state = rebuild_state(state, arrays, len(starts))
+        trainer.step += len(starts)
+        return {
+            "costs": xp.stack(costs),
+            "corrects": None if data.labels is None else xp.stack(corrects),
+        }
 
 
 class CapturedEpochRunner(EpochRunner):
@@ -418,8 +537,8 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
     reason = None
     if runner_type is None:
         reason = f"the {net.backend.name} backend on {net.device!s} has no compiled step"
-    elif trainer.strategy.reduces:
-        reason = "compiled steps do not yet combine gradients across processes (MPI)"
+    elif trainer.strategy.reduces and runner_type != "trace":
+        reason = "captured steps do not combine gradients across processes (MPI) yet"
     if reason is not None or runner_type is None:
         if required:
             raise XbpValueError(
@@ -427,7 +546,10 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
                 "compile=False"
             )
         return False
-    kind = {"trace": TracedEpochRunner, "capture": CapturedEpochRunner}[runner_type]
+    if trainer.strategy.reduces:  # the exchange runs on the host between compiled halves
+        kind: type[EpochRunner] = SteppedEpochRunner
+    else:
+        kind = {"trace": TracedEpochRunner, "capture": CapturedEpochRunner}[runner_type]
     try:
         return kind(trainer)
     except Exception as exc:  # a library too old or a driver problem: say it, run eagerly

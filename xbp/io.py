@@ -58,7 +58,7 @@ def _check_target_dir(path: Path, argument: str) -> Path:
 
 
 def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], argument: str = "path"
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], argument: str = "path"
 ) -> Path:
     """Write through ``write(fileobj)`` into a temporary file, fsync, then replace ``path``.
 

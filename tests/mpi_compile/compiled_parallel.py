@@ -1,0 +1,39 @@
+"""Run under mpiexec: compiled (JAX) data-parallel training; rank 0 writes the weights."""
+
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+
+import xbp  # noqa: E402
+
+out, opt_name, parallel = sys.argv[1], sys.argv[2], sys.argv[3] == "parallel"
+rng = np.random.default_rng(0)
+x = rng.normal(size=(61, 5))  # 61 rows, batches of 16: uneven shares and a short batch
+y = (x[:, 0] * x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 0.5)
+net = xbp.mlp([5, 7, 3], activation="tanh", loss="cross_entropy", backend="jax", seed=1)
+comm = None
+if parallel:  # compiled on every rank; the reference is one eager process
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+opt = xbp.optim.adam(0.02) if opt_name == "adam" else xbp.optim.sgd(0.3)
+hist = xbp.fit(
+    net,
+    x,
+    y,
+    epochs=3,
+    batch_size=16,
+    optimizer=opt,
+    seed=2,
+    progress=False,
+    compile=parallel,
+    comm=comm,
+)
+if comm is None or comm.Get_rank() == 0:
+    arrays = {f"{i}{k}": v for i, p in enumerate(net.host_params()) for k, v in p.items()}
+    arrays["loss"] = np.array(hist["loss"])
+    np.savez(out, **arrays)

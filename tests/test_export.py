@@ -1,0 +1,282 @@
+"""ONNX export: onnxruntime predicts what xbp predicts, for every activation and loss.
+
+Tests that run a model need ``onnx`` and ``onnxruntime`` (``pip install 'xbp[onnx]'``)
+and are skipped without them; the missing-package error is tested either way.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import backend_or_skip, required_backends
+
+import xbp
+from xbp import export
+from xbp.errors import XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+
+HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "softplus", "identity"]
+# every (loss, output activation) pair xbp accepts
+PAIRS = [("quadratic", act) for act in HIDDEN] + [
+    ("cross_entropy", "softmax"),
+    ("binary_cross_entropy", "sigmoid"),
+]
+# numpy and a second library: the export reads weights through host_params on any backend
+BACKENDS = [("numpy", "numpy", None), ("torch-cpu", "torch", "cpu"), ("jax-cpu", "jax", "cpu")]
+# onnxruntime against xbp: float32 as the issue asks; float64 to about what the
+# float32 LeakyRelu alpha attribute allows (0.01 rounded to float32: 2e-8 relative)
+TOL = {"float32": 1e-5, "float64": 1e-7}
+
+
+@pytest.fixture
+def ort() -> Any:
+    pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install 'xbp[onnx]'")
+    return pytest.importorskip(
+        "onnxruntime", reason="running exported models needs onnxruntime: pip install 'xbp[onnx]'"
+    )
+
+
+@pytest.fixture(params=BACKENDS, ids=[b[0] for b in BACKENDS])
+def trained_on(request: pytest.FixtureRequest) -> xbp.Backend:
+    test_id, name, device = request.param
+    return backend_or_skip(test_id, name, device, required_backends())
+
+
+def _data(loss: str, n_out: int, n: int = 96, n_in: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, n_in))
+    score = x @ rng.normal(size=(n_in, n_out))
+    if loss == "cross_entropy":
+        return x, np.argmax(score, axis=1)
+    if loss == "binary_cross_entropy":
+        return x, (score > 0).astype(np.float64)
+    return x, 1 / (1 + np.exp(-score))  # in (0, 1): a target every output can reach
+
+
+def _probe(n_in: int, dtype: str) -> np.ndarray:
+    """Rows of ordinary size and rows that saturate every activation."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(37, n_in))
+    x[-8:] *= 40.0
+    return x.astype(dtype)
+
+
+def _trained(
+    be: xbp.Backend, layers: list[tuple[int, int, str]], loss: str, dtype: str
+) -> xbp.Network:
+    net = xbp.Network(
+        [xbp.Dense(*d) for d in layers], loss=loss, backend=be, dtype=dtype, seed=5
+    )
+    x, y = _data(loss, layers[-1][1])
+    xbp.fit(
+        net,
+        x.astype(dtype),
+        y,
+        epochs=3,
+        batch_size=16,
+        optimizer="adam",
+        learning_rate=1e-2,
+        progress=False,
+    )
+    return net
+
+
+def _run(ort: Any, path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(["y"], {"x": x})
+    return y
+
+
+def _check_predictions(ort: Any, net: xbp.Network, path: Path, dtype: str) -> None:
+    x = _probe(net.n_in, dtype)
+    want = np.asarray(net.predict(x))
+    # the batch dimension is symbolic: one row, and all of them
+    for rows in (x[:1], x):
+        got = _run(ort, path, rows)
+        assert got.dtype == np.dtype(dtype)
+        assert got.shape == (rows.shape[0], net.n_out)
+        np.testing.assert_allclose(
+            got, want[: rows.shape[0]], rtol=TOL[dtype], atol=TOL[dtype], err_msg=str(net)
+        )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_every_hidden_activation(
+    ort: Any, trained_on: xbp.Backend, hidden: str, dtype: str, tmp_path: Path
+) -> None:
+    layers = [(5, 7, hidden), (7, 6, hidden), (6, 3, "softmax")]
+    net = _trained(trained_on, layers, "cross_entropy", dtype)
+    path = export.export_onnx(net, tmp_path / "net.onnx")
+    _check_predictions(ort, net, path, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss,output", PAIRS, ids=[f"{l}-{o}" for l, o in PAIRS])
+def test_every_loss_and_output(
+    ort: Any, trained_on: xbp.Backend, loss: str, output: str, dtype: str, tmp_path: Path
+) -> None:
+    n_out = 1 if loss == "binary_cross_entropy" else 3
+    net = _trained(trained_on, [(5, 8, "tanh"), (8, n_out, output)], loss, dtype)
+    path = export.export_onnx(net, tmp_path / "net.onnx")
+    _check_predictions(ort, net, path, dtype)
+
+
+def _ops(path: Path) -> list[str]:
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_graph_structure(ort: Any, dtype: str, tmp_path: Path) -> None:
+    import onnx
+
+    acts = ["sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"]
+    sizes = [4, 6, 5, 7, 3, 8, 2]
+    layers = [xbp.Dense(sizes[i], sizes[i + 1], a) for i, a in enumerate(acts)]
+    net = xbp.Network(layers, loss="cross_entropy", dtype=dtype)
+    path = export.export_onnx(net, tmp_path / "net.onnx")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
+    assert model.ir_version == 8  # the oldest that opset 17 allows
+    assert model.producer_name == "xbp"
+    assert _ops(path) == [
+        "Gemm", "Sigmoid", "Gemm", "Tanh", "Gemm", "Relu", "Gemm", "LeakyRelu",
+        "Gemm", "Gemm", "Softmax",
+    ]  # fmt: skip
+    nodes = model.graph.node
+    assert onnx.helper.get_attribute_value(nodes[7].attribute[0]) == pytest.approx(0.01)
+    assert [(a.name, a.i) for a in nodes[-1].attribute] == [("axis", -1)]
+    elem = onnx.TensorProto.FLOAT if dtype == "float32" else onnx.TensorProto.DOUBLE
+    for value, width in ((model.graph.input[0], 4), (model.graph.output[0], 2)):
+        tensor = value.type.tensor_type
+        assert tensor.elem_type == elem
+        dims = [(d.dim_param, d.dim_value) for d in tensor.shape.dim]
+        assert dims == [("N", 0), ("", width)]
+    assert [v.name for v in model.graph.input] == ["x"]
+    assert [v.name for v in model.graph.output] == ["y"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["xbp_loss"] == "cross_entropy" and props["xbp_dtype"] == dtype
+    assert props["xbp_layers"].split(";")[0] == "4,6,sigmoid"
+
+
+def test_softplus_node_per_dtype(ort: Any, tmp_path: Path) -> None:
+    net = xbp.Network([xbp.Dense(3, 4, "softplus"), xbp.Dense(4, 1, "identity")])
+    export.export_onnx(net.to(dtype="float32"), tmp_path / "f32.onnx")
+    export.export_onnx(net, tmp_path / "f64.onnx")
+    assert _ops(tmp_path / "f32.onnx") == ["Gemm", "Softplus", "Gemm"]
+    # onnxruntime has no double Softplus: float64 spells it out, and runs
+    assert "Softplus" not in _ops(tmp_path / "f64.onnx")
+    x = np.linspace(-800, 800, 12).reshape(4, 3)
+    np.testing.assert_allclose(_run(ort, tmp_path / "f64.onnx", x), net.predict(x), rtol=1e-12)
+
+
+def test_opset_argument(ort: Any, tmp_path: Path) -> None:
+    import onnx
+
+    net = xbp.mlp([3, 4, 2], activation="relu", loss="cross_entropy", dtype="float32")
+    path = export.export_onnx(net, tmp_path / "net.onnx", opset=13)
+    assert onnx.load(str(path)).opset_import[0].version == 13
+    x = _probe(3, "float32")
+    np.testing.assert_allclose(_run(ort, path, x), net.predict(x), rtol=1e-5, atol=1e-6)
+    for bad in (12, 10_000, True, "17", 17.0):
+        with pytest.raises(XbpValueError, match="opset="):
+            export.export_onnx(net, tmp_path / "bad.onnx", opset=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_activation_without_onnx_op(
+    ort: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a later activation the exporter does not know: the error names the layer
+    monkeypatch.delitem(export.ONNX_OPS, "softplus")
+    net = xbp.Network([xbp.Dense(3, 4, "tanh"), xbp.Dense(4, 2, "softplus")])
+    with pytest.raises(XbpValueError, match=r"net\.layers\[1\] uses activation 'softplus'") as e:
+        export.export_onnx(net, tmp_path / "net.onnx")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_missing_onnx_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    with pytest.raises(XbpValueError, match=r"pip install 'xbp\[onnx\]'") as e:
+        export.export_onnx(xbp.mlp([2, 3, 1]), tmp_path / "net.onnx")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_refuses_bad_networks(ort: Any, tmp_path: Path) -> None:
+    with pytest.raises(XbpTypeError, match="net is a dict"):
+        export.export_onnx({"W": 1}, tmp_path / "net.onnx")  # type: ignore[arg-type]
+    net = xbp.mlp([2, 3, 1])
+    params = net.host_params()
+    params[1]["b"][0] = np.nan
+    net.params = params
+    with pytest.raises(XbpValueError, match=r"net\.params\[1\]\['b'\] contains NaN"):
+        export.export_onnx(net, tmp_path / "net.onnx")
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_output_path_checks(ort: Any, tmp_path: Path) -> None:
+    net = xbp.mlp([2, 3, 1])
+    with pytest.raises(XbpFileNotFoundError, match="does not exist"):
+        export.export_onnx(net, tmp_path / "no" / "net.onnx")
+    with pytest.raises(XbpFileError, match="is a directory"):
+        export.export_onnx(net, tmp_path)
+    with pytest.raises(XbpTypeError, match="path is a int"):
+        export.export_onnx(net, 3)  # type: ignore[arg-type]
+    # an existing file is replaced atomically, keeping its mode, leaving no temporary file
+    target = tmp_path / "net.onnx"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o640)
+    export.export_onnx(net, target)
+    assert target.read_bytes() != b"old"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o640)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
+
+
+def test_export_file(ort: Any, tmp_path: Path) -> None:
+    net = xbp.mlp([4, 5, 3], activation="relu", loss="cross_entropy", dtype="float32", seed=2)
+    xbp.save(net, tmp_path / "m.npz")
+    summary = export.export_file(tmp_path / "m.npz", tmp_path / "m.onnx")
+    assert "\n" not in summary
+    assert summary.startswith(f"wrote {str(tmp_path / 'm.onnx')!r}: ONNX opset 17, float32, 4-5-3")
+    assert "(relu, softmax), loss cross_entropy, 43 parameters" in summary
+    x = _probe(4, "float32")
+    np.testing.assert_allclose(
+        _run(ort, tmp_path / "m.onnx", x), net.predict(x), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_export_file_never_overwrites_the_model(
+    ort: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "m.npz"
+    xbp.save(xbp.mlp([2, 3, 1]), model)
+    before = model.read_bytes()
+    (tmp_path / "link.onnx").symlink_to(model)
+    os.link(model, tmp_path / "hard.onnx")
+    for out in (model, tmp_path / "link.onnx", tmp_path / "hard.onnx", tmp_path / "." / "m.npz"):
+        with pytest.raises(XbpValueError, match="same file as model_path"):
+            export.export_file(model, out)
+    assert model.read_bytes() == before
+    with pytest.raises(XbpFileNotFoundError, match="model_path=.*does not exist"):
+        export.export_file(tmp_path / "missing.npz", tmp_path / "m.onnx")
+    with pytest.raises(XbpFileError, match="--model 'x.onnx' is a text file"):
+        (tmp_path / "x.onnx").write_text("not a model")
+        monkeypatch.chdir(tmp_path)
+        export.export_file("x.onnx", "y.onnx", model_argument="--model")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "y.onnx").exists()
+
+
+def test_docstring_examples_run(ort: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testmod(export, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0
