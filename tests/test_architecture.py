@@ -140,7 +140,7 @@ def _private_imports(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 # attribute names of third-party objects that happen to start with "_" (not xbp's privates)
-THIRD_PARTY = {"_fields", "_asdict", "_replace", "_device"}
+THIRD_PARTY = {"_fields", "_asdict", "_replace", "_device", "_exit"}
 
 
 def _scripts() -> list[Path]:

@@ -640,42 +640,45 @@ def _cli_files(root: Path) -> None:
         "standardize": None,
     }
     xbp.save(iris, root / "iris.npz", metadata=meta)
-    (root / "link.npz").symlink_to(root / "iris.npz")
+    (root / "link.npz").symlink_to(root / "iris.npz")  # remade in each copy
 
 
 @pytest.fixture(scope="session")
-def cli_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint written by ``xbp train`` (2 of 2 epochs), made once per session."""
-    path = tmp_path_factory.mktemp("cli") / "run.npz"
-    with redirect_stdout(io.StringIO()):
-        assert cli.main(["train", "--layers", "8", "--epochs", "2", "--checkpoint", str(path),
-                         "--quiet"]) == 0  # fmt: skip
-    return path
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The input files, made once per session (copied for every case)."""
+    root = tmp_path_factory.mktemp("inputs")
+    with redirect_stdout(io.StringIO()):  # a checkpoint written by xbp train: 2 of 2 epochs
+        assert cli.main(["train", "--layers", "8", "--epochs", "2", "--checkpoint",
+                         str(root / "run.npz"), "--quiet"]) == 0  # fmt: skip
+    xbp.save(net("numpy"), root / "model.npz")
+    x, y = xbp.data.make_blobs(12, centers=2, n_features=3, seed=0)
+    xbp.fit(net("numpy"), x, y, epochs=1, batch_size=4, progress=False,
+            checkpoint=root / "ck.npz")  # fmt: skip
+    (root / "sub").mkdir()
+    (root / "notes.txt").write_text("not a model\n")
+    (root / "ragged.csv").write_text("1,2,0\n3,4,1\n5,6\n")
+    (root / "blank.csv").write_text("\n\n")
+    (root / "header.csv").write_text("a,b,label\n")
+    (root / "words.csv").write_text("a,b,label\n1,abc,0\n")
+    (root / "empty.npz").write_bytes(b"")
+    np.save(root / "a.npy", np.zeros(3))
+    np.savez(root / "plain.npz", a=np.ones(3))
+    _cli_files(root)
+    (root / "ro").mkdir()
+    xbp.save(net("numpy"), root / "ro" / "m.npz")
+    return root
 
 
 @pytest.fixture
-def files(tmp_path: Path, cli_checkpoint: Path) -> Path:
-    xbp.save(net("numpy"), tmp_path / "model.npz")
-    x, y = xbp.data.make_blobs(12, centers=2, n_features=3, seed=0)
-    xbp.fit(net("numpy"), x, y, epochs=1, batch_size=4, progress=False,
-            checkpoint=tmp_path / "ck.npz")  # fmt: skip
-    shutil.copy(cli_checkpoint, tmp_path / "run.npz")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "notes.txt").write_text("not a model\n")
-    (tmp_path / "ragged.csv").write_text("1,2,0\n3,4,1\n5,6\n")
-    (tmp_path / "blank.csv").write_text("\n\n")
-    (tmp_path / "header.csv").write_text("a,b,label\n")
-    (tmp_path / "words.csv").write_text("a,b,label\n1,abc,0\n")
-    (tmp_path / "empty.npz").write_bytes(b"")
-    np.save(tmp_path / "a.npy", np.zeros(3))
-    np.savez(tmp_path / "plain.npz", a=np.ones(3))
-    os.mkfifo(tmp_path / "fifo.csv")
-    _cli_files(tmp_path)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    xbp.save(net("numpy"), ro / "m.npz")
+def files(tmp_path: Path, template: Path) -> Path:
+    root = tmp_path / "t"
+    shutil.copytree(template, root, symlinks=False)
+    (root / "link.npz").unlink()
+    (root / "link.npz").symlink_to(root / "iris.npz")
+    os.mkfifo(root / "fifo.csv")
+    ro = root / "ro"
     ro.chmod(0o555)
-    yield tmp_path
+    yield root
     ro.chmod(0o755)
 
 

@@ -40,9 +40,7 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 def digits_scaled() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """All digits and the test split, standardised by the training rows as the CLI does."""
     x, y = xbp.data.load_digits()
-    (xtr, _), (xva, _), (xte, yte) = xbp.data.train_val_test_split(
-        x, y, val=0.1, test=0.2, seed=0
-    )
+    (xtr, _), (xva, _), (xte, yte) = xbp.data.train_val_test_split(x, y, val=0.1, test=0.2, seed=0)
     mean, std = xtr.mean(axis=0), xtr.std(axis=0)
     std[std == 0] = 1.0  # constant columns are only centred
     return (x - mean) / std, y, (xte - mean) / std, yte

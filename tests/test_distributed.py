@@ -24,7 +24,6 @@ MPIEXEC = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec
 if not Path(MPIEXEC).exists():
     pytest.skip("mpiexec not found (pip install 'xbp[mpi]')", allow_module_level=True)
 
-import xbp.cli  # noqa: E402
 import xbp.run  # noqa: E402
 
 MPI_DIR = Path(__file__).with_name("mpi")
@@ -33,13 +32,8 @@ SCENARIOS = MPI_DIR / "scenarios.py"
 LIMIT = 30.0  # seconds: a scenario that has not ended by then hangs
 pytestmark = pytest.mark.mpi
 
-# the CLI runs --distributed through xbp.distributed.run_collectively (failures before or
-# after fit on one rank end the job); the data fingerprint is compared by the handshake
-CLI_HOOKED = "run_collectively" in inspect.getsource(xbp.cli)
+# the handshake compares a fingerprint of the data where xbp.run passes one
 FINGERPRINTED = "data_fingerprint" in inspect.getsource(xbp.run)
-needs_cli_hook = pytest.mark.xfail(
-    not CLI_HOOKED, reason="needs the cli hook", strict=False, run=CLI_HOOKED
-)
 
 
 class Launch(NamedTuple):
@@ -236,7 +230,6 @@ def test_cli_ranks_that_disagree_all_exit_with_the_fields() -> None:
     assert "aborting" not in proc.stderr  # every rank found it: none needed aborting
 
 
-@needs_cli_hook
 @pytest.mark.parametrize(
     "rank1,words",
     [

@@ -27,10 +27,11 @@ PAIRS = [("quadratic", act) for act in HIDDEN] + [
     ("binary_cross_entropy", "sigmoid"),
 ]
 # numpy and a second library: the export reads weights through host_params on any backend
-BACKENDS = [("numpy", "numpy", None), ("torch-cpu", "torch", "cpu"), ("jax-cpu", "jax", "cpu")]
+# (jax compiles every new architecture for seconds: test_trained_on_jax covers it once)
+BACKENDS = [("numpy", "numpy", None), ("torch-cpu", "torch", "cpu")]
 # onnxruntime against xbp: float32 as the issue asks; float64 to about what the
 # float32 LeakyRelu alpha attribute allows (0.01 rounded to float32: 2e-8 relative)
-TOL = {"float32": 1e-5, "float64": 1e-7}
+TOL = {"float32": 1e-5, "float64": 1e-8}
 
 
 @pytest.fixture
@@ -69,9 +70,7 @@ def _probe(n_in: int, dtype: str) -> np.ndarray:
 def _trained(
     be: xbp.Backend, layers: list[tuple[int, int, str]], loss: str, dtype: str
 ) -> xbp.Network:
-    net = xbp.Network(
-        [xbp.Dense(*d) for d in layers], loss=loss, backend=be, dtype=dtype, seed=5
-    )
+    net = xbp.Network([xbp.Dense(*d) for d in layers], loss=loss, backend=be, dtype=dtype, seed=5)
     x, y = _data(loss, layers[-1][1])
     xbp.fit(
         net,
@@ -123,6 +122,16 @@ def test_every_loss_and_output(
 ) -> None:
     n_out = 1 if loss == "binary_cross_entropy" else 3
     net = _trained(trained_on, [(5, 8, "tanh"), (8, n_out, output)], loss, dtype)
+    path = export.export_onnx(net, tmp_path / "net.onnx")
+    _check_predictions(ort, net, path, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_trained_on_jax(ort: Any, dtype: str, tmp_path: Path) -> None:
+    be = backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
+    layers = [(5, 6, "relu"), (6, 6, "sigmoid"), (6, 3, "softmax")]
+    net = _trained(be, layers, "cross_entropy", dtype)
+    assert net.backend.name == "jax"
     path = export.export_onnx(net, tmp_path / "net.onnx")
     _check_predictions(ort, net, path, dtype)
 
@@ -218,7 +227,7 @@ def test_refuses_bad_networks(ort: Any, tmp_path: Path) -> None:
     net = xbp.mlp([2, 3, 1])
     params = net.host_params()
     params[1]["b"][0] = np.nan
-    net.params = params
+    net.adopt_params(params)  # the params setter refuses NaN; a diverged run can leave it
     with pytest.raises(XbpValueError, match=r"net\.params\[1\]\['b'\] contains NaN"):
         export.export_onnx(net, tmp_path / "net.onnx")
     assert not (tmp_path / "net.onnx").exists()

@@ -249,10 +249,21 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_checkpoint(tmp_path
     epochs_seen = []
     while kills < 5:
         args = TRAIN + ["--checkpoint", str(ck)] + (["--resume", str(ck)] if ck.exists() else [])
+        before = ck.stat().st_mtime_ns if ck.exists() else None
         proc = _xbp(args)
-        time.sleep(rnd.uniform(0.7, 1.6))
+        # start the random delay once this run trains (it has written a checkpoint): the
+        # interpreter's start-up alone can outlast a fixed delay on a loaded machine
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ck.exists() and ck.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.005)
+        time.sleep(rnd.uniform(0.0, 0.5))  # spans several epochs' checkpoint writes
         if proc.poll() is not None:
-            pytest.fail(f"training finished before kill {kills + 1}; make the run longer")
+            pytest.fail(
+                f"training exited (rc {proc.returncode}) before kill {kills + 1}: "
+                f"{proc.stderr.read()[-2000:]}"
+            )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
@@ -260,7 +271,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_checkpoint(tmp_path
             state = xbp.load_checkpoint(ck)  # always loads: never half-written
             epochs_seen.append(state.training["epoch"])
             assert np.isfinite(state.network.params[0]["W"]).all()
-    assert len(epochs_seen) >= 4 and epochs_seen == sorted(epochs_seen) and epochs_seen[-1] > 0
+    assert len(epochs_seen) == 5 and epochs_seen == sorted(epochs_seen) and epochs_seen[0] > 0
     done = _xbp(TRAIN + ["--checkpoint", str(ck), "--resume", str(ck)])
     assert done.wait(timeout=300) == 0, done.stderr.read()
     ref = tmp_path / "ref.npz"

@@ -147,14 +147,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "device": None,
         "format": None,
         "label_column": None,  # the model's label column, found by name or width
-        "batch_size": 8192,
+        "batch_size": LIBRARY,  # xbp.evaluate's batch (EVAL_BATCH)
     },
     "predict": {
         "backend": "numpy",
         "device": None,
         "format": None,
         "label_column": None,
-        "batch_size": 8192,
+        "batch_size": LIBRARY,
         "out": None,
     },
     "gradcheck": {
@@ -191,6 +191,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "backends": {},
     "bench": {"cases": "tiny,mid,large", "backends": None, "repeat": None, "json": None},
 }
+
+
+def _eval_batch() -> int:
+    from . import network
+
+    return int(getattr(network, "EVAL_BATCH", 8192))
+
+
 # the learning rate when --lr is not given, by optimizer family
 DEFAULT_LR = {"adaptive": 2e-3, "other": 0.05}
 ADAPTIVE = ("adam", "adamw", "rmsprop")
@@ -207,7 +215,9 @@ def resolved_defaults(command: str) -> dict[str, Any]:
     out = {}
     for name, value in DEFAULTS[command].items():
         if value is LIBRARY:
-            if name == "compile":
+            if command in ("evaluate", "predict") and name == "batch_size":
+                value = _eval_batch()
+            elif name == "compile":
                 value = _COMPILE.get(lib.get("compile"), "auto")
             elif name == "progress":
                 value = _PROGRESS.get(lib.get("progress"), "auto")
@@ -944,7 +954,6 @@ def _stored_optimizer_matches(ck: Any, run: dict[str, Any], n_train: int) -> Non
 def cmd_train(args: argparse.Namespace) -> int:
     import xbp
 
-    from .data import standardize, train_val_test_split
     from .io import load_checkpoint, save
 
     args.loss = "quadratic" if args.loss == "mse" else args.loss
@@ -1010,26 +1019,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--data {args.data!r} is not the data {args.resume!r} was trained on (its contents "
             "changed); resume with the same data, or start a new run"
         )
-    if x.dtype.kind != "f":
-        x = x.astype(np.float64)
     n_out, task = _targets(y, args.loss)
-    split = train_val_test_split(x, y, val=args.val_split, test=args.test_split, seed=args.seed)
-    (xtr, ytr), (xva, yva), (xte, yte) = split
-    if args.batch_size > len(ytr):
-        raise XbpValueError(
-            f"--batch-size {args.batch_size} is larger than the {len(ytr)} training rows; use "
-            f"--batch-size {len(ytr)} or less"
-        )
-    scaling = None
-    if not args.no_standardize:
-        xtr, xva, xte, mean, std = standardize(xtr, xva, xte)
-        scaling = {"mean": mean.tolist(), "std": std.tolist()}
-        for part, name in ((xtr, "training"), (xva, "validation"), (xte, "test")):
-            if part.size and not np.isfinite(part).all():
-                raise XbpValueError(
-                    f"--data: {name} features are not finite after standardising (a column is "
-                    "nearly constant in the training rows); pass --no-standardize or rescale"
-                )
+    (xtr, ytr), (xva, yva), (xte, yte), scaling = _split_and_scale(args, x, y)
     # 4. the network and optimizer: new, or the checkpoint's
     if ck is not None:
         net = ck.network
@@ -1057,7 +1048,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "classes": data.classes,
         "task": task,
         "standardize": scaling,
-        "cli": {k: v for k, v in _run_options(args).items()},
+        "cli": _run_options(args),  # what a --resume compares its flags with
     }
     callbacks: list[Any] = []
     stopper = None
@@ -1078,7 +1069,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra["compile"] = compile_flag
     progress: Any = False if quiet or args.progress == "off" else args.progress
     t0 = time.perf_counter()
-    with _as_options() if compile_flag is not None else contextlib.nullcontext():
+    with _as_options(FIT_NAMES):
         hist = xbp.fit(
             net,
             xtr,
@@ -1119,6 +1110,33 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _epochs(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def _split_and_scale(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
+    """(train, validation, test) pairs, scaled by the training rows' statistics, and the
+    scaling the model file records (None with --no-standardize)."""
+    from .data import standardize, train_val_test_split
+
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    split = train_val_test_split(x, y, val=args.val_split, test=args.test_split, seed=args.seed)
+    (xtr, ytr), (xva, yva), (xte, yte) = split
+    if args.batch_size > len(ytr):
+        raise XbpValueError(
+            f"--batch-size {args.batch_size} is larger than the {len(ytr)} training rows; use "
+            f"--batch-size {len(ytr)} or less"
+        )
+    if args.no_standardize:
+        return (xtr, ytr), (xva, yva), (xte, yte), None
+    xtr, xva, xte, mean, std = standardize(xtr, xva, xte)
+    for part, name in ((xtr, "training"), (xva, "validation"), (xte, "test")):
+        if part.size and not np.isfinite(part).all():
+            raise XbpValueError(
+                f"--data: {name} features are not finite after standardising (a column is "
+                "nearly constant in the training rows); pass --no-standardize or rescale"
+            )
+    scaling = {"mean": mean.tolist(), "std": std.tolist()}
+    return (xtr, ytr), (xva, yva), (xte, yte), scaling
 
 
 def _report_early_stopping(stopper: Any, hist: Any) -> None:
@@ -1203,9 +1221,9 @@ def _width_error(have: int, want: int, what: str, hint: str = "") -> XbpValueErr
     )
 
 
-_OPTION_NAMES = (
-    ("path=", "--data "),
-    ("label_column=", "--label-column "),
+# the library's argument names in messages, and the CLI options they come from
+DATA_NAMES = (("path=", "--data "), ("label_column=", "--label-column "))
+FIT_NAMES = (
     ("compile=True", "--compile on"),
     ("compile=False", "--compile off"),
     ("compile=None", "--compile auto"),
@@ -1213,13 +1231,13 @@ _OPTION_NAMES = (
 
 
 @contextlib.contextmanager
-def _as_options() -> Iterator[None]:
+def _as_options(names: Sequence[tuple[str, str]] = DATA_NAMES) -> Iterator[None]:
     """Errors of the library name the CLI's options (``--data``), not its arguments."""
     try:
         yield
     except XbpError as exc:
         text = str(exc)
-        for arg, option in _OPTION_NAMES:
+        for arg, option in names:
             text = text.replace(arg, option)
         if text == str(exc):
             raise
@@ -1273,7 +1291,7 @@ def _read_chunks(
         if column is None and need_labels:
             raise XbpValueError(
                 f"--data has no label column (its {width} columns are the model's features); "
-                "evaluate needs labels: add them, or use xbp predict"
+                f"{args.command} needs labels: add them, or use xbp predict"
             )
         n_features = width - (column is not None)
         if n_features != n_in:

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import XbpTypeError, XbpValueError
+from .errors import XbpFileError, XbpTypeError, XbpValueError
 from .network import Network
-from .paths import as_path, check_distinct, output_file
+from .paths import as_path, check_distinct, label, output_file
 
 __all__ = ["export_onnx", "export_file", "OPSET", "ONNX_OPS"]
 
@@ -87,16 +87,37 @@ def _activation_nodes(
     return [helper.make_node(op, [src], [dst], name=prefix)]
 
 
-def build_model(net: Network, *, opset: int = OPSET) -> Any:
+def _check_standardize(standardize: Any, n_in: int, argument: str) -> Any:
+    """``(mean, std)`` as float64 vectors of ``n_in`` finite values, std > 0; or None."""
+    if standardize is None:
+        return None
+    try:
+        mean, std = (np.asarray(v, dtype=np.float64) for v in standardize)
+    except (TypeError, ValueError):
+        raise XbpValueError(
+            f"{argument} is not a pair (mean, std) of numeric vectors; pass (mean, std) or None"
+        ) from None
+    if mean.shape != (n_in,) or std.shape != (n_in,):
+        raise XbpValueError(
+            f"{argument} holds mean {mean.shape} and std {std.shape} but the network takes "
+            f"{n_in} features; pass one value per feature"
+        )
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise XbpValueError(f"{argument} holds NaN, Inf or a std <= 0; pass finite values, std > 0")
+    return mean, std
+
+
+def build_model(net: Network, *, opset: int = OPSET, standardize: Any = None) -> Any:
     """The ``onnx.ModelProto`` of ``net`` (checked by ``onnx.checker``), not written anywhere.
 
-    See :func:`export_onnx` for the graph it holds.
+    See :func:`export_onnx` for the graph it holds and the arguments.
     """
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 13:
         # Softmax over one axis (not a flattened 2-D view) needs opset 13
         raise XbpValueError(f"opset={opset!r}; pass an integer >= 13 (default {OPSET})")
+    scaling = _check_standardize(standardize, net.n_in, "standardize")
     for i, layer in enumerate(net.layers):
         if layer.activation not in ONNX_OPS:
             raise XbpValueError(
@@ -126,6 +147,15 @@ def build_model(net: Network, *, opset: int = OPSET) -> Any:
         )
     initializers, nodes = [], []
     src, last = "x", len(net.layers) - 1
+    if scaling is not None:
+        # the input scaling the CLI stores beside a model, as xbp predict applies it
+        for key, value in zip(("mean", "std"), scaling):
+            initializers.append(numpy_helper.from_array(value.astype(dtype), name=f"input.{key}"))
+        nodes.append(helper.make_node("Sub", ["x", "input.mean"], ["x/centred"], name="input/sub"))
+        nodes.append(
+            helper.make_node("Div", ["x/centred", "input.std"], ["x/scaled"], name="input")
+        )
+        src = "x/scaled"
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         for key, value in p.items():
             if not np.isfinite(value).all():
@@ -176,6 +206,7 @@ def build_model(net: Network, *, opset: int = OPSET) -> Any:
             "xbp_layers": ";".join(f"{d.n_in},{d.n_out},{d.activation}" for d in net.layers),
             "xbp_loss": net.loss.name,
             "xbp_dtype": dtype_name,
+            "xbp_standardized_input": str(scaling is not None).lower(),
         },
     )
     onnx.checker.check_model(model, full_check=True)
@@ -187,6 +218,7 @@ def export_onnx(
     path: str | os.PathLike[str],
     *,
     opset: int = OPSET,
+    standardize: Any = None,
     argument: str = "path",
 ) -> Path:
     """Write ``net`` as an ONNX model to ``path`` (atomically) and return the path.
@@ -199,7 +231,9 @@ def export_onnx(
     network's dtype (float32 or float64); the loss, the layers and the dtype
     are kept in the model's metadata (``xbp_loss``, ``xbp_layers``,
     ``xbp_dtype``). The model declares ONNX opset 17 (``opset=``, 13 or
-    later, overrides it).
+    later, overrides it). With ``standardize=(mean, std)`` the graph first
+    computes ``(x - mean) / std`` (``Sub``, ``Div``), so it takes raw
+    features as ``xbp predict`` does for a model trained by ``xbp train``.
 
     onnxruntime has no double-precision ``Softplus``, so a float64 softplus
     layer is written as ``Relu(z) + Log(1 + Exp(-Abs(z)))``, the formula xbp
@@ -215,6 +249,8 @@ def export_onnx(
         The ``.onnx`` file to write; an existing regular file is replaced.
     opset : int
         The ONNX opset to declare (default :data:`OPSET`, 17).
+    standardize : (mean, std), optional
+        Per-feature input scaling to put in front of the first layer.
     argument : str
         The name error messages give ``path``.
 
@@ -227,7 +263,8 @@ def export_onnx(
     ------
     XbpValueError
         ``onnx`` is not installed, the weights are not finite, a layer's
-        activation has no ONNX operator, or the path cannot be written.
+        activation has no ONNX operator, ``standardize`` does not fit, or
+        the path cannot be written.
 
     Examples
     --------
@@ -247,7 +284,7 @@ def export_onnx(
     given = as_path(path, argument)
     # before any work: a bad directory or name fails at once, not after building the model
     output_file(given, argument)
-    model = build_model(net, opset=opset)
+    model = build_model(net, opset=opset, standardize=standardize)
     data = model.SerializeToString()
 
     from .io import atomic_write
@@ -266,7 +303,10 @@ def export_file(
     """Export the xbp model file ``model_path`` (written by :func:`xbp.save`) to ONNX.
 
     What ``xbp export model.npz model.onnx`` runs. The ONNX file may not be the
-    model file itself (nor a link to it): that would destroy the model.
+    model file itself (nor a link to it): that would destroy the model. A
+    model trained by ``xbp train`` keeps its input scaling in its header;
+    the ONNX graph then standardises its input the same way, so it takes
+    raw features and predicts what ``xbp predict`` does.
 
     Parameters
     ----------
@@ -282,7 +322,8 @@ def export_file(
     Returns
     -------
     str
-        A one-line summary: the file written, opset, dtype, layers, loss, size.
+        A one-line summary: the file written, opset, dtype, layers, loss,
+        parameters, whether the input is standardised, size.
 
     Examples
     --------
@@ -291,23 +332,32 @@ def export_file(
     >>> d = tempfile.mkdtemp()
     >>> _ = xbp.save(xbp.mlp([2, 3, 1], seed=0), os.path.join(d, "m.npz"))
     >>> summary = export_file(os.path.join(d, "m.npz"), os.path.join(d, "m.onnx"))
-    >>> print(summary.split(": ", 1)[1])  # doctest: +ELLIPSIS
-    ONNX opset 17, float64, 2-3-1 (sigmoid, sigmoid), loss quadratic, 13 parameters, ...
+    >>> print(summary.split(": ", 1)[1].split(", inputs")[0])
+    ONNX opset 17, float64, 2-3-1 (sigmoid, sigmoid), loss quadratic, 13 parameters
     """
-    from .io import load
+    from .io import load_checkpoint
 
     src = as_path(model_path, model_argument)
     dst = as_path(onnx_path, onnx_argument)
     output_file(dst, onnx_argument)
     check_distinct({model_argument: src}, {onnx_argument: dst})
-    net = load(src, "numpy", argument=model_argument)
-    written = export_onnx(net, dst, opset=opset, argument=onnx_argument)
+    loaded = load_checkpoint(src, "numpy", argument=model_argument)
+    net, scaling = loaded.network, loaded.metadata.get("standardize") or None
+    if scaling is not None:
+        where = f"{label(model_argument, src)}'s 'standardize' header entry"
+        if not isinstance(scaling, dict) or not {"mean", "std"} <= set(scaling):
+            raise XbpFileError(f"{where} is corrupt: it is not {{'mean': [...], 'std': [...]}}")
+        try:
+            scaling = _check_standardize((scaling["mean"], scaling["std"]), net.n_in, where)
+        except XbpValueError as exc:
+            raise XbpFileError(str(exc)) from None
+    written = export_onnx(net, dst, opset=opset, standardize=scaling, argument=onnx_argument)
     n_params = sum(v.size for p in net.host_params() for v in p.values())
     size = os.path.getsize(written)
     acts = ", ".join(d.activation for d in net.layers)
     widths = "-".join(str(s) for s in net.sizes)
+    inputs = "standardised in the graph" if scaling is not None else "as given"
     return (
         f"wrote {str(written)!r}: ONNX opset {opset}, {net.config()['dtype']}, {widths} "
-        f"({acts}), loss {net.loss.name}, {n_params} parameters, {size} bytes"
+        f"({acts}), loss {net.loss.name}, {n_params} parameters, inputs {inputs}, {size} bytes"
     )
-

@@ -5,8 +5,13 @@ A file holds the architecture, dtype, xbp version and format version as JSON
 its state and a training state. Files are written atomically: a temporary
 file in the same directory, flushed and fsynced, then ``os.replace``d over
 the target, so a crash leaves either the old file or the new one, never a
-mix. Loading uses ``allow_pickle=False`` and builds a fresh network that the
-saved arrays must fit exactly.
+mix; a new file gets ``0o666`` less the umask, a replaced one keeps its mode,
+and a symlink keeps pointing at the file it named. What would not load back
+(an optimizer state of another optimizer, NaN weights) is refused before the
+old file is touched. Loading stats the path first (a FIFO is never opened),
+names a foreign file for what it is, uses ``allow_pickle=False``, checks the
+type of every header field and builds a fresh network that the saved arrays
+must fit exactly.
 """
 
 from __future__ import annotations
@@ -50,11 +55,6 @@ class Checkpoint(NamedTuple):
             and self.optimizer_state is not None
             and isinstance(self.training.get("epoch"), int)
         )
-
-
-def _check_target_dir(path: Path, argument: str) -> Path:
-    """Check a path to write before any work (see :func:`xbp.paths.output_file`)."""
-    return output_file(path, argument)
 
 
 def atomic_write(
