@@ -285,6 +285,64 @@ def test_export_file_never_overwrites_the_model(
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "y.onnx").exists()
 
 
+def test_standardize_argument(ort: Any, tmp_path: Path) -> None:
+    net = xbp.mlp([3, 4, 2], activation="tanh", loss="cross_entropy", seed=1)
+    mean, std = np.array([1.0, -2.0, 30.0]), np.array([0.5, 2.0, 10.0])
+    path = export.export_onnx(net, tmp_path / "net.onnx", standardize=(mean, std))
+    assert _ops(path)[:3] == ["Sub", "Div", "Gemm"]
+    x = _probe(3, "float64") * 10 + 5
+    np.testing.assert_allclose(_run(ort, path, x), net.predict((x - mean) / std), rtol=1e-12)
+    bad = [
+        (5, "not a pair"),
+        (([0.0, 0.0], [1.0, 1.0]), r"mean \(2,\) and std \(2,\) but the network takes 3"),
+        ((mean, [1.0, 0.0, 1.0]), "std <= 0"),
+        (([np.nan, 0, 0], std), "NaN, Inf"),
+    ]
+    for value, match in bad:
+        with pytest.raises(XbpValueError, match=match):
+            export.export_onnx(net, tmp_path / "bad.onnx", standardize=value)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_export_file_keeps_the_cli_input_scaling(
+    ort: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from xbp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    x, _ = xbp.data.make_blobs(seed=0)
+    x = x * 3 + 5  # far from standardised: a graph without the scaling predicts otherwise
+    np.savetxt("f.csv", x, delimiter=",")
+    train = ["train", "--data", "blobs", "--layers", "8", "--epochs", "3", "--save", "m.npz"]
+    assert main([*train, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "m.npz", "--data", "f.csv", "--label-column", "none"]) == 0
+    classes = np.array(capsys.readouterr().out.split(), dtype=np.int64)
+    summary = export.export_file("m.npz", "m.onnx")
+    assert "inputs standardised in the graph" in summary
+    assert _ops(tmp_path / "m.onnx")[:2] == ["Sub", "Div"]
+    probs = _run(ort, tmp_path / "m.onnx", x)
+    np.testing.assert_array_equal(np.argmax(probs, axis=1), classes)  # as xbp predict
+    scaling = xbp.load_checkpoint("m.npz").metadata["standardize"]
+    want = xbp.load("m.npz").predict((x - scaling["mean"]) / np.array(scaling["std"]))
+    np.testing.assert_allclose(probs, want, rtol=1e-12, atol=1e-15)
+
+
+def test_export_file_corrupt_scaling(ort: Any, tmp_path: Path) -> None:
+    net = xbp.mlp([2, 3, 1])
+    for meta, match in (
+        ({"mean": [0.0, 0.0]}, "is corrupt"),
+        ("scale", "is corrupt"),
+        ({"mean": [0.0], "std": [1.0]}, "takes 2 features"),
+    ):
+        xbp.save(net, tmp_path / "m.npz", metadata={"standardize": meta})
+        with pytest.raises(XbpFileError, match=r"model_path=.*'s 'standardize' header entry"):
+            export.export_file(tmp_path / "m.npz", tmp_path / "m.onnx")
+        with pytest.raises(XbpFileError, match=match):
+            export.export_file(tmp_path / "m.npz", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_docstring_examples_run(ort: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(export, optionflags=doctest.ELLIPSIS)

@@ -136,6 +136,10 @@ class Backend:
         ``"capture"`` (torch on CUDA: a CUDA graph) or None (eager)."""
         return self.library.compiler(self.device)
 
+    def precision_scope(self, policy: str) -> Any:
+        """A context in which matrix products follow ``policy`` (``"exact"``, ``"tf32"``)."""
+        return self.library.precision_scope(policy, self.device)
+
     def jit(self, fn: Any, donate_argnums: tuple[int, ...] = ()) -> Any:
         """``fn`` traced and compiled by the library (``compiler() == "trace"``)."""
         return self.library.jit(fn, donate_argnums, self.device)

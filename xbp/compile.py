@@ -180,6 +180,9 @@ def pure_step(
 class EpochRunner:
     """Runs one epoch of compiled steps for a :class:`xbp.Trainer`."""
 
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
     def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -216,7 +219,9 @@ class TracedEpochRunner(EpochRunner):
         xp = net.xp
         key = (
             be.name,
-            repr([net.config()[k] for k in ("layers", "loss", "dtype")]),  # not seed/init
+            repr(
+                [net.config()[k] for k in ("layers", "loss", "dtype", "precision")]
+            ),  # not seed/init
             str(net.device),
             repr(optimizer.config()),
             repr(_structure(template)),
@@ -306,7 +311,7 @@ class SteppedEpochRunner(EpochRunner):
         key = (
             "stepped",
             be.name,
-            repr([net.config()[k] for k in ("layers", "loss", "dtype")]),
+            repr([net.config()[k] for k in ("layers", "loss", "dtype", "precision")]),
             str(net.device),
             repr(optimizer.config()),
             repr(_structure(template)),

@@ -278,6 +278,7 @@ def _build(
             dtype=arch["dtype"],
             seed=arch.get("seed"),
             init=arch.get("init", "auto"),
+            precision=arch.get("precision", "exact"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, XbpError) and "backend" in str(exc):

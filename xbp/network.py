@@ -34,6 +34,9 @@ Params = list[dict[str, Any]]
 #: Rows per forward pass when evaluating (bounded memory on large inputs).
 EVAL_BATCH = 8192
 
+#: Matrix-product policies (see Network's ``precision``).
+PRECISIONS = ("exact", "tf32")
+
 _NO_CACHES: contextvars.ContextVar[bool] = contextvars.ContextVar("xbp_no_caches", default=False)
 
 
@@ -115,6 +118,12 @@ class Network:
     init : str
         ``"auto"`` (He for rectifiers, Glorot uniform otherwise), ``"nielsen"``,
         ``"glorot_uniform"``, ``"glorot_normal"``, ``"he_normal"``, ``"lecun_normal"``.
+    precision : str
+        How matrix products run: ``"exact"`` (default: IEEE products in the
+        network's dtype on every backend, whatever the library's global
+        settings, e.g. JAX's TF32 default on NVIDIA GPUs) or ``"tf32"``
+        (TensorFloat-32 products on NVIDIA GPUs with torch or JAX; an error
+        elsewhere). Saved with the model.
 
     Examples
     --------
@@ -136,6 +145,7 @@ class Network:
         dtype: Any = "float64",
         seed: int | None = 0,
         init: str = "auto",
+        precision: str = "exact",
     ) -> None:
         layers = list(layers) if not isinstance(layers, Dense) else [layers]
         if not layers:
@@ -167,8 +177,9 @@ class Network:
         if init != "auto" and init not in INITS:
             raise XbpValueError(f"init={init!r} is not known; use 'auto' or one of {list(INITS)}")
         self.init = init
-        self.seed = seed
         self.backend: Backend = resolve_backend(backend, device)
+        self.precision = precision  # checked against the backend by the setter
+        self.seed = seed
         self.dtype = self.backend.dtype(dtype)
         rng = np.random.default_rng(seed)
         host = []
@@ -179,6 +190,18 @@ class Network:
         self._params: Params = self._to_device(host, "params")
 
     # -- structure -----------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """The matrix-product policy (``"exact"`` or ``"tf32"``); see the class docstring."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise XbpValueError(f"precision={value!r} is not known; use one of {list(PRECISIONS)}")
+        self.backend.precision_scope(value)  # refuses a policy the device cannot run
+        self._precision = value
+
     @property
     def xp(self) -> Any:
         return self.backend.xp
@@ -206,6 +229,7 @@ class Network:
             "loss": self.loss.name,
             "dtype": self.backend.dtype_name(self.dtype),
             "init": self.init,
+            "precision": self.precision,
             "seed": self.seed,
         }
 
@@ -245,6 +269,7 @@ class Network:
             dtype=config.get("dtype", "float64"),
             seed=config.get("seed"),
             init=config.get("init", "auto"),
+            precision=config.get("precision", "exact"),
         )
 
     def __repr__(self) -> str:
@@ -416,6 +441,19 @@ class Network:
         >>> grads[0]["W"].shape, out.shape
         ((2, 3), (4, 1))
         """
+        with self.backend.precision_scope(self._precision):
+            return self._value_and_grad(x, y, params, n_total, grad_scale, forward_only, grad_ready)
+
+    def _value_and_grad(
+        self,
+        x: Any,
+        y: Any,
+        params: Params | None,
+        n_total: int | None,
+        grad_scale: Any,
+        forward_only: bool,
+        grad_ready: Callable[[int, dict[str, Any]], None] | None,
+    ) -> StepResult:
         xp = self.backend.xp
         params = self._params if params is None else params
         acts = self._acts
@@ -490,7 +528,9 @@ class Network:
 
         ``x`` may be host NumPy data or an array of this backend on its device.
         """
-        return self._layers(self.check_inputs(x), self._params)[1]
+        xd = self.check_inputs(x)
+        with self.backend.precision_scope(self._precision):
+            return self._layers(xd, self._params)[1]
 
     def predict(self, x: Any) -> Any:
         """The output for ``x``, returned where ``x`` came from.
@@ -511,7 +551,8 @@ class Network:
         out = []
         a = xd
         for p, act in zip(self._params, self._acts):
-            z = a @ p["W"]
+            with self.backend.precision_scope(self._precision):
+                z = a @ p["W"]
             z += p["b"]
             a = act.forward(xp, z + 0)  # some activations overwrite their input
             out.append((z, a))

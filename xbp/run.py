@@ -50,7 +50,8 @@ def fit(
         ``learning_rate``, ``validation_split`` (0.0), ``shuffle`` (True),
         ``seed`` (0), ``callbacks``, ``progress`` ("auto"), ``checkpoint``,
         ``checkpoint_every`` (1), ``on_divergence`` ("raise"), ``max_retries``
-        (3), ``compile`` (None: where supported), ``metadata``.
+        (3), ``compile`` (None: where supported), ``precision`` (None: the
+        network's), ``metadata``.
     validation_data : (x_val, y_val), optional
     resume : path or Checkpoint, optional
         Continue from a checkpoint written by this run's ``checkpoint``:
@@ -126,7 +127,13 @@ def _fit(
     if resume is not None:
         ck = resume_run(trainer, resume)
     strategy.setup(net, run_config(trainer, train, val, ck))
-    return trainer.fit(train, val, options.epochs)
+    saved = net.precision
+    if options.precision is not None:
+        net.precision = options.precision  # for this run; the network keeps its own after
+    try:
+        return trainer.fit(train, val, options.epochs)
+    finally:
+        net.precision = saved
 
 
 def run_config(
@@ -144,6 +151,7 @@ def run_config(
         "validation_split": o.validation_split,
         "on_divergence": o.on_divergence,
         "compile": o.compile,
+        "precision": o.precision or trainer.net.precision,
         "train_shape": [train.n, trainer.net.n_in],
         "validation_rows": None if val is None else val.n,
         "resume": None if ck is None else {"epoch": trainer.epoch, "step": trainer.step},

@@ -1,8 +1,11 @@
 """scikit-learn compatible estimators: drop-in MLPClassifier and MLPRegressor.
 
 The constructor parameters follow :class:`sklearn.neural_network.MLPClassifier`
-where they make sense, plus ``backend`` and ``device``. Training runs on xbp's
-explicit backpropagation on any array library.
+where they make sense, plus ``backend`` and ``device`` (where training runs),
+``compile`` (None: a compiled training step where the backend has one, True:
+required, False: eager; see :func:`xbp.fit`) and ``precision`` (``"exact"``
+or ``"tf32"``, see :class:`xbp.Network`). Training runs on xbp's explicit
+backpropagation on any array library.
 
 Array-API inputs follow scikit-learn's rule "everything follows X": torch or
 CuPy input trains on that library and device, and the fitted ``coefs_`` and
@@ -99,6 +102,7 @@ class _BaseMLP(BaseEstimator):
         backend: Any = None,
         device: Any = None,
         compile: bool | None = None,
+        precision: str = "exact",
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -123,6 +127,7 @@ class _BaseMLP(BaseEstimator):
         self.backend = backend
         self.device = device
         self.compile = compile
+        self.precision = precision
 
     # -- parameter checks ------------------------------------------------
     def _check_params(self) -> None:
@@ -207,7 +212,15 @@ class _BaseMLP(BaseEstimator):
         out_act, loss = self._output()
         layers = [Dense(a, b, act) for a, b in zip(sizes[:-2], sizes[1:-1])]
         layers.append(Dense(sizes[-2], sizes[-1], out_act))
-        return Network(layers, loss=loss, backend=be, dtype=dtype, seed=seed, init="glorot_uniform")
+        return Network(
+            layers,
+            loss=loss,
+            backend=be,
+            dtype=dtype,
+            seed=seed,
+            init="glorot_uniform",
+            precision=self.precision,
+        )
 
     def _optimizer(self, batch: int) -> optim.Optimizer:
         # scikit-learn adds alpha * W to the *summed* gradient before dividing by the batch

@@ -23,7 +23,7 @@ import numpy as np
 
 from .dataset import DeviceData
 from .errors import DivergenceError, XbpTypeError, XbpValueError
-from .network import EVAL_BATCH, Network, Params, StepResult, count_correct
+from .network import EVAL_BATCH, PRECISIONS, Network, Params, StepResult, count_correct
 from .optim import Optimizer, apply_updates, get_optimizer
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
@@ -211,6 +211,9 @@ class TrainOptions:
         Run the training step compiled (``jax.jit`` over an epoch on JAX, a
         captured CUDA graph on torch-cuda): None = where the backend supports
         it, True = required (an error where impossible), False = eager.
+    precision : "exact", "tf32" or None
+        Overrides the network's matrix-product policy for this run (None keeps
+        ``net.precision``); see :class:`xbp.Network`.
     metadata : dict, optional
         JSON-able data written into every checkpoint (e.g. input scaling).
 
@@ -236,6 +239,7 @@ class TrainOptions:
     on_divergence: str = "raise"
     max_retries: int = 3
     compile: bool | None = None
+    precision: str | None = None
     metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -266,6 +270,11 @@ class TrainOptions:
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
             raise XbpTypeError(
                 f"checkpoint is a {type(self.checkpoint).__name__}; pass a file path"
+            )
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise XbpValueError(
+                f"precision={self.precision!r} is not known; use one of {list(PRECISIONS)} "
+                "(or None for the network's own)"
             )
         if self.metadata is not None and not isinstance(self.metadata, dict):
             raise XbpTypeError(

@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -246,6 +247,24 @@ class Library(abc.ABC):
     def sync(self, device: Any) -> None:
         """Wait for work queued on ``device`` (for timing); a no-op by default."""
         return None  # CPU libraries compute synchronously
+
+    def precision_scope(self, policy: str, device: Any) -> contextlib.AbstractContextManager[Any]:
+        """A context in which this library's matrix products follow ``policy``.
+
+        ``"exact"``: IEEE products in the array's dtype (the default of a CPU
+        library: nothing to do). ``"tf32"``: TensorFloat-32 products where the
+        device has them; the default refuses, naming the alternative.
+        """
+        if policy == "exact":
+            return _EXACT
+        raise XbpValueError(
+            f"precision={policy!r} needs TensorFloat-32 matrix units, which {self.name} on "
+            f"{device!s} does not have; use precision='exact' (IEEE float32), or torch/jax on "
+            "an NVIDIA GPU"
+        )
+
+
+_EXACT = contextlib.nullcontext()
 
 
 # The registry, in the order reports list the libraries (insertion order).

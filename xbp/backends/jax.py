@@ -59,6 +59,17 @@ class JaxLibrary(Library):
     def compiler(self, device: Any) -> str | None:
         return "trace"  # jax.jit + lax.scan over the epoch
 
+    def precision_scope(self, policy: str, device: Any) -> Any:
+        import jax
+
+        if policy == "exact":
+            # JAX's default float32 matmul on NVIDIA GPUs is TF32: scope "highest" to
+            # xbp's own calls, leaving the user's global setting alone
+            return jax.default_matmul_precision("highest")
+        if device.platform != "gpu":
+            return super().precision_scope(policy, device)
+        return jax.default_matmul_precision("tensorfloat32")
+
     def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...], device: Any) -> Any:
         import jax
 

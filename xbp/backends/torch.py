@@ -38,6 +38,11 @@ class TorchLibrary(Library):
         # CUDA graphs replay a captured step; on the CPU there is nothing to capture
         return "capture" if device.type == "cuda" else None
 
+    def precision_scope(self, policy: str, device: Any) -> Any:
+        if device.type != "cuda":
+            return super().precision_scope(policy, device)
+        return _TorchMatmulScope(allow_tf32=policy == "tf32")
+
     def capture(self, step: Callable[[], Any], device: Any) -> tuple[Callable[[], None], Any]:
         import torch
 
@@ -91,3 +96,24 @@ class TorchLibrary(Library):
 
 
 LIBRARY = TorchLibrary()
+
+
+class _TorchMatmulScope:
+    """Sets torch's global TF32 switch for CUDA matmuls inside xbp's own calls and puts
+    the user's setting back after, so xbp's products never depend on it."""
+
+    def __init__(self, allow_tf32: bool) -> None:
+        self.allow = allow_tf32
+        self.saved: bool | None = None
+
+    def __enter__(self) -> None:
+        import torch
+
+        flags = torch.backends.cuda.matmul
+        self.saved = flags.allow_tf32
+        flags.allow_tf32 = self.allow
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = bool(self.saved)
