@@ -57,7 +57,7 @@ def printed_number(text: str, label: str) -> float:
     return float(text.split(label)[1].split()[0])
 
 
-def test_train_prints_what_the_saved_model_scores(digits_model, tmp_path) -> None:
+def test_train_prints_what_the_saved_model_scores(digits_model) -> None:
     out, model = digits_model
     assert "epoch   6" in out and f"saved {model}" in out
     assert (model.parent / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

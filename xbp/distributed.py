@@ -189,6 +189,7 @@ class MPIStrategy(Strategy):
         self.reduces = self.size > 1
         self.overlap = bool(overlap)
         self.bucket_bytes = bucket_bytes
+        self.in_place_bytes = IN_PLACE_BYTES
         # the backward pass hands each layer's gradients to _grad_ready as they appear
         self.grad_ready = self._grad_ready if self.reduces and self.overlap else None
         self._net: Network | None = None
@@ -315,7 +316,7 @@ class MPIStrategy(Strategy):
             host = a if be.is_host and isinstance(a, np.ndarray) else None
             if (
                 host is not None
-                and host.nbytes >= IN_PLACE_BYTES
+                and host.nbytes >= self.in_place_bytes
                 and host.flags.c_contiguous
                 and host.flags.writeable
             ):
