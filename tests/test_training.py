@@ -227,3 +227,55 @@ def test_early_stopping_on_a_metric_a_callback_logs() -> None:
         xbp.EarlyStopping(monitor="score")
     with pytest.raises(XbpValueError, match="mode='up'"):
         xbp.EarlyStopping(monitor="score", mode="up")
+
+
+def test_a_monitor_that_nothing_logs_is_an_error_not_a_silent_callback(tmp_path) -> None:
+    from xbp.errors import XbpValueError
+
+    x, y = xbp.data.make_xor()
+    for cb, owner in (
+        (xbp.EarlyStopping(monitor="val_los", mode="min"), "EarlyStopping monitor"),
+        (
+            xbp.ModelCheckpoint(tmp_path / "ck.npz", best_only=True, monitor="vall"),
+            "ModelCheckpoint",
+        ),
+    ):
+        net = xbp.mlp([2, 3, 1], loss="quadratic", seed=0)
+        with pytest.raises(XbpValueError, match=rf"{owner}.* is not logged by this run"):
+            xbp.fit(
+                net, x, y.astype(float) * 3, epochs=2, batch_size=2, callbacks=[cb], progress=False
+            )
+    # accuracy does not apply to real-valued targets: watching it is the same mistake
+    net = xbp.mlp([2, 3, 1], loss="quadratic", seed=0)
+    with pytest.raises(XbpValueError, match="monitor='accuracy' is not logged"):
+        xbp.fit(
+            net,
+            x,
+            y.astype(float) * 3,
+            epochs=2,
+            batch_size=2,
+            callbacks=[xbp.EarlyStopping(monitor="accuracy")],
+            progress=False,
+        )
+    assert not (tmp_path / "ck.npz").exists()
+
+
+def test_the_progress_bar_ticks_once_per_batch(monkeypatch) -> None:
+    pytest.importorskip("tqdm")
+    import io
+
+    from xbp import training
+
+    ticks: list[int] = []
+    real = training._Progress.batches
+
+    def counting(self, n: int) -> None:
+        ticks.append(n)
+        real(self, n)
+
+    monkeypatch.setattr(training._Progress, "batches", counting)
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    x, y = xbp.data.make_xor()
+    net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    xbp.fit(net, np.tile(x, (3, 1)), np.tile(y, (3, 1)), epochs=2, batch_size=5, progress="bar")
+    assert sum(ticks) == 2 * 3  # 12 rows in batches of 5: three batches per epoch

@@ -65,10 +65,9 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self.best_only:
-            value = monitor_value(logs, self.monitor)
-            better = value is not None and (
-                self.best is None
-                or (value > self.best if "accuracy" in self.monitor else value < self.best)
+            value = monitor_value(logs, self.monitor, "ModelCheckpoint monitor")
+            better = self.best is None or (
+                value > self.best if "accuracy" in self.monitor else value < self.best
             )
             if not better:
                 return

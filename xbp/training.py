@@ -93,12 +93,22 @@ class Callback:
         pass
 
 
-def monitor_value(logs: dict[str, Any], monitor: str) -> float | None:
-    """The value of ``monitor`` in an epoch's logs (``val_*`` falls back to the training one)."""
+def monitor_value(logs: dict[str, Any], monitor: str, owner: str = "monitor") -> float:
+    """The value of ``monitor`` in an epoch's logs (``val_*`` falls back to the training one).
+
+    A name that no part of the run logs (a typo, accuracy on regression targets)
+    is an error at the first epoch's end, never a callback that silently does
+    nothing."""
     value = logs.get(monitor)
     if value is None and monitor.startswith("val_"):
         value = logs.get(monitor[4:])  # no validation data: watch the training metric
-    return None if value is None else float(value)
+    if value is None:
+        logged = sorted(k for k, v in logs.items() if v is not None and k != "epoch")
+        raise XbpValueError(
+            f"{owner}={monitor!r} is not logged by this run (it logs {logged}); watch one of "
+            "those, or add a callback that writes it into the epoch's logs"
+        )
+    return float(value)
 
 
 class EarlyStopping(Callback):
@@ -148,9 +158,7 @@ class EarlyStopping(Callback):
         return value < self.best - self.min_delta
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        value = monitor_value(logs, self.monitor)
-        if value is None:
-            return
+        value = monitor_value(logs, self.monitor, "EarlyStopping monitor")
         if self._better(value):
             self.best, self.best_epoch, self.wait = value, logs["epoch"], 0
             if self.restore_best:
@@ -316,13 +324,15 @@ class TrainOptions:
 
 
 class _Progress:
-    """A tqdm bar on a terminal, one line per epoch otherwise, nothing when off."""
+    """A live tqdm bar on a terminal (per batch: epoch n/N, the last epoch's metrics,
+    ETA), one line per epoch otherwise, nothing when off."""
 
-    def __init__(self, mode: Any, epochs: int, start: int) -> None:
+    def __init__(self, mode: Any, epochs: int, start: int, batches: int) -> None:
         stream = sys.stdout
         if mode == "auto" or mode is True:
             mode = "bar" if stream.isatty() else "lines"
         self.mode = mode if mode in ("bar", "lines") else "off"
+        self.epochs = epochs
         self.bar = None
         if self.mode == "bar":
             try:
@@ -330,7 +340,14 @@ class _Progress:
             except ImportError:
                 self.mode = "lines"
             else:
-                self.bar = tqdm(total=epochs, initial=start, unit="epoch", file=stream)
+                # one tick per batch: the host counts them, nothing waits for the device
+                self.bar = tqdm(
+                    total=epochs * batches,
+                    initial=start * batches,
+                    unit="batch",
+                    file=stream,
+                    desc=f"epoch {start + 1}/{epochs}",
+                )
 
     @staticmethod
     def line(logs: dict[str, Any]) -> str:
@@ -342,10 +359,14 @@ class _Progress:
         parts.append(f"{logs['seconds']:.2f}s")
         return "  ".join(parts)
 
+    def batches(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
     def update(self, logs: dict[str, Any]) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(self.line(logs).split("  ", 1)[1])
-            self.bar.update(1)
+            self.bar.set_description(f"epoch {min(logs['epoch'] + 1, self.epochs)}/{self.epochs}")
         elif self.mode == "lines":
             print(self.line(logs), flush=True)
 
@@ -411,6 +432,7 @@ class Trainer:
         self.stop_training = False
         self.metadata: dict[str, Any] = dict(self.options.metadata or {})
         self._compiled: Any = None  # the compiled epoch runner, built on first use
+        self._bar: _Progress | None = None
 
     # -- state ---------------------------------------------------------
     def copy_params(self) -> Params:
@@ -530,6 +552,8 @@ class Trainer:
             costs.append(cost * (e - s))
             if data.labels is not None:
                 corrects.append(count_correct(xp, out, xp.take(data.labels, idx, axis=0)))
+            if self._bar is not None and not check_each:
+                self._bar.batches(1)
         return {
             "costs": xp.stack(costs),
             "corrects": xp.stack(corrects) if corrects else None,
@@ -564,7 +588,11 @@ class Trainer:
         runner = self.compiled_runner()
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        bar = _Progress(self.options.progress if strategy.is_root else False, epochs, self.epoch)
+        n_batches = -(-train.n // self.options.batch_size)
+        bar = _Progress(
+            self.options.progress if strategy.is_root else False, epochs, self.epoch, n_batches
+        )
+        self._bar = bar
         try:
             while self.epoch < epochs and not self.stop_training:
                 t0 = time.perf_counter()
@@ -577,6 +605,7 @@ class Trainer:
                 snapshot = (self.copy_params(), self.copy_state(self.opt_state), self.step)
                 if runner is not None:
                     out = runner.run_epoch(train, host_perm)
+                    bar.batches(n_batches)
                 else:
                     out = self.run_epoch(train, perm)
                 # one device->host read per epoch: every step's loss, the correct counts
