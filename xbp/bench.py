@@ -109,9 +109,9 @@ def _sync(net: Any) -> Callable[[], None]:
     return wait
 
 
-def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
+def _trainer(case: dict[str, Any], backend: str, device: Any, compile: bool) -> Any:
+    """A Trainer of the case's network (seed 0) with SGD, no shuffling."""
     import xbp
-    from xbp.training import Trainer
 
     net = xbp.mlp(
         case["sizes"],
@@ -123,12 +123,21 @@ def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Con
         dtype=case["dtype"],
         seed=0,
     )
+    options = xbp.TrainOptions(
+        optimizer=xbp.optim.sgd(LR),
+        batch_size=case["batch"],
+        shuffle=False,
+        max_retries=0,
+        compile=compile,
+    )
+    return xbp.Trainer(net, options)
+
+
+def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
+    trainer = _trainer(case, backend, device, compile=False)
+    net = trainer.net
     x, y = case_data(case)
     xd, yd = net.check_inputs(x), net.check_targets(y, x.shape[0])
-    options = xbp.TrainOptions(
-        optimizer=xbp.optim.sgd(LR), batch_size=case["batch"], shuffle=False, max_retries=0
-    )
-    trainer = Trainer(net, options)
     n = x.shape[0]
     label = backend if device is None else f"{backend}-{device}"
     return Contender(f"xbp {label}", lambda: trainer.train_step(xd, yd, n), _sync(net))
@@ -137,31 +146,13 @@ def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Con
 def xbp_compiled_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
     """xbp's own step compiled (``compile=True``): one call runs an epoch of
     COMPILED_STEPS batches through the compiled runner, reported per step."""
-    import xbp
     from xbp.dataset import DeviceData
-    from xbp.training import Trainer
 
-    net = xbp.mlp(
-        case["sizes"],
-        activation=case["act"],
-        output=case["out"],
-        loss=case["loss"],
-        backend=backend,
-        device=device,
-        dtype=case["dtype"],
-        seed=0,
-    )
+    trainer = _trainer(case, backend, device, compile=True)
+    net = trainer.net
     x, y = case_data(case)
     x, y = np.concatenate([x] * COMPILED_STEPS), np.concatenate([y] * COMPILED_STEPS)
     data = DeviceData(net.check_inputs(x), net.check_targets(y, x.shape[0]))
-    options = xbp.TrainOptions(
-        optimizer=xbp.optim.sgd(LR),
-        batch_size=case["batch"],
-        shuffle=False,
-        max_retries=0,
-        compile=True,
-    )
-    trainer = Trainer(net, options)
     runner = trainer.compiled_runner()
     perm = np.arange(x.shape[0])
     label = backend if device is None else f"{backend}-{device}"

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import XbpValueError
 from .network import Network, Params, count_correct, no_caches
-from .optim import Optimizer
+from .optim import Optimizer, map_state
 
 __all__ = ["compiled_epoch_runner", "pure_step", "EpochRunner"]
 
@@ -54,20 +54,7 @@ def rebuild_state(template: Any, arrays: list[Any], advance: int = 0) -> Any:
     """``template`` with its array leaves replaced by ``arrays`` and its counts
     advanced by ``advance`` (every count in an optimizer state counts updates)."""
     it = iter(arrays)
-
-    def fill(t: Any) -> Any:
-        if isinstance(t, tuple):
-            vals = [fill(s) for s in t]
-            return type(t)(*vals) if hasattr(t, "_fields") else tuple(vals)
-        if isinstance(t, list):
-            return [fill(s) for s in t]
-        if isinstance(t, dict):
-            return {k: fill(t[k]) for k in sorted(t)}
-        if isinstance(t, int):
-            return t + advance
-        return next(it)
-
-    return fill(template)
+    return map_state(template, lambda t: t + advance if isinstance(t, int) else next(it))
 
 
 def _flatten(tree: Any, out: list[float]) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "from_config",
     "state_to_host",
     "state_from_host",
+    "map_state",
     "OPTIMIZERS",
 ]
 
@@ -645,6 +646,19 @@ def state_to_host(state: Any, to_host: Callable[[Any], np.ndarray]) -> list[np.n
     ]
 
 
+def map_state(state: Any, leaf: Callable[[Any], Any]) -> Any:
+    """The same nested structure (NamedTuples, tuples, lists, dicts) with ``leaf``
+    applied to every leaf (counts and arrays), in :func:`state_to_host`'s order."""
+    if isinstance(state, tuple):
+        vals = [map_state(s, leaf) for s in state]
+        return type(state)(*vals) if hasattr(state, "_fields") else tuple(vals)
+    if isinstance(state, list):
+        return [map_state(s, leaf) for s in state]
+    if isinstance(state, dict):
+        return {k: map_state(state[k], leaf) for k in sorted(state)}
+    return leaf(state)
+
+
 def state_from_host(
     template: Any, leaves: list[np.ndarray], to_device: Callable[[np.ndarray, Any], Any]
 ) -> Any:
@@ -658,13 +672,6 @@ def state_from_host(
         )
 
     def fill(t: Any) -> Any:
-        if isinstance(t, tuple):
-            vals = [fill(s) for s in t]
-            return type(t)(*vals) if hasattr(t, "_fields") else tuple(vals)
-        if isinstance(t, list):
-            return [fill(s) for s in t]
-        if isinstance(t, dict):
-            return {k: fill(t[k]) for k in sorted(t)}
         saved = next(it)
         if isinstance(t, int):
             return int(saved)
@@ -674,4 +681,4 @@ def state_from_host(
             )
         return to_device(saved, t.dtype)
 
-    return fill(template)
+    return map_state(template, fill)
