@@ -348,3 +348,22 @@ def test_docstring_examples_run(ort: Any, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     result = doctest.testmod(export, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_the_export_command_writes_a_model_onnxruntime_runs(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from xbp.cli import main
+
+    model, out = tmp_path / "m.npz", tmp_path / "m.onnx"
+    assert main(["train", "--epochs", "1", "--quiet", "--save", str(model)]) == 0
+    assert main(["export", str(model), str(out)]) == 0
+    x, _ = xbp.data.load_digits()
+    x = x[:7].astype(np.float64)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    ck = xbp.load_checkpoint(model)
+    scale = ck.metadata["standardize"]
+    want = xbp.load(model).predict((x - np.array(scale["mean"])) / np.array(scale["std"]))
+    assert np.max(np.abs(got - want)) <= 1e-9
+    assert main(["export", str(model), str(model)]) == 2  # never over the model itself

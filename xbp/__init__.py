@@ -21,6 +21,7 @@ from .errors import (
     XbpTypeError,
     XbpValueError,
 )
+from .export import export_onnx
 from .gradcheck import gradcheck
 from .init import INITS
 from .io import Checkpoint, load, load_checkpoint, save
@@ -64,6 +65,7 @@ __all__ = [
     "default_backend",
     "data",
     "evaluate",
+    "export_onnx",
     "fit",
     "gradcheck",
     "load",

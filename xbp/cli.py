@@ -27,6 +27,10 @@ import numpy as np
 from .errors import XbpError, XbpFileError, XbpValueError
 
 EXAMPLES = {
+    "export": """examples:
+  xbp export model.npz model.onnx               # ONNX opset 17: Gemm + activation per layer
+  xbp export model.npz model.onnx --opset 13
+""",
     "train": """examples:
   xbp train                                     # digits, NumPy on the CPU, a 64-256-10 MLP
   xbp train --backend torch --device cuda --dtype float32
@@ -105,6 +109,7 @@ def library_defaults() -> dict[str, Any]:
 # The CLI's own choices beside fit's: a 64-256-10 ReLU network with AdamW and a
 # cosine schedule reaches 97% on digits out of the box. LIBRARY entries are fit's.
 DEFAULTS: dict[str, dict[str, Any]] = {
+    "export": {"opset": 17},
     "train": {
         "backend": "numpy",
         "device": None,
@@ -345,13 +350,13 @@ def _add_data(o: _Options, *, required: bool = False, label_default: str | None 
         o.p.add_argument(
             "--data",
             required=True,
-            help="an MNIST directory, a .csv or .npz file, or digits, xor, spirals, moons, "
-            "blobs (required)",
+            help="an MNIST directory, a .csv or .npz file, or digits, mnist1d, xor, spirals, "
+            "moons, blobs (required)",
         )
     else:
         o.add(
             "--data",
-            "digits, xor, spirals, moons, blobs, an MNIST directory, or a .csv/.npz path",
+            "digits, mnist1d, xor, spirals, moons, blobs, an MNIST directory, or a .csv/.npz path",
         )
     o.add("--format", "file format when the suffix does not tell", choices=["csv", "npz", "mnist"])
     o.add(
@@ -489,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(pr, required=True, label_default="the model's label column if present, else none")
     pr.add("--batch-size", "rows per forward pass (bounds memory)", type=_positive_int)
     pr.add("--out", "write predictions to .csv, .npy or .npz", "print to standard output")
+
+    x = cmd("export", "Write a saved model as an ONNX file (needs pip install 'xbp[onnx]').")
+    x.p.add_argument("model", help="a model file written by xbp train --save or xbp.save")
+    x.p.add_argument("onnx", help="the .onnx file to write (replaced atomically)")
+    x.add("--opset", "ONNX opset the model declares (13 or later)", type=_positive_int)
 
     cmd("backends", "Which array libraries and devices xbp can use here, and why not.")
 
@@ -1594,10 +1604,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_file
+
+    summary = export_file(
+        args.model, args.onnx, opset=args.opset, model_argument="model", onnx_argument="onnx"
+    )
+    print(summary)
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "export": cmd_export,
     "backends": cmd_backends,
     "gradcheck": cmd_gradcheck,
     "explain": cmd_explain,

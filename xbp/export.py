@@ -5,9 +5,11 @@ stored as xbp keeps it, ``(n_in, n_out)``) followed by its activation node.
 The graph takes ``x`` of shape ``[N, n_in]`` with a symbolic batch dimension
 ``N`` and returns ``y`` of shape ``[N, n_out]``: exactly :meth:`xbp.Network.predict`.
 
-The model uses the default ONNX domain at opset :data:`OPSET` (17, supported
-by onnxruntime 1.12 and later and by most converters and accelerators) and
-the oldest IR version that opset allows, so older runtimes read it too.
+The model uses the default ONNX domain at opset :data:`OPSET` (17, which
+current runtimes, converters and accelerators read) and the oldest IR
+version that opset allows (8), so older runtimes read it too. Tested with
+onnxruntime 1.17 to 1.32 in float32 and 1.18 to 1.32 in float64 (1.17's graph
+optimizer fuses ``Gemm`` and its activation into a float-only kernel).
 
 The ``onnx`` package is an optional dependency: ``pip install 'xbp[onnx]'``
 (which also brings ``onnxruntime`` to run the exported model).
@@ -25,7 +27,7 @@ from .errors import XbpFileError, XbpTypeError, XbpValueError
 from .network import Network
 from .paths import as_path, check_distinct, label, output_file
 
-__all__ = ["export_onnx", "export_file", "OPSET", "ONNX_OPS"]
+__all__ = ["export_onnx", "export_file", "build_model", "OPSET", "ONNX_OPS"]
 
 #: The ONNX opset every exported model declares (default domain).
 OPSET = 17
