@@ -15,13 +15,12 @@ all three alike):
   pass (``MPIStrategy()``, the default).
 
 The communication *not hidden* behind compute is ``step - compute``; the share
-is that over the step. Every step starts after a barrier; a rank's median (or
-``--quantile``: on a machine shared with other work, a low quantile such as 10
-estimates the unloaded times) is taken, then the slowest rank's. Each rank
-uses one BLAS thread so that ranks do
-not fight over cores. The scaling table is a projection from the overlapped
-numbers (compute shrinks as 1/N, a ring Allreduce moves 2 (N-1)/N of the
-buffer), not a measurement.
+is that over the step. Every step starts after a barrier and lasts as long as
+its slowest rank; the median over steps is reported (``--quantile 10``: a low
+quantile, which on a machine shared with other work estimates the unloaded
+times). Each rank uses one BLAS thread so that ranks do not fight over cores.
+The scaling table is a projection from the overlapped numbers (compute shrinks
+as 1/N, a ring Allreduce moves 2 (N-1)/N of the buffer), not a measurement.
 """
 
 import os
@@ -110,14 +109,17 @@ def main() -> None:
             if i >= 5:
                 step[kind].append(time.perf_counter() - t0)
                 inside[kind].append(getattr(s, "inside", 0.0))
-    med = {k: float(np.percentile(v, args.quantile)) for k, v in step.items()}
-    med_in = {k: float(np.percentile(v, args.quantile)) for k, v in inside.items()}
-    all_med = comm.gather(med)
-    all_in = comm.gather(med_in)
+    # a step takes as long as its slowest rank: the maximum over ranks of each step's time
+    all_step, all_in = comm.gather(step), comm.gather(inside)
     if rank != 0:
         return
-    s = {k: max(m[k] for m in all_med) for k in kinds}
-    c = {k: max(m[k] for m in all_in) for k in kinds}
+
+    def quantile(per_rank: list[dict[str, list[float]]], k: str) -> float:
+        slowest = np.max([r[k] for r in per_rank], axis=0)
+        return float(np.percentile(slowest, args.quantile))
+
+    s = {k: quantile(all_step, k) for k in kinds}
+    c = {k: quantile(all_in, k) for k in kinds}
     what = "medians" if args.quantile == 50 else f"{args.quantile:g}th percentiles"
     n_params = sum(int(np.prod(v.shape)) for p_ in net.params for v in p_.values()) + 1
     itemsize = np.dtype(case["dtype"]).itemsize
