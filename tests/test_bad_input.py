@@ -555,6 +555,8 @@ CASES: list[tuple[str, Any, type, str]] = [
     ("mnist-missing-files", lambda be, t: xbp.data.mnist_files(t / "sub"),
      XbpFileNotFoundError, "lacks train-images-idx3-ubyte"),
     ("mnist-path-type", lambda be, t: xbp.data.load_mnist(3), XbpTypeError, "directory is a int"),
+    ("mnist1d-seed", lambda be, t: xbp.data.load_mnist1d(seed=-1), XbpValueError, "seed=-1"),
+    ("mnist1d-path", lambda be, t: xbp.data.load_mnist1d(path=3), XbpTypeError, "path is a int"),
     ("spirals-n", lambda be, t: xbp.data.make_spirals(1), XbpValueError, "n=1"),
     ("spirals-seed", lambda be, t: xbp.data.make_spirals(seed=-1), XbpValueError, "seed=-1"),
     ("moons-noise", lambda be, t: xbp.data.make_moons(noise=-1.0), XbpValueError, "noise=-1.0"),
