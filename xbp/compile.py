@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import XbpValueError
-from .network import Network, Params, count_correct, no_caches
+from .network import Network, Params, count_correct, epoch_summary, no_caches
 from .optim import Optimizer, map_state
 
 __all__ = ["compiled_epoch_runner", "pure_step", "EpochRunner"]
@@ -253,7 +253,10 @@ class TracedEpochRunner(EpochRunner):
                     )
                     costs.append(xp.reshape(c, (1,)))
                     corrects.append(xp.reshape(k, (1,)))
-                return params, arrays, xp.concat(costs), xp.concat(corrects)
+                costs, corrects = xp.concat(costs), xp.concat(corrects)
+                out = {"costs": costs, "corrects": corrects if labels is not None else None}
+                # the epoch's one read-back vector, built here rather than by eager calls
+                return params, arrays, costs, corrects, epoch_summary(xp, params, out)
 
             # parameters and optimizer state are donated: the device may update in place
             return be.jit(epoch, (0, 1))
@@ -267,7 +270,7 @@ class TracedEpochRunner(EpochRunner):
         epoch_fn = self._function(trainer.lr_scale != 1.0)
         state = trainer.opt_state
         scal = step_scalars(trainer.optimizer, state, n_steps, trainer.lr_scale)
-        params, arrays, costs, corrects = epoch_fn(
+        params, arrays, costs, corrects, summary = epoch_fn(
             [dict(p) for p in net.params],
             state_arrays(state),
             data.x,
@@ -279,7 +282,11 @@ class TracedEpochRunner(EpochRunner):
         net.adopt_params(params)
         trainer.opt_state = rebuild_state(state, arrays, n_steps)
         trainer.step += n_steps
-        return {"costs": costs, "corrects": None if data.labels is None else corrects}
+        return {
+            "costs": costs,
+            "corrects": None if data.labels is None else corrects,
+            "summary": summary,
+        }
 
 
 class SteppedEpochRunner(EpochRunner):

@@ -27,7 +27,15 @@ from .init import INITS, default_init, init_layer
 from .losses import Loss, check_pair, check_targets, get_loss
 from .validate import as_features, as_targets, check_int, is_host_array
 
-__all__ = ["Dense", "Network", "StepResult", "count_correct", "mlp", "no_caches"]
+__all__ = [
+    "Dense",
+    "Network",
+    "StepResult",
+    "count_correct",
+    "epoch_summary",
+    "mlp",
+    "no_caches",
+]
 
 Params = list[dict[str, Any]]
 
@@ -57,6 +65,21 @@ def count_correct(xp: Any, out: Any, labels: Any) -> Any:
     else:
         pred = xp.astype(xp.argmax(out, axis=1), labels.dtype)
     return xp.sum(xp.astype(pred == labels, out.dtype))
+
+
+def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
+    """One vector for the epoch's single read: per-step costs, correct counts (when
+    labels apply) and a sum over all weights (NaN/Inf anywhere makes it non-finite).
+
+    A compiled epoch computes it inside its own graph (``out["summary"]``)."""
+    if out.get("summary") is not None:
+        return out["summary"]
+    weight_sum = sum(xp.sum(v) for p in params for v in p.values())
+    parts = [out["costs"]]
+    if out["corrects"] is not None:
+        parts.append(out["corrects"])
+    parts.append(xp.reshape(weight_sum, (1,)))
+    return xp.concat(parts)
 
 
 class StepResult(NamedTuple):

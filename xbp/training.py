@@ -23,7 +23,15 @@ import numpy as np
 
 from .dataset import DeviceData
 from .errors import DivergenceError, XbpTypeError, XbpValueError
-from .network import EVAL_BATCH, PRECISIONS, Network, Params, StepResult, count_correct
+from .network import (
+    EVAL_BATCH,
+    PRECISIONS,
+    Network,
+    Params,
+    StepResult,
+    count_correct,
+    epoch_summary,
+)
 from .optim import Optimizer, apply_updates, get_optimizer
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
@@ -610,12 +618,8 @@ class Trainer:
                     out = self.run_epoch(train, perm)
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
-                weight_sum = sum(xp.sum(v) for p in self.net.params for v in p.values())
-                parts = [out["costs"]]
-                if out["corrects"] is not None:
-                    parts.append(out["corrects"])
-                parts.append(xp.reshape(weight_sum, (1,)))
-                summary = np.array(be.to_host(xp.concat(parts)), dtype=np.float64)
+                summary = np.array(be.to_host(epoch_summary(xp, self.net.params, out)))
+                summary = summary.astype(np.float64)
                 n_steps = int(out["costs"].shape[0])
                 if out["corrects"] is not None:  # each process counted its own share
                     summary[n_steps:-1] = strategy.reduce_sums(summary[n_steps:-1])
