@@ -84,6 +84,7 @@ class Backend:
     device: Any
     library: Library = field(init=False, repr=False)
     _tokens: list[contextvars.Token[Backend | None]] = field(default_factory=list, repr=False)
+    _checked_dtypes: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.library = backends.lookup(self.name)
@@ -156,6 +157,10 @@ class Backend:
     def dtype(self, spec: Any, *, argument: str = "dtype") -> Any:
         """Resolve ``"float32"``/``"float64"`` or a dtype object to this namespace's dtype."""
         xp = self.xp
+        # the hot path: a dtype this backend resolved before (every asarray passes one)
+        if spec is getattr(xp, "float64", None) or spec is getattr(xp, "float32", None):
+            if self._checked_dtypes.get(id(spec)) is spec:
+                return spec
         for dname in _DTYPE_NAMES:
             candidate = getattr(xp, dname)
             match = spec == dname
@@ -166,6 +171,7 @@ class Backend:
                     match = False
             if match:
                 self.library.check_dtype(dname, self.device, argument, self)
+                self._checked_dtypes[id(candidate)] = candidate
                 return candidate
         raise XbpTypeError(
             f"{argument}={spec!r} is not supported; use 'float32' or 'float64' "

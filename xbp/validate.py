@@ -74,12 +74,28 @@ def _all_finite(xp: Any, a: Any) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
 
+_KINDS: dict[tuple[int, Any, str], bool] = {}
+
+
+def _is_kind(xp: Any, dtype: Any, kind: str) -> bool:
+    # xp.isdtype is a Python function costing microseconds on NumPy; the answer per
+    # (namespace, dtype) never changes, so public calls on tiny data look it up
+    try:
+        key = (id(xp), dtype, kind)
+        found = _KINDS.get(key)
+    except TypeError:  # an unhashable dtype object
+        return bool(xp.isdtype(dtype, kind))
+    if found is None:
+        found = _KINDS[key] = bool(xp.isdtype(dtype, kind))
+    return found
+
+
 def _is_float(xp: Any, a: Any) -> bool:
-    return bool(xp.isdtype(a.dtype, "real floating"))
+    return _is_kind(xp, a.dtype, "real floating")
 
 
 def _is_int(xp: Any, a: Any) -> bool:
-    return bool(xp.isdtype(a.dtype, "integral"))
+    return _is_kind(xp, a.dtype, "integral")
 
 
 def _min_max(xp: Any, a: Any) -> tuple[Any, Any]:
