@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 #: a bucket is sent once it holds this many bytes of gradients
-BUCKET_BYTES = 1 << 20
+BUCKET_BYTES = 4 << 20
 #: NumPy gradients at least this large are summed in place (smaller ones are staged together)
 IN_PLACE_BYTES = 1 << 14
 #: how long a rank that finished waits for the others before aborting the job
