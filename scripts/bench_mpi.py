@@ -4,8 +4,9 @@
     mpiexec -n 2 python scripts/bench_mpi.py [--case mid] [--steps 150] [--quantile 50]
 
 Times, on every rank, three kinds of step on this rank's share of one global
-batch, taking turns step by step (so that load from other processes falls on
-all three alike):
+batch, taking turns step by step in a random order (so that load from other
+processes, and what the previous step left in the caches, fall on all three
+alike):
 
 * ``compute``: backprop on the share + SGD update, no exchange (what the step
   would cost if communication were free);
@@ -103,7 +104,10 @@ def main() -> None:
     step: dict[str, list[float]] = {k: [] for k in kinds}
     inside: dict[str, list[float]] = {k: [] for k in kinds}
     for i in range(args.steps + 5):  # 5 to warm up
-        for kind, t in kinds.items():
+        names = list(kinds)
+        order = np.random.default_rng(i).permutation(len(names))  # the same on every rank
+        for kind in [names[j] for j in order]:
+            t = kinds[kind]
             s = t.strategy
             if isinstance(s, TimedMPIStrategy):
                 s.inside = 0.0

@@ -462,6 +462,9 @@ def abort_all(message: str, comm: Any = None) -> NoReturn:
         flush=True,
     )
     sys.stdout.flush()
+    # the process manager forwards each rank's stderr asynchronously and tears the job
+    # down on Abort: give it a moment to pass this line on, or the reason can be lost
+    time.sleep(0.3)
     comm.Abort(1)
     # MPICH's Abort may return before the process manager's kill arrives: end this
     # process now, so that it does nothing more (the others are being killed)
