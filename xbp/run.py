@@ -14,6 +14,7 @@ from typing import Any
 from .checkpoint import ModelCheckpoint
 from .checkpoint import resume as resume_run
 from .dataset import DeviceData, split_validation, to_device
+from .distributed import data_fingerprint
 from .errors import XbpTypeError
 from .network import EVAL_BATCH, Network
 from .strategy import LocalStrategy, Strategy
@@ -156,6 +157,8 @@ def run_config(
         "validation_rows": None if val is None else val.n,
         "resume": None if ck is None else {"epoch": trainer.epoch, "step": trainer.step},
         "callbacks": [type(cb).__name__ for cb in trainer.callbacks],
+        # a cheap hash of sampled rows, only where there are other processes to compare with
+        "data": data_fingerprint(trainer.net, train, val) if trainer.strategy.size > 1 else None,
     }
 
 
