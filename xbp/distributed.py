@@ -160,8 +160,10 @@ class MPIStrategy(Strategy):
         Start summing each bucket of gradients while the backward pass goes on
         (default). False sums everything in one blocking exchange after it.
     bucket_bytes : int
-        Gradients are sent in buckets of at least this many bytes (the last
-        one, with the first layer and the loss, may be smaller).
+        Gradients are sent in buckets of at least this many bytes (default
+        4 MiB; the last one, with the first layer and the loss, may be
+        smaller). Smaller buckets start earlier, larger ones make fewer
+        collectives.
 
     Examples
     --------
@@ -389,7 +391,7 @@ def _disagreement(configs: list[dict[str, Any]]) -> str | None:
     """One line naming every setting the ranks disagree on, with which ranks hold what."""
     flats = [_flatten(c) for c in configs]
     names: list[str] = []
-    for flat in flats:  # rank 0's order, then fields only some ranks have
+    for flat in flats:  # rank 0's fields, then those only other ranks have
         names.extend(n for n in flat if n not in names)
     fields = []
     for name in names:
