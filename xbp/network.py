@@ -448,7 +448,8 @@ class Network:
             Called as ``grad_ready(l, {"W": dW_l, "b": db_l})`` as soon as the
             backward pass has produced layer ``l``'s gradients (last layer
             first), so a data-parallel strategy can start exchanging them while
-            the earlier layers are still being computed. It must not modify them.
+            the earlier layers are still being computed. It may sum them in place (the
+            backward pass does not read them again) but must not replace them.
 
         Returns
         -------
