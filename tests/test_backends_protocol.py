@@ -299,8 +299,6 @@ def test_unregistered_library_is_gone(fake: Library) -> None:
 #: a fix. A stale entry fails test_allow_list_only_shrinks.
 ALLOWED = {
     "xbp/bench.py",  # torch/jax as benchmark contenders; jax x64 switch
-    "xbp/cli.py",  # --distributed device pick for cupy/torch
-    "xbp/distributed.py",  # local_device, device_buffers
 }
 LIBRARY_NAMES = set(BUILTIN)
 DEVICE_LIBRARIES = LIBRARY_NAMES - {"numpy"}  # NumPy is the host format: importing it is fine

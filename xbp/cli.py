@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from . import backends
 from .errors import XbpError, XbpFileError, XbpValueError
 
 EXAMPLES = {
@@ -584,13 +585,14 @@ def _reads(files: list[Path], **more: Any) -> dict[str, Any]:
 
 def _use_jax_x64(args: argparse.Namespace) -> None:
     """float64 on JAX needs 64-bit mode, switched on before any array exists."""
-    if getattr(args, "backend", None) != "jax":
+    name = getattr(args, "backend", None)
+    if name is None:
         return
     try:
-        import jax
-    except ImportError:
-        return  # the backend check says how to install it
-    jax.config.update("jax_enable_x64", True)
+        library = backends.lookup(name)
+    except XbpError:
+        return  # the backend check says what is known
+    library.enable_float64()  # a no-op where float64 always works
 
 
 # -- data ------------------------------------------------------------------------------
@@ -996,8 +998,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .distributed import local_device, world
 
         comm = world()
-        if args.backend in ("cupy", "torch") and args.device in (None, "cuda"):
-            args.device = local_device(args.backend, comm)  # one GPU per rank
+        if args.device in (None, "cuda"):
+            device = local_device(args.backend, comm)  # one GPU per rank where there are GPUs
+            if device is not None:
+                args.device = device
     root = comm is None or comm.Get_rank() == 0
 
     # 2. a resumed run takes its options from the checkpoint (read once)

@@ -355,10 +355,11 @@ class SteppedEpochRunner(EpochRunner):
         params = [dict(p) for p in net.params]
         arrays = state_arrays(state)
         costs, corrects = [], []
+        perm = be.asarray(host_perm)  # one transfer per epoch; batches are device slices
         for b, s in enumerate(starts):
             e = min(s + bs, data.n)
             lo, hi = strategy.share(s, e)
-            idx = be.asarray(host_perm[lo:hi])
+            idx = perm[lo:hi]
             cost, g, correct = grads_fn(
                 params, data.x, data.y, data.labels, idx, scal[b, ...], n_total=e - s
             )

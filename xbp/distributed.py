@@ -49,7 +49,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .backend import gpu_count
+from . import backends
 from .errors import XbpValueError
 from .network import Network, Params
 from .strategy import Strategy
@@ -106,13 +106,10 @@ def local_rank(comm: Any = None) -> int:
 
 def local_device(backend: str, comm: Any = None) -> Any:
     """One GPU per rank: this rank's device, from its local rank (None on the CPU backends)."""
-    if backend not in ("cupy", "torch"):
-        return None
-    count = gpu_count(backend)
-    if count == 0:
-        return "cpu" if backend == "torch" else None
-    index = local_rank(comm) % count
-    return index if backend == "cupy" else f"cuda:{index}"
+    library = backends.lookup(backend)
+    if library.gpu_count() == 0:  # the library decides what "no GPU" means for it
+        return library.local_device(0)
+    return library.local_device(local_rank(comm))
 
 
 def cuda_aware() -> bool:
