@@ -261,3 +261,30 @@ def test_stable_losses_survive_huge_logits() -> None:
     net.params = [{"W": np.array([[800.0]]), "b": np.zeros(1)}]
     loss, _ = net.backprop(np.array([[1.0]]), np.array([[0.0]]))
     assert float(loss) == pytest.approx(800.0)
+
+
+@pytest.mark.parametrize(
+    "output,loss", OUTPUT_LOSS[-3:], ids=[f"{a}-{b}" for a, b in OUTPUT_LOSS[-3:]]
+)
+def test_row_weights_equal_repeated_rows(backend: xbp.Backend, output: str, loss: str) -> None:
+    """value_and_grad(sample_weight=w) with integer w equals the batch with row i
+    repeated w_i times (a zero weight drops the row), on every backend."""
+    rng = np.random.default_rng(4)
+    sizes = [3, 5, 3 if loss != "binary_cross_entropy" else 1]
+    x, y = batch(rng, sizes, loss, n=6)
+    w = np.array([1.0, 2.0, 0.0, 3.0, 1.0, 2.0])
+    rep = np.repeat(np.arange(6), w.astype(int))
+    ref = xbp.mlp(sizes, activation="tanh", output=output, loss=loss, seed=2, dtype="float64")
+    want_cost, want_grads, _ = ref.value_and_grad(
+        ref.check_inputs(x[rep]), ref.check_targets(y[rep], len(rep))
+    )
+    net = xbp.mlp(
+        sizes, activation="tanh", output=output, loss=loss, seed=2, dtype="float64", backend=backend
+    )
+    cost, grads, _ = net.value_and_grad(
+        net.check_inputs(x), net.check_targets(y, 6), sample_weight=backend.asarray(w, "float64")
+    )
+    np.testing.assert_allclose(float(cost), float(want_cost), rtol=1e-12)
+    for g, h in zip(grads, want_grads):
+        for key in "Wb":
+            np.testing.assert_allclose(backend.to_host(g[key]), h[key], rtol=1e-12, atol=1e-14)

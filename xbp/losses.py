@@ -21,58 +21,72 @@ __all__ = ["Loss", "LOSSES", "get_loss", "check_pair", "check_targets"]
 class Loss(NamedTuple):
     """A cost and the output activations it may follow.
 
-    ``value_and_delta(xp, z, a, y, n, activation)`` returns the batch cost as
-    a 0-d device array and delta_L; ``n`` is the divisor of the average
-    (the global batch size when the batch is split across processes).
+    ``value_and_delta(xp, z, a, y, n, activation, w)`` returns the batch cost
+    as a 0-d device array and delta_L; ``n`` is the divisor of the average
+    (the global batch size when the batch is split across processes, the sum
+    of the row weights when rows are weighted) and ``w`` is None or an
+    ``(rows, 1)`` array of row weights: the cost is ``sum_i w_i C_i / n`` and
+    row i of delta_L is scaled by ``w_i``.
     """
 
     name: str
-    value_and_delta: Callable[[Any, Any, Any, Any, int, Activation], tuple[Any, Any]]
+    value_and_delta: Callable[[Any, Any, Any, Any, Any, Activation, Any], tuple[Any, Any]]
     outputs: tuple[str, ...]
-    # (xp, z, y, n) -> (a, cost, delta): the output activation and the cost from one
+    # (xp, z, y, n, w) -> (a, cost, delta): the output activation and the cost from one
     # pass over z, used instead of activation.forward + value_and_delta when set
-    fused_forward: Callable[[Any, Any, Any, int], tuple[Any, Any, Any]] | None = None
+    fused_forward: Callable[[Any, Any, Any, Any, Any], tuple[Any, Any, Any]] | None = None
 
 
-def _quadratic(xp: Any, z: Any, a: Any, y: Any, n: int, act: Activation) -> tuple[Any, Any]:
+def _weighted_sum(xp: Any, terms: Any, w: Any) -> Any:
+    """sum over rows (and columns) of ``terms``, row i weighted by ``w[i]`` when given."""
+    return xp.sum(terms) if w is None else xp.sum(terms * w)
+
+
+def _scale_rows(delta: Any, w: Any, n: Any) -> Any:
+    """delta_L divided by the average's divisor and, with row weights, row i times w_i."""
+    if w is not None:
+        delta = delta * w
+    delta /= n
+    return delta
+
+
+def _quadratic(
+    xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None
+) -> tuple[Any, Any]:
     diff = a - y
-    cost = xp.sum(diff * diff) / (2 * n)
-    diff /= n
+    cost = _weighted_sum(xp, diff * diff, w) / (2 * n)
+    diff = _scale_rows(diff, w, n)
     if act.derivative is not None:
         diff *= act.derivative(xp, a)
     return cost, diff
 
 
-def _cross_entropy(xp: Any, z: Any, a: Any, y: Any, n: int, act: Activation) -> tuple[Any, Any]:
+def _cross_entropy(
+    xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None
+) -> tuple[Any, Any]:
     shifted = z - xp.max(z, axis=1, keepdims=True)
     log_norm = xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-    cost = -xp.sum(y * (shifted - log_norm)) / n
-    delta = a - y
-    delta /= n
-    return cost, delta
+    cost = -_weighted_sum(xp, y * (shifted - log_norm), w) / n
+    return cost, _scale_rows(a - y, w, n)
 
 
-def _softmax_cross_entropy(xp: Any, z: Any, y: Any, n: int) -> tuple[Any, Any, Any]:
+def _softmax_cross_entropy(xp: Any, z: Any, y: Any, n: Any, w: Any = None) -> tuple[Any, Any, Any]:
     # one max, one exp and one sum serve both the softmax output and the cost
     shifted = z - xp.max(z, axis=1, keepdims=True)
     e = xp.exp(shifted)
     norm = xp.sum(e, axis=1, keepdims=True)
-    cost = -xp.sum(y * (shifted - xp.log(norm))) / n
+    cost = -_weighted_sum(xp, y * (shifted - xp.log(norm)), w) / n
     e /= norm
-    delta = e - y
-    delta /= n
-    return e, cost, delta
+    return e, cost, _scale_rows(e - y, w, n)
 
 
 def _binary_cross_entropy(
-    xp: Any, z: Any, a: Any, y: Any, n: int, act: Activation
+    xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None
 ) -> tuple[Any, Any]:
     # -[y log s(z) + (1-y) log(1-s(z))] = max(z,0) - z*y + log1p(exp(-|z|))
     per = xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
-    cost = xp.sum(per) / n
-    delta = a - y
-    delta /= n
-    return cost, delta
+    cost = _weighted_sum(xp, per, w) / n
+    return cost, _scale_rows(a - y, w, n)
 
 
 _HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu", "softplus", "identity")

@@ -419,6 +419,7 @@ class Network:
         grad_scale: Any = None,
         forward_only: bool = False,
         grad_ready: Callable[[int, dict[str, Any]], None] | None = None,
+        sample_weight: Any = None,
     ) -> StepResult:
         """The cost, its gradients and the output A_L: the explicit backprop kernel.
 
@@ -450,6 +451,11 @@ class Network:
             first), so a data-parallel strategy can start exchanging them while
             the earlier layers are still being computed. It may sum them in place (the
             backward pass does not read them again) but must not replace them.
+        sample_weight : array, optional
+            Row weights ``w`` of shape ``(n,)`` on the device (non-negative; not
+            checked here). The cost becomes ``sum_i w_i C_i / n_total`` and
+            row i of delta_L is scaled by ``w_i``; ``n_total`` then defaults to
+            ``sum_i w_i``, so integer weights equal repeating rows.
 
         Returns
         -------
@@ -466,7 +472,9 @@ class Network:
         ((2, 3), (4, 1))
         """
         with self.backend.precision_scope(self._precision):
-            return self._value_and_grad(x, y, params, n_total, grad_scale, forward_only, grad_ready)
+            return self._value_and_grad(
+                x, y, params, n_total, grad_scale, forward_only, grad_ready, sample_weight
+            )
 
     def _value_and_grad(
         self,
@@ -477,20 +485,26 @@ class Network:
         grad_scale: Any,
         forward_only: bool,
         grad_ready: Callable[[int, dict[str, Any]], None] | None,
+        sample_weight: Any = None,
     ) -> StepResult:
         xp = self.backend.xp
         params = self._params if params is None else params
         acts = self._acts
         outs = [x]  # A_0 .. A_L; every phi' is computed from A, so Z_l is not kept
-        n = x.shape[0] if n_total is None else n_total
+        w = None
+        if sample_weight is None:
+            n = x.shape[0] if n_total is None else n_total
+        else:
+            w = xp.reshape(sample_weight, (-1, 1))
+            n = xp.sum(sample_weight) if n_total is None else n_total
         fused = self.loss.fused_forward
         if fused is not None:  # softmax + cross-entropy from one pass over Z_L
             z, _ = self._layers(x, params, outs, output=False)
-            a, cost, delta = fused(xp, z, y, n)
+            a, cost, delta = fused(xp, z, y, n, w)
             outs.append(a)
         else:
             z, a = self._layers(x, params, outs)
-            cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1])
+            cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1], w)
         del z
         if forward_only:
             return StepResult(cost, [], a)
