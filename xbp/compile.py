@@ -34,6 +34,7 @@ import numpy as np
 from .errors import XbpValueError
 from .network import Network, Params, count_correct, epoch_summary, no_caches
 from .optim import Optimizer, map_state
+from .weights import batch_weight_sum
 
 __all__ = ["compiled_epoch_runner", "pure_step", "EpochRunner"]
 
@@ -100,17 +101,24 @@ def pure_gradients(
     params: Params,
     xb: Any,
     yb: Any,
-    n_total: int,
+    n_total: Any,
     scalars: Any,
+    sample_weight: Any = None,
+    dropout_key: Any = None,
 ) -> tuple[Any, Params, Any]:
     """The first half of a step: cost, gradients and output (:meth:`Network.value_and_grad`).
 
     For plain SGD the "gradients" are already the updates (``-eta`` folded into
-    the output error, as in the eager loop)."""
+    the output error, as in the eager loop). ``sample_weight`` (the batch's row
+    weights, with ``n_total`` their global sum) and ``dropout_key`` (the step's
+    key) are device arrays the compiled code reads."""
+    extra = {"sample_weight": sample_weight, "dropout_key": dropout_key}
     with no_caches():
         if optimizer.fused_scale(template) is not None:
-            return net.value_and_grad(xb, yb, params=params, n_total=n_total, grad_scale=scalars[0])
-        return net.value_and_grad(xb, yb, params=params, n_total=n_total)
+            return net.value_and_grad(
+                xb, yb, params=params, n_total=n_total, grad_scale=scalars[0], **extra
+            )
+        return net.value_and_grad(xb, yb, params=params, n_total=n_total, **extra)
 
 
 def pure_update(
@@ -147,9 +155,11 @@ def pure_step(
     arrays: list[Any],
     xb: Any,
     yb: Any,
-    n_total: int,
+    n_total: Any,
     scalars: Any,
     scale_updates: bool,
+    sample_weight: Any = None,
+    dropout_key: Any = None,
 ) -> tuple[Params, list[Any], Any, Any]:
     """One training step as a function of its inputs, for tracing or capture.
 
@@ -159,7 +169,9 @@ def pure_step(
     Returns the new parameters, the new optimizer arrays, the cost and the
     output.
     """
-    cost, grads, out = pure_gradients(net, optimizer, template, params, xb, yb, n_total, scalars)
+    cost, grads, out = pure_gradients(
+        net, optimizer, template, params, xb, yb, n_total, scalars, sample_weight, dropout_key
+    )
     params, arrays = pure_update(optimizer, template, params, arrays, grads, scalars, scale_updates)
     return params, arrays, cost, out
 
@@ -209,6 +221,7 @@ class TracedEpochRunner(EpochRunner):
             repr(
                 [net.config()[k] for k in ("layers", "loss", "dtype", "precision")]
             ),  # not seed/init
+            net.dropout,
             str(net.device),
             repr(optimizer.config()),
             repr(_structure(template)),
@@ -217,21 +230,35 @@ class TracedEpochRunner(EpochRunner):
         )
 
         def build() -> Any:
-            def one(params, arrays, x, y, labels, idx, scal):  # type: ignore[no-untyped-def]
+            def one(params, arrays, x, y, labels, w, idx, scal, dkey):  # type: ignore[no-untyped-def]
                 n_total = idx.shape[0]
                 xb = xp.take(x, idx, axis=0)
                 yb = xp.take(y, idx, axis=0)
+                wb = None if w is None else xp.take(w, idx, axis=0)
+                if wb is not None:
+                    n_total = batch_weight_sum(xp, wb)
                 params, arrays, cost, out = pure_step(
-                    net, optimizer, template, params, arrays, xb, yb, n_total, scal, scale_updates
+                    net,
+                    optimizer,
+                    template,
+                    params,
+                    arrays,
+                    xb,
+                    yb,
+                    n_total,
+                    scal,
+                    scale_updates,
+                    wb,
+                    dkey,
                 )
                 correct = (
-                    count_correct(xp, out, xp.take(labels, idx, axis=0))
+                    count_correct(xp, out, xp.take(labels, idx, axis=0), wb)
                     if labels is not None
                     else xp.zeros((), dtype=cost.dtype)
                 )
                 return params, arrays, cost * n_total, correct
 
-            def epoch(params, arrays, x, y, labels, perm, scal):  # type: ignore[no-untyped-def]
+            def epoch(params, arrays, x, y, labels, w, perm, scal, keys):  # type: ignore[no-untyped-def]
                 n_full, rest = divmod(perm.shape[0], bs)
                 costs, corrects = [], []
                 if n_full:
@@ -239,17 +266,27 @@ class TracedEpochRunner(EpochRunner):
 
                     def body(carry, inp):  # type: ignore[no-untyped-def]
                         p, a = carry
-                        p, a, cost, correct = one(p, a, x, y, labels, inp[0], inp[1])
+                        dkey = None if keys is None else inp[2]
+                        p, a, cost, correct = one(p, a, x, y, labels, w, inp[0], inp[1], dkey)
                         return (p, a), (cost, correct)
 
-                    (params, arrays), (c, k) = be.scan(
-                        body, (params, arrays), (idx_mat, scal[:n_full, ...])
-                    )
+                    xs: tuple[Any, ...] = (idx_mat, scal[:n_full, ...])
+                    if keys is not None:
+                        xs = (*xs, keys[:n_full, ...])
+                    (params, arrays), (c, k) = be.scan(body, (params, arrays), xs)
                     costs.append(c)
                     corrects.append(k)
                 if rest:
                     params, arrays, c, k = one(
-                        params, arrays, x, y, labels, perm[n_full * bs :], scal[n_full, ...]
+                        params,
+                        arrays,
+                        x,
+                        y,
+                        labels,
+                        w,
+                        perm[n_full * bs :],
+                        scal[n_full, ...],
+                        None if keys is None else keys[n_full, ...],
                     )
                     costs.append(xp.reshape(c, (1,)))
                     corrects.append(xp.reshape(k, (1,)))
@@ -276,8 +313,10 @@ class TracedEpochRunner(EpochRunner):
             data.x,
             data.y,
             data.labels,
+            data.w,
             be.asarray(host_perm),
             be.asarray(scal, net.dtype),
+            trainer.dropout_keys(trainer.step, [0] * n_steps),
         )
         net.adopt_params(params)
         trainer.opt_state = rebuild_state(state, arrays, n_steps)
@@ -310,17 +349,30 @@ class SteppedEpochRunner(EpochRunner):
             repr(optimizer.config()),
             repr(_structure(template)),
             scale_updates,
+            net.dropout,
         )
 
         def build() -> tuple[Any, Any]:
-            def grads(params, x, y, labels, idx, scal, n_total):  # type: ignore[no-untyped-def]
+            def grads(params, x, y, labels, idx, scal, extra, n_total):  # type: ignore[no-untyped-def]
+                # extra: (row weights, their global batch sum, dropout key), device values
+                w, wsum, dkey = extra
                 xb = xp.take(x, idx, axis=0)
                 yb = xp.take(y, idx, axis=0)
+                wb = None if w is None else xp.take(w, idx, axis=0)
                 cost, g, out = pure_gradients(
-                    net, optimizer, template, params, xb, yb, n_total, scal
+                    net,
+                    optimizer,
+                    template,
+                    params,
+                    xb,
+                    yb,
+                    n_total if wsum is None else wsum,
+                    scal,
+                    wb,
+                    dkey,
                 )
                 correct = (
-                    count_correct(xp, out, xp.take(labels, idx, axis=0))
+                    count_correct(xp, out, xp.take(labels, idx, axis=0), wb)
                     if labels is not None
                     else xp.zeros((), dtype=cost.dtype)
                 )
@@ -356,16 +408,22 @@ class SteppedEpochRunner(EpochRunner):
         arrays = state_arrays(state)
         costs, corrects = [], []
         perm = be.asarray(host_perm)  # one transfer per epoch; batches are device slices
+        keys = trainer.dropout_keys(
+            trainer.step, [strategy.share(s, min(s + bs, data.n))[0] - s for s in starts]
+        )
         for b, s in enumerate(starts):
             e = min(s + bs, data.n)
             lo, hi = strategy.share(s, e)
             idx = perm[lo:hi]
+            # the global divisor: the whole batch's weight sum, summed here on the device
+            wsum = None if data.w is None else batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
+            extra = (data.w, wsum, None if keys is None else keys[b, ...])
             cost, g, correct = grads_fn(
-                params, data.x, data.y, data.labels, idx, scal[b, ...], n_total=e - s
+                params, data.x, data.y, data.labels, idx, scal[b, ...], extra, n_total=e - s
             )
             cost, g = strategy.reduce_grads(cost, g)
             params, arrays = update_fn(params, arrays, g, scal[b, ...])
-            costs.append(cost * (e - s))
+            costs.append(cost * (e - s if wsum is None else wsum))
             corrects.append(correct)
         net.adopt_params(params)
         trainer.opt_state = rebuild_state(state, arrays, len(starts))
@@ -416,6 +474,8 @@ class CapturedEpochRunner(EpochRunner):
         dev = net.device
         self.idx = xp.zeros(bs, dtype=xp.int64, device=dev)
         self.scal = xp.zeros(k, dtype=net.dtype, device=dev)
+        # the step's dropout key: a static buffer written before each replay
+        self.dkey = xp.zeros(3, dtype=xp.int64, device=dev) if any(net.dropout) else None
         template = trainer.opt_state
         self.params = params = [dict(p) for p in net.params]
         self.arrays = arrays = state_arrays(template)
@@ -425,8 +485,21 @@ class CapturedEpochRunner(EpochRunner):
         def step() -> tuple[Any, Any]:
             xb = xp.take(data.x, self.idx, axis=0)
             yb = xp.take(data.y, self.idx, axis=0)
+            wb = None if data.w is None else xp.take(data.w, self.idx, axis=0)
+            total = bs if wb is None else batch_weight_sum(xp, wb)
             new_params, new_arrays, cost, out = pure_step(
-                net, optimizer, template, params, arrays, xb, yb, bs, self.scal, scale_updates
+                net,
+                optimizer,
+                template,
+                params,
+                arrays,
+                xb,
+                yb,
+                total,
+                self.scal,
+                scale_updates,
+                wb,
+                self.dkey,
             )
             # static buffers: results end in the very same tensors
             for p, q in zip(params, new_params):
@@ -437,11 +510,11 @@ class CapturedEpochRunner(EpochRunner):
                 if b is not a:
                     a[...] = b
             correct = (
-                count_correct(xp, out, xp.take(data.labels, self.idx, axis=0))
+                count_correct(xp, out, xp.take(data.labels, self.idx, axis=0), wb)
                 if data.labels is not None
                 else None
             )
-            return cost * bs, correct
+            return cost * total, correct
 
         try:
             replay, (self.cost, self.correct) = net.backend.capture(step)
@@ -480,6 +553,7 @@ class CapturedEpochRunner(EpochRunner):
                 return trainer.run_epoch(data, be.asarray(host_perm))
             self.key = key
         out_costs, out_corrects = [], []
+        keys = trainer.dropout_keys(trainer.step, [0] * (n_full + (1 if rest else 0)))
         if n_full:
             self._adopt_static()
             state = trainer.opt_state
@@ -491,6 +565,8 @@ class CapturedEpochRunner(EpochRunner):
                 # the static inputs are written in place, the recorded kernels read them
                 self.idx[...] = idx_mat[b, ...]
                 self.scal[...] = scal_dev[b, ...]
+                if self.dkey is not None:
+                    self.dkey[...] = keys[b, ...]
                 self.replay()
                 costs[b] = self.cost
                 if self.correct is not None:
@@ -501,12 +577,18 @@ class CapturedEpochRunner(EpochRunner):
             out_corrects.append(corrects)
         if rest:
             idx = be.asarray(host_perm[n_full * bs :])
+            wb = None if data.w is None else xp.take(data.w, idx, axis=0)
+            total = rest if wb is None else batch_weight_sum(xp, wb)
             cost, _, out = trainer.train_step(
-                xp.take(data.x, idx, axis=0), xp.take(data.y, idx, axis=0), rest
+                xp.take(data.x, idx, axis=0),
+                xp.take(data.y, idx, axis=0),
+                total,
+                sample_weight=wb,
+                dropout_key=None if keys is None else keys[n_full, ...],
             )
-            out_costs.append(xp.reshape(cost * rest, (1,)))
+            out_costs.append(xp.reshape(cost * total, (1,)))
             if data.labels is not None:
-                c = count_correct(xp, out, xp.take(data.labels, idx, axis=0))
+                c = count_correct(xp, out, xp.take(data.labels, idx, axis=0), wb)
                 out_corrects.append(xp.reshape(c, (1,)))
         return {
             "costs": xp.concat(out_costs),

@@ -25,7 +25,9 @@ from .backend import backend as resolve_backend
 from .errors import XbpTypeError, XbpValueError
 from .init import INITS, default_init, init_layer
 from .losses import Loss, check_pair, check_targets, get_loss
+from .rng import keep_mask
 from .validate import as_features, as_targets, check_int, is_host_array
+from .weights import check_sample_weight
 
 __all__ = [
     "Dense",
@@ -58,13 +60,15 @@ def no_caches() -> Iterator[None]:
         _NO_CACHES.reset(token)
 
 
-def count_correct(xp: Any, out: Any, labels: Any) -> Any:
-    """How many rows of the output ``out`` predict their class label (a 0-d device array)."""
+def count_correct(xp: Any, out: Any, labels: Any, w: Any = None) -> Any:
+    """How many rows of the output ``out`` predict their class label (a 0-d device array);
+    with row weights ``w`` ``(rows,)``, the sum of the weights of those rows."""
     if out.shape[1] == 1:
         pred = xp.astype(out[:, 0] > 0.5, labels.dtype)
     else:
         pred = xp.astype(xp.argmax(out, axis=1), labels.dtype)
-    return xp.sum(xp.astype(pred == labels, out.dtype))
+    hit = xp.astype(pred == labels, out.dtype)
+    return xp.sum(hit) if w is None else xp.sum(hit * w)
 
 
 def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
@@ -80,6 +84,19 @@ def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
         parts.append(out["corrects"])
     parts.append(xp.reshape(weight_sum, (1,)))
     return xp.concat(parts)
+
+
+def check_dropout(rate: Any, argument: str = "Dense.dropout") -> float:
+    """A dropout rate as a float in [0, 1), or a one-line error naming ``argument``."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise XbpTypeError(f"{argument}={rate!r}; pass a number in [0, 1), e.g. 0.5")
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:  # NaN fails too
+        raise XbpValueError(
+            f"{argument}={rate!r} is outside [0, 1); pass the probability of dropping an "
+            "input, e.g. 0.5 (0 turns dropout off)"
+        )
+    return rate
 
 
 class StepResult(NamedTuple):
@@ -102,22 +119,30 @@ class Dense:
         ``"sigmoid"`` (alias ``"logistic"``), ``"tanh"``, ``"relu"``,
         ``"leaky_relu"``, ``"softplus"``, ``"identity"``, or ``"softmax"``
         (output layer only, with cross-entropy).
+    dropout : float
+        Inverted dropout on the layer's *input* during training: each input
+        value is zeroed with probability ``dropout`` and the others are scaled
+        by ``1/(1 - dropout)``; backprop goes through the same mask. Evaluation
+        and prediction never drop. The masks come from :mod:`xbp.rng`, so a seed
+        gives the same masks on every backend. In [0, 1); default 0 (off).
 
     Examples
     --------
     >>> import xbp
-    >>> xbp.Dense(2, 3, activation="tanh")
-    Dense(n_in=2, n_out=3, activation='tanh')
+    >>> xbp.Dense(2, 3, activation="tanh", dropout=0.5)
+    Dense(n_in=2, n_out=3, activation='tanh', dropout=0.5)
     """
 
     n_in: int
     n_out: int
     activation: str = "sigmoid"
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         check_int(self.n_in, "Dense.n_in")
         check_int(self.n_out, "Dense.n_out")
         object.__setattr__(self, "activation", get_activation(self.activation).name)
+        object.__setattr__(self, "dropout", check_dropout(self.dropout))
 
 
 class Network:
@@ -242,6 +267,11 @@ class Network:
         return self.layers[0].n_in
 
     @property
+    def dropout(self) -> tuple[float, ...]:
+        """Each layer's input dropout rate (0 where it does not drop)."""
+        return tuple(d.dropout for d in self.layers)
+
+    @property
     def n_out(self) -> int:
         return self.layers[-1].n_out
 
@@ -254,6 +284,7 @@ class Network:
             "init": self.init,
             "precision": self.precision,
             "seed": self.seed,
+            **({"dropout": list(self.dropout)} if any(self.dropout) else {}),
         }
 
     @classmethod
@@ -276,6 +307,9 @@ class Network:
         try:
             layers = [Dense(int(a), int(b), str(act)) for a, b, act in config["layers"]]
             loss = config["loss"]
+            rates = config.get("dropout")
+            if rates is not None:  # written only when a layer drops its input
+                layers = [Dense(d.n_in, d.n_out, d.activation, r) for d, r in zip(layers, rates)]
         except KeyError as exc:
             raise XbpValueError(
                 f"config lacks the key {exc}; pass Network.config()'s dict"
@@ -387,16 +421,26 @@ class Network:
 
     # -- the math: the one code path (docs/math.md) -------------------------
     def _layers(
-        self, x: Any, params: Params, keep: list[Any] | None = None, output: bool = True
+        self,
+        x: Any,
+        params: Params,
+        keep: list[Any] | None = None,
+        output: bool = True,
+        masks: list[Any] | None = None,
     ) -> tuple[Any, Any]:
         """Forward pass: ``(Z_L, A_L)``; appends every A_l to ``keep`` when given.
 
         ``output=False`` stops at Z_L (A_L is None) for a loss that computes the
-        output activation itself."""
+        output activation itself. ``masks`` (training with dropout) holds each
+        layer's input mask or None; a masked input ``A_{l-1} * m_l`` is stored
+        in ``masks`` as ``(m_l, A_{l-1} * m_l)`` for the backward pass."""
         xp = self.backend.xp
         a = z = x
         last = len(params) - 1
         for l, (p, act) in enumerate(zip(params, self._acts)):
+            if masks is not None and masks[l] is not None:
+                a = a * masks[l]  # inverted dropout of the layer's input
+                masks[l] = (masks[l], a)
             z = a @ p["W"]
             z += p["b"]
             if l == last and not output:
@@ -420,6 +464,7 @@ class Network:
         forward_only: bool = False,
         grad_ready: Callable[[int, dict[str, Any]], None] | None = None,
         sample_weight: Any = None,
+        dropout_key: Any = None,
     ) -> StepResult:
         """The cost, its gradients and the output A_L: the explicit backprop kernel.
 
@@ -456,6 +501,13 @@ class Network:
             checked here). The cost becomes ``sum_i w_i C_i / n_total`` and
             row i of delta_L is scaled by ``w_i``; ``n_total`` then defaults to
             ``sum_i w_i``, so integer weights equal repeating rows.
+        dropout_key : array, optional
+            The step's dropout key, an int64 device array ``[seed, step,
+            row_offset]`` (see :mod:`xbp.rng`). With it, every layer whose
+            ``dropout`` is above 0 multiplies its input by that step's mask and
+            the backward pass goes through the same mask; without it (the
+            default, and in evaluation) nothing is dropped. A fixed key gives a
+            fixed mask, so the cost is a smooth function of the weights again.
 
         Returns
         -------
@@ -473,7 +525,15 @@ class Network:
         """
         with self.backend.precision_scope(self._precision):
             return self._value_and_grad(
-                x, y, params, n_total, grad_scale, forward_only, grad_ready, sample_weight
+                x,
+                y,
+                params,
+                n_total,
+                grad_scale,
+                forward_only,
+                grad_ready,
+                sample_weight,
+                dropout_key,
             )
 
     def _value_and_grad(
@@ -486,11 +546,13 @@ class Network:
         forward_only: bool,
         grad_ready: Callable[[int, dict[str, Any]], None] | None,
         sample_weight: Any = None,
+        dropout_key: Any = None,
     ) -> StepResult:
         xp = self.backend.xp
         params = self._params if params is None else params
         acts = self._acts
         outs = [x]  # A_0 .. A_L; every phi' is computed from A, so Z_l is not kept
+        masks = None if dropout_key is None else self._dropout_masks(dropout_key, x.shape[0])
         w = None
         if sample_weight is None:
             n = x.shape[0] if n_total is None else n_total
@@ -499,11 +561,11 @@ class Network:
             n = xp.sum(sample_weight) if n_total is None else n_total
         fused = self.loss.fused_forward
         if fused is not None:  # softmax + cross-entropy from one pass over Z_L
-            z, _ = self._layers(x, params, outs, output=False)
+            z, _ = self._layers(x, params, outs, output=False, masks=masks)
             a, cost, delta = fused(xp, z, y, n, w)
             outs.append(a)
         else:
-            z, a = self._layers(x, params, outs)
+            z, a = self._layers(x, params, outs, masks=masks)
             cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1], w)
         del z
         if forward_only:
@@ -516,11 +578,15 @@ class Network:
         ones = self._ones(x.shape[0])
         for l in range(len(params) - 1, -1, -1):
             # output error delta_L above; hidden error delta_l = (delta_{l+1} W^T) * phi'
-            grads[l] = {"W": outs[l].T @ delta, "b": ones @ delta}
+            dropped = None if masks is None else masks[l]
+            a_in = outs[l] if dropped is None else dropped[1]  # the input layer l saw
+            grads[l] = {"W": a_in.T @ delta, "b": ones @ delta}
             if grad_ready is not None:
                 grad_ready(l, grads[l])
             if l:
                 delta = delta @ params[l]["W"].T
+                if dropped is not None:
+                    delta *= dropped[0]  # dC/dA = dC/d(A * m) * m: the same mask
                 act = acts[l - 1]
                 if act.backward is not None:
                     # A_l is not needed after this: its buffer is reused in place
@@ -528,6 +594,18 @@ class Network:
                 elif act.derivative is not None:
                     delta *= act.derivative(xp, outs[l])
         return StepResult(cost, grads, a)
+
+    def _dropout_masks(self, key: Any, rows: int) -> list[Any] | None:
+        """Each layer's input mask for this step (None where the layer does not drop)."""
+        if not any(self.dropout):
+            return None
+        xp = self.backend.xp
+        return [
+            keep_mask(xp, key, l, (rows, d.n_in), d.dropout, self.dtype, self.device)
+            if d.dropout
+            else None
+            for l, d in enumerate(self.layers)
+        ]
 
     def _ones(self, n: int) -> Any:
         """A cached ones vector of length n (bias gradients as GEMVs); never written to.
@@ -654,20 +732,34 @@ class Network:
         return None
 
     def evaluation_sums(
-        self, x: Any, y: Any, labels: Any, start: int, stop: int, batch_size: int
+        self,
+        x: Any,
+        y: Any,
+        labels: Any,
+        start: int,
+        stop: int,
+        batch_size: int,
+        weights: Any = None,
     ) -> tuple[Any, Any]:
         """Summed cost and correct predictions over rows ``[start, stop)`` of device data,
         ``batch_size`` rows at a time (bounded memory); 0-d device arrays (the
-        correct count is None without labels)."""
+        correct count is None without labels). With row ``weights`` ``(n,)``, row
+        i counts ``w_i`` times in both sums."""
         xp = self.backend.xp
         cost_sum = correct = None
         for s in range(start, stop, batch_size):
             e = min(s + batch_size, stop)  # out-of-bounds slice stops are not standard
-            cost, _, out = self.value_and_grad(x[s:e, ...], y[s:e, ...], forward_only=True)
-            part = cost * (e - s)
+            wb = None if weights is None else weights[s:e]
+            if wb is None:
+                cost, _, out = self.value_and_grad(x[s:e, ...], y[s:e, ...], forward_only=True)
+                part = cost * (e - s)
+            else:  # divisor 1: the weighted sum itself
+                part, _, out = self.value_and_grad(
+                    x[s:e, ...], y[s:e, ...], forward_only=True, sample_weight=wb, n_total=1
+                )
             cost_sum = part if cost_sum is None else cost_sum + part
             if labels is not None:
-                c = count_correct(xp, out, labels[s:e])
+                c = count_correct(xp, out, labels[s:e], wb)
                 correct = c if correct is None else correct + c
         if cost_sum is None:  # an empty share (more processes than rows)
             cost_sum = xp.zeros((), dtype=self.dtype, device=self.device)
@@ -675,8 +767,14 @@ class Network:
                 correct = xp.zeros((), dtype=self.dtype, device=self.device)
         return cost_sum, correct
 
-    def evaluate(self, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> dict[str, float | None]:
+    def evaluate(
+        self, x: Any, y: Any, *, batch_size: int = EVAL_BATCH, sample_weight: Any = None
+    ) -> dict[str, float | None]:
         """Loss and (where it applies) accuracy on ``(x, y)``, in batches of ``batch_size``.
+
+        ``sample_weight`` ``(n,)`` (non-negative, not all zero) weights the rows:
+        the loss is ``sum_i w_i C_i / sum_i w_i`` and the accuracy the weight
+        share of the correctly predicted rows.
 
         Examples
         --------
@@ -690,9 +788,12 @@ class Network:
         yd = self.check_targets(y, int(xd.shape[0]))
         labels = self.class_labels(y, yd)
         n = int(xd.shape[0])
-        cost, correct = self.evaluation_sums(xd, yd, labels, 0, n, batch_size)
-        acc = None if correct is None else float(correct) / n
-        return {"loss": float(cost) / n, "accuracy": acc}
+        wd, total = None, float(n)
+        if sample_weight is not None:
+            wd, total = check_sample_weight(self.backend, sample_weight, n, self.dtype)
+        cost, correct = self.evaluation_sums(xd, yd, labels, 0, n, batch_size, wd)
+        acc = None if correct is None else float(correct) / total
+        return {"loss": float(cost) / total, "accuracy": acc}
 
     def loss_value(self, x: Any, y: Any) -> float:
         """The cost C on (x, y) as a Python float."""

@@ -13,9 +13,15 @@ from typing import Any
 
 from .checkpoint import ModelCheckpoint
 from .checkpoint import resume as resume_run
-from .dataset import DeviceData, split_validation, to_device
+from .dataset import (
+    DeviceData,
+    class_weight_table,
+    split_validation,
+    to_device,
+    with_class_weight,
+)
 from .distributed import data_fingerprint
-from .errors import XbpTypeError
+from .errors import XbpTypeError, XbpValueError
 from .network import EVAL_BATCH, Network
 from .strategy import LocalStrategy, Strategy
 from .training import History, Trainer, TrainOptions
@@ -33,6 +39,8 @@ def fit(
     resume: Any = None,
     comm: Any = None,
     strategy: Strategy | None = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
     **option_values: Any,
 ) -> History:
     """Train ``net`` in place by mini-batch gradient descent and return the History.
@@ -53,7 +61,11 @@ def fit(
         ``checkpoint_every`` (1), ``on_divergence`` ("raise"), ``max_retries``
         (3), ``compile`` (None: where supported), ``precision`` (None: the
         network's), ``metadata``.
-    validation_data : (x_val, y_val), optional
+    validation_data : (x_val, y_val) or (x_val, y_val, sample_weight_val), optional
+        Validation rows; with a third element their loss and accuracy are
+        weighted by it. With ``validation_split`` instead, the held-out rows
+        keep their own ``sample_weight``. ``class_weight`` never applies to
+        validation (it reweights the training objective, not the measurement).
     resume : path or Checkpoint, optional
         Continue from a checkpoint written by this run's ``checkpoint``:
         weights, optimizer state, schedule position, epoch, RNG state and
@@ -63,6 +75,15 @@ def fit(
         ``strategy=xbp.distributed.MPIStrategy(comm)``).
     strategy : Strategy, optional
         How the run is spread over processes (default: this process alone).
+    sample_weight : array (n,), optional
+        Non-negative row weights: each batch's cost is ``sum_i w_i C_i / sum_i
+        w_i`` over its rows, so integer weights equal repeating rows; the
+        logged loss and accuracy are weighted the same way.
+    class_weight : "balanced" or dict, optional
+        Multiplies each training row's weight by the weight of its class:
+        ``{class: weight}`` (classes left out weigh 1) or ``"balanced"``,
+        ``n / (k * n_c)`` from the rows passed to ``fit`` (scikit-learn's rule).
+        Classification targets only.
 
     Examples
     --------
@@ -91,7 +112,9 @@ def fit(
             f"strategy is a {type(strategy).__name__}; pass an xbp.strategy.Strategy"
         )
     try:
-        return _fit(net, x, y, options, validation_data, resume, strategy)
+        return _fit(
+            net, x, y, options, validation_data, resume, strategy, sample_weight, class_weight
+        )
     except BaseException as exc:
         strategy.abort(exc)  # never leave the other processes waiting in a collective
         raise
@@ -105,6 +128,8 @@ def _fit(
     validation_data: Any,
     resume: Any,
     strategy: Strategy,
+    sample_weight: Any = None,
+    class_weight: Any = None,
 ) -> History:
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
@@ -115,14 +140,26 @@ def _fit(
                 ModelCheckpoint(options.checkpoint, every=options.checkpoint_every),
             )
         )
-    train = to_device(net, x, y)
+    train = to_device(net, x, y, sample_weight=sample_weight)
+    table = None if class_weight is None else class_weight_table(net, train, class_weight)
     val: DeviceData | None = None
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise XbpTypeError("validation_data must be a pair (x_val, y_val)")
-        val = to_device(net, validation_data[0], validation_data[1], "x_val")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise XbpTypeError(
+                "validation_data must be a pair (x_val, y_val) or a triple "
+                "(x_val, y_val, sample_weight_val)"
+            )
+        val_w = validation_data[2] if len(validation_data) == 3 else None
+        val = to_device(net, validation_data[0], validation_data[1], "x_val", val_w)
     elif options.validation_split:
         train, val = split_validation(net, train, options.validation_split, options.seed)
+        if val.w is not None and not val.weight_total > 0:
+            raise XbpValueError(
+                "sample_weight is zero on every validation row of validation_split; weight "
+                "some of them, or pass validation_data=(x_val, y_val, sample_weight_val)"
+            )
+    if table is not None:  # "balanced" counted every row passed to fit
+        train = with_class_weight(net, train, table)
     trainer = Trainer(net, options, strategy=strategy)
     ck = None
     if resume is not None:
@@ -155,6 +192,7 @@ def run_config(
         "precision": o.precision or trainer.net.precision,
         "train_shape": [train.n, trainer.net.n_in],
         "validation_rows": None if val is None else val.n,
+        "weighted": [train.w is not None, val is not None and val.w is not None],
         "resume": None if ck is None else {"epoch": trainer.epoch, "step": trainer.step},
         "callbacks": [type(cb).__name__ for cb in trainer.callbacks],
         # a cheap hash of sampled rows, only where there are other processes to compare with
@@ -163,10 +201,10 @@ def run_config(
 
 
 def evaluate(
-    net: Network, x: Any, y: Any, *, batch_size: int = EVAL_BATCH
+    net: Network, x: Any, y: Any, *, batch_size: int = EVAL_BATCH, sample_weight: Any = None
 ) -> dict[str, float | None]:
     """Loss and (where it applies) accuracy of ``net`` on ``(x, y)``; see
-    :meth:`xbp.Network.evaluate`.
+    :meth:`xbp.Network.evaluate` (``sample_weight`` weights both).
 
     Examples
     --------
@@ -177,7 +215,7 @@ def evaluate(
     """
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
-    return net.evaluate(x, y, batch_size=batch_size)
+    return net.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight)
 
 
 def predict_classes(net: Network, x: Any) -> Any:

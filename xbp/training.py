@@ -33,8 +33,10 @@ from .network import (
     epoch_summary,
 )
 from .optim import Optimizer, apply_updates, get_optimizer
+from .rng import MASK32, dropout_key
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
+from .weights import batch_weight_sum
 
 __all__ = [
     "History",
@@ -441,6 +443,13 @@ class Trainer:
         self.metadata: dict[str, Any] = dict(self.options.metadata or {})
         self._compiled: Any = None  # the compiled epoch runner, built on first use
         self._bar: _Progress | None = None
+        # the dropout masks' seed: the run's seed, or one drawn now (saved for resume)
+        seed = self.options.seed
+        self.dropout_seed = (
+            int(np.random.SeedSequence().generate_state(1)[0]) & MASK32 if seed is None else int(seed)
+        )
+        if any(net.dropout):
+            self.dropout_keys(0, [0])  # refuse a backend without int64 arithmetic now
 
     # -- state ---------------------------------------------------------
     def copy_params(self) -> Params:
@@ -474,6 +483,7 @@ class Trainer:
             "seed": self.options.seed,
             "lr_scale": self.lr_scale,
             "retries": self.retries,
+            "dropout_seed": self.dropout_seed,
             "history": self.history.to_dict(),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
         }
@@ -484,23 +494,59 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.retries = int(state.get("retries", 0))
+        self.dropout_seed = int(state.get("dropout_seed", self.dropout_seed))
         self.history = History.from_dict(state.get("history", {}))
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
 
     # -- the step ------------------------------------------------------
-    def train_step(self, xb: Any, yb: Any, n_total: int | None = None) -> StepResult:
+    def dropout_keys(self, first_step: int, row_offsets: list[int]) -> Any:
+        """The dropout keys of ``len(row_offsets)`` consecutive steps from ``first_step``,
+        as one int64 device array ``(steps, 3)`` (one transfer), or None without dropout.
+
+        Row b is ``[seed, first_step + b, row_offsets[b]]`` (:func:`xbp.rng.dropout_key`):
+        the step count is the trainer's, which is saved and resumed, so a resumed
+        run draws the masks it would have drawn."""
+        if not any(self.net.dropout):
+            return None
+        be = self.net.backend
+        host = np.array(
+            [dropout_key(self.dropout_seed, first_step + b, o) for b, o in enumerate(row_offsets)],
+            dtype=np.int64,
+        )
+        keys = be.asarray(host)
+        if be.xp.iinfo(keys.dtype).bits < 64:
+            raise XbpValueError(
+                f"dropout needs 64-bit integers, which the {be.name} backend has off; enable "
+                "them (for JAX: jax.config.update('jax_enable_x64', True)) or use dropout=0"
+            )
+        return keys
+
+    def train_step(
+        self,
+        xb: Any,
+        yb: Any,
+        n_total: Any = None,
+        *,
+        sample_weight: Any = None,
+        dropout_key: Any = None,
+    ) -> StepResult:
         """One update of the network's weights from the batch ``(xb, yb)``, in place.
 
         ``xb``/``yb`` are arrays on the network's device (see
         :meth:`Network.check_inputs`); ``n_total`` divides the batch average
-        (the global batch size when the batch is shared between processes).
-        The gradients come from :meth:`Network.value_and_grad` and are
-        combined across processes by the strategy; the optimizer turns them
-        into updates that are added to the weights. Returns the cost, the
-        updates that were applied and the output.
+        (the global batch size when the batch is shared between processes, the
+        batch's global weight sum with ``sample_weight``, the rows' weights on
+        the device). ``dropout_key`` is the step's int64 key (see
+        :meth:`dropout_keys`; made from the step count when the network drops
+        and none is given). The gradients come from
+        :meth:`Network.value_and_grad` and are combined across processes by the
+        strategy; the optimizer turns them into updates that are added to the
+        weights. Returns the cost, the updates that were applied and the output.
         """
         net = self.net
+        if dropout_key is None and any(net.dropout):
+            dropout_key = self.dropout_keys(self.step, [0])[0, ...]
         fused = self.optimizer.fused_scale(self.opt_state)
         if fused is not None:
             # plain SGD: the backward pass yields -lr * grad directly (docs/math.md)
@@ -511,6 +557,8 @@ class Trainer:
                 n_total=n_total,
                 grad_scale=scale * self.lr_scale,
                 grad_ready=self.strategy.grad_ready,
+                sample_weight=sample_weight,
+                dropout_key=dropout_key,
             )
             if self.strategy.reduces:
                 cost, updates = self.strategy.reduce_grads(cost, updates)
@@ -518,7 +566,12 @@ class Trainer:
             self.step += 1
             return StepResult(cost, updates, out)
         cost, grads, out = net.value_and_grad(
-            xb, yb, n_total=n_total, grad_ready=self.strategy.grad_ready
+            xb,
+            yb,
+            n_total=n_total,
+            grad_ready=self.strategy.grad_ready,
+            sample_weight=sample_weight,
+            dropout_key=dropout_key,
         )
         if self.strategy.reduces:
             cost, grads = self.strategy.reduce_grads(cost, grads)
@@ -543,13 +596,21 @@ class Trainer:
         xp = self.net.xp
         costs, corrects = [], []
         share = self.strategy.share
-        for b, (s, e) in enumerate(self._batches(data.n)):
+        batches = self._batches(data.n)
+        # one transfer per epoch; each step reads its row of keys on the device
+        keys = self.dropout_keys(self.step, [share(s, e)[0] - s for s, e in batches])
+        for b, (s, e) in enumerate(batches):
             lo, hi = share(s, e)
             idx = perm[lo:hi]
             xb = xp.take(data.x, idx, axis=0)
             yb = xp.take(data.y, idx, axis=0)
             before = self.copy_params() if check_each else None
-            cost, updates, out = self.train_step(xb, yb, e - s)
+            key = None if keys is None else keys[b, ...]
+            wb = None if data.w is None else xp.take(data.w, idx, axis=0)
+            # the divisor: the global batch's rows, or its weight sum (every process has
+            # the whole data set, so it sums the global batch's weights itself)
+            total = e - s if wb is None else batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
+            cost, updates, out = self.train_step(xb, yb, total, sample_weight=wb, dropout_key=key)
             if check_each:
                 bad = not math.isfinite(float(cost)) or not _finite(xp, updates)
                 if bad:
@@ -557,9 +618,9 @@ class Trainer:
                     self.set_params(before)
                     self.step -= 1
                     return {"failed_batch": b}
-            costs.append(cost * (e - s))
+            costs.append(cost * total)
             if data.labels is not None:
-                corrects.append(count_correct(xp, out, xp.take(data.labels, idx, axis=0)))
+                corrects.append(count_correct(xp, out, xp.take(data.labels, idx, axis=0), wb))
             if self._bar is not None and not check_each:
                 self._bar.batches(1)
         return {
@@ -627,10 +688,10 @@ class Trainer:
                 if not np.isfinite(summary).all():
                     self._diverged(train, perm, snapshot, step_costs, epoch_no)
                     continue
-                loss = float(summary[:n_steps].sum()) / train.n
+                loss = float(summary[:n_steps].sum()) / train.weight_total
                 acc = None
                 if out["corrects"] is not None:
-                    acc = float(summary[n_steps:-1].sum()) / train.n
+                    acc = float(summary[n_steps:-1].sum()) / train.weight_total
                 logs: dict[str, Any] = {
                     "epoch": epoch_no,
                     "loss": loss,
@@ -719,13 +780,13 @@ def evaluate_data(
     process evaluating its share in batches of ``batch_size`` rows."""
     strategy = LocalStrategy() if strategy is None else strategy
     lo, hi = strategy.share(0, data.n)
-    cost, correct = net.evaluation_sums(data.x, data.y, data.labels, lo, hi, batch_size)
+    cost, correct = net.evaluation_sums(data.x, data.y, data.labels, lo, hi, batch_size, data.w)
     xp = net.xp
     parts = [xp.reshape(cost, (1,))]
     if correct is not None:
         parts.append(xp.reshape(correct, (1,)))
     sums = np.array(net.backend.to_host(xp.concat(parts)), dtype=np.float64)
     sums = strategy.reduce_sums(sums)  # every process evaluated its own rows
-    loss = float(sums[0]) / data.n
-    acc = float(sums[1]) / data.n if correct is not None else None
+    loss = float(sums[0]) / data.weight_total
+    acc = float(sums[1]) / data.weight_total if correct is not None else None
     return loss, acc
