@@ -270,6 +270,11 @@ def _build(
     try:
         arch = meta["architecture"]
         layers = [Dense(int(a), int(b), str(act)) for a, b, act in arch["layers"]]
+        rates = arch.get("dropout")  # written only when a layer drops its input
+        if rates is not None:
+            if len(rates) != len(layers):
+                raise ValueError(f"{len(rates)} dropout rates for {len(layers)} layers")
+            layers = [Dense(d.n_in, d.n_out, d.activation, r) for d, r in zip(layers, rates)]
         net = Network(
             layers,
             loss=arch["loss"],

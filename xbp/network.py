@@ -26,7 +26,7 @@ from .errors import XbpTypeError, XbpValueError
 from .init import INITS, default_init, init_layer
 from .losses import Loss, check_pair, check_targets, get_loss
 from .rng import keep_mask
-from .validate import as_features, as_targets, check_int, is_host_array
+from .validate import as_features, as_targets, check_int, check_number, is_host_array
 from .weights import check_sample_weight
 
 __all__ = [
@@ -87,16 +87,8 @@ def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
 
 
 def check_dropout(rate: Any, argument: str = "Dense.dropout") -> float:
-    """A dropout rate as a float in [0, 1), or a one-line error naming ``argument``."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
-        raise XbpTypeError(f"{argument}={rate!r}; pass a number in [0, 1), e.g. 0.5")
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:  # NaN fails too
-        raise XbpValueError(
-            f"{argument}={rate!r} is outside [0, 1); pass the probability of dropping an "
-            "input, e.g. 0.5 (0 turns dropout off)"
-        )
-    return rate
+    """A dropout rate (the probability of dropping an input) in [0, 1), or a one-line error."""
+    return check_number(rate, argument, low=0.0, low_open=False, high=1.0, high_open=True)
 
 
 class StepResult(NamedTuple):

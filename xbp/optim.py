@@ -246,6 +246,28 @@ def add_weight_decay(weight_decay: float) -> Transform:
     return Transform(lambda p: (), update)
 
 
+def add_l1(l1: float) -> Transform:
+    """L1 regularisation: add ``l1 * sign(W)`` to each weight gradient (biases untouched).
+
+    ``sign(W)`` is the subgradient of ``l1 * sum |W|`` with 0 at ``W = 0``
+    (``docs/math.md``), so a weight that is exactly 0 is left where it is."""
+    strength = check_number(l1, "l1", low_open=False)
+
+    def update(
+        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
+    ) -> tuple[Params, Any]:
+        xp = _ns(params)
+        if inplace:
+            for g, p in zip(grads, params):
+                g["W"] += strength * xp.sign(p["W"])
+            return grads, state
+        return [
+            {"W": g["W"] + strength * xp.sign(p["W"]), "b": g["b"]} for g, p in zip(grads, params)
+        ], state
+
+    return Transform(lambda p: (), update)
+
+
 def scale_by_momentum(beta: float, nesterov: bool = False) -> Transform:
     b = check_number(beta, "momentum", low=0.0, low_open=False, high=1.0, high_open=True)
 
@@ -464,6 +486,7 @@ def _build(
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
     decoupled: bool = False,
+    l1: float = 0.0,
 ) -> Optimizer:
     sched = as_schedule(learning_rate)
     parts: list[Transform] = []
@@ -471,11 +494,15 @@ def _build(
         parts.append(clip_by_global_norm(clip_norm))
     if weight_decay and not decoupled:
         parts.append(add_weight_decay(weight_decay))
+    if check_number(l1, "l1", low_open=False):  # beside L2: on the gradient
+        parts.append(add_l1(l1))
     parts += core
     if weight_decay and decoupled:
         parts.append(add_decoupled_weight_decay(weight_decay))
     parts.append(scale_by_learning_rate(sched))
     hyper = {**hyper, "weight_decay": weight_decay, "clip_norm": clip_norm}
+    if l1:  # written only when set, so older files and configs read the same
+        hyper["l1"] = float(l1)
     return Optimizer(name, hyper, sched, chain(*parts), scale_only=len(parts) == 1)
 
 
@@ -484,9 +511,13 @@ def sgd(
     *,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
-    """Plain gradient descent ``w <- w - eta * grad`` (the seed algorithm)."""
-    return _build("sgd", learning_rate, [], {}, weight_decay, clip_norm)
+    """Plain gradient descent ``w <- w - eta * grad`` (the seed algorithm).
+
+    Every optimizer takes ``weight_decay`` (L2: ``+ weight_decay * W`` on the
+    gradient), ``l1`` (``+ l1 * sign(W)`` on the gradient) and ``clip_norm``."""
+    return _build("sgd", learning_rate, [], {}, weight_decay, clip_norm, l1=l1)
 
 
 def momentum(
@@ -495,6 +526,7 @@ def momentum(
     *,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
     """Heavy-ball momentum: ``v <- beta v + g``, ``w <- w - eta v``."""
     return _build(
@@ -504,6 +536,7 @@ def momentum(
         {"beta": beta},
         weight_decay,
         clip_norm,
+        l1=l1,
     )
 
 
@@ -513,6 +546,7 @@ def nesterov(
     *,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
     """Nesterov momentum: ``w <- w - eta (g + beta v)`` with ``v <- beta v + g``."""
     return _build(
@@ -522,6 +556,7 @@ def nesterov(
         {"beta": beta},
         weight_decay,
         clip_norm,
+        l1=l1,
     )
 
 
@@ -533,6 +568,7 @@ def adam(
     *,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    l1: float = 0.0,
     decoupled: bool = False,
 ) -> Optimizer:
     """Adam with bias correction; ``weight_decay`` is L2 added to the gradient
@@ -545,6 +581,7 @@ def adam(
         weight_decay,
         clip_norm,
         decoupled=decoupled,
+        l1=l1,
     )
 
 
@@ -556,6 +593,7 @@ def adamw(
     *,
     weight_decay: float = 0.01,
     clip_norm: float | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
     """Adam with decoupled weight decay (Loshchilov and Hutter)."""
     return adam(
@@ -566,6 +604,7 @@ def adamw(
         weight_decay=weight_decay,
         clip_norm=clip_norm,
         decoupled=True,
+        l1=l1,
     )
 
 
@@ -576,6 +615,7 @@ def rmsprop(
     *,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
     """RMSProp: divide by a running root-mean-square of the gradients."""
     return _build(
@@ -585,6 +625,7 @@ def rmsprop(
         {"rho": rho, "epsilon": epsilon},
         weight_decay,
         clip_norm,
+        l1=l1,
     )
 
 

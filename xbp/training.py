@@ -445,9 +445,10 @@ class Trainer:
         self._bar: _Progress | None = None
         # the dropout masks' seed: the run's seed, or one drawn now (saved for resume)
         seed = self.options.seed
-        self.dropout_seed = (
-            int(np.random.SeedSequence().generate_state(1)[0]) & MASK32 if seed is None else int(seed)
-        )
+        if seed is None:
+            self.dropout_seed = int(np.random.SeedSequence().generate_state(1)[0]) & MASK32
+        else:
+            self.dropout_seed = int(seed)
         if any(net.dropout):
             self.dropout_keys(0, [0])  # refuse a backend without int64 arithmetic now
 
