@@ -193,3 +193,56 @@ def test_only_a_pure_learning_rate_chain_is_folded_into_backprop() -> None:
         assert other.fused_scale(other.init(p)) is None, other.name
     rebuilt = optim.from_config(optim.sgd(0.3).config())
     assert rebuilt.fused_scale(rebuilt.init(p))[0] == -0.3
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_l1_adds_the_sign_of_each_weight_to_its_gradient(backend: xbp.Backend, name: str) -> None:
+    """l1 adds l1 * sign(W) (0 at W = 0, never to biases) to the gradient, beside L2,
+    before the optimizer's own rule: checked against a by-hand NumPy update."""
+    rng = np.random.default_rng(5)
+    w0 = rng.normal(size=(3, 2))
+    w0[1, 1] = 0.0  # the subgradient at 0 is 0
+    b0 = rng.normal(size=2)
+    gs = [rng.normal(size=(3, 2)) for _ in range(3)]
+    gb = [rng.normal(size=2) for _ in range(3)]
+    l1, wd = 0.3, 0.05
+    opt = optim.get_optimizer(name, 0.05, l1=l1, weight_decay=wd)
+    params = [{"W": backend.asarray(w0, "float64", copy=True),
+               "b": backend.asarray(b0, "float64", copy=True)}]  # fmt: skip
+    state = opt.init(params)
+    w, b = w0.copy(), b0.copy()
+    mw, mb, vw, vb = (np.zeros_like(w), np.zeros_like(b), np.zeros_like(w), np.zeros_like(b))
+    for t, (g, h) in enumerate(zip(gs, gb), start=1):
+        grads = [{"W": backend.asarray(g, "float64", copy=True),
+                   "b": backend.asarray(h, "float64", copy=True)}]  # fmt: skip
+        updates, state = opt.update(grads, state, params, inplace=t % 2 == 0)
+        params = optim.apply_updates(params, updates)
+        gw = g + wd * w + l1 * np.sign(w)  # by hand
+        if name == "sgd":
+            w, b = w - 0.05 * gw, b - 0.05 * h
+        elif name == "momentum":
+            mw, mb = 0.9 * mw + gw, 0.9 * mb + h
+            w, b = w - 0.05 * mw, b - 0.05 * mb
+        else:
+            mw, vw = 0.9 * mw + 0.1 * gw, 0.999 * vw + 0.001 * gw * gw
+            mb, vb = 0.9 * mb + 0.1 * h, 0.999 * vb + 0.001 * h * h
+            c1, c2 = 1 - 0.9**t, 1 - 0.999**t
+            w = w - 0.05 * (mw / c1) / (np.sqrt(vw / c2) + 1e-8)
+            b = b - 0.05 * (mb / c1) / (np.sqrt(vb / c2) + 1e-8)
+    np.testing.assert_allclose(backend.to_host(params[0]["W"]), w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(backend.to_host(params[0]["b"]), b, rtol=1e-12, atol=1e-14)
+
+
+def test_l1_is_saved_with_the_optimizer(tmp_path) -> None:
+    opt = optim.adam(0.01, l1=1e-3)
+    assert opt.config()["l1"] == 1e-3
+    assert optim.from_config(opt.config()).config() == opt.config()
+    assert "l1" not in optim.adam(0.01).config()  # configs without L1 are unchanged
+    net = xbp.mlp([2, 3, 1], seed=0)
+    xbp.save(net, tmp_path / "m.npz", optimizer=opt, optimizer_state=opt.init(net.params))
+    assert xbp.load_checkpoint(tmp_path / "m.npz").optimizer.config() == opt.config()
+    # a weight at exactly 0 stays there under plain SGD + L1 with a zero gradient
+    p = [{"W": np.array([[0.0, 2.0]]), "b": np.zeros(2)}]
+    u, _ = optim.sgd(0.1, l1=0.5).update([{"W": np.zeros((1, 2)), "b": np.zeros(2)}],
+                                         optim.sgd(0.1, l1=0.5).init(p), p)  # fmt: skip
+    assert u[0]["W"].tolist() == [[0.0, -0.05]] and u[0]["b"].tolist() == [0.0, 0.0]
