@@ -208,16 +208,20 @@ class _Threads(Strategy):
         return bool(self._allsum(np.array([float(flag)]))[0])
 
 
-@pytest.mark.parametrize("size", [2, 3])
-def test_shares_use_the_global_weight_sum_and_the_global_masks(size: int) -> None:
+@pytest.mark.parametrize("size,compiled", [(2, False), (3, False), (2, True)])
+def test_shares_use_the_global_weight_sum_and_the_global_masks(size: int, compiled: bool) -> None:
+    """Eager shares on NumPy; compiled halves of each step (JAX) with the exchange between."""
+    be: Any = "numpy"
+    if compiled:
+        be = backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
     x, y, w = _data(37)
     args: dict[str, Any] = dict(sample_weight=w, epochs=3, batch_size=8, seed=2,
                                 optimizer=optim.momentum(0.2), progress=False,
-                                validation_split=0.2)  # fmt: skip
+                                validation_split=0.2, compile=compiled)  # fmt: skip
     single = _net(dropout=0.4)
-    h_single = xbp.fit(single, x, y, **args)
+    h_single = xbp.fit(single, x, y, **{**args, "compile": False})
     board: dict[str, Any] = {"slots": [None] * size, "barrier": threading.Barrier(size)}
-    nets = [_net(dropout=0.4) for _ in range(size)]
+    nets = [_net(be, dropout=0.4) for _ in range(size)]
     hists: list[Any] = [None] * size
     errors: list[BaseException] = []
 

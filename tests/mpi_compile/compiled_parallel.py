@@ -15,6 +15,12 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(61, 5))  # 61 rows, batches of 16: uneven shares and a short batch
 y = (x[:, 0] * x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 0.5)
 net = xbp.mlp([5, 7, 3], activation="tanh", loss="cross_entropy", backend="jax", seed=1)
+weights: dict = {}
+if opt_name.endswith("-weighted"):  # row and class weights, and dropout on the hidden layer
+    layers = [xbp.Dense(5, 7, "tanh", dropout=0.3), xbp.Dense(7, 3, "softmax")]
+    net = xbp.Network(layers, loss="cross_entropy", backend="jax", seed=1)
+    weights = {"sample_weight": rng.integers(0, 4, size=61) * 1.0, "class_weight": "balanced"}
+    opt_name = opt_name.removesuffix("-weighted")
 comm = None
 if parallel:  # compiled on every rank; the reference is one eager process
     from mpi4py import MPI
@@ -32,6 +38,7 @@ hist = xbp.fit(
     progress=False,
     compile=parallel,
     comm=comm,
+    **weights,
 )
 if comm is None or comm.Get_rank() == 0:
     arrays = {f"{i}{k}": v for i, p in enumerate(net.host_params()) for k, v in p.items()}
