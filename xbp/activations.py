@@ -212,13 +212,14 @@ def register_activation(
     *,
     from_z: bool = False,
     backward: Callable[[Any, Any, Any], Any] | None = None,
-    replace: bool = False,
 ) -> Activation:
     """Make your own activation usable by name everywhere xbp takes one.
 
     Networks store activations by name, so a model that uses it saves as usual
     and loads wherever the same name is registered again (loading it elsewhere
-    is a one-line error naming the activation).
+    is a one-line error naming the activation). Registering a name again
+    replaces its rule (re-running a notebook cell works); built-in names are
+    never replaced.
 
     Parameters
     ----------
@@ -238,8 +239,6 @@ def register_activation(
         ``backward(xp, delta, a_or_z) -> delta * phi'``, which may overwrite
         both (temporary) arguments to save memory; used instead of
         ``derivative`` for hidden layers.
-    replace : bool
-        Allow replacing an activation registered earlier under ``name``.
 
     Returns
     -------
@@ -263,10 +262,6 @@ def register_activation(
             raise XbpValueError(f"{arg} is a {type(fn).__name__}; pass a function of (xp, ...)")
     if forward is None:
         raise XbpValueError("forward is None; pass forward(xp, z) -> a")
-    if name in ACTIVATIONS and not replace:
-        raise XbpValueError(
-            f"activation {name!r} is registered already; pass replace=True to replace it"
-        )
     import array_api_compat.numpy as cnp  # the reference namespace for the check below
     import numpy as np
 

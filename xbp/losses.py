@@ -176,7 +176,6 @@ def register_loss(
     *,
     delta: Callable[[Any, Any, Any, Any], Any] | None = None,
     outputs: Sequence[str] | None = None,
-    replace: bool = False,
 ) -> Loss:
     """Make your own cost usable by name everywhere xbp takes a loss.
 
@@ -184,7 +183,8 @@ def register_loss(
     the batch (``C = sum_i w_i C_i / n``, with row weights when given) and
     turns the derivative into the output error delta_L. Networks store the
     loss by name, so a model that uses it saves as usual and loads wherever the
-    same name is registered again.
+    same name is registered again. Registering a name again replaces its rule;
+    built-in names are never replaced.
 
     Parameters
     ----------
@@ -207,8 +207,6 @@ def register_loss(
         The output activations the loss may follow (default with ``grad``: any
         but softmax). :func:`xbp.mlp` picks the first as its default output;
         without ``outputs`` that is identity.
-    replace : bool
-        Allow replacing a loss registered earlier under ``name``.
 
     Returns
     -------
@@ -249,8 +247,6 @@ def register_loss(
                 f"outputs names {out!r}, which is not a registered activation; use one of "
                 f"{sorted(ACTIVATIONS)}"
             )
-    if name in LOSSES and not replace:
-        raise XbpValueError(f"loss {name!r} is registered already; pass replace=True to replace it")
 
     def value_and_delta(
         xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None
