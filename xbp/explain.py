@@ -23,7 +23,7 @@ import array_api_compat.numpy as cnp
 import numpy as np
 
 from .activations import get_activation
-from .errors import XbpValueError
+from .errors import XbpTypeError, XbpValueError
 from .gradcheck import gradcheck
 from .network import Network
 from .validate import check_int, check_number
@@ -118,7 +118,7 @@ def explain(
       b_2 = [ 4.858081e-02]
     """
     if not isinstance(net, Network):
-        raise XbpValueError(f"net is a {type(net).__name__}; pass an xbp.Network")
+        raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
     check_number(learning_rate, "learning_rate")
     digits = check_int(digits, "digits")
     limit = check_int(limit, "limit")
@@ -199,7 +199,10 @@ def explain(
     else:  # a registered loss: its own output error, through the loss seam
         _, delta = net.loss.value_and_delta(cnp, zL + 0, aL + 0, yh, 1, act, None)
         delta = np.asarray(delta)
-        out.append(f"delta_{L} = dC/dA_{L} * {act.name}'(Z_{L}) / n   (loss {net.loss.name!r})")
+        out.append(
+            f"delta_{L} = the output error of loss {net.loss.name!r} / n   (its registered "
+            f"dC/dA times {act.name}'(Z_{L}), or its own dC/dZ)"
+        )
         out.append(show(f"  delta_{L}", delta))
     deltas[L] = delta
     for l in range(L, 0, -1):

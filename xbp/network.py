@@ -101,8 +101,9 @@ class Dense:
         Input and output widths; ``W`` is ``(n_in, n_out)``.
     activation : str
         ``"sigmoid"`` (alias ``"logistic"``), ``"tanh"``, ``"relu"``,
-        ``"leaky_relu"``, ``"softplus"``, ``"identity"``, or ``"softmax"``
-        (output layer only, with cross-entropy).
+        ``"leaky_relu"``, ``"softplus"``, ``"identity"``, ``"softmax"``
+        (output layer only, with cross-entropy), or a name registered with
+        :func:`xbp.register_activation`.
 
     Examples
     --------
@@ -129,8 +130,9 @@ class Network:
     layers : sequence of Dense
         Consecutive widths must chain (``layers[i].n_out == layers[i+1].n_in``).
     loss : str
-        ``"quadratic"`` (alias ``"mse"``), ``"cross_entropy"`` (softmax output)
-        or ``"binary_cross_entropy"`` (sigmoid output).
+        ``"quadratic"`` (alias ``"mse"``), ``"cross_entropy"`` (softmax output),
+        ``"binary_cross_entropy"`` (sigmoid output), or a name registered with
+        :func:`xbp.register_loss`.
     backend, device
         Where the parameters live; see :func:`xbp.backend`. Default: the
         current default backend (NumPy on the CPU).
