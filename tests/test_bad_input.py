@@ -66,6 +66,11 @@ def edited(tmp: Path, name: str, change) -> Path:
     return out
 
 
+def unknown_activation(meta: dict) -> None:
+    """A model header naming an activation that no one registered."""
+    meta["architecture"]["layers"][0][2] = "gelu_x"
+
+
 def newer_version(tmp: Path) -> Path:
     return edited(tmp, "newer.npz", lambda m: m.update(format_version=99))
 
@@ -229,8 +234,26 @@ CLI_CASES: list[tuple[str, Any, type, str]] = [
     ("cli-bench-json-missing-dir",
      lambda be, t: ["bench", "--cases", "tiny", "--json", t / "nope" / "b.json"],
      XbpFileNotFoundError, "--json"),
-    ("cli-explain-index", lambda be, t: ["explain", "--backend", be.name, "--index", "9"],
-     XbpValueError, "--index 9 is outside the 4 samples"),
+    ("cli-explain-index", lambda be, t: ["explain", "--backend", be.name, "--sample", "9"],
+     XbpValueError, "--sample 9 is outside the 4 samples"),
+    ("cli-explain-digits", lambda be, t: ["explain", "--backend", be.name, "--digits", "30"],
+     XbpValueError, "--digits 30"),
+    ("cli-summary-not-a-model", lambda be, t: ["summary", t / "notes.txt"], XbpFileError,
+     "model="),
+    ("cli-summary-missing", lambda be, t: ["summary", t / "nope.npz"], XbpFileNotFoundError,
+     "does not exist"),
+    ("cli-summary-unregistered-activation",
+     lambda be, t: ["summary", edited(t, "o.npz", unknown_activation)], XbpFileError,
+     "needs the activation 'gelu_x'"),
+    ("cli-log-csv-is-save",
+     lambda be, t: ["train", "--save", t / "m.npz", "--log-csv", t / "m.npz"], XbpValueError,
+     "--log-csv"),
+    ("cli-log-csv-is-data",
+     lambda be, t: ["train", "--data", t / "iris.csv", "--label-column", "species",
+                    "--log-csv", t / "iris.csv"], XbpValueError, "same file as --data"),
+    ("cli-log-csv-missing-dir",
+     lambda be, t: ["train", "--log-csv", t / "nope" / "log.csv"], XbpFileNotFoundError,
+     "--log-csv"),
     ("cli-compile-on-unsupported",
      lambda be, t: ["train", "--backend", be.name, "--compile", "on", "--quiet"],
      XbpValueError, "--compile on"),
@@ -338,6 +361,19 @@ CASES: list[tuple[str, Any, type, str]] = [
      "optimizer='lbfgs'"),
     ("resume-model-file", lambda be, t: fit(be, resume=t / "model.npz"), XbpValueError,
      "without training state"),
+    ("csvlogger-path-type", lambda be, t: xbp.CSVLogger(5), XbpTypeError, "path is a int"),
+    ("csvlogger-foreign-csv",
+     lambda be, t: fit(be, callbacks=[xbp.CSVLogger(t / "iris.csv", append=True)]),
+     XbpFileError, "first column is not 'epoch'"),
+    ("csvlogger-missing-dir",
+     lambda be, t: fit(be, callbacks=[xbp.CSVLogger(t / "nope" / "log.csv")]),
+     XbpFileNotFoundError, "CSVLogger path"),
+    ("load-unregistered-activation",
+     lambda be, t: xbp.load(edited(t, "m.npz", unknown_activation), backend=be), XbpFileError,
+     "needs the activation 'gelu_x', which is not registered"),
+    ("load-unregistered-loss",
+     lambda be, t: xbp.load(edited(t, "n.npz", lambda m: m["architecture"].update(
+         loss="huber_x")), backend=be), XbpFileError, "xbp.register_loss('huber_x'"),
     ("checkpoint-missing-dir", lambda be, t: fit(be, checkpoint=t / "nope" / "c.npz"),
      XbpFileNotFoundError, "checkpoint="),
     # -- dropout, L1, sample and class weights -----------------------------------------------
@@ -391,8 +427,8 @@ CASES: list[tuple[str, Any, type, str]] = [
     ("validation-data-quad", lambda be, t: fit(be, validation_data=(X, Y, Y, Y)), XbpTypeError,
      "validation_data must be a pair"),
     # -- building networks ----------------------------------------------------------------------
-    ("unknown-activation", lambda be, t: xbp.mlp([3, 2], activation="gelu", backend=be),
-     XbpValueError, "activation='gelu'"),
+    ("unknown-activation", lambda be, t: xbp.mlp([3, 2], activation="mish", backend=be),
+     XbpValueError, "activation='mish'"),
     ("unknown-activation-lists", lambda be, t: xbp.mlp([3, 2], activation="swish", backend=be),
      XbpValueError, "'sigmoid'"),
     ("unknown-loss", lambda be, t: xbp.mlp([3, 2], loss="hinge", backend=be), XbpValueError,
@@ -401,6 +437,44 @@ CASES: list[tuple[str, Any, type, str]] = [
      "backend='tensorflow'"),
     ("unknown-init", lambda be, t: xbp.mlp([3, 2], init="orthogonal", backend=be),
      XbpValueError, "init='orthogonal'"),
+    ("explain-many-rows", lambda be, t: xbp.explain(net(be), X[:2], Y[:2]), XbpValueError,
+     "x has 2 rows"),
+    ("explain-digits", lambda be, t: xbp.explain(net(be), X[:1], Y[:1], digits=1),
+     XbpValueError, "digits=1"),
+    ("explain-not-a-network", lambda be, t: xbp.explain("net", X[:1], Y[:1]), XbpTypeError,
+     "net is a str"),
+    ("register-activation-builtin",
+     lambda be, t: xbp.register_activation("relu", lambda xp, z: z, None), XbpValueError,
+     "name='relu' is a built-in"),
+    ("register-activation-bad-name",
+     lambda be, t: xbp.register_activation("My Act", lambda xp, z: z, None), XbpValueError,
+     "lower-case identifier"),
+    ("register-activation-shape",
+     lambda be, t: xbp.register_activation("summed", lambda xp, z: xp.sum(z), None),
+     XbpValueError, "returned shape"),
+    ("register-activation-raises",
+     lambda be, t: xbp.register_activation("broken", lambda xp, z: z.no_such_method(), None),
+     XbpValueError, "raised AttributeError"),
+    ("register-activation-not-callable",
+     lambda be, t: xbp.register_activation("half", 0.5, None), XbpValueError,
+     "forward is a float"),
+    ("activation-object-unregistered",
+     lambda be, t: xbp.Dense(2, 3, xbp.activations.Activation("mine", lambda xp, z: z, None)),
+     XbpValueError, "Activation('mine') is not registered"),
+    ("register-loss-builtin",
+     lambda be, t: xbp.register_loss("mse", lambda xp, a, y: a, lambda xp, a, y: a),
+     XbpValueError, "name='mse' is a built-in"),
+    ("register-loss-grad-and-delta",
+     lambda be, t: xbp.register_loss("both", lambda xp, a, y: a, lambda xp, a, y: a,
+                                     delta=lambda xp, z, a, y: a), XbpValueError,
+     "exactly one of grad"),
+    ("register-loss-delta-without-outputs",
+     lambda be, t: xbp.register_loss("fused", lambda xp, a, y: a, delta=lambda xp, z, a, y: a),
+     XbpValueError, "outputs=[...]"),
+    ("register-loss-unknown-output",
+     lambda be, t: xbp.register_loss("l1x", lambda xp, a, y: a, lambda xp, a, y: a,
+                                     outputs=["gelu_x"]), XbpValueError,
+     "outputs names 'gelu_x'"),
     ("softmax-mse", lambda be, t: xbp.mlp([3, 2], output="softmax", loss="mse", backend=be),
      XbpValueError, "loss='quadratic' cannot follow"),
     ("sigmoid-cross-entropy",
@@ -656,7 +730,7 @@ CASES: list[tuple[str, Any, type, str]] = [
 
 # files a case may create as its own bad input (everything else must stay untouched)
 INPUTS = {f"sub/{n}" for n in ("newer.npz", "mismatch.npz", "cut.npz", "evil.npz")} | {
-    f"sub/{c}.npz" for c in "abcdefghijkl"
+    f"sub/{c}.npz" for c in "abcdefghijklmno"
 }
 
 
@@ -829,7 +903,7 @@ def test_every_entry_point_has_a_bad_input_case(
             monkeypatch.setattr(module, name, wrapped)
             if getattr(xbp, name, None) is fn:
                 monkeypatch.setattr(xbp, name, wrapped)
-    for command in ("train", "evaluate", "predict", "explain", "bench"):
+    for command in ("train", "evaluate", "predict", "explain", "summary", "bench"):
         monkeypatch.setitem(cli.COMMANDS, command, spy(f"cli.{command}", cli.COMMANDS[command]))
     be = xbp.backend("numpy")
     for _, call, error, _ in CASES:
@@ -838,7 +912,9 @@ def test_every_entry_point_has_a_bad_input_case(
         except (error, pytest.skip.Exception):
             pass
     expected = {f"{m}.{n}" for m, module in modules.items() for n in _public(module)}
-    expected |= {f"cli.{c}" for c in ("train", "evaluate", "predict", "explain", "bench")}
+    expected |= {
+        f"cli.{c}" for c in ("train", "evaluate", "predict", "explain", "summary", "bench")
+    }
     # helpers with nothing a user can get wrong
     expected -= {"data.load_digits", "data.make_xor", "paths.describe", "paths.label",
                  "paths.new_file_mode", "paths.write_target", "paths.name_max", "paths.sniff",

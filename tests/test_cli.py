@@ -170,7 +170,7 @@ def test_explain(capsys) -> None:
     for text in (
         "Z_1 = A_0 W_1 + b_1",
         "A_2 = sigmoid(Z_2)",
-        "delta_2 = (A_L - y)/n * sigmoid'",
+        "delta_2 = (A_2 - y) * sigmoid'(Z_2) / n",
         "delta_1 = (delta_2 W_2^T) * sigmoid'(Z_1)",
         "dC/dW_1 = A_0^T delta_1",
     ):

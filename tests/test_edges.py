@@ -613,7 +613,7 @@ class TestCommandLine:
         monkeypatch.setattr(xbp.Network, "value_and_grad", spy)
         rc, out, _ = run("explain", "--backend", be.name)
         assert rc == 0 and calls == [((1, 2), (1, 1))]
-        net = xbp.mlp([2, 2, 1], activation="sigmoid", loss="quadratic", seed=0)
+        net = xbp.mlp([2, 3, 1], activation="sigmoid", output="sigmoid", loss="quadratic", seed=0)
         x, y = xbp.data.make_xor()
         cost = float(out.split("C (quadratic) = ")[1].split()[0])
         assert cost == pytest.approx(net.loss_value(x[:1], y[:1]), rel=1e-5)

@@ -233,7 +233,7 @@ def test_to_moves_bit_exact(backend: xbp.Backend) -> None:
 
 
 def test_params_assignable_and_copied(backend: xbp.Backend) -> None:
-    net = xbp.mlp([2, 2, 1], backend=backend)
+    net = xbp.mlp([2, 2, 1], output="sigmoid", backend=backend)
     new = [{"W": np.ones((2, 2)), "b": np.zeros(2)}, {"W": np.ones((2, 1)), "b": np.ones(1)}]
     net.params = new
     out = net.predict(np.array([[1.0, 2.0]]))

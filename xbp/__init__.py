@@ -1,7 +1,7 @@
 """xbp: neural networks trained by explicit backpropagation on any array library."""
 
 from . import data, optim
-from .activations import ACTIVATIONS
+from .activations import ACTIVATIONS, register_activation
 from .backend import (
     BACKEND_NAMES,
     Backend,
@@ -10,6 +10,7 @@ from .backend import (
     backend,
     default_backend,
 )
+from .callbacks import CSVLogger
 from .checkpoint import ModelCheckpoint
 from .errors import (
     BackendUnavailableError,
@@ -21,11 +22,12 @@ from .errors import (
     XbpTypeError,
     XbpValueError,
 )
+from .explain import explain
 from .export import export_onnx
 from .gradcheck import gradcheck
 from .init import INITS
 from .io import Checkpoint, load, load_checkpoint, save
-from .losses import LOSSES
+from .losses import LOSSES, register_loss
 from .network import Dense, Network, StepResult, mlp
 from .run import evaluate, fit, predict_classes
 from .strategy import LocalStrategy, Strategy
@@ -40,6 +42,7 @@ __all__ = [
     "LOSSES",
     "Backend",
     "Callback",
+    "CSVLogger",
     "Checkpoint",
     "EarlyStopping",
     "History",
@@ -65,6 +68,7 @@ __all__ = [
     "default_backend",
     "data",
     "evaluate",
+    "explain",
     "export_onnx",
     "fit",
     "gradcheck",
@@ -72,6 +76,8 @@ __all__ = [
     "load_checkpoint",
     "optim",
     "predict_classes",
+    "register_activation",
+    "register_loss",
     "save",
     "mlp",
     "__version__",

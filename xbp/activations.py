@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from .errors import XbpValueError
 
-__all__ = ["Activation", "ACTIVATIONS", "get_activation"]
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", "register_activation"]
 
 LEAKY_SLOPE = 0.01
 
@@ -24,7 +24,9 @@ class Activation(NamedTuple):
     ``backward(xp, delta, a)`` returns ``delta * phi'(a)`` for a hidden layer
     and may overwrite both of its (temporary) arguments, which saves two
     full-size temporaries per layer. ``forward`` may overwrite ``z`` when
-    ``overwrites_z`` is set.
+    ``overwrites_z`` is set. With ``from_z`` the derivative (and ``backward``)
+    take the net input ``Z`` instead of ``A``, for activations that cannot be
+    inverted (GELU, swish); the network then keeps that layer's ``Z``.
     """
 
     name: str
@@ -33,6 +35,7 @@ class Activation(NamedTuple):
     output_only: bool = False
     backward: Callable[[Any, Any, Any], Any] | None = None
     overwrites_z: bool = False
+    from_z: bool = False
 
 
 def _sigmoid(xp: Any, z: Any) -> Any:
@@ -138,14 +141,134 @@ ACTIVATIONS: dict[str, Activation] = {
 _ALIASES = {"logistic": "sigmoid", "linear": "identity"}
 
 
+#: the built-in names (and aliases), which registration never replaces
+BUILTIN = frozenset(ACTIVATIONS) | frozenset(_ALIASES)
+
+_REGISTER_HOW = (
+    "register it first with xbp.register_activation(name, forward, derivative) "
+    "(see README, 'Your own activation and loss')"
+)
+
+
 def get_activation(name: str | Activation, *, argument: str = "activation") -> Activation:
-    """Look an activation up by name (``"logistic"`` is an alias of ``"sigmoid"``)."""
+    """Look an activation up by name (``"logistic"`` is an alias of ``"sigmoid"``).
+
+    An :class:`Activation` object is accepted when it is the one registered
+    under its name (models store activations by name, so an unregistered one
+    could not be saved and loaded).
+    """
     if isinstance(name, Activation):
-        return name
+        if ACTIVATIONS.get(name.name) is name:
+            return name
+        raise XbpValueError(
+            f"{argument}=Activation({name.name!r}) is not registered; {_REGISTER_HOW}, "
+            "then pass its name"
+        )
     if isinstance(name, str):
         key = _ALIASES.get(name.lower(), name.lower())
         if key in ACTIVATIONS:
             return ACTIVATIONS[key]
     raise XbpValueError(
-        f"{argument}={name!r} is not known; use one of {sorted(ACTIVATIONS) + sorted(_ALIASES)}"
+        f"{argument}={name!r} is not known; use one of "
+        f"{sorted(ACTIVATIONS) + sorted(_ALIASES)}, or {_REGISTER_HOW}"
     )
+
+
+def check_part_name(name: Any, kind: str, builtin: frozenset[str]) -> str:
+    """A new part's name: a non-empty lower-case identifier that is not a built-in one."""
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise XbpValueError(
+            f"name={name!r} is not a valid {kind} name; use a lower-case identifier such as "
+            "'gelu' or 'huber'"
+        )
+    if name in builtin:
+        raise XbpValueError(
+            f"name={name!r} is a built-in {kind}; choose another name for your own {kind}"
+        )
+    return name
+
+
+def _probe(xp: Any, fn: Callable[..., Any], args: tuple[Any, ...], shape: tuple[int, ...]) -> Any:
+    """Call a user's rule on a small float64 array; one line when it misbehaves."""
+    try:
+        out = fn(xp, *args)
+    except Exception as exc:
+        raise XbpValueError(
+            f"{fn.__name__} raised {type(exc).__name__}: {exc} on a {shape} float64 array; "
+            "write it with the array namespace xp it receives (xp.exp, xp.tanh, ...)"
+        ) from None
+    if getattr(out, "shape", None) != shape:
+        raise XbpValueError(
+            f"{fn.__name__} returned shape {getattr(out, 'shape', type(out).__name__)} for a "
+            f"{shape} input; return an array of the input's shape"
+        )
+    return out
+
+
+def register_activation(
+    name: str,
+    forward: Callable[[Any, Any], Any],
+    derivative: Callable[[Any, Any], Any] | None,
+    *,
+    from_z: bool = False,
+    backward: Callable[[Any, Any, Any], Any] | None = None,
+) -> Activation:
+    """Make your own activation usable by name everywhere xbp takes one.
+
+    Networks store activations by name, so a model that uses it saves as usual
+    and loads wherever the same name is registered again (loading it elsewhere
+    is a one-line error naming the activation). Registering a name again
+    replaces its rule (re-running a notebook cell works); built-in names are
+    never replaced.
+
+    Parameters
+    ----------
+    name : str
+        A lower-case identifier that is not a built-in name.
+    forward : callable
+        ``forward(xp, z) -> a``, written with the array namespace ``xp`` it
+        receives (so it runs on every backend); it must not modify ``z``.
+    derivative : callable or None
+        ``derivative(xp, a) -> phi'(z)`` written from the output ``a = phi(z)``
+        (exact for invertible activations), or with ``from_z=True``
+        ``derivative(xp, z)``. None means phi' = 1.
+    from_z : bool
+        The derivative needs ``z`` (GELU, swish): the network keeps the
+        layer's ``Z`` for the backward pass.
+    backward : callable, optional
+        ``backward(xp, delta, a_or_z) -> delta * phi'``, which may overwrite
+        both (temporary) arguments to save memory; used instead of
+        ``derivative`` for hidden layers.
+
+    Returns
+    -------
+    Activation
+        The registered rule (also ``xbp.ACTIVATIONS[name]``).
+
+    Examples
+    --------
+    softsign ``a = z / (1 + |z|)`` has ``phi' = (1 - |a|)^2``, exact from ``a``:
+
+    >>> import xbp
+    >>> _ = xbp.register_activation(
+    ...     "softsign", lambda xp, z: z / (1 + xp.abs(z)), lambda xp, a: (1 - xp.abs(a)) ** 2
+    ... )
+    >>> xbp.Dense(2, 3, "softsign").activation
+    'softsign'
+    """
+    name = check_part_name(name, "activation", BUILTIN)
+    for arg, fn in (("forward", forward), ("derivative", derivative), ("backward", backward)):
+        if fn is not None and not callable(fn):
+            raise XbpValueError(f"{arg} is a {type(fn).__name__}; pass a function of (xp, ...)")
+    if forward is None:
+        raise XbpValueError("forward is None; pass forward(xp, z) -> a")
+    import array_api_compat.numpy as cnp  # the reference namespace for the check below
+    import numpy as np
+
+    z = np.asarray([[-2.0, -0.5, 0.0], [0.25, 1.0, 3.0]])
+    a = _probe(cnp, forward, (z + 0,), z.shape)
+    if derivative is not None:
+        _probe(cnp, derivative, ((z if from_z else a) + 0,), z.shape)
+    act = Activation(name, forward, derivative, backward=backward, from_z=bool(from_z))
+    ACTIVATIONS[name] = act
+    return act

@@ -58,10 +58,14 @@ EXAMPLES = {
   xbp gradcheck --layers 5,4 --activation tanh --loss cross_entropy --backend torch
 """,
     "explain": """examples:
-  xbp explain --data xor --layers 2 --activation sigmoid --loss quadratic
-  xbp explain --model model.npz --data digits --index 3
+  xbp explain                                   # a 2-3-1 sigmoid network on XOR sample 0
+  xbp explain --sample 3 --lr 2 --digits 8 --check
+  xbp explain --model model.npz --data digits --sample 3 --limit 4
 """,
     "bench": "examples:\n  xbp bench --cases tiny,mid --json bench.json\n",
+    "summary": """examples:
+  xbp summary model.npz                         # layers, shapes, parameters, loss, dtype
+""",
 }
 
 
@@ -143,6 +147,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "extend_schedule": False,
         "on_divergence": LIBRARY,
         "plot": None,
+        "log_csv": None,
         "distributed": False,
         "quiet": False,
         "progress": LIBRARY,
@@ -185,16 +190,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "data": "xor",
         "format": None,
         "label_column": "-1",
-        "layers": [2],
+        "layers": [3],
         "activation": "sigmoid",
-        "output": None,
+        "output": None,  # sigmoid: the quadratic cost keeps the hidden activation here
         "loss": "quadratic",
         "init": "auto",
         "dtype": "float64",
         "seed": LIBRARY,
         "index": 0,
+        "lr": 0.5,
+        "digits": 7,
+        "limit": 8,
+        "check": False,
     },
     "backends": {},
+    "summary": {},
     "bench": {"cases": "tiny,mid,large", "backends": None, "repeat": None, "json": None},
 }
 
@@ -470,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add("--on-divergence", "on NaN/Inf: stop, or halve the rate", choices=["raise", "halve"])
     t.add("--plot", "write training curves to a PNG (needs matplotlib)", "no plot")
+    t.add(
+        "--log-csv",
+        "write one CSV row per epoch (a resumed run continues the file)",
+        "not written",
+        metavar="FILE",
+    )
     t.add("--distributed", "data-parallel over MPI ranks (run under mpiexec)", action="store_true")
     t.add("--quiet", "print only the final result", action="store_true")
     t.add(
@@ -503,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd("backends", "Which array libraries and devices xbp can use here, and why not.")
 
+    sm = cmd("summary", "A saved model's layers, shapes, parameter counts and settings.")
+    sm.p.add_argument("model", help="a model file written by xbp train --save or xbp.save")
+
     g = cmd("gradcheck", "Compare backprop with central finite differences (float64).")
     _add_backend(g)
     _add_model(g)
@@ -511,12 +530,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add("--samples", "rows of random data", type=_positive_int)
     g.add("--tol", "largest relative error that passes", type=_positive_float)
 
-    x = cmd("explain", "Print one sample's forward and backward pass, layer by layer.")
+    x = cmd(
+        "explain",
+        "Print one sample's forward pass, backward pass and SGD step, number by number.",
+    )
     x.add("--model", "a saved model", "a fresh network")
     _add_backend(x)
     _add_data(x)
     _add_model(x)
-    x.add("--index", "which sample (negative from the end)", type=int)
+    x.p.add_argument(
+        "--sample",
+        "--index",
+        dest="index",
+        type=int,
+        default=UNSET,
+        help="which sample (negative from the end) (default: 0)",
+    )
+    x.add("--lr", "eta of the SGD step shown", type=_positive_float)
+    x.add("--digits", "significant digits of every number", type=_positive_int)
+    x.add("--limit", "rows and columns shown of larger arrays", type=_positive_int)
+    x.add(
+        "--check",
+        "also compare the gradients with central finite differences",
+        action="store_true",
+    )
 
     b = cmd("bench", "Median step time of xbp against NumPy, GEMM-only, PyTorch, scikit-learn.")
     b.add("--cases", "comma list of cases")
@@ -762,6 +799,8 @@ def _stored_scaling(meta: dict[str, Any], n_in: int, argument: str) -> Any:
 def _build_network(args: argparse.Namespace, n_in: int, n_out: int, output: str | None) -> Any:
     from .network import mlp
 
+    if output is None and args.loss in ("quadratic", "mse"):
+        output = args.activation  # the CLI's rule for classes under the quadratic cost
     return mlp(
         [n_in, *args.layers, n_out],
         activation=args.activation,
@@ -972,7 +1011,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.extend_schedule and not args.resume:
         raise XbpValueError("--extend-schedule goes with --resume; drop it for a new run")
     checkpoint = args.checkpoint if args.checkpoint is not None else args.resume
-    writes = {"--save": args.save, "--checkpoint": checkpoint, "--plot": args.plot}
+    writes = {
+        "--save": args.save,
+        "--checkpoint": checkpoint,
+        "--plot": args.plot,
+        "--log-csv": args.log_csv,
+    }
     allowed = [("--checkpoint", "--resume")]  # a resumed run keeps writing its checkpoint
     # 1. every file before any work: inputs exist and are regular, outputs can be written
     #    and destroy nothing
@@ -1069,6 +1113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.early_stopping is not None:
         stopper = xbp.EarlyStopping(patience=args.early_stopping)
         callbacks.append(stopper)
+    if args.log_csv is not None:
+        callbacks.append(xbp.CSVLogger(args.log_csv))
     quiet = args.quiet or not root
     if not quiet:
         resumed = "" if ck is None else f"; resuming at epoch {ck.training['epoch']}"
@@ -1500,6 +1546,23 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .io import load_checkpoint
+    from .paths import input_file
+
+    input_file(args.model, "model", "a model file written by xbp train --save")
+    ck = load_checkpoint(args.model, backend="numpy", argument="model")
+    print(f"{args.model}\n{ck.network.summary()}")
+    epochs = ck.training.get("history", {}).get("epochs") or []
+    if ck.optimizer is not None:
+        print(f"optimizer: {ck.optimizer.name}")
+    if epochs:
+        last = epochs[-1]
+        done = ck.training.get("epoch", len(epochs))
+        print(f"trained: {done} epochs, last loss {last.get('loss')}")
+    return 0
+
+
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
 
@@ -1523,15 +1586,14 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     return 0 if worst <= args.tol else 1
 
 
-def _vec(a: np.ndarray, limit: int = 8) -> str:
-    flat = np.asarray(a).ravel()
-    body = ", ".join(f"{v:+.4f}" for v in flat[:limit])
-    return f"[{body}{', ...' if flat.size > limit else ''}]  ({flat.size} values)"
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     from .data import load_dataset
+    from .explain import explain
 
+    if not 2 <= args.digits <= 17:
+        raise XbpValueError(
+            f"--digits {args.digits} must lie in 2..17 (a float64 holds 17 significant digits)"
+        )
     args.loss = "quadratic" if args.loss == "mse" else args.loss
     fmt, _ = _data_files(args)
     if args.model:
@@ -1540,9 +1602,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         input_file(args.model, "--model", "a model file written by xbp train --save")
     _use_jax_x64(args)
     if args.model:
-        net, meta = _load_model(
-            args, args.model, "model" if args.command != "explain" else "--model"
-        )
+        net, meta = _load_model(args, args.model, "--model")
         args.batch_size = 1 << 30
         chunks = list(_data_chunks(args, fmt, net, meta, need_labels=True))
         x = np.concatenate([c[0] for c in chunks])
@@ -1556,42 +1616,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
         net = _build_network(args, x.shape[1], n_out, output)
     if not -len(x) <= args.index < len(x):
         raise XbpValueError(
-            f"--index {args.index} is outside the {len(x)} samples; use -{len(x)}..{len(x) - 1}"
+            f"--sample {args.index} is outside the {len(x)} samples; use -{len(x)}..{len(x) - 1}"
         )
     i = args.index % len(x)
-    xs, ys = x[i : i + 1], np.asarray(y[i : i + 1])
-    if ys.ndim == 1:  # class labels: one-hot rows, or one 0/1 column
-        ys = np.eye(net.n_out)[ys.astype(int)] if net.n_out > 1 else ys.reshape(-1, 1)
-    be = net.backend
-    xd = be.asarray(np.asarray(xs, dtype=np.float64), net.dtype)
-    yd = be.asarray(np.asarray(ys, dtype=np.float64), net.dtype)
-    acts = [layer.activation for layer in net.layers]
-    print(f"explain: one sample (index {args.index}) through {net!r}")
-    print("notation (docs/math.md): Z_l = A_{l-1} W_l + b_l, A_l = phi_l(Z_l)\n")
-    print(f"A_0 = x = {_vec(be.to_host(xd))}")
-    print(f"y       = {_vec(be.to_host(yd))}\n-- forward --")
-    for l, (z, a) in enumerate(net.layer_outputs(xd), start=1):
-        print(f"Z_{l} = A_{l - 1} W_{l} + b_{l}  = {_vec(be.to_host(z))}")
-        print(f"A_{l} = {acts[l - 1]}(Z_{l}) = {_vec(be.to_host(a))}")
-    cost, grads, _ = net.value_and_grad(xd, yd)
-    L = len(net.layers)
-    print(f"\nC ({net.loss.name}) = {float(cost):.6g}\n-- backward (docs/math.md) --")
-    fused = net.loss.name != "quadratic"
-    # deltas are recovered from the gradients: dC/db_l = sum of delta_l over the one row
-    for l in range(L, 0, -1):
-        delta = be.to_host(grads[l - 1]["b"])
-        if l == L:
-            rule = "(A_L - y)/n (fused)" if fused else f"(A_L - y)/n * {acts[-1]}'(Z_L)"
-        else:
-            rule = f"(delta_{l + 1} W_{l + 1}^T) * {acts[l - 1]}'(Z_{l})"
-        print(f"delta_{l} = {rule} = {_vec(delta)}")
-        dw = be.to_host(grads[l - 1]["W"])
-        print(f"dC/dW_{l} = A_{l - 1}^T delta_{l}: shape {dw.shape}, norm {np.linalg.norm(dw):.6g}")
-    w1 = net.host_params()[0]["W"]
-    print(
-        f"\nSGD with eta = 0.1 would change ||W_1|| from {np.linalg.norm(w1):.6g} to "
-        f"{np.linalg.norm(w1 - 0.1 * be.to_host(grads[0]['W'])):.6g}"
+    ys = np.asarray(y[i : i + 1])
+    if ys.ndim == 1 and net.n_out == 1:
+        ys = ys.reshape(-1, 1)  # one 0/1 target column
+    title = f"xbp explain: sample {i} of --data {args.data} through {net!r}"
+    text = explain(
+        net,
+        np.asarray(x[i : i + 1], dtype=np.float64),
+        ys,
+        learning_rate=args.lr,
+        digits=args.digits,
+        limit=args.limit,
+        check=args.check,
+        title=title,
     )
+    print(text)
     return 0
 
 
@@ -1624,6 +1666,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "export": cmd_export,
     "backends": cmd_backends,
+    "summary": cmd_summary,
     "gradcheck": cmd_gradcheck,
     "explain": cmd_explain,
     "bench": cmd_bench,

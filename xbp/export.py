@@ -335,7 +335,7 @@ def export_file(
     >>> _ = xbp.save(xbp.mlp([2, 3, 1], seed=0), os.path.join(d, "m.npz"))
     >>> summary = export_file(os.path.join(d, "m.npz"), os.path.join(d, "m.onnx"))
     >>> print(summary.split(": ", 1)[1].split(", inputs")[0])
-    ONNX opset 17, float64, 2-3-1 (sigmoid, sigmoid), loss quadratic, 13 parameters
+    ONNX opset 17, float64, 2-3-1 (sigmoid, identity), loss quadratic, 13 parameters
     """
     from .io import load_checkpoint
 

@@ -26,7 +26,9 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from .activations import get_activation
 from .errors import XbpError, XbpFileError, XbpTypeError, XbpValueError
+from .losses import get_loss
 from .network import Dense, Network
 from .optim import Optimizer, from_config, state_from_host, state_to_host
 from .paths import as_path, describe, input_file, new_file_mode, output_file, sniff, write_target
@@ -264,11 +266,38 @@ def _read(
     return meta, files
 
 
+def _check_parts(arch: Any, argument: str) -> None:
+    """A model names its activations and loss; each must be known here (built in or
+    registered), else one line says which is missing and how to register it."""
+    if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
+        return  # the header check below names what is wrong
+    layers = [layer for layer in arch["layers"] if isinstance(layer, list) and len(layer) == 3]
+    needed = [("activation", layer[2]) for layer in layers]
+    needed.append(("loss", arch.get("loss")))
+    for kind, name in needed:
+        if not isinstance(name, str):
+            continue
+        known = get_activation if kind == "activation" else get_loss
+        try:
+            known(name)
+        except XbpValueError:
+            how = (
+                f"xbp.register_activation({name!r}, forward, derivative)"
+                if kind == "activation"
+                else f"xbp.register_loss({name!r}, value, grad)"
+            )
+            raise XbpFileError(
+                f"{argument} needs the {kind} {name!r}, which is not registered in this "
+                f"process; run {how} with the same definition before loading it"
+            ) from None
+
+
 def _build(
     meta: dict[str, Any], files: dict[str, np.ndarray], backend: Any, device: Any, argument: str
 ) -> Network:
     try:
         arch = meta["architecture"]
+        _check_parts(arch, argument)
         layers = [Dense(int(a), int(b), str(act)) for a, b, act in arch["layers"]]
         rates = arch.get("dropout")  # written only when a layer drops its input
         if rates is not None:

@@ -9,13 +9,20 @@ of zero.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .activations import Activation
+from .activations import ACTIVATIONS, Activation, check_part_name
 from .errors import XbpValueError
 
-__all__ = ["Loss", "LOSSES", "get_loss", "check_pair", "check_targets"]
+__all__ = [
+    "Loss",
+    "LOSSES",
+    "get_loss",
+    "check_pair",
+    "check_targets",
+    "register_loss",
+]
 
 
 class Loss(NamedTuple):
@@ -26,7 +33,8 @@ class Loss(NamedTuple):
     (the global batch size when the batch is split across processes, the sum
     of the row weights when rows are weighted) and ``w`` is None or an
     ``(rows, 1)`` array of row weights: the cost is ``sum_i w_i C_i / n`` and
-    row i of delta_L is scaled by ``w_i``.
+    row i of delta_L is scaled by ``w_i``. ``outputs`` lists the output
+    activations it may follow; empty means any that is not output-only.
     """
 
     name: str
@@ -57,7 +65,7 @@ def _quadratic(
     cost = _weighted_sum(xp, diff * diff, w) / (2 * n)
     diff = _scale_rows(diff, w, n)
     if act.derivative is not None:
-        diff *= act.derivative(xp, a)
+        diff *= act.derivative(xp, z if act.from_z else a)
     return cost, diff
 
 
@@ -89,10 +97,9 @@ def _binary_cross_entropy(
     return cost, _scale_rows(a - y, w, n)
 
 
-_HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu", "softplus", "identity")
-
 LOSSES: dict[str, Loss] = {
-    "quadratic": Loss("quadratic", _quadratic, _HIDDEN),
+    # any output activation but softmax (output-only, fused with cross-entropy)
+    "quadratic": Loss("quadratic", _quadratic, ()),
     "cross_entropy": Loss(
         "cross_entropy", _cross_entropy, ("softmax",), fused_forward=_softmax_cross_entropy
     ),
@@ -101,31 +108,163 @@ LOSSES: dict[str, Loss] = {
 _ALIASES = {"mse": "quadratic", "binary_ce": "binary_cross_entropy", "log_loss": "cross_entropy"}
 
 
+#: the built-in names (and aliases), which registration never replaces
+BUILTIN = frozenset(LOSSES) | frozenset(_ALIASES)
+
+_REGISTER_HOW = (
+    "register it first with xbp.register_loss(name, value, grad) "
+    "(see README, 'Your own activation and loss')"
+)
+
+
 def get_loss(name: str | Loss, *, argument: str = "loss") -> Loss:
-    """Look a loss up by name (``"mse"`` is an alias of ``"quadratic"``)."""
+    """Look a loss up by name (``"mse"`` is an alias of ``"quadratic"``).
+
+    A :class:`Loss` object is accepted when it is the one registered under its
+    name (models store the loss by name, so an unregistered one could not be
+    saved and loaded).
+    """
     if isinstance(name, Loss):
-        return name
+        if LOSSES.get(name.name) is name:
+            return name
+        raise XbpValueError(
+            f"{argument}=Loss({name.name!r}) is not registered; {_REGISTER_HOW}, then pass its name"
+        )
     if isinstance(name, str):
         key = _ALIASES.get(name.lower(), name.lower())
         if key in LOSSES:
             return LOSSES[key]
     raise XbpValueError(
-        f"{argument}={name!r} is not known; use one of {sorted(LOSSES) + sorted(_ALIASES)}"
+        f"{argument}={name!r} is not known; use one of {sorted(LOSSES) + sorted(_ALIASES)}, "
+        f"or {_REGISTER_HOW}"
     )
+
+
+def default_output(loss: Loss) -> str:
+    """The output activation that fits ``loss`` when none is named: softmax for
+    cross-entropy, sigmoid for binary cross-entropy, identity for the quadratic
+    loss and any loss that may follow any output, else the first it lists."""
+    return loss.outputs[0] if loss.outputs else "identity"
 
 
 def check_pair(loss: Loss, output: Activation) -> None:
     """Refuse an output activation the loss is not defined for."""
-    if output.name not in loss.outputs:
+    if output.name not in loss.outputs and (loss.outputs or output.output_only):
         if output.name == "softmax":
             fix = "use loss='cross_entropy' with a softmax output"
         elif loss.name == "cross_entropy":
             fix = "use a softmax output layer (activation='softmax') with cross_entropy"
+        elif output.output_only:
+            fix = f"use an output activation that {loss.name} may follow"
         else:
             fix = f"use one of {list(loss.outputs)} as the output activation"
         raise XbpValueError(
             f"loss={loss.name!r} cannot follow output activation {output.name!r}; {fix}"
         )
+
+
+def _rows(xp: Any, c: Any) -> Any:
+    """A user's per-row ``(rows,)`` or per-element ``(rows, k)`` costs as a column or matrix
+    whose rows ``_weighted_sum`` can weight."""
+    return xp.reshape(c, (-1, 1)) if c.ndim == 1 else c
+
+
+def register_loss(
+    name: str,
+    value: Callable[[Any, Any, Any], Any],
+    grad: Callable[[Any, Any, Any], Any] | None = None,
+    *,
+    delta: Callable[[Any, Any, Any, Any], Any] | None = None,
+    outputs: Sequence[str] | None = None,
+) -> Loss:
+    """Make your own cost usable by name everywhere xbp takes a loss.
+
+    You write the cost of each sample and its derivative; xbp averages over
+    the batch (``C = sum_i w_i C_i / n``, with row weights when given) and
+    turns the derivative into the output error delta_L. Networks store the
+    loss by name, so a model that uses it saves as usual and loads wherever the
+    same name is registered again. Registering a name again replaces its rule;
+    built-in names are never replaced.
+
+    Parameters
+    ----------
+    name : str
+        A lower-case identifier that is not a built-in name.
+    value : callable
+        ``value(xp, a, y)``: the cost of each sample, ``(rows,)``, or of each
+        output, ``(rows, k)`` (summed per row), from the outputs ``a`` and
+        targets ``y`` (both ``(rows, k)``), written with the namespace ``xp``.
+        Not averaged: xbp divides by the batch size.
+    grad : callable
+        ``grad(xp, a, y) -> dC_i/dA`` of each sample's cost, ``(rows, k)``.
+        xbp multiplies it by the output activation's derivative:
+        ``delta_L = grad * phi_L'(Z_L) / n``.
+    delta : callable, optional
+        Instead of ``grad``: ``delta(xp, z, a, y) -> dC_i/dZ`` of each sample
+        (a fused output error, e.g. ``a - y`` for a matching output
+        activation); then ``outputs`` must name the activations it holds for.
+    outputs : sequence of str, optional
+        The output activations the loss may follow (default with ``grad``: any
+        but softmax). :func:`xbp.mlp` picks the first as its default output;
+        without ``outputs`` that is identity.
+
+    Returns
+    -------
+    Loss
+        The registered cost (also ``xbp.LOSSES[name]``).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> _ = xbp.register_loss(
+    ...     "half_abs_cubed", lambda xp, a, y: xp.abs(a - y) ** 3 / 2,
+    ...     lambda xp, a, y: 1.5 * (a - y) * xp.abs(a - y))
+    >>> xbp.mlp([2, 3, 1], loss="half_abs_cubed").loss.name
+    'half_abs_cubed'
+    """
+    name = check_part_name(name, "loss", BUILTIN)
+    if (grad is None) == (delta is None):
+        raise XbpValueError(
+            "pass exactly one of grad (dC/dA) and delta (dC/dZ) for a loss; grad is the usual "
+            "one: grad(xp, a, y) -> dC/dA of each sample"
+        )
+    for arg, fn in (("value", value), ("grad", grad), ("delta", delta)):
+        if fn is not None and not callable(fn):
+            raise XbpValueError(f"{arg} is a {type(fn).__name__}; pass a function of (xp, ...)")
+    if value is None:
+        raise XbpValueError("value is None; pass value(xp, a, y) -> the cost of each sample")
+    if delta is not None and not outputs:
+        raise XbpValueError(
+            "a loss given by its output error delta needs outputs=[...], the output "
+            "activations that delta holds for (e.g. outputs=['sigmoid'])"
+        )
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    allowed = tuple(outputs or ())
+    for out in allowed:
+        if out not in ACTIVATIONS:
+            raise XbpValueError(
+                f"outputs names {out!r}, which is not a registered activation; use one of "
+                f"{sorted(ACTIVATIONS)}"
+            )
+
+    def value_and_delta(
+        xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None
+    ) -> tuple[Any, Any]:
+        cost = _weighted_sum(xp, _rows(xp, value(xp, a, y)), w) / n
+        if delta is not None:
+            d = delta(xp, z, a, y)
+        else:
+            assert grad is not None
+            d = grad(xp, a, y)
+            if act.derivative is not None:
+                d = d * act.derivative(xp, z if act.from_z else a)
+        d = d * w if w is not None else d + 0  # a private array: it is scaled in place
+        return cost, _scale_rows(d, None, n)
+
+    loss = Loss(name, value_and_delta, allowed)
+    LOSSES[name] = loss
+    return loss
 
 
 def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
@@ -151,8 +290,8 @@ def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
     XbpValueError
         One line naming ``argument``, what is wrong and the fix.
     """
-    if loss.name == "quadratic" or y.ndim != 2:
-        return
+    if loss.name not in ("cross_entropy", "binary_cross_entropy") or y.ndim != 2:
+        return  # quadratic and registered losses take any finite target
     width = int(y.shape[1])
     if loss.name == "cross_entropy" and width < 2:
         raise XbpValueError(

@@ -24,8 +24,9 @@ from .backend import Backend
 from .backend import backend as resolve_backend
 from .errors import XbpTypeError, XbpValueError
 from .init import INITS, default_init, init_layer
-from .losses import Loss, check_pair, check_targets, get_loss
+from .losses import Loss, check_pair, check_targets, default_output, get_loss
 from .rng import keep_mask
+from .summary import summarize
 from .validate import as_features, as_targets, check_int, check_number, is_host_array
 from .weights import check_sample_weight
 
@@ -109,8 +110,9 @@ class Dense:
         Input and output widths; ``W`` is ``(n_in, n_out)``.
     activation : str
         ``"sigmoid"`` (alias ``"logistic"``), ``"tanh"``, ``"relu"``,
-        ``"leaky_relu"``, ``"softplus"``, ``"identity"``, or ``"softmax"``
-        (output layer only, with cross-entropy).
+        ``"leaky_relu"``, ``"softplus"``, ``"identity"``, ``"softmax"``
+        (output layer only, with cross-entropy), or a name registered with
+        :func:`xbp.register_activation`.
     dropout : float
         Inverted dropout on the layer's *input* during training: each input
         value is zeroed with probability ``dropout`` and the others are scaled
@@ -145,8 +147,9 @@ class Network:
     layers : sequence of Dense
         Consecutive widths must chain (``layers[i].n_out == layers[i+1].n_in``).
     loss : str
-        ``"quadratic"`` (alias ``"mse"``), ``"cross_entropy"`` (softmax output)
-        or ``"binary_cross_entropy"`` (sigmoid output).
+        ``"quadratic"`` (alias ``"mse"``), ``"cross_entropy"`` (softmax output),
+        ``"binary_cross_entropy"`` (sigmoid output), or a name registered with
+        :func:`xbp.register_loss`.
     backend, device
         Where the parameters live; see :func:`xbp.backend`. Default: the
         current default backend (NumPy on the CPU).
@@ -321,6 +324,21 @@ class Network:
             precision=config.get("precision", "exact"),
         )
 
+    def summary(self) -> str:
+        """A table of the layers (widths, activation, dropout, shapes of ``W`` and ``b``,
+        parameter counts), the total, loss, dtype, backend, device and precision.
+
+        It is returned as a string that a prompt shows as the table itself
+        (``print(net.summary())`` in a script; ``xbp summary model.npz`` for a file).
+
+        Examples
+        --------
+        >>> import xbp
+        >>> print(xbp.mlp([2, 3, 1], seed=0).summary().splitlines()[-5])
+        parameters: 13 (104 bytes of float64)
+        """
+        return summarize(self)
+
     def __repr__(self) -> str:
         body = ", ".join(f"{d.n_in}->{d.n_out} {d.activation}" for d in self.layers)
         return (
@@ -419,13 +437,16 @@ class Network:
         keep: list[Any] | None = None,
         output: bool = True,
         masks: list[Any] | None = None,
+        keep_z: dict[int, Any] | None = None,
     ) -> tuple[Any, Any]:
         """Forward pass: ``(Z_L, A_L)``; appends every A_l to ``keep`` when given.
 
         ``output=False`` stops at Z_L (A_L is None) for a loss that computes the
         output activation itself. ``masks`` (training with dropout) holds each
         layer's input mask or None; a masked input ``A_{l-1} * m_l`` is stored
-        in ``masks`` as ``(m_l, A_{l-1} * m_l)`` for the backward pass."""
+        in ``masks`` as ``(m_l, A_{l-1} * m_l)`` for the backward pass.
+        ``keep_z[l]`` receives Z_l of each layer whose activation's derivative
+        is written from Z (``Activation.from_z``)."""
         xp = self.backend.xp
         a = z = x
         last = len(params) - 1
@@ -443,6 +464,8 @@ class Network:
                 a = act.forward(xp, z)
             if keep is not None:
                 keep.append(a)
+            if keep_z is not None and act.from_z:
+                keep_z[l + 1] = z
         return z, a
 
     def value_and_grad(
@@ -543,7 +566,8 @@ class Network:
         xp = self.backend.xp
         params = self._params if params is None else params
         acts = self._acts
-        outs = [x]  # A_0 .. A_L; every phi' is computed from A, so Z_l is not kept
+        outs = [x]  # A_0 .. A_L; phi' is computed from A, so Z_l is kept only where
+        zs: dict[int, Any] = {}  # an activation's derivative needs it (from_z)
         masks = None if dropout_key is None else self._dropout_masks(dropout_key, x.shape[0])
         w = None
         if sample_weight is None:
@@ -553,11 +577,11 @@ class Network:
             n = xp.sum(sample_weight) if n_total is None else n_total
         fused = self.loss.fused_forward
         if fused is not None:  # softmax + cross-entropy from one pass over Z_L
-            z, _ = self._layers(x, params, outs, output=False, masks=masks)
+            z, _ = self._layers(x, params, outs, output=False, masks=masks, keep_z=zs)
             a, cost, delta = fused(xp, z, y, n, w)
             outs.append(a)
         else:
-            z, a = self._layers(x, params, outs, masks=masks)
+            z, a = self._layers(x, params, outs, masks=masks, keep_z=zs)
             cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1], w)
         del z
         if forward_only:
@@ -580,11 +604,12 @@ class Network:
                 if dropped is not None:
                     delta *= dropped[0]  # dC/dA = dC/d(A * m) * m: the same mask
                 act = acts[l - 1]
+                src = zs[l] if act.from_z else outs[l]
                 if act.backward is not None:
-                    # A_l is not needed after this: its buffer is reused in place
-                    delta = act.backward(xp, delta, outs[l])
+                    # A_l (Z_l) is not needed after this: its buffer is reused in place
+                    delta = act.backward(xp, delta, src)
                 elif act.derivative is not None:
-                    delta *= act.derivative(xp, outs[l])
+                    delta *= act.derivative(xp, src)
         return StepResult(cost, grads, a)
 
     def _dropout_masks(self, key: Any, rows: int) -> list[Any] | None:
@@ -804,23 +829,29 @@ def mlp(
 ) -> Network:
     """A plain multilayer perceptron from a list of widths.
 
-    ``output`` defaults to softmax for cross-entropy, sigmoid for binary
-    cross-entropy and ``activation`` otherwise. Other keyword arguments go to
-    :class:`Network`.
+    ``activation`` is every hidden layer's; ``output`` is the last layer's and
+    defaults to what fits the loss: softmax for cross-entropy, sigmoid for
+    binary cross-entropy and identity for the quadratic loss (regression
+    targets of any sign and size). A registered loss defaults to the first
+    output activation it lists. Name ``output`` to choose otherwise, e.g.
+    ``output="sigmoid"`` for the classic sigmoid-everywhere network of the
+    backpropagation literature. Other keyword arguments go to :class:`Network`.
 
     Examples
     --------
     >>> import xbp
     >>> xbp.mlp([784, 30, 10], loss="cross_entropy").sizes
     [784, 30, 10]
+    >>> [d.activation for d in xbp.mlp([2, 3, 1], activation="tanh").layers]
+    ['tanh', 'identity']
+    >>> [d.activation for d in xbp.mlp([2, 3, 1], output="sigmoid").layers]
+    ['sigmoid', 'sigmoid']
     """
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
         raise XbpValueError(f"sizes={sizes!r} must list at least two widths, e.g. [784, 30, 10]")
-    loss_name = get_loss(loss).name
+    get_activation(activation)  # checked even when there is no hidden layer to use it
     if output is None:
-        output = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}.get(
-            loss_name, activation
-        )
+        output = default_output(get_loss(loss))
     acts = [activation] * (len(sizes) - 2) + [output]
     layers = [Dense(sizes[i], sizes[i + 1], acts[i]) for i in range(len(sizes) - 1)]
     return Network(layers, loss=loss, **kwargs)

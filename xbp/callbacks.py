@@ -1,0 +1,164 @@
+"""Callbacks beyond the loop's own: :class:`CSVLogger` writes one row per epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import XbpFileError, XbpTypeError
+from .io import atomic_write
+from .paths import output_file, write_target
+from .training import Callback, Trainer
+
+__all__ = ["CSVLogger", "HISTORY_COLUMNS"]
+
+#: The columns of :class:`xbp.History`, in the order a CSV row holds them.
+HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back as the same float
+    return str(value)
+
+
+class CSVLogger(Callback):
+    """Write one CSV row per epoch: the columns of :class:`xbp.History`.
+
+    The header is ``epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds``
+    (then any other number a callback before this one adds to the epoch's
+    logs); a value that does not apply (accuracy of a regression, validation
+    without validation data) is an empty cell. Each row is flushed to disk as
+    its epoch ends, so the file can be followed while training runs.
+
+    A resumed run (``fit(..., resume=...)``, ``xbp train --resume``) continues
+    the file: rows of epochs after the checkpoint's (written after the last
+    checkpoint by the interrupted run) are dropped, so no epoch appears twice.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file. A new run replaces it (atomically) unless ``append``.
+    append : bool
+        Keep the rows already in the file and add the new run's below them
+        (the file must have been written by a CSVLogger: same header).
+
+    Examples
+    --------
+    >>> import os, tempfile, xbp
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    >>> x, y = xbp.data.make_xor()
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> _ = xbp.fit(net, x, y, epochs=2, batch_size=4, callbacks=[xbp.CSVLogger(path)],
+    ...             progress=False)
+    >>> open(path).read().splitlines()[0]
+    'epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds'
+    """
+
+    def __init__(self, path: str | os.PathLike[str], append: bool = False) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise XbpTypeError(f"path is a {type(path).__name__}; pass a file path")
+        if not isinstance(append, bool):
+            raise XbpTypeError(f"append is a {type(append).__name__}; pass True or False")
+        self.path = os.fspath(path)
+        self.append = append
+        self.columns: list[str] | None = None
+        self._active = False
+
+    def _read(self) -> tuple[list[str] | None, list[dict[str, str]]]:
+        """The header and rows already in the file (none when it does not exist)."""
+        target = write_target(Path(self.path))
+        if not target.exists():
+            return None, []
+        try:
+            with open(target, newline="", encoding="utf-8") as f:
+                table = list(csv.reader(f))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise XbpFileError(f"CSVLogger path={self.path!r} cannot be read ({exc})") from None
+        if not table:
+            return None, []
+        header = table[0]
+        if not header or header[0] != "epoch":
+            raise XbpFileError(
+                f"CSVLogger path={self.path!r} holds a CSV that a CSVLogger did not write (its "
+                "first column is not 'epoch'); log to another file, or pass append=False"
+            )
+        rows = []
+        for n, values in enumerate(table[1:], start=2):
+            if len(values) != len(header) or not values[0].isdigit():
+                raise XbpFileError(
+                    f"CSVLogger path={self.path!r} line {n} is not a row of its header "
+                    f"{header}; log to another file, or pass append=False"
+                )
+            rows.append(dict(zip(header, values)))
+        return header, rows
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self._active = trainer.strategy.is_root
+        if not self._active:
+            return
+        output_file(Path(self.path), "CSVLogger path")
+        done = int(trainer.epoch)  # > 0 when the run resumes from a checkpoint
+        header: list[str] | None = None
+        keep: list[dict[str, str]] = []
+        if self.append or done:
+            header, rows = self._read()
+            keep = [r for r in rows if not done or int(r["epoch"]) <= done]
+        self.columns = header
+        if header is None:
+            self._rewrite(None, [])
+            return
+        self._rewrite(header, keep)
+
+    def _rewrite(self, header: list[str] | None, rows: list[dict[str, str]]) -> None:
+        """Replace the file (atomically) with ``header`` and ``rows``; empty when None."""
+
+        def write(f: Any) -> None:
+            text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+            if header is not None:
+                table = csv.writer(text, lineterminator="\n")
+                table.writerow(header)
+                table.writerows([[r[c] for c in header] for r in rows])
+            text.flush()
+            text.detach()
+
+        atomic_write(self.path, write, "CSVLogger path")
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        if not self._active:
+            return
+        row: list[str] = []
+        lines = io.StringIO()
+        table = csv.writer(lines, lineterminator="\n")
+        if self.columns is None:
+            extra = sorted(
+                k
+                for k, v in logs.items()
+                if k not in HISTORY_COLUMNS and isinstance(v, (int, float, type(None)))
+            )
+            self.columns = [*HISTORY_COLUMNS, *extra]
+            table.writerow(self.columns)
+        row = [_cell(logs.get(c)) for c in self.columns]
+        table.writerow(row)
+        try:
+            with open(write_target(Path(self.path)), "a", encoding="utf-8", newline="") as f:
+                f.write(lines.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise XbpFileError(
+                f"CSVLogger path={self.path!r} could not be written: {exc}"
+            ) from None
