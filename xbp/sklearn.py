@@ -49,7 +49,7 @@ try:
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_array, check_random_state, gen_batches, shuffle
+    from sklearn.utils import check_array, check_random_state
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, validate_data
@@ -335,7 +335,8 @@ class _BaseMLP(BaseEstimator):
         return X, y, be, host
 
     def _dtype_name(self, X: Any, be: Backend) -> str:
-        return "float32" if X.dtype == be.xp.float32 or X.dtype == np.float32 else "float64"
+        f32 = np.float32 if isinstance(X, np.ndarray) else be.xp.float32
+        return "float32" if X.dtype == f32 else "float64"
 
     def _weights(self, sample_weight: Any, n: int, dtype: str) -> np.ndarray | None:
         """Row weights as a host ``(n,)`` array of the training dtype (None: unweighted)."""
@@ -352,6 +353,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(
                 f"sample_weight has shape {w.shape}; expected ({n},), one weight per row of X"
             )
+        if not np.any(w):
+            raise ValueError("sample_weight is all zero; pass at least one non-zero weight")
         return w
 
     # -- model ---------------------------------------------------------------
@@ -570,18 +573,23 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         for _ in range(self.max_iter):
             if self.shuffle:
-                sample_idx = shuffle(sample_idx, random_state=rs)
+                # the draw of sklearn.utils.shuffle (a shuffled arange), without its
+                # per-call argument validation
+                sample_idx = sample_idx[rs.permutation(n)]
                 perm = be.asarray(sample_idx)
                 xe, ye = xp.take(xt, perm, axis=0), xp.take(yt, perm, axis=0)
                 we = None if wt is None else xp.take(wt, perm, axis=0)
             else:
                 xe, ye, we = xt, yt, wt
             total: Any = 0.0
-            for sl in gen_batches(n, batch):
+            for start in range(0, n, batch):
+                sl = slice(start, min(start + batch, n))
                 wb = None if we is None else we[sl]
                 rows = sl.stop - sl.start
                 divisor = rows if wb is None else xp.sum(wb)
-                flat, state, loss = step(flat, state, xe[sl], ye[sl], wb, divisor, opt.scalars())
+                flat, state, loss = step(
+                    flat, state, xe[sl, ...], ye[sl, ...], wb, divisor, opt.scalars()
+                )
                 total = total + loss * rows
             opt.set_state(state)
             self._set_flat(flat)
