@@ -278,8 +278,8 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(f"{name}={value!r} must be an integer >= 1")
         if not 0 <= self.momentum <= 1:
             raise ValueError(f"momentum={self.momentum!r} must lie in [0, 1]")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction={self.validation_fraction!r} must lie in (0, 1)")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} must lie in [0, 1)")
         for name in ("beta_1", "beta_2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must lie in [0, 1)")
@@ -423,8 +423,13 @@ class _BaseMLP(BaseEstimator):
         alpha = float(self.alpha)
         # scikit-learn's squared error averages over the outputs too (its gradient does not)
         per_output = net.n_out if not self._classifier else 1
+        scope, precision = net.backend.precision_scope, net.precision
 
         def loss_and_grad(flat: Any, x: Any, y: Any, w: Any, sw: Any) -> tuple[Any, Any]:
+            with scope(precision):  # the L2 dot product too, not only value_and_grad's
+                return _loss_and_grad(flat, x, y, w, sw)
+
+        def _loss_and_grad(flat: Any, x: Any, y: Any, w: Any, sw: Any) -> tuple[Any, Any]:
             params = layout.split(xp, flat)
             cost, grads, _ = net.value_and_grad(x, y, params=params, n_total=1, sample_weight=w)
             g_coef = xp.concat([xp.reshape(g["W"], (-1,)) for g in grads])
@@ -602,9 +607,8 @@ class _BaseMLP(BaseEstimator):
             opt.iteration_ends(self.t_)
             if self._no_improvement_count > self.n_iter_no_change:
                 what = "Validation score" if self.early_stopping else "Training loss"
-                verb = "improve" if self.early_stopping else "improve"
                 msg = (
-                    f"{what} did not {verb} more than tol={self.tol:f} for "
+                    f"{what} did not improve more than tol={self.tol:f} for "
                     f"{self.n_iter_no_change} consecutive epochs."
                 )
                 if opt.trigger_stopping(msg, self.verbose):
