@@ -85,6 +85,8 @@ for name in backends:
     print(f"{name} {device or ''}: {time.perf_counter() - t0:.1f} s for 2 epochs, "
           f"accuracy {hist['accuracy'][-1]:.4f}")
 PYEOF
+run 180 "scikit-learn drop-in: xbp.sklearn.MLPClassifier on $GPU_BACKENDS ($LARGE_N x 784, 2 epochs) against scikit-learn on the CPU" \
+    "$PY" scripts/bench_sklearn.py --large "$LARGE_N" --large-epochs 2 --backends "$GPU_BACKENDS" --device "$TORCH_DEV"
 run 240 "Benchmark (cases $CASES)" "$PY" -m xbp bench --cases "$CASES" --backends "$GPU_BACKENDS" --json bench-gpu.json
 section "Total"
 echo "$(( $(date +%s) - start )) s, status $status" >> "$REPORT"

@@ -125,6 +125,13 @@ def adam_state(be):
     return optim.adam(0.01).init(n.params)
 
 
+def sklearn_compiled(be):
+    """An estimator told to compile its step where the backend has no tracing compiler."""
+    from xbp.sklearn import MLPClassifier
+
+    return MLPClassifier((4,), max_iter=1, backend=be, compile=True).fit(X, Y)
+
+
 def cli_raise(argv: list[Any]) -> None:
     """``xbp --debug ARGV``: the xbp error propagates (or the command succeeded)."""
     out, err = io.StringIO(), io.StringIO()
@@ -724,6 +731,8 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.paths.check_distinct({"--data": t / "iris.csv"},
                                             {"--out": t / "iris.csv"}),
      XbpValueError, "--out"),
+    ("sklearn-compile-required", lambda be, t: sklearn_compiled(be), XbpValueError,
+     "compile=True, but"),
     # -- the command line -------------------------------------------------------------------------
     *[(name, _cli_case(argv), error, text) for name, argv, error, text in CLI_CASES],
 ]  # fmt: skip

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import backend_or_skip, required_backends
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -96,7 +97,8 @@ def test_string_labels_binary_and_partial_fit() -> None:
     )
     for _ in range(30):
         clf.partial_fit(x, labels, classes=["no", "yes"])
-    assert clf.n_iter_ == 30 and clf.out_activation_ == "logistic"
+    # as scikit-learn's: n_iter_ counts the epochs of the last call, loss_curve_ all of them
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 30 and clf.out_activation_ == "logistic"
     assert set(clf.predict(x)) <= {"no", "yes"} and clf.score(x, labels) > 0.85
     assert clf.predict_proba(x).shape == (200, 2)
 
@@ -155,3 +157,270 @@ def test_same_hyper_parameters_similar_accuracy_to_sklearn() -> None:
         ours = MLPClassifier(**params).fit(xtr, ytr).score(xte, yte)
         theirs = SkMLP(**params).fit(xtr, ytr).score(xte, yte)
     assert ours >= theirs - 0.01, (ours, theirs)
+
+
+# -- the same numbers as scikit-learn -----------------------------------------------------
+# Every test below trains scikit-learn's own estimator and xbp's with the same arguments and
+# compares the fitted attributes; nothing is compared against stored constants.
+from sklearn.datasets import load_iris, make_regression  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
+from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
+
+SMALL = dict(hidden_layer_sizes=(5, 4), max_iter=5, batch_size=32, learning_rate_init=0.02)
+SMALL.update(alpha=1e-3, random_state=0)
+
+
+def iris() -> tuple[np.ndarray, np.ndarray]:
+    return load_iris(return_X_y=True)
+
+
+def regression(n_targets: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_regression(90, 5, n_targets=n_targets, noise=0.1, random_state=0)
+    return x, y / 100
+
+
+def _rel(ours, theirs) -> float:
+    return max(
+        float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b)) / np.max(np.abs(b)))
+        for a, b in zip(ours, theirs)
+    )
+
+
+def assert_same_model(ours, theirs, weights: float = 1e-10, values: float = 1e-12) -> None:
+    """The trained attributes of xbp's estimator equal those of scikit-learn's."""
+    assert [c.shape for c in ours.coefs_] == [c.shape for c in theirs.coefs_]
+    assert _rel(ours.coefs_, theirs.coefs_) <= weights
+    assert _rel(ours.intercepts_, theirs.intercepts_) <= weights
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=values)
+    if hasattr(theirs, "loss_curve_"):
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=values)
+        for name in ("best_loss_", "best_validation_score_"):
+            mine, ref = getattr(ours, name), getattr(theirs, name)
+            assert (mine is None) == (ref is None)
+            if ref is not None:
+                np.testing.assert_allclose(mine, ref, rtol=values)
+        if theirs.validation_scores_ is None:
+            assert ours.validation_scores_ is None
+        else:
+            np.testing.assert_allclose(
+                ours.validation_scores_, theirs.validation_scores_, rtol=values
+            )
+
+
+def _fit_both(sk_cls, xbp_cls, x, y, fit_kwargs=None, **params):
+    """(xbp's, scikit-learn's) estimators fitted with the same arguments; the
+    ConvergenceWarning must come from both or neither."""
+    fit_kwargs = fit_kwargs or {}
+    pair = []
+    warned = []
+    for cls in (xbp_cls, sk_cls):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            pair.append(cls(**params).fit(x, y, **fit_kwargs))
+        warned.append(any(issubclass(w.category, ConvergenceWarning) for w in caught))
+    assert warned[0] == warned[1]
+    return pair
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_classifier_equals_scikit_learn(solver, activation, early_stopping, warm_start) -> None:
+    x, y = iris()
+    params = dict(SMALL, solver=solver, activation=activation, early_stopping=early_stopping)
+    ours, theirs = _fit_both(SkClassifier, MLPClassifier, x, y, warm_start=warm_start, **params)
+    assert_same_model(ours, theirs)
+    if warm_start:  # a second fit continues from the weights, the curve and the counters
+        for est in (ours, theirs):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                est.set_params(max_iter=3).fit(x, y)
+        assert len(ours.loss_curve_) == 8
+        assert_same_model(ours, theirs)
+    np.testing.assert_array_equal(ours.predict(x), theirs.predict(x))
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_regressor_equals_scikit_learn(solver, activation) -> None:
+    x, y = regression()
+    params = dict(SMALL, solver=solver, activation=activation, early_stopping=True)
+    ours, theirs = _fit_both(SkRegressor, MLPRegressor, x, y, **params)
+    assert_same_model(ours, theirs)
+    np.testing.assert_allclose(ours.predict(x), theirs.predict(x), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(solver="sgd", nesterovs_momentum=False),
+        dict(solver="sgd", momentum=0.0),
+        dict(solver="sgd", learning_rate="invscaling", power_t=0.3, learning_rate_init=0.2),
+        # tol and patience small enough that the adaptive rate is divided and training stops
+        dict(solver="sgd", learning_rate="adaptive", tol=0.05, n_iter_no_change=1, max_iter=30),
+        dict(solver="adam", tol=0.05, n_iter_no_change=2, max_iter=40, batch_size="auto"),
+        dict(solver="adam", early_stopping=True, validation_fraction=0.3, shuffle=False),
+        dict(solver="sgd", alpha=0.0, batch_size=200),  # one batch larger than the data
+        dict(solver="adam", beta_1=0.5, beta_2=0.9, epsilon=1e-6, random_state=7),
+    ],
+    ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()),
+)
+def test_update_rules_schedules_and_stopping_equal_scikit_learn(params) -> None:
+    x, y = iris()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # batch_size clipped: both warn
+        ours, theirs = _fit_both(SkClassifier, MLPClassifier, x, y, **dict(SMALL, **params))
+    assert_same_model(ours, theirs)
+    if params.get("learning_rate") == "adaptive":
+        assert ours.n_iter_ < 30  # the rule was exercised: the rate fell below 1e-6
+
+
+def test_binary_stratified_split_and_a_random_state_object() -> None:
+    x, y = iris()
+    x, y = x[:100], np.where(y[:100] == 1, "b", "a")
+    # an int seed, and a RandomState object in the same state for each (draws continue)
+    for make_state in (lambda: 0, lambda: np.random.RandomState(3)):
+        params = dict(SMALL, early_stopping=True, solver="adam", max_iter=6)
+        ours = MLPClassifier(**dict(params, random_state=make_state()))
+        theirs = SkClassifier(**dict(params, random_state=make_state()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ours.fit(x, y)
+            theirs.fit(x, y)
+        assert_same_model(ours, theirs)
+        assert ours.out_activation_ == theirs.out_activation_ == "logistic"
+
+
+def test_sample_weight_fit_early_stopping_and_partial_fit_equal_scikit_learn() -> None:
+    x, y = iris()
+    w = np.random.default_rng(0).uniform(0.2, 3.0, len(y))
+    for early_stopping in (False, True):
+        params = dict(SMALL, solver="adam", early_stopping=early_stopping)
+        ours, theirs = _fit_both(
+            SkClassifier, MLPClassifier, x, y, fit_kwargs={"sample_weight": w}, **params
+        )
+        assert_same_model(ours, theirs)
+    xr, yr = regression(1)
+    wr = np.random.default_rng(1).integers(0, 4, len(yr)).astype(float)
+    ours, theirs = MLPRegressor(**SMALL), SkRegressor(**SMALL)
+    for est in (ours, theirs):
+        for _ in range(3):
+            est.partial_fit(xr, yr, sample_weight=wr)
+    assert_same_model(ours, theirs)
+    ours, theirs = MLPClassifier(**SMALL), SkClassifier(**SMALL)
+    for est in (ours, theirs):
+        est.partial_fit(x[:60], y[:60], sample_weight=w[:60], classes=[0, 1, 2])
+        est.partial_fit(x[60:], y[60:], sample_weight=w[60:])
+    assert_same_model(ours, theirs)
+
+
+def test_partial_fit_grid_equals_scikit_learn() -> None:
+    x, y = iris()
+    for solver in ("sgd", "adam"):
+        ours, theirs = (
+            MLPClassifier(**dict(SMALL, solver=solver)),
+            SkClassifier(**dict(SMALL, solver=solver)),
+        )
+        for est in (ours, theirs):
+            for _ in range(4):
+                est.partial_fit(x, y, classes=[0, 1, 2])
+        assert_same_model(ours, theirs)
+
+
+def test_warm_start_trains_from_user_set_weights_and_keeps_the_shapes() -> None:
+    x, y = iris()
+    params = dict(SMALL, solver="sgd", warm_start=True)
+    ours, theirs = _fit_both(SkClassifier, MLPClassifier, x, y, **params)
+    rng = np.random.default_rng(0)
+    new = [rng.normal(0, 0.3, c.shape) for c in theirs.coefs_]
+    for est in (ours, theirs):
+        est.coefs_ = [c.copy() for c in new]  # set by the user before the next fit
+        # ignored by a warm start, the shapes stay (scikit-learn fails on another depth)
+        est.set_params(hidden_layer_sizes=(7, 2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(x, y)
+    assert [c.shape for c in ours.coefs_] == [(4, 5), (5, 4), (4, 3)]
+    assert_same_model(ours, theirs)
+
+
+def test_lbfgs_matches_scikit_learn() -> None:
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = iris()
+    x = StandardScaler().fit_transform(x)
+    xr, yr = regression(1)
+    params = dict(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=100, alpha=1e-3)
+    for sk_cls, cls, data in (
+        (SkClassifier, MLPClassifier, (x, y)),
+        (SkRegressor, MLPRegressor, (xr, yr)),
+    ):
+        ours, theirs = _fit_both(sk_cls, cls, *data, random_state=0, **params)
+        # converged runs agree to ~1e-12 (L-BFGS amplifies last-bit gradient differences)
+        assert ours.n_iter_ == theirs.n_iter_ < 100
+        assert _rel(ours.coefs_, theirs.coefs_) <= 1e-10
+        assert _rel(ours.intercepts_, theirs.intercepts_) <= 1e-10
+        np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=1e-10)
+    with pytest.raises(AttributeError, match="partial_fit"):
+        ours.partial_fit(x, y)
+
+
+def test_float32_follows_scikit_learns_dtype_rule() -> None:
+    x, y = iris()
+    x32 = x.astype(np.float32)
+    ours, theirs = _fit_both(SkClassifier, MLPClassifier, x32, y, **SMALL)
+    assert ours.coefs_[0].dtype == theirs.coefs_[0].dtype == np.float32
+    assert _rel(ours.coefs_, theirs.coefs_) <= 1e-4
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-5)
+    ours, theirs = _fit_both(SkClassifier, MLPClassifier, x.astype(np.int64), y, **SMALL)
+    assert ours.coefs_[0].dtype == theirs.coefs_[0].dtype == np.float64
+
+
+def test_regressor_passes_check_regressors_train_with_20_iterations() -> None:
+    from sklearn.utils.estimator_checks import check_regressors_train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check_regressors_train("MLPRegressor", MLPRegressor(max_iter=20, random_state=0))
+
+
+def test_pickle_keeps_the_optimizer_state() -> None:
+    x, y = iris()
+    ours, theirs = MLPClassifier(**SMALL), SkClassifier(**SMALL)
+    for est in (ours, theirs):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+    ours = pickle.loads(pickle.dumps(ours))
+    for est in (ours, theirs):
+        est.partial_fit(x, y)
+    assert_same_model(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "spec, compile",
+    [
+        (("torch-cpu", "torch", "cpu"), None),
+        (("torch-cuda", "torch", "cuda"), None),
+        (("jax-cpu", "jax", "cpu"), False),
+        (("jax-cpu", "jax", "cpu"), True),
+        (("cupy-cuda", "cupy", "cuda"), None),
+    ],
+    ids=["torch-cpu", "torch-cuda", "jax-cpu-eager", "jax-cpu-compiled", "cupy-cuda"],
+)
+def test_other_backends_train_the_same_model(spec, compile) -> None:
+    be = backend_or_skip(*spec, required_backends())
+    x, y = iris()
+    for solver in ("sgd", "adam"):
+        params = dict(SMALL, solver=solver, early_stopping=True)
+        ours = MLPClassifier(backend=be.name, device=be.device, compile=compile, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ours.fit(x, y)
+            theirs = SkClassifier(**params).fit(x, y)
+        assert ours._net.backend == be and isinstance(ours.coefs_[0], np.ndarray)
+        # Adam's first steps divide by sqrt(v) of tiny gradients: the last bits of a
+        # library's reductions grow to ~1e-12 there
+        assert_same_model(ours, theirs, weights=1e-9, values=1e-10)

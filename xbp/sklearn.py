@@ -1,11 +1,21 @@
 """scikit-learn compatible estimators: drop-in MLPClassifier and MLPRegressor.
 
-The constructor parameters follow :class:`sklearn.neural_network.MLPClassifier`
-where they make sense, plus ``backend`` and ``device`` (where training runs),
-``compile`` (None: a compiled training step where the backend has one, True:
-required, False: eager; see :func:`xbp.fit`) and ``precision`` (``"exact"``
-or ``"tf32"``, see :class:`xbp.Network`). Training runs on xbp's explicit
-backpropagation on any array library.
+The constructor parameters are those of
+:class:`sklearn.neural_network.MLPClassifier` / ``MLPRegressor``, plus
+``backend`` and ``device`` (where training runs), ``compile`` (None: the
+training step is traced and compiled where the backend traces, i.e. JAX;
+True: required; False: eager) and ``precision`` (``"exact"`` or ``"tf32"``,
+see :class:`xbp.Network`).
+
+With the same ``random_state`` the estimators train the same model as
+scikit-learn: the initial weights, the batch order and the early-stopping
+split are drawn from the estimator's ``RandomState`` in scikit-learn's order,
+and the update rules (SGD with momentum or Nesterov, Adam, the L2 term, the
+learning-rate schedules, the stopping rules) are scikit-learn's. The host
+drives the epoch loop (every random draw happens there); the weights, the
+optimizer state and every gradient (:meth:`xbp.Network.value_and_grad`) stay
+on the backend's device. ``solver="lbfgs"`` runs SciPy's L-BFGS-B on the host
+with the gradient from the device (not a GPU path). See ``docs/sklearn.md``.
 
 Array-API inputs follow scikit-learn's rule "everything follows X": torch or
 CuPy input trains on that library and device, and the fitted ``coefs_`` and
@@ -24,8 +34,10 @@ Examples
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import array_api_compat
@@ -34,38 +46,144 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_random_state
+    from sklearn.utils import check_array, check_random_state
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("xbp.sklearn needs scikit-learn: pip install 'xbp[sklearn]'") from exc
 
-from . import optim
 from .backend import Backend
 from .backend import backend as resolve_backend
-from .dataset import DeviceData, split_validation
 from .errors import XbpValueError
-from .network import Dense, Network
-from .training import Callback, EarlyStopping, Trainer, TrainOptions
+from .network import Dense, Network, Params, no_caches
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+_SCHEDULES = ("constant", "invscaling", "adaptive")
 
 
-class _ScoreEachEpoch(Callback):
-    """Record the validation score (accuracy or R^2) after each epoch, as scikit-learn does."""
+class _Layout:
+    """Every weight in one flat vector: all ``W`` (row-major) first, then all ``b``.
 
-    def __init__(
-        self, score: Callable[[DeviceData], float], val: DeviceData | None, scores: Any
-    ) -> None:
-        self.score, self.val, self.scores = score, val, scores
+    The optimizer updates the flat vector with a few element-wise operations;
+    the network reads ``W`` and ``b`` as slices of it."""
 
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        if self.val is not None:
-            logs["val_score"] = self.score(self.val)
-            self.scores.append(logs["val_score"])
+    def __init__(self, sizes: list[int]) -> None:
+        self.shapes = [(a, b) for a, b in pairwise(sizes)] + [(b,) for b in sizes[1:]]
+        self.bounds = []
+        start = 0
+        for shape in self.shapes:
+            stop = start + int(np.prod(shape))
+            self.bounds.append((start, stop))
+            start = stop
+        self.n_layers = len(sizes) - 1
+        self.n_coef = self.bounds[self.n_layers - 1][1]
+
+    def split(self, xp: Any, flat: Any) -> Params:
+        parts = [xp.reshape(flat[a:b], s) for (a, b), s in zip(self.bounds, self.shapes)]
+        k = self.n_layers
+        return [{"W": w, "b": b} for w, b in zip(parts[:k], parts[k:])]
+
+    def pack(self, xp: Any, params: Params) -> Any:
+        leaves = [p["W"] for p in params] + [p["b"] for p in params]
+        return xp.concat([xp.reshape(a, (-1,)) for a in leaves])
+
+
+class _SGD:
+    """scikit-learn's SGD: ``v <- momentum v - lr g``; Nesterov steps by ``momentum v - lr g``."""
+
+    def __init__(self, est: _BaseMLP, xp: Any, flat: Any) -> None:
+        self.lr_init = float(est.learning_rate_init)
+        self.learning_rate = self.lr_init
+        self.schedule, self.power_t = est.learning_rate, est.power_t
+        self.momentum, self.nesterov = est.momentum, bool(est.nesterovs_momentum)
+        self.velocity = xp.zeros_like(flat)
+
+    def scalars(self) -> tuple[float, ...]:
+        return (self.learning_rate,)
+
+    def step(
+        self, xp: Any, g: Any, state: tuple[Any, ...], scalars: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (lr,) = scalars
+        scaled = lr * g
+        velocity = self.momentum * state[0] - scaled
+        update = self.momentum * velocity - scaled if self.nesterov else velocity
+        return update, (velocity,)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "velocity"}
+
+    def get_state(self) -> tuple[Any, ...]:
+        return (self.velocity,)
+
+    def set_state(self, state: tuple[Any, ...]) -> None:
+        (self.velocity,) = state
+
+    def iteration_ends(self, time_step: int) -> None:
+        if self.schedule == "invscaling":
+            self.learning_rate = self.lr_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg: str, verbose: bool) -> bool:
+        if self.schedule != "adaptive":
+            _say(verbose, msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            _say(verbose, msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        _say(verbose, msg + f" Setting learning rate to {self.learning_rate:f}")
+        return False
+
+
+class _Adam:
+    """scikit-learn's Adam: the bias corrections folded into the step size."""
+
+    def __init__(self, est: _BaseMLP, xp: Any, flat: Any) -> None:
+        self.lr_init = float(est.learning_rate_init)
+        self.beta_1, self.beta_2, self.epsilon = est.beta_1, est.beta_2, est.epsilon
+        self.t = 0
+        self.m, self.v = xp.zeros_like(flat), xp.zeros_like(flat)
+
+    def scalars(self) -> tuple[float, ...]:
+        self.t += 1
+        lr = self.lr_init * np.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
+        return (float(-lr),)
+
+    def step(
+        self, xp: Any, g: Any, state: tuple[Any, ...], scalars: Any
+    ) -> tuple[Any, tuple[Any, ...]]:
+        (neg_lr,) = scalars
+        m = self.beta_1 * state[0] + (1 - self.beta_1) * g
+        v = self.beta_2 * state[1] + (1 - self.beta_2) * (g * g)
+        update = neg_lr * m / (xp.sqrt(v) + self.epsilon)
+        return update, (m, v)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("m", "v")}
+
+    def get_state(self) -> tuple[Any, ...]:
+        return (self.m, self.v)
+
+    def set_state(self, state: tuple[Any, ...]) -> None:
+        self.m, self.v = state
+
+    def iteration_ends(self, time_step: int) -> None:
+        pass
+
+    def trigger_stopping(self, msg: str, verbose: bool) -> bool:
+        _say(verbose, msg + " Stopping.")
+        return True
+
+
+def _say(verbose: Any, msg: str) -> None:
+    if verbose:
+        print(msg)
 
 
 class _BaseMLP(BaseEstimator):
@@ -74,7 +192,6 @@ class _BaseMLP(BaseEstimator):
     _be: Backend
     _host: bool
     _net: Network
-    _trainer: Trainer
 
     def __init__(
         self,
@@ -84,7 +201,9 @@ class _BaseMLP(BaseEstimator):
         solver: str = "adam",
         alpha: float = 0.0001,
         batch_size: Any = "auto",
+        learning_rate: str = "constant",
         learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
         max_iter: int = 200,
         shuffle: bool = True,
         random_state: Any = None,
@@ -99,6 +218,7 @@ class _BaseMLP(BaseEstimator):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
+        max_fun: int = 15000,
         backend: Any = None,
         device: Any = None,
         compile: bool | None = None,
@@ -109,7 +229,9 @@ class _BaseMLP(BaseEstimator):
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -124,6 +246,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.backend = backend
         self.device = device
         self.compile = compile
@@ -139,24 +262,35 @@ class _BaseMLP(BaseEstimator):
             )
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}; use one of {sorted(_ACTIVATIONS)}")
-        if self.solver not in ("sgd", "adam"):
-            raise ValueError(f"solver={self.solver!r}; xbp supports 'sgd' and 'adam'")
+        if self.solver not in ("sgd", "adam", "lbfgs"):
+            raise ValueError(f"solver={self.solver!r}; use 'sgd', 'adam' or 'lbfgs'")
+        if self.learning_rate not in _SCHEDULES:
+            raise ValueError(f"learning_rate={self.learning_rate!r}; use one of {list(_SCHEDULES)}")
         for name in ("learning_rate_init", "epsilon"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
-        if self.alpha < 0:
-            raise ValueError(f"alpha={self.alpha!r} must be >= 0")
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise ValueError(f"max_iter={self.max_iter!r} must be an integer >= 1")
+        for name in ("alpha", "power_t", "tol"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
+        for name in ("max_iter", "max_fun"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
         if not 0 <= self.momentum <= 1:
             raise ValueError(f"momentum={self.momentum!r} must lie in [0, 1]")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction={self.validation_fraction!r} must lie in (0, 1)")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} must lie in [0, 1)")
         for name in ("beta_1", "beta_2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must lie in [0, 1)")
         if not self.n_iter_no_change >= 1:
             raise ValueError(f"n_iter_no_change={self.n_iter_no_change!r} must be >= 1")
+        if self.batch_size != "auto" and not (
+            isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1
+        ):
+            raise ValueError(f"batch_size={self.batch_size!r} must be 'auto' or an integer >= 1")
+        if self.compile not in (None, True, False):
+            raise ValueError(f"compile={self.compile!r}; use None, True or False")
 
     # -- data ----------------------------------------------------------------
     def _backend_for(self, X: Any) -> tuple[Backend, bool]:
@@ -201,134 +335,357 @@ class _BaseMLP(BaseEstimator):
         return X, y, be, host
 
     def _dtype_name(self, X: Any, be: Backend) -> str:
-        return "float32" if X.dtype == be.xp.float32 or X.dtype == np.float32 else "float64"
+        f32 = np.float32 if isinstance(X, np.ndarray) else be.xp.float32
+        return "float32" if X.dtype == f32 else "float64"
+
+    def _weights(self, sample_weight: Any, n: int, dtype: str) -> np.ndarray | None:
+        """Row weights as a host ``(n,)`` array of the training dtype (None: unweighted)."""
+        if sample_weight is None:
+            return None
+        if isinstance(sample_weight, numbers.Number):
+            return np.full(n, sample_weight, dtype=dtype)
+        if not isinstance(sample_weight, np.ndarray) and array_api_compat.is_array_api_obj(
+            sample_weight
+        ):
+            sample_weight = resolve_backend(sample_weight).to_host(sample_weight)
+        w = check_array(sample_weight, ensure_2d=False, dtype=dtype, input_name="sample_weight")
+        if w.ndim != 1 or w.shape[0] != n:
+            raise ValueError(
+                f"sample_weight has shape {w.shape}; expected ({n},), one weight per row of X"
+            )
+        if not np.any(w):
+            raise ValueError("sample_weight is all zero; pass at least one non-zero weight")
+        return w
 
     # -- model ---------------------------------------------------------------
-    def _build(self, n_in: int, n_out: int, be: Backend, dtype: str, seed: int) -> Network:
-        hidden = self.hidden_layer_sizes
-        hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+    def _build(self, sizes: list[int], be: Backend, dtype: str) -> Network:
         act = _ACTIVATIONS[self.activation]
-        sizes = [n_in, *[int(h) for h in hidden], n_out]
         out_act, loss = self._output()
         layers = [Dense(a, b, act) for a, b in zip(sizes[:-2], sizes[1:-1])]
         layers.append(Dense(sizes[-2], sizes[-1], out_act))
-        return Network(
-            layers,
-            loss=loss,
-            backend=be,
-            dtype=dtype,
-            seed=seed,
-            init="glorot_uniform",
-            precision=self.precision,
+        return Network(layers, loss=loss, backend=be, dtype=dtype, precision=self.precision)
+
+    def _initialize(self, n_in: int, n_out: int, be: Backend, dtype: str, rs: Any) -> None:
+        """A new network with scikit-learn's initial weights, drawn from ``rs`` in its order."""
+        hidden = self.hidden_layer_sizes
+        hidden = [hidden] if np.isscalar(hidden) else list(hidden)
+        sizes = [n_in, *[int(h) for h in hidden], n_out]
+        net = self._build(sizes, be, dtype)
+        # Glorot uniform, bound sqrt(6 / (fan_in + fan_out)); 2 instead of 6 for logistic
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        host = []
+        for fan_in, fan_out in pairwise(sizes):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            w = rs.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False)
+            b = rs.uniform(-bound, bound, fan_out).astype(dtype, copy=False)
+            host.append({"W": w, "b": b})
+        net.params = host
+        self._net, self._be = net, be
+        self._layout = _Layout(sizes)
+        self._opt: _SGD | _Adam | None = None
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_layers_ = len(sizes)
+        self.n_outputs_ = n_out
+        self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax"}.get(
+            net.layers[-1].activation, "identity"
         )
+        flat = self._layout.pack(net.xp, net.params)
+        self._best: Any = flat
+        self._best_is_current = False
+        if self.solver != "lbfgs":
+            self.loss_curve_: list[float] = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_: list[float] | None = []
+                self.best_validation_score_: float | None = -np.inf
+                self.best_loss_: float | None = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
 
-    def _optimizer(self, batch: int) -> optim.Optimizer:
-        # scikit-learn adds alpha * W to the *summed* gradient before dividing by the batch
-        wd = self.alpha / batch
-        if self.solver == "adam":
-            return optim.adam(
-                self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon, weight_decay=wd
-            )
-        if self.momentum == 0:
-            return optim.sgd(self.learning_rate_init, weight_decay=wd)
-        make = optim.nesterov if self.nesterovs_momentum else optim.momentum
-        return make(self.learning_rate_init, self.momentum, weight_decay=wd)
+    def _load_params(self) -> Any:
+        """The flat weights from ``coefs_`` / ``intercepts_`` (a user may have set them)."""
+        net = self._net
+        net.params = [{"W": w, "b": b} for w, b in zip(self.coefs_, self.intercepts_)]
+        return self._layout.pack(net.xp, net.params)
 
-    def _make_trainer(self, batch: int, seed: int) -> Trainer:
-        options = TrainOptions(
-            batch_size=batch,
-            optimizer=self._optimizer(batch),
-            shuffle=bool(self.shuffle),
-            seed=seed,
-            on_divergence="raise",
-            max_retries=0,
-            progress=False,
-            compile=self.compile,
-        )
-        return Trainer(self._net, options)
+    def _loss_and_grad(self) -> Callable[..., tuple[Any, Any]]:
+        """``f(flat, x, y, w, sw) -> (loss, grad)``: scikit-learn's objective on one batch.
 
-    def _seed(self) -> int:
-        if isinstance(self.random_state, (int, np.integer)):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(2**31 - 1))
+        ``w`` are the batch's row weights (None: unweighted) and ``sw`` their
+        sum (the number of rows when unweighted). The data term comes from
+        :meth:`xbp.Network.value_and_grad` (sums, ``n_total=1``); the L2 term
+        ``alpha/2 ||W||^2`` joins both, and both are divided by ``sw``."""
+        net, layout = self._net, self._layout
+        xp = net.xp
+        alpha = float(self.alpha)
+        # scikit-learn's squared error averages over the outputs too (its gradient does not)
+        per_output = net.n_out if not self._classifier else 1
+        scope, precision = net.backend.precision_scope, net.precision
 
-    def _fit(self, X: Any, y: Any, incremental: bool = False, classes: Any = None) -> Any:
+        def loss_and_grad(flat: Any, x: Any, y: Any, w: Any, sw: Any) -> tuple[Any, Any]:
+            with scope(precision):  # the L2 dot product too, not only value_and_grad's
+                return _loss_and_grad(flat, x, y, w, sw)
+
+        def _loss_and_grad(flat: Any, x: Any, y: Any, w: Any, sw: Any) -> tuple[Any, Any]:
+            params = layout.split(xp, flat)
+            cost, grads, _ = net.value_and_grad(x, y, params=params, n_total=1, sample_weight=w)
+            g_coef = xp.concat([xp.reshape(g["W"], (-1,)) for g in grads])
+            loss = cost / sw if per_output == 1 else cost / (sw * per_output)
+            if alpha:
+                coef = flat[: layout.n_coef]
+                g_coef = g_coef + alpha * coef
+                loss = loss + (0.5 * alpha) * (coef @ coef) / sw
+            g = xp.concat([g_coef, *[g["b"] for g in grads]])
+            return loss, g / sw
+
+        return loss_and_grad
+
+    def _make_optimizer(self, flat: Any) -> _SGD | _Adam:
+        xp = self._net.xp
+        return _Adam(self, xp, flat) if self.solver == "adam" else _SGD(self, xp, flat)
+
+    def _train_step(self) -> Callable[..., tuple[Any, tuple[Any, ...], Any]]:
+        """``step(flat, state, x, y, w, sw, scalars) -> (flat, state, loss)``: one update,
+        compiled where the backend traces (``compile``)."""
+        loss_and_grad, opt, xp = self._loss_and_grad(), self._opt, self._net.xp
+        assert opt is not None
+
+        def step(
+            flat: Any, state: tuple[Any, ...], x: Any, y: Any, w: Any, sw: Any, scalars: Any
+        ) -> tuple[Any, tuple[Any, ...], Any]:
+            loss, g = loss_and_grad(flat, x, y, w, sw)
+            update, state = opt.step(xp, g, state, scalars)
+            return flat + update, state, loss
+
+        be = self._be
+        if self.compile is False or be.compiler() != "trace":
+            if self.compile is True:
+                raise XbpValueError(
+                    f"compile=True, but {be!r} has no tracing compiler for the estimator's "
+                    "step (JAX has one); use compile=None or False"
+                )
+            return step
+        jitted = be.jit(step)
+
+        def compiled(*args: Any) -> tuple[Any, tuple[Any, ...], Any]:
+            with no_caches():
+                return jitted(*args)  # type: ignore[no-any-return]
+
+        return compiled
+
+    # -- fitting -------------------------------------------------------------
+    def _fit(
+        self,
+        X: Any,
+        y: Any,
+        sample_weight: Any = None,
+        incremental: bool = False,
+        classes: Any = None,
+    ) -> Any:
         self._check_params()
-        first = not (incremental or self.warm_start) or not hasattr(self, "_net")
+        first = not hasattr(self, "_net") or not (self.warm_start or incremental)
         X, y, be, host = self._validate(X, y, reset=first, fitting=True)
-        if not first and self._be != be:
+        if not first and (self._be != be or self._host != host):
             raise ValueError(f"X is on {be!r} but the model was fitted on {self._be!r}")
         targets = self._encode(y, be, first, classes)
-        n = X.shape[0]
-        batch = min(200, n) if self.batch_size == "auto" else int(np.clip(self.batch_size, 1, n))
-        if self.batch_size != "auto" and not (
-            isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1
-        ):
-            raise ValueError(f"batch_size={self.batch_size!r} must be 'auto' or an integer >= 1")
+        dtype = self._dtype_name(X, be) if first else self._net.backend.dtype_name(self._net.dtype)
+        sw = self._weights(sample_weight, X.shape[0], dtype)
+        rs = check_random_state(self.random_state)
         if first:
-            seed = self._seed()
-            self._net = self._build(X.shape[1], targets.shape[1], be, self._dtype_name(X, be), seed)
-            self._be, self._host = be, host
-            self._trainer = self._make_trainer(batch, seed)
-            self.loss_curve_: list[float] = []
-            self.validation_scores_: list[float] | None = [] if self.early_stopping else None
-            self.best_loss_: float | None = np.inf
-            self.best_validation_score_: float | None = None
-            self.t_ = 0
+            self._initialize(X.shape[1], targets.shape[1], be, dtype, rs)
+            self._host = host
+            flat = self._layout.pack(self._net.xp, self._net.params)
+        else:
+            flat = self._load_params()
         net = self._net
         xd = be.asarray(X, net.dtype) if host else be.xp.astype(X, net.dtype)
-        yd = be.asarray(targets, net.dtype)
-        # no training accuracy: scikit-learn reports the loss only, and skipping it
-        # saves an argmax and a comparison per batch
-        data = DeviceData(xd, yd, None)
-        val = None
-        if self.early_stopping and not incremental:
-            data, val = split_validation(net, data, self.validation_fraction, self._seed())
-        trainer = self._trainer
-        trainer.history.stopped_early = False
-        callbacks: list[Callback] = []
-        if not incremental:
-            # scikit-learn stops after n_iter_no_change epochs without a tol improvement:
-            # of the training loss, or of the validation score with early stopping
-            stop = EarlyStopping(
-                patience=self.n_iter_no_change,
-                min_delta=self.tol,
-                monitor="val_score" if self.early_stopping else "loss",
-                mode="max" if self.early_stopping else "min",
-                restore_best=self.early_stopping,
-            )
-            callbacks = [_ScoreEachEpoch(self._val_score, val, self.validation_scores_), stop]
-        # what may change between calls: the batch (a smaller X), the stopping rule
-        trainer.options = trainer.options.replace(
-            batch_size=min(batch, data.n),
-            progress="lines" if self.verbose else False,
-            compile=self.compile,
-        )
-        trainer.callbacks = callbacks
-        trainer.stop_training = False
-        start = trainer.epoch
-        epochs = start + (1 if incremental else self.max_iter)
-        hist = trainer.fit(data, val, epochs)
-        new = hist.epochs[len(hist.epochs) - (trainer.epoch - start) :]
-        self.loss_curve_ += [row["loss"] for row in new]
-        self.n_iter_ = len(self.loss_curve_) if not self.warm_start else trainer.epoch
-        self.t_ = trainer.step
-        if self.loss_curve_:
-            self.loss_ = self.loss_curve_[-1]
-        if self.early_stopping and self.validation_scores_:
-            self.best_validation_score_ = max(self.validation_scores_)
-            self.best_loss_ = None
-        elif self.loss_curve_:
-            self.best_loss_ = min(self.loss_curve_)
-        if not incremental and not trainer.history.stopped_early and self.max_iter > 1:
-            warnings.warn(
-                f"Stochastic optimizer: maximum iterations ({self.max_iter}) reached and the "
-                "optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=3,
+        if self.solver == "lbfgs":
+            flat = self._fit_lbfgs(flat, xd, targets, sw)
+        else:
+            flat = self._fit_stochastic(flat, xd, targets, sw, rs, incremental)
+        self._set_flat(flat)
+        if not bool(net.xp.all(net.xp.isfinite(flat))):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may contain "
+                "large values and need to be preprocessed."
             )
         self._export()
         return self
+
+    def _set_flat(self, flat: Any) -> None:
+        self._net.adopt_params(self._layout.split(self._net.xp, flat))
+
+    def _fit_stochastic(
+        self,
+        flat: Any,
+        xd: Any,
+        targets: np.ndarray,
+        sw: np.ndarray | None,
+        rs: Any,
+        incremental: bool,
+    ) -> Any:
+        be, net = self._be, self._net
+        xp = net.xp
+        if not incremental or self._opt is None:
+            self._opt = self._make_optimizer(flat)
+        opt = self._opt
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        n_all = xd.shape[0]
+        val = None
+        idx_train = None
+        if self.early_stopping:
+            # stratified on binary labels only, as scikit-learn does
+            stratify = targets if self._classifier and targets.shape[1] == 1 else None
+            idx_train, idx_val = train_test_split(
+                np.arange(n_all),
+                random_state=rs,
+                test_size=self.validation_fraction,
+                stratify=stratify,
+            )
+            if idx_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            val = (
+                xp.take(xd, be.asarray(idx_val), axis=0),
+                targets[idx_val],
+                None if sw is None else sw[idx_val],
+            )
+        n = n_all if idx_train is None else idx_train.shape[0]
+        xt = xd if idx_train is None else xp.take(xd, be.asarray(idx_train), axis=0)
+        yt_host = targets if idx_train is None else targets[idx_train]
+        yt = be.asarray(yt_host, net.dtype)
+        wt_host = None if sw is None else (sw if idx_train is None else sw[idx_train])
+        wt = None if wt_host is None else be.asarray(wt_host, net.dtype)
+        if self.batch_size == "auto":
+            batch = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going "
+                    "to be clipped",
+                    stacklevel=4,
+                )
+            batch = int(np.clip(self.batch_size, 1, n))
+        step = self._train_step()
+        state = opt.get_state()
+        sample_idx = np.arange(n, dtype=int)
+        self.n_iter_ = 0
+        for _ in range(self.max_iter):
+            if self.shuffle:
+                # the draw of sklearn.utils.shuffle (a shuffled arange), without its
+                # per-call argument validation
+                sample_idx = sample_idx[rs.permutation(n)]
+                perm = be.asarray(sample_idx)
+                xe, ye = xp.take(xt, perm, axis=0), xp.take(yt, perm, axis=0)
+                we = None if wt is None else xp.take(wt, perm, axis=0)
+            else:
+                xe, ye, we = xt, yt, wt
+            total: Any = 0.0
+            for start in range(0, n, batch):
+                sl = slice(start, min(start + batch, n))
+                wb = None if we is None else we[sl]
+                rows = sl.stop - sl.start
+                divisor = rows if wb is None else xp.sum(wb)
+                flat, state, loss = step(
+                    flat, state, xe[sl, ...], ye[sl, ...], wb, divisor, opt.scalars()
+                )
+                total = total + loss * rows
+            opt.set_state(state)
+            self._set_flat(flat)
+            self.n_iter_ += 1
+            self.loss_ = float(total) / n
+            self.t_ += n
+            self.loss_curve_.append(self.loss_)
+            _say(self.verbose, f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+            flat = self._update_no_improvement_count(flat, val)
+            opt.iteration_ends(self.t_)
+            if self._no_improvement_count > self.n_iter_no_change:
+                what = "Validation score" if self.early_stopping else "Training loss"
+                msg = (
+                    f"{what} did not improve more than tol={self.tol:f} for "
+                    f"{self.n_iter_no_change} consecutive epochs."
+                )
+                if opt.trigger_stopping(msg, self.verbose):
+                    break
+                self._no_improvement_count = 0
+            if incremental:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and "
+                    "the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+        if self.early_stopping:
+            # the best weights come back; until a better epoch they are also the
+            # current ones (scikit-learn restores by sharing the arrays)
+            if not self._best_is_current:
+                flat = self._best
+            self._best_is_current = True
+        return flat
+
+    def _update_no_improvement_count(self, flat: Any, val: Any) -> Any:
+        if val is None:
+            last = self.loss_curve_[-1]
+            if last > self.best_loss_ - self.tol:  # type: ignore[operator]
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last < self.best_loss_:  # type: ignore[operator]
+                self.best_loss_ = last
+            return flat
+        score = self._val_score(*val)
+        assert self.validation_scores_ is not None
+        self.validation_scores_.append(score)
+        _say(self.verbose, f"Validation score: {score:f}")
+        best = self.best_validation_score_
+        if score < best + self.tol:  # type: ignore[operator]
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > best:  # type: ignore[operator]
+            self.best_validation_score_ = score
+            self._best, self._best_is_current = flat, False
+        return flat
+
+    def _fit_lbfgs(self, flat: Any, xd: Any, targets: np.ndarray, sw: np.ndarray | None) -> Any:
+        """SciPy's L-BFGS-B on the host; every loss and gradient comes from the device."""
+        import scipy.optimize
+
+        be, net = self._be, self._net
+        yd = be.asarray(targets, net.dtype)
+        wd = None if sw is None else be.asarray(sw, net.dtype)
+        divisor = xd.shape[0] if sw is None else float(sw.sum())
+        loss_and_grad = self._loss_and_grad()
+
+        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+            loss, g = loss_and_grad(be.asarray(x, net.dtype), xd, yd, wd, divisor)
+            return float(loss), np.asarray(be.to_host(g), dtype=np.float64)
+
+        res = scipy.optimize.minimize(
+            fun,
+            np.asarray(be.to_host(flat), dtype=np.float64),
+            method="L-BFGS-B",
+            jac=True,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+        )
+        if res.status != 0:
+            warnings.warn(
+                f"lbfgs failed to converge after {res.nit} iteration(s) (status={res.status}): "
+                f"{res.message}. Increase max_iter or scale the data.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        self.n_iter_ = min(int(res.nit), int(self.max_iter))
+        self.loss_ = float(res.fun)
+        return be.asarray(np.asarray(res.x), net.dtype)
 
     def _export(self) -> None:
         """Fitted attributes in the namespace of the training input."""
@@ -336,13 +693,6 @@ class _BaseMLP(BaseEstimator):
         conv = (lambda a: np.array(be.to_host(a))) if self._host else (lambda a: a)
         self.coefs_ = [conv(p["W"]) for p in self._net.params]
         self.intercepts_ = [conv(p["b"]) for p in self._net.params]
-        self.n_layers_ = len(self._net.layers) + 1
-        self.n_outputs_ = self._net.n_out
-        self.out_activation_ = {
-            "sigmoid": "logistic",
-            "softmax": "softmax",
-            "identity": "identity",
-        }[self._net.layers[-1].activation]
 
     def _forward(self, X: Any, method: str = "predict") -> tuple[Any, bool]:
         check_is_fitted(self, "coefs_")
@@ -360,43 +710,57 @@ class _BaseMLP(BaseEstimator):
         xd = net.backend.asarray(X, net.dtype) if host else net.xp.astype(X, net.dtype)
         return net.forward(xd), host
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> Any:
-        """One epoch over (X, y), continuing from the current weights and optimizer state."""
-        return self._fit(X, y, incremental=True, classes=classes)
+    def _stochastic(self) -> bool:
+        if self.solver not in ("sgd", "adam"):
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. {self.solver} is "
+                "not stochastic."
+            )
+        return True
 
     def __getstate__(self) -> dict[str, Any]:
         # xbp's own files never pickle; scikit-learn's convention is pickling, so the
-        # network travels as host arrays and is rebuilt on load
+        # network travels as its config, the weights (coefs_) and the optimizer state
+        # as host arrays, and is rebuilt on load
         state = self.__dict__.copy()
         net = state.pop("_net", None)
-        state.pop("_trainer", None)
         be = state.pop("_be", None)
+        opt = state.pop("_opt", None)
+        best = state.pop("_best", None)
         if net is not None:
+            to_host = be.to_host
             state["_net_state"] = {
                 "config": net.config(),
                 "params": net.host_params(),
                 "backend": be.name,
                 "device": str(be.device),
+                "best": None if best is None else np.array(to_host(best)),
+                "opt": None
+                if opt is None
+                else (opt, [np.array(to_host(a)) for a in opt.get_state()]),
             }
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         saved = state.pop("_net_state", None)
         self.__dict__.update(state)
-        if saved is not None:
-            cfg = saved["config"]
-            try:
-                be = resolve_backend(saved["backend"], saved["device"])
-            except XbpValueError:
-                be = resolve_backend("numpy")
-                self._host = True
-            self._net = Network.from_config(cfg, backend=be)
-            self._net.params = saved["params"]
-            self._be = be
-            # the weights come back; the optimizer state starts afresh (as after warm_start)
-            batch = 200 if self.batch_size == "auto" else int(self.batch_size)
-            self._trainer = self._make_trainer(batch, self._seed())
-            self._trainer.epoch = len(getattr(self, "loss_curve_", []))
+        if saved is None:
+            return
+        try:
+            be = resolve_backend(saved["backend"], saved["device"])
+        except XbpValueError:
+            be = resolve_backend("numpy")
+            self._host = True
+        self._net = Network.from_config(saved["config"], backend=be)
+        self._net.params = saved["params"]
+        self._be = be
+        asarray = lambda a: be.asarray(a, self._net.dtype)  # noqa: E731
+        self._best = None if saved["best"] is None else asarray(saved["best"])
+        self._opt = None
+        if saved["opt"] is not None:
+            opt, arrays = saved["opt"]
+            opt.set_state(tuple(asarray(a) for a in arrays))
+            self._opt = opt
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -434,19 +798,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         check_classification_targets(y)
         if first:
             self._lb = LabelBinarizer()
-            if classes is not None:
-                self._lb.fit(classes)
-            elif type_of_target(y) == "multilabel-indicator":
-                self._lb.fit(y)
-            else:
-                self._lb.fit(y)
+            multilabel = type_of_target(y).startswith("multilabel")
+            self._lb.fit(y if classes is None or multilabel else classes)
             self.classes_ = self._lb.classes_
             self._multilabel = self._lb.y_type_.startswith("multilabel")
             self._multiclass = len(self.classes_) > 2 and not self._multilabel
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(f"classes={classes!r} differ from the first call's {self.classes_!r}")
         if not self._multilabel:
-            unknown = np.setdiff1d(np.unique(y), self.classes_)
+            seen = np.unique(y)
+            if self.warm_start and set(seen) != set(self.classes_) and not first:
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, `y` has {seen}"
+                )
+            unknown = np.setdiff1d(seen, self.classes_)
             if unknown.size:
                 raise ValueError(f"y contains previously unseen labels: {unknown!r}")
         out = self._lb.transform(y).astype(np.float64)
@@ -454,26 +820,27 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             out = np.zeros((len(y), 1))
         return out
 
-    def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Fit the model to X and class labels y (max_iter epochs, with the stopping rules)."""
-        return self._fit(X, y)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+        """Fit the model to X and class labels y (max_iter epochs, with the stopping rules).
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+        ``sample_weight`` weights the rows' losses, as in scikit-learn."""
+        return self._fit(X, y, sample_weight)
+
+    @available_if(_BaseMLP._stochastic)
+    def partial_fit(
+        self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None
+    ) -> MLPClassifier:
         """One epoch over (X, y); ``classes`` is required on the first call."""
         if not hasattr(self, "_net") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
-    def _val_score(self, val: DeviceData) -> float:
-        net = self._net
-        out = net.forward(val.x)
-        xp = net.xp
-        if self._multiclass:
-            pred = xp.argmax(out, axis=1)
-            truth = xp.argmax(val.y, axis=1)
-            return float(xp.mean(xp.astype(pred == truth, out.dtype)))
-        pred = xp.astype(out > 0.5, out.dtype)
-        return float(xp.mean(xp.astype(xp.all(pred == val.y, axis=1), out.dtype)))
+    def _val_score(self, x: Any, y: np.ndarray, w: np.ndarray | None) -> float:
+        out = np.asarray(self._net.backend.to_host(self._net.forward(x)))
+        if out.shape[1] == 1:
+            out, y = out.ravel(), y.ravel()
+        pred = self._lb.inverse_transform(out)
+        return float(accuracy_score(self._lb.inverse_transform(y), pred, sample_weight=w))
 
     def _proba(self, X: Any, method: str) -> Any:
         out, host = self._forward(X, method)
@@ -513,8 +880,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by xbp (drop-in for scikit-learn's).
 
-    Identity output and the squared error ``1/(2n) sum ||y - a||^2``, as in
-    scikit-learn. ``backend`` and ``device`` choose where training runs.
+    Identity output and scikit-learn's squared error. ``backend`` and
+    ``device`` choose where training runs.
     """
 
     _multiclass = False
@@ -535,18 +902,22 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             self._y_ndim = y.ndim
         return y.reshape(-1, 1) if y.ndim == 1 else y
 
-    def fit(self, X: Any, y: Any) -> MLPRegressor:
-        """Fit the model to X and continuous targets y."""
-        return self._fit(X, y)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """Fit the model to X and continuous targets y (``sample_weight`` as scikit-learn)."""
+        return self._fit(X, y, sample_weight)
 
-    def _val_score(self, val: DeviceData) -> float:
-        net = self._net
-        xp = net.xp
-        out = net.forward(val.x)
-        ss_res = xp.sum((val.y - out) ** 2, axis=0)
-        ss_tot = xp.sum((val.y - xp.mean(val.y, axis=0)) ** 2, axis=0)
-        r2 = 1 - ss_res / xp.where(ss_tot == 0, xp.ones_like(ss_tot), ss_tot)
-        return float(xp.mean(r2))
+    @available_if(_BaseMLP._stochastic)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """One epoch over (X, y), continuing from the current weights and optimizer state."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _val_score(self, x: Any, y: np.ndarray, w: np.ndarray | None) -> float:
+        out = np.asarray(self._net.backend.to_host(self._net.forward(x)))
+        if out.shape[1] == 1:
+            out = out.ravel()
+        if not np.isfinite(out).all():
+            return float("nan")
+        return float(r2_score(y, out, sample_weight=w))
 
     def predict(self, X: Any) -> Any:
         """Predicted targets, in the namespace and on the device of X."""
