@@ -148,6 +148,8 @@ def test_mixed_gradients_are_float32_and_within_the_documented_tolerance(
     )  # fmt: skip
     loss_ref, g_ref = ref.backprop(x.astype(np.float64), y)
     loss_mixed, g = net.backprop(x, y)
+    # the output layer, softmax/log-sum-exp and the loss run in float32
+    assert loss_mixed.dtype == net.dtype and net.forward(x).dtype == net.dtype
     assert abs(float(loss_mixed) - float(loss_ref)) <= MIXED_TOL[policy] * abs(float(loss_ref))
     worst = 0.0
     for a, b in zip(g_ref, g):
@@ -334,3 +336,22 @@ def test_train_precision_bf16_end_to_end(tmp_path: Any, capsys: pytest.CaptureFi
     accuracy = float(capsys.readouterr().out.split("test accuracy ")[1].split()[0])
     assert accuracy >= 0.9
     assert xbp.load(model, backend="torch").precision == "bf16"
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimators_train_in_bf16() -> None:
+    _mixed_backend(MIXED_BACKENDS[0])
+    from xbp.sklearn import MLPClassifier
+
+    x, y = xbp.data.load_digits()
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = (x[order] / 16.0).astype(np.float32), y[order]
+    scores = {}
+    for policy in ("exact", "bf16"):
+        clf = MLPClassifier(
+            (32,), learning_rate_init=0.01, max_iter=20, backend="torch", precision=policy,
+            random_state=0,
+        )  # fmt: skip
+        clf.fit(x[:1400], y[:1400])
+        scores[policy] = clf.score(x[1400:], y[1400:])
+    assert scores["exact"] > 0.9 and abs(scores["bf16"] - scores["exact"]) <= 0.03

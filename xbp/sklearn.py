@@ -3,8 +3,8 @@
 The constructor parameters follow :class:`sklearn.neural_network.MLPClassifier`
 where they make sense, plus ``backend`` and ``device`` (where training runs),
 ``compile`` (None: a compiled training step where the backend has one, True:
-required, False: eager; see :func:`xbp.fit`) and ``precision`` (``"exact"``
-or ``"tf32"``, see :class:`xbp.Network`). Training runs on xbp's explicit
+required, False: eager; see :func:`xbp.fit`) and ``precision`` (``"exact"``,
+``"tf32"``, ``"bf16"`` or ``"fp16"``, see :class:`xbp.Network`). Training runs on xbp's explicit
 backpropagation on any array library.
 
 Array-API inputs follow scikit-learn's rule "everything follows X": torch or
