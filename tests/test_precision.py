@@ -355,3 +355,21 @@ def test_estimators_train_in_bf16() -> None:
         clf.fit(x[:1400], y[:1400])
         scores[policy] = clf.score(x[1400:], y[1400:])
     assert scores["exact"] > 0.9 and abs(scores["bf16"] - scores["exact"]) <= 0.03
+
+
+def test_a_model_whose_policy_the_backend_lacks_loads_as_exact_with_a_warning(
+    tmp_path: Any,
+) -> None:
+    be = _mixed_backend(MIXED_BACKENDS[0])
+    net = xbp.mlp([3, 4, 2], loss="cross_entropy", dtype="float32", backend=be, precision="bf16")
+    xbp.save(net, tmp_path / "m.npz")
+    with pytest.warns(UserWarning, match=r"precision='bf16' cannot run here.*'exact'"):
+        host = xbp.load(tmp_path / "m.npz", backend="numpy")
+    assert host.precision == "exact"
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    exact = net.to()
+    exact.precision = "exact"
+    np.testing.assert_allclose(host.predict(x), exact.predict(x), rtol=1e-5, atol=1e-6)
+    bad = {**net.config(), "precision": "bf17"}
+    with pytest.raises(XbpValueError, match="precision='bf17' is not known"):
+        xbp.Network.from_config(bad)

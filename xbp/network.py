@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -301,7 +302,7 @@ class Network:
             raise XbpValueError(
                 f"config['layers'] is not [[n_in, n_out, activation], ...] ({exc})"
             ) from None
-        return cls(
+        net = cls(
             layers,
             loss=loss,
             backend=backend,
@@ -309,8 +310,24 @@ class Network:
             dtype=config.get("dtype", "float64"),
             seed=config.get("seed"),
             init=config.get("init", "auto"),
-            precision=config.get("precision", "exact"),
         )
+        net.restore_precision(config.get("precision", "exact"))
+        return net
+
+    def restore_precision(self, policy: str) -> None:
+        """Set a saved model's ``policy``; where this backend cannot run it (a bf16 or
+        tf32 model read on NumPy), warn and keep ``"exact"``: the weights are the same
+        float32 numbers. An unknown policy is an error."""
+        if policy not in PRECISIONS:
+            raise XbpValueError(f"precision={policy!r} is not known; use one of {list(PRECISIONS)}")
+        try:
+            self.precision = policy
+        except XbpValueError as exc:
+            warnings.warn(
+                f"xbp: the model's precision={policy!r} cannot run here ({exc}); it runs "
+                "with precision='exact' (set net.precision on a backend that has it)",
+                stacklevel=3,
+            )
 
     def __repr__(self) -> str:
         body = ", ".join(f"{d.n_in}->{d.n_out} {d.activation}" for d in self.layers)
