@@ -46,13 +46,11 @@ if [ "$DRY" = 1 ]; then
     REQUIRE="numpy,array_api_strict,torch,jax"
     CASES="mid"
     LARGE_N=4096
-    STEP_W=256
 else
     GPU_BACKENDS="cupy,torch,jax"; TORCH_DEV=cuda; CUPY=cupy
     REQUIRE="numpy,array_api_strict,torch,jax,torch-cuda,cupy-cuda"
     CASES="gpu-large,large,mid"
     LARGE_N=200000
-    STEP_W=4096
 fi
 
 run 30 "Device" bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"'
@@ -88,38 +86,12 @@ for name in backends:
           f"accuracy {hist['accuracy'][-1]:.4f}")
 PYEOF
 run 60 "Digits on torch $TORCH_DEV, bf16 mixed precision" "$PY" -m xbp train --backend torch --device "$TORCH_DEV" --dtype float32 --precision bf16 --quiet
-run 120 "Step time per precision (784-${STEP_W}-${STEP_W}-10, batch $STEP_W, SGD, eager; median of 20)" "$PY" - "$TORCH_DEV" "$STEP_W" "$DRY" <<'PYEOF'
-import statistics, sys, time
-import numpy as np
-import xbp
-torch_dev, width, dry = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-targets = [("torch", torch_dev)] + ([] if dry else [("jax", None)])
-rng = np.random.default_rng(0)
-xh, yh = rng.normal(size=(width, 784)).astype(np.float32), rng.integers(0, 10, width)
-for name, device in targets:
-    base = None
-    for policy in ("exact", "tf32", "bf16", "fp16"):
-        try:
-            net = xbp.mlp([784, width, width, 10], activation="relu", loss="cross_entropy",
-                          backend=name, device=device, dtype="float32", precision=policy)
-        except xbp.XbpError as exc:
-            print(f"{name} {policy}: refused ({exc})")
-            continue
-        be = net.backend
-        x, y = net.check_inputs(xh), net.check_targets(yh, width)
-        trainer = xbp.Trainer(net, xbp.TrainOptions(optimizer=xbp.optim.sgd(1e-3)))
-        times = []
-        for i in range(23):
-            be.sync()
-            t0 = time.perf_counter()
-            trainer.train_step(x, y)
-            be.sync()
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
-        ms = 1e3 * statistics.median(times)
-        base = ms if base is None else base
-        print(f"{name} {be.device} {policy:5s} {ms:8.2f} ms/step  ({base / ms:.2f}x exact)")
-PYEOF
+run 90 "Step time per precision, torch $TORCH_DEV (large case; Adam, eager, median of 20)" \
+    "$PY" scripts/bench_precision.py --backend torch --device "$TORCH_DEV" --tasks "" \
+    --precisions exact,tf32,bf16,fp16 --repeat 20
+[ "$DRY" = 1 ] || run 120 "Step time per precision, jax gpu (large case; Adam, eager, median of 20)" \
+    "$PY" scripts/bench_precision.py --backend jax --device cuda --tasks "" \
+    --precisions exact,tf32,bf16,fp16 --repeat 20
 run 240 "Benchmark (cases $CASES)" "$PY" -m xbp bench --cases "$CASES" --backends "$GPU_BACKENDS" --json bench-gpu.json
 section "Total"
 echo "$(( $(date +%s) - start )) s, status $status" >> "$REPORT"
