@@ -52,7 +52,7 @@ def mnist1d() -> tuple[Any, Any, Any, Any] | None:
     except xbp.XbpError as exc:
         print(f"mnist1d: skipped ({exc})")
         return None
-    xtr, xte = xbp.data.standardize(xtr, xte)
+    xtr, xte, _, _ = xbp.data.standardize(xtr, xte)
     return xtr.astype(np.float32), ytr, xte.astype(np.float32), yte
 
 
