@@ -87,6 +87,13 @@ for name in backends:
 PYEOF
 run 180 "scikit-learn drop-in: xbp.sklearn.MLPClassifier on $GPU_BACKENDS ($LARGE_N x 784, 2 epochs) against scikit-learn on the CPU" \
     "$PY" scripts/bench_sklearn.py --large "$LARGE_N" --large-epochs 2 --backends "$GPU_BACKENDS" --device "$TORCH_DEV"
+run 60 "Digits on torch $TORCH_DEV, bf16 mixed precision" "$PY" -m xbp train --backend torch --device "$TORCH_DEV" --dtype float32 --precision bf16 --quiet
+run 90 "Step time per precision, torch $TORCH_DEV (large case; Adam, eager, median of 20)" \
+    "$PY" scripts/bench_precision.py --backend torch --device "$TORCH_DEV" --tasks "" \
+    --precisions exact,tf32,bf16,fp16 --repeat 20
+[ "$DRY" = 1 ] || run 120 "Step time per precision, jax gpu (large case; Adam, eager, median of 20)" \
+    "$PY" scripts/bench_precision.py --backend jax --device cuda --tasks "" \
+    --precisions exact,tf32,bf16,fp16 --repeat 20
 run 240 "Benchmark (cases $CASES)" "$PY" -m xbp bench --cases "$CASES" --backends "$GPU_BACKENDS" --json bench-gpu.json
 section "Total"
 echo "$(( $(date +%s) - start )) s, status $status" >> "$REPORT"

@@ -152,6 +152,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "quiet": False,
         "progress": LIBRARY,
         "compile": LIBRARY,
+        "precision": None,  # the model's own: "exact" for a new network
     },
     "evaluate": {
         "backend": "numpy",
@@ -497,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         "compiled training steps: where supported, required, or never",
         choices=["auto", "on", "off"],
+    )
+    t.add(
+        "--precision",
+        "matrix products: IEEE float32, TF32 (NVIDIA GPUs), or bf16/fp16 mixed precision "
+        "(torch, jax); saved with the model",
+        "the model's own: exact for a new network",
+        choices=["exact", "tf32", "bf16", "fp16"],
     )
 
     e = cmd("evaluate", "Loss and accuracy of a saved model on a labelled data set.")
@@ -1127,6 +1135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if compile_flag is not None:
         extra["compile"] = compile_flag
+    if args.precision is not None:
+        with _as_options(FIT_NAMES):
+            net.precision = args.precision  # saved with the model and its checkpoints
     progress: Any = False if quiet or args.progress == "off" else args.progress
     t0 = time.perf_counter()
     with _as_options(FIT_NAMES):
@@ -1287,6 +1298,7 @@ FIT_NAMES = (
     ("compile=True", "--compile on"),
     ("compile=False", "--compile off"),
     ("compile=None", "--compile auto"),
+    ("precision=", "--precision "),
 )
 
 

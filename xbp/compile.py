@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import XbpValueError
-from .network import Network, Params, count_correct, epoch_summary, no_caches
+from .network import LOSS_SCALED, Network, Params, count_correct, epoch_summary, no_caches
 from .optim import Optimizer, map_state
 from .weights import batch_weight_sum
 
@@ -617,7 +617,12 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
     net = trainer.net
     runner_type = net.backend.compiler()
     reason = None
-    if runner_type is None:
+    if net.precision in LOSS_SCALED:
+        reason = (
+            f"precision={net.precision!r} steps skip on overflow (dynamic loss scaling), "
+            "a decision made on the host per step, which compiled epochs do not do"
+        )
+    elif runner_type is None:
         reason = f"the {net.backend.name} backend on {net.device!s} has no compiled step"
     elif trainer.strategy.reduces and runner_type != "trace":
         reason = "captured steps do not combine gradients across processes (MPI) yet"

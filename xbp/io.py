@@ -312,8 +312,8 @@ def _build(
             dtype=arch["dtype"],
             seed=arch.get("seed"),
             init=arch.get("init", "auto"),
-            precision=arch.get("precision", "exact"),
         )
+        net.restore_precision(arch.get("precision", "exact"))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, XbpError) and "backend" in str(exc):
             raise

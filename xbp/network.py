@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -45,8 +46,12 @@ Params = list[dict[str, Any]]
 #: Rows per forward pass when evaluating (bounded memory on large inputs).
 EVAL_BATCH = 8192
 
+#: Mixed precision policies: products in bfloat16/float16, float32 master weights.
+MIXED = ("bf16", "fp16")
 #: Matrix-product policies (see Network's ``precision``).
-PRECISIONS = ("exact", "tf32")
+PRECISIONS = ("exact", "tf32", *MIXED)
+#: Policies whose training steps scale the loss (see :class:`xbp.training.LossScaler`).
+LOSS_SCALED = ("fp16",)
 
 _NO_CACHES: contextvars.ContextVar[bool] = contextvars.ContextVar("xbp_no_caches", default=False)
 
@@ -166,7 +171,13 @@ class Network:
         network's dtype on every backend, whatever the library's global
         settings, e.g. JAX's TF32 default on NVIDIA GPUs) or ``"tf32"``
         (TensorFloat-32 products on NVIDIA GPUs with torch or JAX; an error
-        elsewhere). Saved with the model.
+        elsewhere), or mixed precision ``"bf16"``/``"fp16"``: matrix products
+        and hidden activations in bfloat16/float16, while the parameters, the
+        optimizer state, the gradients handed to the optimizer, the output
+        layer, softmax and the loss stay in ``dtype`` (torch and JAX; CuPy
+        fp16 only; an error naming the alternatives elsewhere). ``"fp16"``
+        training scales the loss dynamically. Saved with the model; see
+        ``docs/precision.md``.
 
     Examples
     --------
@@ -235,7 +246,8 @@ class Network:
     # -- structure -----------------------------------------------------
     @property
     def precision(self) -> str:
-        """The matrix-product policy (``"exact"`` or ``"tf32"``); see the class docstring."""
+        """The matrix-product policy (``"exact"``, ``"tf32"``, ``"bf16"``, ``"fp16"``);
+        see the class docstring."""
         return self._precision
 
     @precision.setter
@@ -243,7 +255,13 @@ class Network:
         if value not in PRECISIONS:
             raise XbpValueError(f"precision={value!r} is not known; use one of {list(PRECISIONS)}")
         self.backend.precision_scope(value)  # refuses a policy the device cannot run
+        # the low-precision dtype of a mixed policy (refused where the library has none);
+        # None keeps the exact path free of casts
+        low = None
+        if value in MIXED:
+            low = self.backend.library.mixed_dtype(value, self.backend.device)
         self._precision = value
+        self._low = low
 
     @property
     def xp(self) -> Any:
@@ -313,7 +331,7 @@ class Network:
             raise XbpValueError(
                 f"config['layers'] is not [[n_in, n_out, activation], ...] ({exc})"
             ) from None
-        return cls(
+        net = cls(
             layers,
             loss=loss,
             backend=backend,
@@ -321,8 +339,24 @@ class Network:
             dtype=config.get("dtype", "float64"),
             seed=config.get("seed"),
             init=config.get("init", "auto"),
-            precision=config.get("precision", "exact"),
         )
+        net.restore_precision(config.get("precision", "exact"))
+        return net
+
+    def restore_precision(self, policy: str) -> None:
+        """Set a saved model's ``policy``; where this backend cannot run it (a bf16 or
+        tf32 model read on NumPy), warn and keep ``"exact"``: the weights are the same
+        float32 numbers. An unknown policy is an error."""
+        if policy not in PRECISIONS:
+            raise XbpValueError(f"precision={policy!r} is not known; use one of {list(PRECISIONS)}")
+        try:
+            self.precision = policy
+        except XbpValueError as exc:
+            warnings.warn(
+                f"xbp: the model's precision={policy!r} cannot run here ({exc}); it runs "
+                "with precision='exact' (set net.precision on a backend that has it)",
+                stacklevel=3,
+            )
 
     def summary(self) -> str:
         """A table of the layers (widths, activation, dropout, shapes of ``W`` and ``b``,
@@ -448,14 +482,18 @@ class Network:
         ``keep_z[l]`` receives Z_l of each layer whose activation's derivative
         is written from Z (``Activation.from_z``)."""
         xp = self.backend.xp
-        a = z = x
+        low = self._low  # mixed precision: products and hidden layers in this type
+        a = z = x if low is None else xp.astype(x, low, copy=False)
         last = len(params) - 1
         for l, (p, act) in enumerate(zip(params, self._acts)):
             if masks is not None and masks[l] is not None:
                 a = a * masks[l]  # inverted dropout of the layer's input
                 masks[l] = (masks[l], a)
-            z = a @ p["W"]
-            z += p["b"]
+            if low is None:
+                z = a @ p["W"]
+                z += p["b"]
+            else:
+                z = self._mixed_z(a, p, low, l == last)
             if l == last and not output:
                 return z, None
             if l == last and act.overwrites_z:
@@ -467,6 +505,17 @@ class Network:
             if keep_z is not None and act.from_z:
                 keep_z[l + 1] = z
         return z, a
+
+    def _mixed_z(self, a: Any, p: dict[str, Any], low: Any, last: bool) -> Any:
+        """``Z_l = A_{l-1} W_l + b_l`` under mixed precision: the product in ``low``; the
+        output layer's Z_L back in the network's dtype, so the output activation,
+        softmax/log-sum-exp and the loss run there (the cast policy, docs/precision.md)."""
+        xp = self.backend.xp
+        z = a @ xp.astype(p["W"], low)
+        if last:
+            return xp.astype(z, self.dtype) + p["b"]
+        z += xp.astype(p["b"], low)
+        return z
 
     def value_and_grad(
         self,
@@ -566,6 +615,9 @@ class Network:
         xp = self.backend.xp
         params = self._params if params is None else params
         acts = self._acts
+        low = self._low  # mixed precision: the backward products run in it too
+        if low is not None:
+            x = xp.astype(x, low)
         outs = [x]  # A_0 .. A_L; phi' is computed from A, so Z_l is kept only where
         zs: dict[int, Any] = {}  # an activation's derivative needs it (from_z)
         masks = None if dropout_key is None else self._dropout_masks(dropout_key, x.shape[0])
@@ -588,19 +640,24 @@ class Network:
             return StepResult(cost, [], a)
         if grad_scale is not None:
             delta *= grad_scale
+        if low is not None:  # scaled first: fp16's loss scale keeps small errors representable
+            delta = xp.astype(delta, low)
         grads: Params = [{}] * len(params)
         # dC/db = sum over rows of delta, as a GEMV with ones: BLAS beats a strided
         # reduction at every size measured (2.3 vs 2.6 us at 4x4, 0.43 vs 1.9 ms at 1024x4096)
-        ones = self._ones(x.shape[0])
+        ones = self._ones(x.shape[0], low)
         for l in range(len(params) - 1, -1, -1):
             # output error delta_L above; hidden error delta_l = (delta_{l+1} W^T) * phi'
             dropped = None if masks is None else masks[l]
             a_in = outs[l] if dropped is None else dropped[1]  # the input layer l saw
             grads[l] = {"W": a_in.T @ delta, "b": ones @ delta}
+            if low is not None:  # the optimizer and the reduction see the network's dtype
+                grads[l] = {k: xp.astype(g, self.dtype) for k, g in grads[l].items()}
             if grad_ready is not None:
                 grad_ready(l, grads[l])
             if l:
-                delta = delta @ params[l]["W"].T
+                w_l = params[l]["W"] if low is None else xp.astype(params[l]["W"], low)
+                delta = delta @ w_l.T
                 if dropped is not None:
                     delta *= dropped[0]  # dC/dA = dC/d(A * m) * m: the same mask
                 act = acts[l - 1]
@@ -613,30 +670,35 @@ class Network:
         return StepResult(cost, grads, a)
 
     def _dropout_masks(self, key: Any, rows: int) -> list[Any] | None:
-        """Each layer's input mask for this step (None where the layer does not drop)."""
+        """Each layer's input mask for this step (None where the layer does not drop),
+        in the type the layer's input has (the low type under mixed precision)."""
         if not any(self.dropout):
             return None
         xp = self.backend.xp
+        dtype = self.dtype if self._low is None else self._low
         return [
-            keep_mask(xp, key, l, (rows, d.n_in), d.dropout, self.dtype, self.device)
+            keep_mask(xp, key, l, (rows, d.n_in), d.dropout, dtype, self.device)
             if d.dropout
             else None
             for l, d in enumerate(self.layers)
         ]
 
-    def _ones(self, n: int) -> Any:
+    def _ones(self, n: int, low: Any = None) -> Any:
         """A cached ones vector of length n (bias gradients as GEMVs); never written to.
 
-        Inside a compiled step (see :func:`no_caches`) a fresh vector is made:
-        a cached traced value would leak out of the trace."""
+        In the network's dtype, or in ``low`` under mixed precision. Inside a
+        compiled step (see :func:`no_caches`) a fresh vector is made: a cached
+        traced value would leak out of the trace."""
+        dtype = self.dtype if low is None else low
         if _NO_CACHES.get():
-            return self.backend.xp.ones(n, dtype=self.dtype, device=self.device)
+            return self.backend.xp.ones(n, dtype=dtype, device=self.device)
         cache = self.__dict__.setdefault("_ones_cache", {})
-        ones = cache.get(n)
+        key = n if low is None else (n, self._precision)
+        ones = cache.get(key)
         if ones is None:
             if len(cache) > 8:  # a few batch sizes at most: the last batch, evaluation
                 cache.clear()
-            ones = cache[n] = self.backend.xp.ones(n, dtype=self.dtype, device=self.device)
+            ones = cache[key] = self.backend.xp.ones(n, dtype=dtype, device=self.device)
         return ones
 
     # -- public API ----------------------------------------------------

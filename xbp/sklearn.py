@@ -4,7 +4,7 @@ The constructor parameters are those of
 :class:`sklearn.neural_network.MLPClassifier` / ``MLPRegressor``, plus
 ``backend`` and ``device`` (where training runs), ``compile`` (None: the
 training step is traced and compiled where the backend traces, i.e. JAX;
-True: required; False: eager) and ``precision`` (``"exact"`` or ``"tf32"``,
+True: required; False: eager) and ``precision`` (``"exact"``, ``"tf32"``, ``"bf16"`` or ``"fp16"``,
 see :class:`xbp.Network`).
 
 With the same ``random_state`` the estimators train the same model as

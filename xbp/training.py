@@ -25,6 +25,7 @@ from .dataset import DeviceData
 from .errors import DivergenceError, XbpTypeError, XbpValueError
 from .network import (
     EVAL_BATCH,
+    LOSS_SCALED,
     PRECISIONS,
     Network,
     Params,
@@ -41,6 +42,7 @@ from .weights import batch_weight_sum
 __all__ = [
     "History",
     "Callback",
+    "LossScaler",
     "EarlyStopping",
     "TrainOptions",
     "Trainer",
@@ -52,7 +54,9 @@ __all__ = [
 @dataclass
 class History:
     """Per-epoch records of a run: ``loss``, ``accuracy``, ``val_loss``,
-    ``val_accuracy``, ``learning_rate``, ``seconds`` (None where they do not apply).
+    ``val_accuracy``, ``learning_rate``, ``seconds``, and for ``precision="fp16"``
+    ``skipped_steps`` (updates skipped for overflow in that epoch) and
+    ``loss_scale`` (at its end); None where they do not apply.
 
     ``history["loss"]`` gives one column; ``history.epochs`` the rows.
     ``diverged`` says at which epoch and step a run hit NaN/Inf, if it did.
@@ -82,6 +86,53 @@ class History:
             bool(d.get("stopped_early", False)),
             list(d.get("diverged", [])),
         )
+
+
+@dataclass
+class LossScaler:
+    """Dynamic loss scaling for ``precision="fp16"`` (see ``docs/precision.md``).
+
+    Each step multiplies the output error (and so every gradient) by
+    ``scale`` before the float16 backward pass, and divides the float32
+    gradients by it again. A step whose gradients are not finite changes
+    nothing (weights and optimizer state stay as they were): it is counted in
+    ``skipped`` and the scale halves. After ``growth_interval`` finite steps in
+    a row the scale doubles. The defaults are PyTorch's ``GradScaler``'s.
+
+    Examples
+    --------
+    >>> s = LossScaler(scale=8.0, growth_interval=2)
+    >>> s.update(False); s.scale, s.skipped
+    (4.0, 1)
+    >>> s.update(True); s.update(True); s.scale
+    8.0
+    """
+
+    scale: float = 2.0**16
+    growth_interval: int = 2000
+    good_steps: int = 0
+    skipped: int = 0
+
+    def update(self, finite: bool) -> None:
+        """Record one step: finite gradients count towards growth; others halve the scale."""
+        if finite:
+            self.good_steps += 1
+            if self.good_steps >= self.growth_interval:
+                self.scale *= 2.0
+                self.good_steps = 0
+        else:
+            self.scale *= 0.5
+            self.good_steps = 0
+            self.skipped += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scale = float(state.get("scale", self.scale))
+        self.growth_interval = int(state.get("growth_interval", self.growth_interval))
+        self.good_steps = int(state.get("good_steps", 0))
+        self.skipped = int(state.get("skipped", 0))
 
 
 class Callback:
@@ -229,7 +280,7 @@ class TrainOptions:
         Run the training step compiled (``jax.jit`` over an epoch on JAX, a
         captured CUDA graph on torch-cuda): None = where the backend supports
         it, True = required (an error where impossible), False = eager.
-    precision : "exact", "tf32" or None
+    precision : "exact", "tf32", "bf16", "fp16" or None
         Overrides the network's matrix-product policy for this run (None keeps
         ``net.precision``); see :class:`xbp.Network`.
     metadata : dict, optional
@@ -400,7 +451,8 @@ class Trainer:
 
     Attributes a callback may use: ``net``, ``options``, ``optimizer``,
     ``opt_state``, ``history``, ``epoch`` (completed epochs), ``step``
-    (completed updates), ``stop_training``, ``strategy``, ``metadata``.
+    (completed updates), ``stop_training``, ``strategy``, ``metadata``,
+    ``loss_scaler`` (its :class:`LossScaler`, used when ``net.precision`` is ``"fp16"``).
 
     Examples
     --------
@@ -442,6 +494,8 @@ class Trainer:
         self.stop_training = False
         self.metadata: dict[str, Any] = dict(self.options.metadata or {})
         self._compiled: Any = None  # the compiled epoch runner, built on first use
+        self.loss_scaler = LossScaler()  # used by fp16 steps only
+        self._scaler_at_epoch: dict[str, Any] = self.loss_scaler.state_dict()
         self._bar: _Progress | None = None
         # the dropout masks' seed: the run's seed, or one drawn now (saved for resume)
         seed = self.options.seed
@@ -487,6 +541,7 @@ class Trainer:
             "dropout_seed": self.dropout_seed,
             "history": self.history.to_dict(),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "loss_scaler": self.loss_scaler.state_dict(),
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -499,6 +554,7 @@ class Trainer:
         self.history = History.from_dict(state.get("history", {}))
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
+        self.loss_scaler.load_state_dict(state.get("loss_scaler", {}))
 
     # -- the step ------------------------------------------------------
     def dropout_keys(self, first_step: int, row_offsets: list[int]) -> Any:
@@ -548,6 +604,10 @@ class Trainer:
         net = self.net
         if dropout_key is None and any(net.dropout):
             dropout_key = self.dropout_keys(self.step, [0])[0, ...]
+        if net.precision in LOSS_SCALED:
+            return self._scaled_step(
+                xb, yb, n_total, sample_weight=sample_weight, dropout_key=dropout_key
+            )
         fused = self.optimizer.fused_scale(self.opt_state)
         if fused is not None:
             # plain SGD: the backward pass yields -lr * grad directly (docs/math.md)
@@ -576,15 +636,53 @@ class Trainer:
         )
         if self.strategy.reduces:
             cost, grads = self.strategy.reduce_grads(cost, grads)
+        return self._apply_grads(cost, grads, out)
+
+    def _apply_grads(self, cost: Any, grads: Params, out: Any) -> StepResult:
+        """The optimizer's update from ``grads``, added to the weights: one completed step."""
         # the gradients are fresh arrays of this step: the optimizer may overwrite them
         updates, self.opt_state = self.optimizer.update(
-            grads, self.opt_state, net.params, inplace=True
+            grads, self.opt_state, self.net.params, inplace=True
         )
         if self.lr_scale != 1.0:
             updates = [{k: u * self.lr_scale for k, u in p.items()} for p in updates]
-        apply_updates(net.params, updates)
+        apply_updates(self.net.params, updates)
         self.step += 1
         return StepResult(cost, updates, out)
+
+    def _scaled_step(
+        self, xb: Any, yb: Any, n_total: Any, *, sample_weight: Any, dropout_key: Any
+    ) -> StepResult:
+        """:meth:`train_step` with dynamic loss scaling (fp16): the loss scale rides on
+        ``grad_scale``; a step with non-finite gradients is skipped (nothing changes,
+        zero updates are returned). Deciding needs one scalar read per step."""
+        net, scaler, xp = self.net, self.loss_scaler, self.net.xp
+        fused = self.optimizer.fused_scale(self.opt_state)
+        factor = scaler.scale if fused is None else scaler.scale * fused[0] * self.lr_scale
+        cost, grads, out = net.value_and_grad(
+            xb,
+            yb,
+            n_total=n_total,
+            grad_scale=factor,
+            grad_ready=self.strategy.grad_ready,
+            sample_weight=sample_weight,
+            dropout_key=dropout_key,
+        )
+        if self.strategy.reduces:
+            cost, grads = self.strategy.reduce_grads(cost, grads)
+        unscale = 1.0 / scaler.scale
+        finite = _finite(xp, grads)
+        scaler.update(finite)
+        if not finite:
+            zero = [{k: xp.zeros_like(g) for k, g in p.items()} for p in grads]
+            return StepResult(cost, zero, out)
+        grads = [{k: g * unscale for k, g in p.items()} for p in grads]
+        if fused is None:
+            return self._apply_grads(cost, grads, out)
+        self.opt_state = fused[1]  # plain SGD: the unscaled "gradients" are the updates
+        apply_updates(net.params, grads)
+        self.step += 1
+        return StepResult(cost, grads, out)
 
     def _batches(self, n: int) -> list[tuple[int, int]]:
         bs = self.options.batch_size
@@ -673,6 +771,7 @@ class Trainer:
                 )
                 perm = be.asarray(host_perm)
                 snapshot = (self.copy_params(), self.copy_state(self.opt_state), self.step)
+                self._scaler_at_epoch = self.loss_scaler.state_dict()
                 if runner is not None:
                     out = runner.run_epoch(train, host_perm)
                     bar.batches(n_batches)
@@ -701,6 +800,10 @@ class Trainer:
                     "val_accuracy": None,
                     "learning_rate": lr,
                 }
+                if self.net.precision in LOSS_SCALED:
+                    skipped = self.loss_scaler.skipped - self._scaler_at_epoch["skipped"]
+                    logs["skipped_steps"] = skipped
+                    logs["loss_scale"] = self.loss_scaler.scale
                 if val is not None:
                     logs["val_loss"], logs["val_accuracy"] = evaluate_data(self.net, val, strategy)
                 self.epoch = epoch_no
@@ -731,6 +834,7 @@ class Trainer:
         # updates run in place: replay on copies so the snapshot stays pristine
         self.set_params(self.copy_state(params))
         self.opt_state, self.step = self.copy_state(opt_state), step0
+        self.loss_scaler.load_state_dict(self._scaler_at_epoch)
         replay = self.run_epoch(train, perm, check_each=True)
         batch = replay.get("failed_batch")
         if batch is None:  # the replay stayed finite: blame the first non-finite loss
@@ -749,6 +853,7 @@ class Trainer:
             self.lr_scale *= 0.5
             self.set_params(self.copy_state(params))
             self.opt_state, self.step = self.copy_state(opt_state), step0
+            self.loss_scaler.load_state_dict(self._scaler_at_epoch)
             if self.strategy.is_root:
                 print(
                     f"xbp: loss or gradient became NaN/Inf at {where}; retrying the epoch "

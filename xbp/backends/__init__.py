@@ -35,6 +35,7 @@ from ..errors import BackendUnavailableError, XbpTypeError, XbpValueError
 __all__ = [
     "BackendInfo",
     "Library",
+    "MIXED_PRECISIONS",
     "gpu_index",
     "library_of_namespace",
     "lookup",
@@ -255,14 +256,35 @@ class Library(abc.ABC):
         library: nothing to do). ``"tf32"``: TensorFloat-32 products where the
         device has them; the default refuses, naming the alternative.
         """
-        if policy == "exact":
-            return _EXACT
+        if policy == "exact" or policy in MIXED_PRECISIONS:
+            return _EXACT  # mixed precision: the arrays' own type decides (mixed_dtype)
         raise XbpValueError(
             f"precision={policy!r} needs TensorFloat-32 matrix units, which {self.name} on "
             f"{device!s} does not have; use precision='exact' (IEEE float32), or torch/jax on "
             "an NVIDIA GPU"
         )
 
+    def mixed_dtype(self, policy: str, device: Any) -> Any:
+        """The low-precision dtype of mixed precision ``policy`` (``"bf16"``: bfloat16,
+        ``"fp16"``: float16) on ``device``, as this library's dtype object.
+
+        The default refuses, naming the alternatives: a library without the
+        type (NumPy, array-api-strict) overrides nothing.
+        """
+        raise XbpValueError(_no_mixed(policy, self.name, device))
+
+
+def _no_mixed(policy: str, name: str, device: Any) -> str:
+    """The one-line refusal of a mixed precision policy a library cannot run."""
+    return (
+        f"precision={policy!r} needs {MIXED_PRECISIONS.get(policy, policy)} arrays, which "
+        f"{name} on {device!s} does not have; use precision='exact' (float32), or backend="
+        "'torch' (CPU or CUDA) or 'jax' for bf16/fp16 mixed precision"
+    )
+
+
+#: Mixed precision policies and the low-precision type each computes its products in.
+MIXED_PRECISIONS = {"bf16": "bfloat16", "fp16": "float16"}
 
 _EXACT = contextlib.nullcontext()
 

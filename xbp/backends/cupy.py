@@ -44,6 +44,13 @@ class CupyLibrary(Library):
         except ImportError:
             return 0
 
+    def mixed_dtype(self, policy: str, device: Any) -> Any:
+        if policy != "fp16":  # CuPy has float16 but no bfloat16
+            return super().mixed_dtype(policy, device)
+        import cupy
+
+        return cupy.float16
+
     def local_device(self, local_rank: int) -> Any:
         count = self.gpu_count()
         return None if count == 0 else local_rank % count

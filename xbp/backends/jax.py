@@ -9,7 +9,7 @@ from typing import Any
 import array_api_compat
 
 from ..errors import BackendUnavailableError, XbpValueError
-from . import Library, gpu_index
+from . import MIXED_PRECISIONS, Library, gpu_index
 
 
 def _x64() -> bool:
@@ -62,13 +62,18 @@ class JaxLibrary(Library):
     def precision_scope(self, policy: str, device: Any) -> Any:
         import jax
 
-        if policy == "exact":
+        if policy == "exact" or policy in MIXED_PRECISIONS:
             # JAX's default float32 matmul on NVIDIA GPUs is TF32: scope "highest" to
             # xbp's own calls, leaving the user's global setting alone
             return jax.default_matmul_precision("highest")
         if device.platform != "gpu":
             return super().precision_scope(policy, device)
         return jax.default_matmul_precision("tensorfloat32")
+
+    def mixed_dtype(self, policy: str, device: Any) -> Any:
+        import jax.numpy as jnp
+
+        return {"bf16": jnp.bfloat16, "fp16": jnp.float16}[policy]
 
     def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...], device: Any) -> Any:
         import jax

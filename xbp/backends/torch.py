@@ -43,6 +43,12 @@ class TorchLibrary(Library):
             return super().precision_scope(policy, device)
         return _TorchMatmulScope(allow_tf32=policy == "tf32")
 
+    def mixed_dtype(self, policy: str, device: Any) -> Any:
+        import torch
+
+        # both types on the CPU and on CUDA: products accumulate in float32 inside the GEMM
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[policy]
+
     def capture(self, step: Callable[[], Any], device: Any) -> tuple[Callable[[], None], Any]:
         import torch
 
