@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+from .dataset import MappedRows
+from .errors import XbpError, XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
 from .mnist1d import load_mnist1d, load_mnist1d_joined
 from .paths import as_path, describe, input_file, sniff
 from .validate import check_int, check_number
@@ -33,6 +34,8 @@ __all__ = [
     "csv_columns",
     "Table",
     "load_npz",
+    "MappedRows",
+    "write_idx",
     "load_dataset",
     "make_xor",
     "make_spirals",
@@ -86,9 +89,16 @@ _IDX_TYPES: dict[int, Any] = {
 }
 
 
-def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file (the MNIST format), plain or gzip-compressed."""
+def load_idx(path: str | os.PathLike[str], *, mmap: bool = False) -> np.ndarray:
+    """Read an IDX file (the MNIST format), plain or gzip-compressed.
+
+    ``mmap=True`` reads an uncompressed file in place (a read-only
+    ``numpy.memmap`` in the file's byte order): nothing is loaded until rows
+    are used, so a file larger than memory can be streamed by :func:`xbp.fit`.
+    """
     p = _exists(path, "path")
+    if mmap:
+        return _map_idx(p)
     try:
         with p.open("rb") as f:
             gz = f.read(2) == b"\x1f\x8b"
@@ -119,15 +129,89 @@ def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def _map_idx(p: Path) -> np.ndarray:
+    try:
+        with p.open("rb") as f:
+            head = f.read(4)
+            if head[:2] == b"\x1f\x8b":
+                raise XbpValueError(
+                    f"path={str(p)!r} is gzip-compressed and cannot be memory-mapped; "
+                    "decompress it (gunzip) or load it with mmap=False"
+                )
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES or not head[3]:
+                raise XbpFileError(
+                    f"path={str(p)!r} is not an IDX file (bad magic number); pass MNIST-format "
+                    "files such as train-images-idx3-ubyte"
+                )
+            dims = f.read(4 * head[3])
+        size = p.stat().st_size
+    except OSError as exc:
+        raise XbpFileError(f"path={str(p)!r} could not be read ({exc})") from None
+    if len(dims) < 4 * head[3]:
+        raise XbpFileError(f"path={str(p)!r} is truncated (incomplete IDX header)")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
+    dtype = np.dtype(_IDX_TYPES[head[2]])
+    offset = 4 + len(dims)
+    body = size - offset
+    count = int(np.prod(shape))
+    if body != count * dtype.itemsize:
+        raise XbpFileError(
+            f"path={str(p)!r} is truncated or padded: the header promises {count} values of "
+            f"{dtype.itemsize} bytes but {body} bytes follow"
+        )
+    return np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Write ``array`` as an IDX file (``.gz`` names are compressed); the inverse of
+    :func:`load_idx`, for synthetic or converted MNIST-format data.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, xbp
+    >>> path = os.path.join(tempfile.mkdtemp(), "t10k-labels-idx1-ubyte")
+    >>> _ = xbp.data.write_idx(path, np.array([7, 2, 1], dtype=np.uint8))
+    >>> xbp.data.load_idx(path).tolist()
+    [7, 2, 1]
+    """
+    a = np.asarray(array)
+    codes = {np.dtype(t).newbyteorder(">").str: c for c, t in _IDX_TYPES.items()}
+    code = codes.get(a.dtype.newbyteorder(">").str)
+    if code is None or a.ndim == 0:
+        raise XbpTypeError(
+            f"array has dtype {a.dtype} and shape {a.shape}; IDX holds arrays of uint8, int8, "
+            "int16, int32, float32 or float64"
+        )
+    p = as_path(path, "path")
+    head = bytes([0, 0, code, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    body = head + np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">")).tobytes()
+    opener: Any = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "wb") as f:
+        f.write(body)
+    return p
+
+
 def load_mnist(
-    directory: str | os.PathLike[str], kind: str = "train"
-) -> tuple[np.ndarray, np.ndarray]:
+    directory: str | os.PathLike[str], kind: str = "train", *, mmap: bool = False
+) -> tuple[Any, np.ndarray]:
     """Load MNIST or Fashion-MNIST IDX files from ``directory``.
 
     ``kind`` is ``"train"`` or ``"t10k"`` (the test set). Files may be plain or
     ``.gz``. Returns ``x`` as float32 in [0, 1] of shape (n, 784) and int64 labels.
+    ``mmap=True`` (uncompressed files) returns ``x`` as :class:`MappedRows` over
+    the images file read in place, the same values a batch at a time; training
+    on it streams (:func:`xbp.fit`).
     """
     images_path, labels_path = mnist_files(directory, kind)
+    if mmap:
+        raw = load_idx(images_path, mmap=True)
+        labels = load_idx(labels_path)
+        if raw.ndim != 3 or labels.ndim != 1 or raw.shape[0] != labels.shape[0]:
+            raise XbpFileError(
+                f"directory={str(directory)!r}: images {raw.shape} and labels {labels.shape} "
+                "do not pair up"
+            )
+        return MappedRows(raw, np.float32, 255.0), labels.astype(np.int64)
     images = load_idx(images_path)
     labels = load_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -450,12 +534,53 @@ def load_csv(
     return t.x, t.y
 
 
+def _map_npz_member(p: Path, key: str) -> np.ndarray:
+    """An array of an uncompressed .npz as a read-only memory map of the archive itself."""
+    with zipfile.ZipFile(p) as zf:
+        info = zf.getinfo(key + ".npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise XbpValueError(
+                f"path={str(p)!r} is compressed (np.savez_compressed) and cannot be "
+                "memory-mapped; save it with np.savez, or load it with mmap=False"
+            )
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise XbpFileError(
+                    f"path={str(p)!r}: {key!r} has .npy format {version}; load it with mmap=False"
+                )
+            header = f.tell()
+    if dtype.hasobject:
+        raise XbpFileError(
+            f"path={str(p)!r} holds pickled objects; xbp never unpickles. Save plain arrays"
+        )
+    with p.open("rb") as raw:
+        raw.seek(info.header_offset)
+        local = raw.read(30)  # the local file header: its name and extra field lengths
+    start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+    start += int.from_bytes(local[28:30], "little") + header
+    return np.memmap(
+        p, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C"
+    )
+
+
 def load_npz(
-    path: str | os.PathLike[str], x_key: str = "x", y_key: str | None = "y"
+    path: str | os.PathLike[str],
+    x_key: str = "x",
+    y_key: str | None = "y",
+    *,
+    mmap: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Load features and labels from an .npz file (no pickles are ever loaded).
 
-    ``y_key=None`` reads features only (``y`` is then None).
+    ``y_key=None`` reads features only (``y`` is then None). ``mmap=True``
+    returns read-only memory maps into the archive (written by ``np.savez``,
+    not ``np.savez_compressed``): nothing is read until rows are used, and
+    :func:`xbp.fit` streams them a batch at a time.
     """
     p = _exists(path, "path")
     for name, key in (("x_key", x_key), ("y_key", y_key)):
@@ -480,8 +605,14 @@ def load_npz(
                 raise XbpValueError(
                     f"path={str(p)!r} lacks {missing}; it holds {z.files} (choose x_key/y_key)"
                 )
-            x = z[x_key]
-            y = z[y_key] if y_key is not None else None
+            if mmap:
+                x = _map_npz_member(p, x_key)
+                y = _map_npz_member(p, y_key) if y_key is not None else None
+            else:
+                x = z[x_key]
+                y = z[y_key] if y_key is not None else None
+    except XbpError:
+        raise
     except ValueError as exc:
         if "pickle" in str(exc) or "Object arrays" in str(exc):
             raise XbpFileError(

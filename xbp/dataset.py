@@ -268,7 +268,7 @@ def to_stream(net: Network, x: Any, y: Any, argument: str = "x") -> HostData:
     yname = "y" if argument == "x" else argument.replace("x", "y")
     if len(x.shape) != 2 or int(x.shape[0]) == 0:
         net.check_inputs(x, argument)  # raises, naming the shape, before any row is read
-    net.check_inputs(np.asarray(x[:1]), argument)  # shape and dtype, with xbp's messages
+    net.check_inputs(np.array(x[:1]), argument)  # shape and dtype, with xbp's messages
     y_host = np.asarray(y)
     yd = net.check_targets(y_host, int(x.shape[0]), yname)
     data = HostData(x, yd, net.class_labels(y_host, yd))
