@@ -244,6 +244,23 @@ def _cli_case(argv_fn):
 
 
 # (id, call(be, tmp), exception, text the message must contain)
+def mapped(tmp: Path, x: np.ndarray = X) -> np.ndarray:
+    """``x`` saved under ``sub/`` and opened again as a read-only memory map."""
+    np.save(tmp / "sub" / "stream.npy", x)
+    return np.load(tmp / "sub" / "stream.npy", mmap_mode="r")
+
+
+def packed(tmp: Path) -> Path:
+    """An .npz written compressed (it cannot be memory-mapped)."""
+    np.savez_compressed(tmp / "sub" / "packed.npz", x=X, y=Y)
+    return tmp / "sub" / "packed.npz"
+
+
+def gz_idx(tmp: Path) -> Path:
+    xbp.data.write_idx(tmp / "sub" / "labels.gz", np.zeros(3, np.uint8))
+    return tmp / "sub" / "labels.gz"
+
+
 CASES: list[tuple[str, Any, type, str]] = [
     # -- arrays into fit, forward, backprop ------------------------------------------------
     ("x-width", lambda be, t: fit(be, x=np.zeros((12, 5))), XbpValueError, "x has 5 features"),
@@ -600,12 +617,49 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.paths.check_distinct({"--data": t / "iris.csv"},
                                             {"--out": t / "iris.csv"}),
      XbpValueError, "--out"),
+    # -- streamed data: memory maps and batch sources ------------------------------------------
+    ("stream-nan", lambda be, t: fit(be, x=mapped(t, np.where(X > 1, np.nan, X))), XbpValueError,
+     "x contains NaN or Inf (in rows"),
+    ("stream-compile", lambda be, t: fit(be, x=mapped(t), compile=True), XbpValueError,
+     "compile=True needs the data on the device"),
+    ("stream-flag", lambda be, t: fit(be, stream="yes"), XbpValueError, "stream='yes'"),
+    ("stream-false-source", lambda be, t: fit(be, x=[(X, Y)], y=None, stream=False),
+     XbpValueError, "stream=False with a batch source"),
+    ("source-generator", lambda be, t: fit(be, x=(b for b in [(X, Y)]), y=None), XbpTypeError,
+     "one-shot iterator"),
+    ("source-not-pairs", lambda be, t: fit(be, x=[X], y=None), XbpTypeError,
+     "the source must yield (x, y) pairs"),
+    ("source-empty", lambda be, t: fit(be, x=[], y=None), XbpValueError, "yielded no batches"),
+    ("source-split", lambda be, t: fit(be, x=[(X, Y)], y=None, validation_split=0.2),
+     XbpValueError, "validation_split with a batch source"),
+    ("source-batch-width", lambda be, t: fit(be, x=[(np.zeros((4, 5)), Y[:4])], y=None),
+     XbpValueError, "x batch 0 has 5 features"),
+    ("source-batch-targets", lambda be, t: fit(be, x=[(X, Y[:3])], y=None), XbpValueError,
+     "y batch 0 has 3 rows"),
+    ("fit-no-y", lambda be, t: fit(be, y=None), XbpTypeError, "y is None"),
+    ("evaluate-no-y", lambda be, t: xbp.evaluate(net(be), X), XbpTypeError, "y is None"),
+    ("evaluate-rows", lambda be, t: xbp.evaluate(net(be), X, Y[:4]), XbpValueError,
+     "y has 4 rows but x has 12"),
+    ("predict-batch-size", lambda be, t: xbp.predict(net(be), X, batch_size=0), XbpValueError,
+     "batch_size=0"),
+    ("predict-width", lambda be, t: xbp.predict(net(be), np.zeros((3, 5))), XbpValueError,
+     "x has 5 features"),
+    ("npz-mmap-compressed", lambda be, t: xbp.data.load_npz(packed(t), mmap=True), XbpValueError,
+     "cannot be memory-mapped"),
+    ("idx-mmap-gz", lambda be, t: xbp.data.load_idx(gz_idx(t), mmap=True), XbpValueError,
+     "gzip-compressed and cannot be memory-mapped"),
+    ("idx-write-dtype", lambda be, t: xbp.data.write_idx(t / "sub" / "s.idx", np.array(["a"])),
+     XbpTypeError, "IDX holds arrays of uint8"),
     # -- the command line -------------------------------------------------------------------------
     *[(name, _cli_case(argv), error, text) for name, argv, error, text in CLI_CASES],
 ]  # fmt: skip
 
 # files a case may create as its own bad input (everything else must stay untouched)
-INPUTS = {f"sub/{n}" for n in ("newer.npz", "mismatch.npz", "cut.npz", "evil.npz")} | {
+INPUTS = {
+    f"sub/{n}"
+    for n in ("newer.npz", "mismatch.npz", "cut.npz", "evil.npz", "stream.npy", "packed.npz",
+              "labels.gz")
+} | {
     f"sub/{c}.npz" for c in "abcdefghijkl"
 }
 

@@ -339,7 +339,9 @@ class BatchSource:
             for b, (xb, yb) in enumerate(self.pairs(need_targets)):
                 if is_host_array(xb):
                     block = np.asarray(xb)
-                    if block.ndim != 2 or block.shape[0] == 0 or block.dtype.kind != "f":
+                    if block.ndim != 2 or 0 in block.shape or block.shape[1] != net.n_in:
+                        net.check_inputs(block, f"{argument} batch {b}")  # raises
+                    if block.dtype.kind != "f":
                         net.check_inputs(block, f"{argument} batch {b}")  # raises
                     ready = _stage(net, block, host_dtype, argument, f"batch {b}")
                 else:

@@ -276,6 +276,7 @@ def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> Any:
     host = x if hasattr(x, "shape") else np.asarray(x)
     if len(host.shape) != 2 or host.shape[0] == 0:
         net.check_inputs(host)  # raises, naming the shape
+    net.check_inputs(np.array(host[:1]))  # the width and dtype, naming x
     if y is not None:
         y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != host.shape[0]:
