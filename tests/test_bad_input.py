@@ -657,11 +657,16 @@ CASES: list[tuple[str, Any, type, str]] = [
 # files a case may create as its own bad input (everything else must stay untouched)
 INPUTS = {
     f"sub/{n}"
-    for n in ("newer.npz", "mismatch.npz", "cut.npz", "evil.npz", "stream.npy", "packed.npz",
-              "labels.gz")
-} | {
-    f"sub/{c}.npz" for c in "abcdefghijkl"
-}
+    for n in (
+        "newer.npz",
+        "mismatch.npz",
+        "cut.npz",
+        "evil.npz",
+        "stream.npy",
+        "packed.npz",
+        "labels.gz",
+    )
+} | {f"sub/{c}.npz" for c in "abcdefghijkl"}
 
 
 def snapshot(root: Path) -> dict[str, str]:
