@@ -540,6 +540,10 @@ CASES: list[tuple[str, Any, type, str]] = [
      "use xbp.data.load_table"),
     ("csv-delimiter", lambda be, t: xbp.data.load_csv(t / "iris.csv", delimiter=";;"),
      XbpValueError, "delimiter=';;' must be one character"),
+    ("csv-engine", lambda be, t: xbp.data.load_csv(t / "two.csv", engine="c"), XbpValueError,
+     "engine='c'"),
+    ("csv-dtype", lambda be, t: xbp.data.load_csv(t / "two.csv", dtype="int8"), XbpTypeError,
+     "dtype='int8'"),
     ("csv-header-type", lambda be, t: xbp.data.load_csv(t / "iris.csv", header="yes"),
      XbpTypeError, "header='yes'"),
     ("table-unknown-class",
@@ -771,6 +775,16 @@ def test_bad_input(case, be: xbp.Backend, files: Path) -> None:
     # only files the case deliberately wrote as its bad input may be new
     assert set(after) - set(before) <= INPUTS, set(after) - set(before)
     assert not [p for p in files.rglob("*.tmp")], "a temporary file was left behind"
+
+
+CSV_CASES = [c for c in CASES if "csv" in c[0]]
+
+
+@pytest.mark.parametrize("case", CSV_CASES, ids=[c[0] for c in CSV_CASES])
+def test_csv_cases_without_pandas(case, files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CSV cases again with pandas hidden: numpy's parser keeps xbp's messages."""
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)
+    test_bad_input(case, xbp.backend("numpy"), files)
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])

@@ -126,3 +126,60 @@ def test_helpers() -> None:
     np.testing.assert_array_equal(a, a2)
     with pytest.raises(XbpValueError, match="must be below 1"):
         data.train_val_test_split(xd, yd, val=0.5, test=0.5)
+
+
+# -- CSV through a real parser -------------------------------------------------------------
+ENGINES = ["pandas", "numpy", "python"]
+
+
+@pytest.fixture
+def no_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pandas hidden: ``import pandas`` raises ImportError, as where it is not installed."""
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_csv_engines_read_what_was_written(tmp_path, engine: str) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 256, (500, 12))
+    path = tmp_path / "m.csv"
+    np.savetxt(path, values, delimiter=",", fmt="%d", header=",".join(f"c{i}" for i in range(12)),
+               comments="")  # fmt: skip
+    x, y = data.load_csv(path, 0, dtype="float32", engine=engine)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(x, values[:, 1:].astype(np.float32))
+    np.testing.assert_array_equal(y, values[:, 0])
+    chunks = list(data.iter_table(path, "c0", chunk_rows=128, engine=engine))
+    assert [len(c.x) for c in chunks] == [128, 128, 128, 116]
+    np.testing.assert_array_equal(np.concatenate([c.x for c in chunks]), values[:, 1:])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_csv_bom_quotes_and_string_labels(tmp_path, engine: str) -> None:
+    path = tmp_path / "iris.csv"
+    text = (
+        '\ufeff"petal","width","species"\n1.4,"0.2",setosa\n 4.7 ,1.4,"versi, color"\n5,2,setosa\n'
+    )
+    path.write_text(text, encoding="utf-8")
+    t = data.load_table(path, "species", engine=engine)
+    assert t.feature_names == ["petal", "width"] and t.label_name == "species"
+    assert t.classes == ["setosa", "versi, color"] and t.y.tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(t.x, [[1.4, 0.2], [4.7, 1.4], [5.0, 2.0]])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_csv_ragged_rows_name_the_line(tmp_path, engine: str) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("a,b,c\n1,2,0\n3,4,1\n\n5,6,7,8\n")
+    with pytest.raises(XbpValueError, match="line 5 has 4 fields but the first data row has 3"):
+        data.load_csv(path, engine=engine)
+
+
+def test_csv_default_engine_falls_back_to_numpy(tmp_path, no_pandas, monkeypatch) -> None:
+    path = tmp_path / "m.csv"
+    np.savetxt(path, np.arange(12).reshape(4, 3), delimiter=",", fmt="%d")
+    used = []
+    real = np.loadtxt
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **k: used.append(1) or real(*a, **k))
+    x, y = data.load_csv(path)
+    assert used and x.tolist() == [[0, 1], [3, 4], [6, 7], [9, 10]] and y.tolist() == [2, 5, 8, 11]

@@ -30,6 +30,7 @@ __all__ = [
     "load_mnist",
     "load_csv",
     "load_table",
+    "CSV_ENGINES",
     "iter_table",
     "csv_columns",
     "Table",
@@ -294,15 +295,25 @@ def _check_csv_args(path: Any, header: Any, delimiter: Any) -> Path:
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise XbpValueError(f"delimiter={delimiter!r} must be one character, e.g. ',' or ';'")
     kind = sniff(p)
-    if kind not in ("text", "empty"):
+    if kind not in ("text", "empty") and not _bom_text(p):
         raise XbpFileError(f"path={str(p)!r} is {describe(kind)}, not a CSV text file")
     return p
+
+
+def _bom_text(p: Path) -> bool:
+    """Text that starts with a UTF-8 byte-order mark (as spreadsheets write it)."""
+    with p.open("rb") as f:
+        head = f.read(512)
+    if not head.startswith(b"\xef\xbb\xbf"):
+        return False
+    text = head[3:].decode("utf-8", errors="ignore")
+    return all(c.isprintable() or c in "\r\n\t" for c in text)
 
 
 def _numbered(p: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """(line number in the file, stripped fields) of every non-blank row, read lazily."""
     try:
-        with p.open(newline="") as f:
+        with p.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is dropped
             reader = csv.reader(f, delimiter=delimiter)
             for row in reader:
                 if row and any(v.strip() for v in row):
@@ -371,6 +382,8 @@ def iter_table(
     delimiter: str = ",",
     classes: list[str] | None = None,
     chunk_rows: int = 65536,
+    dtype: Any = np.float64,
+    engine: str | None = None,
 ) -> Iterator[Table]:
     """Read a CSV in chunks of ``chunk_rows`` rows (bounded memory); see :func:`load_table`.
 
@@ -380,6 +393,8 @@ def iter_table(
     """
     p = _check_csv_args(path, header, delimiter)
     chunk_rows = check_int(chunk_rows, "chunk_rows")
+    dtype = _feature_dtype(dtype)
+    engine = _csv_engine(engine)
     if classes is not None and (
         not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes)
     ):
@@ -403,8 +418,7 @@ def iter_table(
     lookup = None if classes is None else {c: i for i, c in enumerate(classes)}
 
     def table(chunk: list[tuple[int, list[str]]]) -> Table:
-        nonlocal lookup, classes
-        feats = np.empty((len(chunk), len(feature_cols)), dtype=np.float64)
+        feats = np.empty((len(chunk), len(feature_cols)), dtype=dtype)
         raw_labels: list[str] = []
         for r, (line, row) in enumerate(chunk):
             if len(row) != width:
@@ -424,6 +438,10 @@ def iter_table(
                     ) from None
             if col is not None:
                 raw_labels.append(row[col])
+        return labelled(feats, raw_labels, [line for line, _ in chunk])
+
+    def labelled(feats: np.ndarray, raw_labels: list[str], lines: Any) -> Table:
+        nonlocal lookup, classes
         if col is None:
             return Table(feats, None, feature_names, label_name, col, classes)
         if lookup is None and all(_number(v) for v in raw_labels):
@@ -439,20 +457,148 @@ def iter_table(
             code = lookup.get(v)
             if code is None:
                 raise XbpValueError(
-                    f"path={str(p)!r} line {chunk[r][0]} has the label {v!r}, which is not one "
+                    f"path={str(p)!r} line {lines[r] if lines else '?'} has the label {v!r}, "
+                    "which is not one "
                     f"of the known classes {list(lookup)}; fix the label or retrain"
                 )
             codes[r] = code
         return Table(feats, codes, feature_names, label_name, col, classes)
 
-    chunk = pending
-    for item in rows:
-        chunk.append(item)
-        if len(chunk) >= chunk_rows:
+    def by_rows() -> Iterator[Table]:
+        """The reference parser: Python's csv module, row by row, exact line numbers."""
+        chunk = list(pending)
+        for item in rows:
+            chunk.append(item)
+            if len(chunk) >= chunk_rows:
+                yield table(chunk)
+                chunk = []
+        if chunk:
             yield table(chunk)
-            chunk = []
-    if chunk:
-        yield table(chunk)
+
+    if engine == "python":
+        yield from by_rows()
+        return
+    rows.close()  # type: ignore[attr-defined]  # the fast parser reads the file itself
+    skip = pending[0][0] - 1  # physical lines before the first data row
+    fast = _fast_chunks(p, engine, delimiter, skip, feature_cols, col, dtype, chunk_rows)
+    for k, parsed in enumerate(fast):
+        done = None
+        # short rows read as NaN or an empty label: the reference parser says which line
+        if parsed is not None and np.isfinite(parsed[0]).all() and "" not in parsed[1]:
+            try:
+                done = labelled(parsed[0], parsed[1], None)
+            except XbpValueError:
+                done = None
+        if done is None:
+            # a malformed or unusual file: the reference parser finds the line and says what
+            # is wrong (or, for NaN/Inf spelled out, reads the same values)
+            rows = _numbered(p, delimiter)
+            if names is not None:
+                next(rows)  # the header row
+            pending = []
+            reference = by_rows()
+            for _ in range(k):
+                next(reference)
+            yield from reference
+            return
+        yield done
+
+
+def _fast_chunks(
+    p: Path,
+    engine: str,
+    delimiter: str,
+    skip: int,
+    feature_cols: list[int],
+    col: int | None,
+    dtype: np.dtype[Any],
+    chunk_rows: int,
+) -> Iterator[tuple[np.ndarray, list[str]] | None]:
+    """(features, stripped label strings) per chunk of ``chunk_rows`` data rows, by pandas'
+    C parser or ``numpy.loadtxt``; None (and the end) where the parser gives up."""
+    try:
+        if engine == "pandas":
+            import pandas as pd
+
+            types: dict[int, Any] = {c: dtype for c in feature_cols}
+            if col is not None:
+                types[col] = str
+            reader = pd.read_csv(
+                p,
+                sep=delimiter,
+                header=None,
+                skiprows=skip,
+                dtype=types,
+                na_filter=False,  # an empty field is an error, not NaN: the reference explains
+                skipinitialspace=True,
+                encoding="utf-8-sig",
+                engine="c",
+                chunksize=chunk_rows,
+            )
+            with reader:
+                for frame in reader:
+                    feats = np.ascontiguousarray(frame[feature_cols].to_numpy(dtype=dtype))
+                    labels = [] if col is None else [v.strip() for v in frame[col].tolist()]
+                    yield feats, labels
+            return
+        with p.open(encoding="utf-8-sig", newline="") as f:
+            for _ in range(skip):
+                f.readline()
+            while True:
+                lines = []
+                for line in f:
+                    if line.strip():
+                        lines.append(line)
+                        if len(lines) >= chunk_rows:
+                            break
+                if not lines:
+                    return
+                if any(
+                    line.count(delimiter) != len(feature_cols) - (col is None) for line in lines
+                ):
+                    yield None  # ragged rows (or quoted delimiters): the reference decides
+                    return
+                kw: dict[str, Any] = {"delimiter": delimiter, "comments": None, "quotechar": '"'}
+                feats = np.loadtxt(lines, dtype=dtype, usecols=feature_cols, ndmin=2, **kw)
+                labels = []
+                if col is not None:
+                    raw = np.loadtxt(lines, dtype=str, usecols=[col], ndmin=1, **kw)
+                    labels = [v.strip() for v in raw.tolist()]
+                yield feats, labels
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
+        if type(exc).__module__.startswith("xbp"):
+            raise
+        yield None  # pandas' ParserError is a ValueError too
+
+
+CSV_ENGINES = ("pandas", "numpy", "python")
+
+
+def _csv_engine(engine: Any) -> str:
+    if engine is not None and engine not in CSV_ENGINES:
+        raise XbpValueError(f"engine={engine!r}; use one of {list(CSV_ENGINES)} or None (fastest)")
+    if engine in (None, "pandas"):
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            if engine == "pandas":
+                raise XbpValueError(
+                    "engine='pandas' needs pandas: pip install 'xbp[csv]' (or engine=None "
+                    "for numpy's parser)"
+                ) from None
+            return "numpy"
+        return "pandas"
+    return str(engine)
+
+
+def _feature_dtype(dtype: Any) -> np.dtype[Any]:
+    try:
+        out = np.dtype(dtype)
+    except TypeError:
+        out = None
+    if out not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise XbpTypeError(f"dtype={dtype!r}; pass 'float32' or 'float64'")
+    return out
 
 
 def load_table(
@@ -462,6 +608,8 @@ def load_table(
     header: bool | None = None,
     delimiter: str = ",",
     classes: list[str] | None = None,
+    dtype: Any = np.float64,
+    engine: str | None = None,
 ) -> Table:
     """Load a CSV as a :class:`Table`: features, labels and what the columns are called.
 
@@ -479,6 +627,16 @@ def load_table(
         Known class names (from a trained model): string labels are coded by
         their position here, and an unknown label is an error. Without it the
         classes are the sorted distinct labels.
+    dtype : "float64" or "float32"
+        The features' dtype, parsed straight into it (float32 for float32
+        training halves the memory).
+    engine : "pandas", "numpy", "python" or None
+        The parser. None takes pandas' C parser when pandas is installed (the
+        ``csv`` extra: ``pip install xbp[csv]``) and ``numpy.loadtxt``
+        otherwise. A file either fast parser cannot read (ragged rows, text in
+        a feature column) is read again by Python's csv module, row by row,
+        so that the error names the line; "python" uses only that parser.
+        Quoted fields and a UTF-8 byte-order mark are handled by all three.
 
     Examples
     --------
@@ -497,6 +655,8 @@ def load_table(
             delimiter=delimiter,
             classes=classes,
             chunk_rows=1 << 62,
+            dtype=dtype,
+            engine=engine,
         )
     )
     (t,) = parts
@@ -509,6 +669,8 @@ def load_csv(
     *,
     header: bool | None = None,
     delimiter: str = ",",
+    dtype: Any = np.float64,
+    engine: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a numeric CSV: features and the label column the user chooses.
 
@@ -516,14 +678,18 @@ def load_csv(
     header row, a column name. ``header=None`` detects a non-numeric first row.
     Integer-valued labels come back as int64, others as float64. For string
     class labels (``setosa``, ...) use :func:`load_table`, which maps them to
-    codes and keeps the names.
+    codes and keeps the names. ``dtype`` (float64 or float32) and ``engine``
+    (pandas' C parser when installed, else ``numpy.loadtxt``) are
+    :func:`load_table`'s.
     """
     if label_column is None or isinstance(label_column, bool):
         raise XbpTypeError(
             f"label_column={label_column!r}; pass a column index or header name (for a "
             "features-only file use load_table(path, label_column=None))"
         )
-    t = load_table(path, label_column, header=header, delimiter=delimiter)
+    t = load_table(
+        path, label_column, header=header, delimiter=delimiter, dtype=dtype, engine=engine
+    )
     if t.classes is not None:
         raise XbpValueError(
             f"path={str(path)!r} holds non-numeric labels ({t.classes[:3]}...) in column "
