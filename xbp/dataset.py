@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator
@@ -198,6 +199,23 @@ def _stage(net: Network, xb: Any, host_dtype: np.dtype[Any], argument: str, wher
     return net.backend.library.copy_in(net.xp, block, net.dtype, net.device)
 
 
+#: Bytes of a memory-mapped file read between releases of its pages (see HostData.batches).
+RELEASE_BYTES = 64 << 20
+
+
+def _mapping(x: Any) -> Any:
+    """The ``mmap.mmap`` behind a NumPy memory map (or MappedRows over one), else None."""
+    raw = x.raw if isinstance(x, MappedRows) else x
+    # numpy.memmap keeps its mapping in ``_mmap`` (views share it); no public name exists
+    mm = getattr(raw, "_mmap", None) if isinstance(raw, np.memmap) else None
+    return mm if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED") else None
+
+
+def _itemsize(x: Any) -> int:
+    raw = x.raw if isinstance(x, MappedRows) else x
+    return int(raw.dtype.itemsize)
+
+
 class HostData:
     """Rows whose features stay on the host (a memory map, :class:`MappedRows`, or an
     array passed with ``stream=True``); targets and class labels are on the device.
@@ -248,11 +266,20 @@ class HostData:
         of ``plan``, prefetched."""
         host_dtype = _host_dtype(net)
         argument = self.argument
+        mapping = _mapping(self.x)
+        row_bytes = int(np.prod(self.x.shape[1:], dtype=np.int64)) * _itemsize(self.x)
 
         def staged() -> Iterator[tuple[Any, np.ndarray, int]]:
+            read = 0
             for positions, rows in plan:
                 where = f"in rows {int(positions.min())}..{int(positions.max())}" if rows else ""
                 block = self.gather(positions) if positions.size else np.zeros((0, net.n_in))
+                read += positions.size * row_bytes
+                if mapping is not None and read > RELEASE_BYTES:
+                    # the file's pages stay in the page cache; this process stops holding them,
+                    # so its resident set stays bounded however large the file is
+                    mapping.madvise(mmap.MADV_DONTNEED)
+                    read = 0
                 yield _stage(net, block, host_dtype, argument, where), positions, rows
 
         xp = net.xp
