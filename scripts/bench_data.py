@@ -167,8 +167,14 @@ def part_stream(cap_mib: int, repeat: int, batch: int) -> dict[str, object]:
         np.save(WORK / "y.npy", np.random.default_rng(1).integers(0, 10, rows))
     size = path.stat().st_size
     run_child("stream", str(path), str(batch))  # warm the page cache once
-    streamed = median_of(repeat, "stream", str(path), str(batch))
-    memory = median_of(repeat, "memory", str(path), str(batch))
+    runs: dict[str, list[dict[str, float]]] = {"stream": [], "memory": []}
+    for _ in range(repeat):  # interleaved: a busy machine slows both alike
+        for kind in runs:
+            runs[kind].append(run_child(kind, str(path), str(batch)))
+    streamed, memory = (
+        {k: statistics.median(r[k] for r in runs[kind]) for k in runs[kind][0]}
+        for kind in ("stream", "memory")
+    )
     ratio = memory["rows_per_s"] / streamed["rows_per_s"]
     print(f"stream: {rows} rows x {width} float32 = {mib(size)} on disk; cap {cap_mib} MiB "
           f"(file / cap = {size / (cap_mib * 2**20):.2f})")  # fmt: skip
@@ -193,9 +199,11 @@ def part_predict(rows_list: list[int], repeat: int) -> dict[str, object]:
             r = median_of(repeat, kind, str(rows))
             results[f"{kind}-{rows}"] = r
             extra = r["growth_anon"] - r["output_bytes"]
-            print(f"  {kind:13s} {rows:>8} rows  {r['seconds']:6.2f} s  VmHWM +{mib(r['growth_hwm'])}"
-                  f"  RssAnon peak +{mib(r['growth_anon'])}  beyond the result "
-                  f"{mib(extra)}")  # fmt: skip
+            print(
+                f"  {kind:13s} {rows:>8} rows  {r['seconds']:6.2f} s  "
+                f"VmHWM +{mib(r['growth_hwm'])}  RssAnon peak +{mib(r['growth_anon'])}  "
+                f"beyond the result {mib(extra)}"
+            )
     return results
 
 
@@ -215,12 +223,20 @@ def part_csv(repeat: int, old_tree: str | None) -> dict[str, object]:
     if old_tree:
         results["csv-old"] = median_of(1, "csv-old", str(path), tree=old_tree)
     ref = results["csv-pandas"]["seconds"]  # type: ignore[index]
-    names = {"csv-pandas": "pandas.read_csv", "csv-pandas64": "load_csv pandas float64",
-             "csv-pandas32": "load_csv pandas float32", "csv-numpy64": "load_csv numpy float64",
-             "csv-numpy32": "load_csv numpy float32", "csv-old": "load_csv before (old tree)"}  # fmt: skip
+    names = {
+        "csv-pandas": "pandas.read_csv",
+        "csv-pandas64": "load_csv pandas float64",
+        "csv-pandas32": "load_csv pandas float32",
+        "csv-numpy64": "load_csv numpy float64",
+        "csv-numpy32": "load_csv numpy float32",
+        "csv-old": "load_csv before (old tree)",
+    }
     for kind, r in results.items():
-        print(f"  {names[kind]:28s} {r['seconds']:7.2f} s  ({r['seconds'] / ref:4.2f}x pandas)  "  # type: ignore[index]
-              f"VmHWM {mib(r['vm_hwm'])}")  # type: ignore[index]  # fmt: skip
+        seconds, hwm = r["seconds"], r["vm_hwm"]  # type: ignore[index]
+        print(
+            f"  {names[kind]:28s} {seconds:7.2f} s  ({seconds / ref:4.2f}x pandas)  "
+            f"VmHWM {mib(hwm)}"
+        )
     return results
 
 

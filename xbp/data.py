@@ -10,7 +10,7 @@ import csv
 import gzip
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -264,10 +264,10 @@ class Table(NamedTuple):
         None when the table has no label column.
     feature_names : list of str or None
         Header names of the feature columns (None without a header row).
-    label_name : str or None
-        Header name of the label column.
-    label_index : int or None
-        Position of the label column in the file (0-based).
+    label_name : str, list of str, or None
+        Header name of the label column (a list for several label columns).
+    label_index : int, list of int, or None
+        Position of the label column in the file (0-based; a list for several).
     classes : list of str or None
         For string labels: the class names, ``y`` holding indices into it.
     """
@@ -275,8 +275,8 @@ class Table(NamedTuple):
     x: np.ndarray
     y: np.ndarray | None
     feature_names: list[str] | None
-    label_name: str | None
-    label_index: int | None
+    label_name: Any
+    label_index: Any
     classes: list[str] | None
 
 
@@ -376,7 +376,7 @@ def _label_index(label_column: Any, names: list[str] | None, width: int, p: Path
 
 def iter_table(
     path: str | os.PathLike[str],
-    label_column: int | str | None = -1,
+    label_column: int | str | Sequence[int | str] | None = -1,
     *,
     header: bool | None = None,
     delimiter: str = ",",
@@ -411,10 +411,24 @@ def iter_table(
     if not pending:
         raise XbpValueError(f"path={str(p)!r} has a header but no data rows")
     width = len(pending[0][1])
-    col = _label_index(label_column, names, width, p)
-    feature_cols = [i for i in range(width) if i != col]
+    wanted: list[Any] = (
+        list(label_column) if isinstance(label_column, (list, tuple)) else [label_column]
+    )
+    if not wanted:
+        raise XbpValueError("label_column=[] names no column; give one or more columns, or None")
+    found = (_label_index(c, names, width, p) for c in wanted)
+    label_cols = [i for i in found if i is not None]
+    if len(set(label_cols)) != len(label_cols):
+        raise XbpValueError(f"label_column={label_column!r} names a column twice; name each once")
+    many = len(label_cols) > 1  # several label columns: real-valued (regression) targets
+    col = label_cols[0] if len(label_cols) == 1 else None
+    feature_cols = [i for i in range(width) if i not in label_cols]
     feature_names = None if names is None else [names[i] for i in feature_cols]
-    label_name = None if names is None or col is None else names[col]
+    label_name: Any = None if names is None or col is None else names[col]
+    label_index: Any = col
+    if many:
+        label_name = None if names is None else [names[i] for i in label_cols]
+        label_index = label_cols
     lookup = None if classes is None else {c: i for i, c in enumerate(classes)}
 
     def table(chunk: list[tuple[int, list[str]]]) -> Table:
@@ -436,12 +450,24 @@ def iter_table(
                         "non-numeric value; features must be numbers (fill or drop missing "
                         "values; choose the label column with label_column)"
                     ) from None
-            if col is not None:
+            if many:
+                raw_labels.append(tuple(row[c] for c in label_cols))  # type: ignore[arg-type]
+            elif col is not None:
                 raw_labels.append(row[col])
         return labelled(feats, raw_labels, [line for line, _ in chunk])
 
-    def labelled(feats: np.ndarray, raw_labels: list[str], lines: Any) -> Table:
+    def labelled(feats: np.ndarray, raw_labels: list[Any], lines: Any) -> Table:
         nonlocal lookup, classes
+        if many:
+            try:
+                y = np.array(raw_labels, dtype=np.float64).reshape(-1, len(label_cols))
+            except ValueError:
+                raise XbpValueError(
+                    f"path={str(p)!r}: the label columns {label_name or label_cols} hold a "
+                    "non-numeric value; several label columns are regression targets and "
+                    "must be numbers"
+                ) from None
+            return Table(feats, y, feature_names, label_name, label_index, None)
         if col is None:
             return Table(feats, None, feature_names, label_name, col, classes)
         if lookup is None and all(_number(v) for v in raw_labels):
@@ -480,11 +506,11 @@ def iter_table(
         return
     rows.close()  # type: ignore[attr-defined]  # the fast parser reads the file itself
     skip = pending[0][0] - 1  # physical lines before the first data row
-    fast = _fast_chunks(p, engine, delimiter, skip, feature_cols, col, dtype, chunk_rows)
+    fast = _fast_chunks(p, engine, delimiter, skip, feature_cols, label_cols, dtype, chunk_rows)
     for k, parsed in enumerate(fast):
         done = None
         # short rows read as NaN or an empty label: the reference parser says which line
-        if parsed is not None and np.isfinite(parsed[0]).all() and "" not in parsed[1]:
+        if parsed is not None and np.isfinite(parsed[0]).all() and not _blank(parsed[1]):
             try:
                 done = labelled(parsed[0], parsed[1], None)
             except XbpValueError:
@@ -510,10 +536,10 @@ def _fast_chunks(
     delimiter: str,
     skip: int,
     feature_cols: list[int],
-    col: int | None,
+    label_cols: list[int],
     dtype: np.dtype[Any],
     chunk_rows: int,
-) -> Iterator[tuple[np.ndarray, list[str]] | None]:
+) -> Iterator[tuple[np.ndarray, list[Any]] | None]:
     """(features, stripped label strings) per chunk of ``chunk_rows`` data rows, by pandas'
     C parser or ``numpy.loadtxt``; None (and the end) where the parser gives up."""
     try:
@@ -521,8 +547,7 @@ def _fast_chunks(
             import pandas as pd
 
             types: dict[int, Any] = {c: dtype for c in feature_cols}
-            if col is not None:
-                types[col] = str
+            types.update({c: str for c in label_cols})
             reader = pd.read_csv(
                 p,
                 sep=delimiter,
@@ -538,8 +563,7 @@ def _fast_chunks(
             with reader:
                 for frame in reader:
                     feats = np.ascontiguousarray(frame[feature_cols].to_numpy(dtype=dtype))
-                    labels = [] if col is None else [v.strip() for v in frame[col].tolist()]
-                    yield feats, labels
+                    yield feats, _stripped(frame[label_cols].to_numpy(dtype=str))
             return
         with p.open(encoding="utf-8-sig", newline="") as f:
             for _ in range(skip):
@@ -554,21 +578,35 @@ def _fast_chunks(
                 if not lines:
                     return
                 if any(
-                    line.count(delimiter) != len(feature_cols) - (col is None) for line in lines
+                    line.count(delimiter) != len(feature_cols) + len(label_cols) - 1
+                    for line in lines
                 ):
                     yield None  # ragged rows (or quoted delimiters): the reference decides
                     return
                 kw: dict[str, Any] = {"delimiter": delimiter, "comments": None, "quotechar": '"'}
                 feats = np.loadtxt(lines, dtype=dtype, usecols=feature_cols, ndmin=2, **kw)
-                labels = []
-                if col is not None:
-                    raw = np.loadtxt(lines, dtype=str, usecols=[col], ndmin=1, **kw)
-                    labels = [v.strip() for v in raw.tolist()]
-                yield feats, labels
+                labels = np.zeros((len(lines), 0), dtype=str)
+                if label_cols:
+                    labels = np.loadtxt(lines, dtype=str, usecols=label_cols, ndmin=2, **kw)
+                yield feats, _stripped(labels)
     except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         if type(exc).__module__.startswith("xbp"):
             raise
         yield None  # pandas' ParserError is a ValueError too
+
+
+def _stripped(labels: np.ndarray) -> list[Any]:
+    """Label strings of a chunk, stripped: one per row, a tuple per row for several columns."""
+    if labels.shape[1] == 0:
+        return []
+    if labels.shape[1] == 1:
+        return [v.strip() for v in labels[:, 0].tolist()]
+    return [tuple(v.strip() for v in row) for row in labels.tolist()]
+
+
+def _blank(labels: list[Any]) -> bool:
+    """An empty label field (a short row reads as one): the reference parser decides."""
+    return any("" in v if isinstance(v, tuple) else v == "" for v in labels)
 
 
 CSV_ENGINES = ("pandas", "numpy", "python")
@@ -603,7 +641,7 @@ def _feature_dtype(dtype: Any) -> np.dtype[Any]:
 
 def load_table(
     path: str | os.PathLike[str],
-    label_column: int | str | None = -1,
+    label_column: int | str | Sequence[int | str] | None = -1,
     *,
     header: bool | None = None,
     delimiter: str = ",",
@@ -616,9 +654,10 @@ def load_table(
     Parameters
     ----------
     path : str or Path
-    label_column : int, str or None
+    label_column : int, str, list of them, or None
         The label column: an index (negative counts from the end), a header
-        name, or None for a features-only file.
+        name, or None for a features-only file. A list of several columns
+        gives ``(n, k)`` float64 targets (multi-output regression).
     header : bool or None
         Whether the first row names the columns; None detects it (a
         non-numeric field above a numeric one).
@@ -983,13 +1022,22 @@ def dataset_format(spec: str, format: str | None = None) -> str:
 
 
 def load_dataset(
-    spec: str, *, format: str | None = None, label_column: int | str = -1, seed: int | None = 0
+    spec: str,
+    *,
+    format: str | None = None,
+    label_column: int | str | Sequence[int | str] = -1,
+    seed: int | None = 0,
+    delimiter: str = ",",
+    x_key: str = "x",
+    y_key: str = "y",
+    kind: str = "train",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a data set the CLI names: ``digits``, ``xor``, ``spirals``, ``moons``, ``blobs``,
     an MNIST directory, or a ``.csv``/``.npz``/IDX path (``format`` overrides the guess).
 
     String class labels in a CSV come back as codes (see :func:`load_table` for
-    the names)."""
+    the names). ``delimiter`` is the CSV's, ``x_key``/``y_key`` name the arrays
+    of an .npz, ``kind`` the MNIST files (``"train"`` or ``"t10k"``)."""
     seed = _check_seed(seed)
     fmt = dataset_format(spec, format)
     if fmt == "builtin":
@@ -1005,12 +1053,12 @@ def load_dataset(
         return generated[os.fspath(spec)]()
     p = Path(spec)
     if fmt == "mnist":
-        return load_mnist(p if p.is_dir() else p.parent)
+        return load_mnist(p if p.is_dir() else p.parent, kind)
     if fmt == "csv":
-        t = load_table(p, label_column)
+        t = load_table(p, label_column, delimiter=delimiter)
         if t.y is None:
             raise XbpValueError("label_column=None: load_dataset needs labels")
         return t.x, t.y
-    x, y = load_npz(p)
+    x, y = load_npz(p, x_key, y_key)
     assert y is not None
     return x, y

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import mmap
+import os
 import queue
 import threading
 from collections.abc import Generator, Iterable, Iterator
@@ -122,7 +123,10 @@ class MappedRows:
         return self.shape[0]
 
     def __getitem__(self, rows: Any) -> np.ndarray:
-        block = np.asarray(self.raw[rows])
+        return self.convert(np.asarray(self.raw[rows]))
+
+    def convert(self, block: np.ndarray) -> np.ndarray:
+        """Raw rows (as read from ``raw``) as float rows: flattened, cast, divided."""
         out = block.reshape(-1, self.shape[1]).astype(self.dtype)
         if self.divisor != 1.0:
             out /= self.divisor
@@ -199,21 +203,57 @@ def _stage(net: Network, xb: Any, host_dtype: np.dtype[Any], argument: str, wher
     return net.backend.library.copy_in(net.xp, block, net.dtype, net.device)
 
 
-#: Bytes of a memory-mapped file read between releases of its pages (see HostData.batches).
-RELEASE_BYTES = 64 << 20
+class _RowReader:
+    """Rows of a file-backed NumPy memory map read with ``preadv`` into fresh memory.
+
+    Reading through the mapping would fault its pages into this process (the
+    kernel maps neighbours too), so a random-order epoch would leave the whole
+    file resident; reading the file keeps the process's memory to a batch,
+    and a run of consecutive rows is one system call. Only a memory map that
+    is not a view (its first element at ``offset`` in the file) with
+    contiguous rows qualifies (:func:`_row_reader`).
+    """
+
+    def __init__(self, m: np.memmap) -> None:
+        self.m = m
+        self.row_bytes = int(m.strides[0])
+        self.fd = os.open(str(m.filename), os.O_RDONLY)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def read(self, src: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(src, return_inverse=True)  # sorted: the file in order
+        block = np.empty((uniq.size, *self.m.shape[1:]), dtype=self.m.dtype)
+        cuts = np.flatnonzero(np.diff(uniq) != 1) + 1
+        starts = np.concatenate([[0], cuts]).tolist()
+        ends = np.concatenate([cuts, [uniq.size]]).tolist()
+        flat = block.reshape(uniq.size, -1).view(np.uint8)
+        for s, e in zip(starts, ends):
+            view = flat[s:e].data.cast("B")
+            pos = int(self.m.offset) + int(uniq[s]) * self.row_bytes
+            while view.nbytes:
+                got = os.preadv(self.fd, [view], pos)
+                if got <= 0:
+                    raise XbpValueError(
+                        f"{self.m.filename!r} ended early (truncated while being read?)"
+                    )
+                view, pos = view[got:], pos + got
+        return block if np.array_equal(inverse, np.arange(uniq.size)) else block[inverse]
 
 
-def _mapping(x: Any) -> Any:
-    """The ``mmap.mmap`` behind a NumPy memory map (or MappedRows over one), else None."""
-    raw = x.raw if isinstance(x, MappedRows) else x
-    # numpy.memmap keeps its mapping in ``_mmap`` (views share it); no public name exists
-    mm = getattr(raw, "_mmap", None) if isinstance(raw, np.memmap) else None
-    return mm if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED") else None
-
-
-def _itemsize(x: Any) -> int:
-    raw = x.raw if isinstance(x, MappedRows) else x
-    return int(raw.dtype.itemsize)
+def _row_reader(x: Any) -> _RowReader | None:
+    """A :class:`_RowReader` for ``x`` (or MappedRows' raw array) where one applies."""
+    m = x.raw if isinstance(x, MappedRows) else x
+    if not isinstance(m, np.memmap) or not hasattr(os, "preadv"):
+        return None
+    whole = isinstance(m.base, mmap.mmap)  # not a view: element 0 sits at m.offset
+    rows_contiguous = m.ndim >= 1 and m[:1].flags.c_contiguous
+    if not (whole and rows_contiguous and m.filename and m.strides[0] > 0):
+        return None
+    if m.strides[0] != m.dtype.itemsize * int(np.prod(m.shape[1:], dtype=np.int64)):
+        return None
+    return _RowReader(m)
 
 
 class HostData:
@@ -247,9 +287,13 @@ class HostData:
         out.argument = self.argument
         return out
 
-    def gather(self, positions: np.ndarray) -> np.ndarray:
-        """Host rows at ``positions`` (positions in this data set), in that order."""
+    def gather(self, positions: np.ndarray, reader: Any = None) -> np.ndarray:
+        """Host rows at ``positions`` (positions in this data set), in that order; read
+        from the file by ``reader`` (a ``_RowReader``) where given."""
         src = positions if self.rows is None else self.rows[positions]
+        if reader is not None:
+            block = reader.read(src)
+            return self.x.convert(block) if isinstance(self.x, MappedRows) else block
         if src.size > 1 and bool(np.any(src[1:] < src[:-1])):
             # read the file in order (memory-map locality), then restore the batch's order
             order = np.argsort(src, kind="stable")
@@ -266,21 +310,23 @@ class HostData:
         of ``plan``, prefetched."""
         host_dtype = _host_dtype(net)
         argument = self.argument
-        mapping = _mapping(self.x)
-        row_bytes = int(np.prod(self.x.shape[1:], dtype=np.int64)) * _itemsize(self.x)
 
         def staged() -> Iterator[tuple[Any, np.ndarray, int]]:
-            read = 0
-            for positions, rows in plan:
-                where = f"in rows {int(positions.min())}..{int(positions.max())}" if rows else ""
-                block = self.gather(positions) if positions.size else np.zeros((0, net.n_in))
-                read += positions.size * row_bytes
-                if mapping is not None and read > RELEASE_BYTES:
-                    # the file's pages stay in the page cache; this process stops holding them,
-                    # so its resident set stays bounded however large the file is
-                    mapping.madvise(mmap.MADV_DONTNEED)
-                    read = 0
-                yield _stage(net, block, host_dtype, argument, where), positions, rows
+            reader = _row_reader(self.x)
+            try:
+                for positions, rows in plan:
+                    where = (
+                        f"in rows {int(positions.min())}..{int(positions.max())}" if rows else ""
+                    )
+                    block = (
+                        self.gather(positions, reader)
+                        if positions.size
+                        else np.zeros((0, net.n_in))
+                    )
+                    yield _stage(net, block, host_dtype, argument, where), positions, rows
+            finally:
+                if reader is not None:
+                    reader.close()
 
         xp = net.xp
         for ready, positions, rows in prefetch(staged()):
