@@ -130,6 +130,19 @@ def cli_raise(argv: list[Any]) -> None:
 
 # (id, argv(be, tmp), exception, text): the CLI cases, reused by the one-line test below
 CLI_CASES: list[tuple[str, Any, type, str]] = [
+    ("cli-delimiter-not-csv",
+     lambda be, t: ["train", "--data", "digits", "--delimiter", ";"],
+     XbpValueError, "--delimiter applies to csv data"),
+    ("cli-x-key-not-npz",
+     lambda be, t: ["evaluate", t / "iris.npz", "--data", t / "iris.csv", "--x-key", "a"],
+     XbpValueError, "--x-key applies to npz data"),
+    ("cli-label-columns-text",
+     lambda be, t: ["train", "--data", t / "iris.csv", "--label-column",
+                    "petal_width,species", "--loss", "quadratic"],
+     XbpValueError, "several label columns are regression targets"),
+    ("cli-npz-key-missing",
+     lambda be, t: ["train", "--data", t / "plain.npz", "--x-key", "a", "--y-key", "b"],
+     XbpValueError, "lacks ['b']"),
     ("cli-predict-out-is-model",
      lambda be, t: ["predict", t / "iris.npz", "--data", t / "iris.csv", "--out", t / "iris.npz"],
      XbpValueError, "--out"),
@@ -243,7 +256,6 @@ def _cli_case(argv_fn):
     return lambda be, t: cli_raise(argv_fn(be, t))
 
 
-# (id, call(be, tmp), exception, text the message must contain)
 def mapped(tmp: Path, x: np.ndarray = X) -> np.ndarray:
     """``x`` saved under ``sub/`` and opened again as a read-only memory map."""
     np.save(tmp / "sub" / "stream.npy", x)
@@ -261,6 +273,7 @@ def gz_idx(tmp: Path) -> Path:
     return tmp / "sub" / "labels.gz"
 
 
+# (id, call(be, tmp), exception, text the message must contain)
 CASES: list[tuple[str, Any, type, str]] = [
     # -- arrays into fit, forward, backprop ------------------------------------------------
     ("x-width", lambda be, t: fit(be, x=np.zeros((12, 5))), XbpValueError, "x has 5 features"),
