@@ -37,6 +37,7 @@ __all__ = [
     "stream_sums",
     "stream_predict",
     "stream_fingerprint",
+    "HostChunks",
 ]
 
 
@@ -436,6 +437,28 @@ class BatchSource:
                 f"{argument} yielded no batches; the source must yield (x, y) pairs"
             )
         self.n, self.sizes = total, np.array(sizes, dtype=float)
+
+
+class HostChunks:
+    """Host arrays as a batch source of consecutive rows, ``batch_size`` at a time
+    (bounded-memory evaluation and prediction). A memory map is read from its file
+    (see :class:`HostData`), so its pages do not pile up in the process."""
+
+    def __init__(self, x: Any, y: Any, batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        n = int(self.x.shape[0])
+        reader = _row_reader(self.x)
+        rows = HostData(self.x, None)
+        try:
+            for s in range(0, n, self.batch_size):
+                e = min(s + self.batch_size, n)
+                xb = rows.gather(np.arange(s, e), reader) if reader else self.x[s:e]
+                yield xb, None if self.y is None else self.y[s:e]
+        finally:
+            if reader is not None:
+                reader.close()
 
 
 def _checked(net: Network, x: Any, argument: str) -> Any:

@@ -18,6 +18,7 @@ from .checkpoint import resume as resume_run
 from .dataset import (
     BatchSource,
     DeviceData,
+    HostChunks,
     HostData,
     as_stream,
     split_validation,
@@ -254,19 +255,6 @@ def evaluate(
     return {"loss": float(sums[0]) / n, "accuracy": None if correct is None else float(sums[1]) / n}
 
 
-class _Chunks:
-    """Host arrays as a batch source of consecutive rows (bounded-memory evaluation)."""
-
-    def __init__(self, x: Any, y: Any, batch_size: int) -> None:
-        self.x, self.y, self.batch_size = x, y, batch_size
-
-    def __iter__(self) -> Any:
-        n = int(self.x.shape[0])
-        for s in range(0, n, self.batch_size):
-            e = min(s + self.batch_size, n)
-            yield (self.x[s:e], None if self.y is None else self.y[s:e])
-
-
 def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> Any:
     """Evaluation and prediction stream host data; device arrays are used where they are."""
     if y is None and not hasattr(x, "shape"):
@@ -281,7 +269,7 @@ def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> Any:
         y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != host.shape[0]:
             net.check_targets(y, int(host.shape[0]))  # raises, naming the rows
-    return BatchSource(_Chunks(host, y, batch_size))
+    return BatchSource(HostChunks(host, y, batch_size))
 
 
 def predict(net: Network, x: Any, *, batch_size: int = EVAL_BATCH) -> Any:
