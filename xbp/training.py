@@ -652,13 +652,14 @@ class Trainer:
                 t0 = time.perf_counter()
                 epoch_no = self.epoch + 1
                 lr = self.optimizer.learning_rate(self.opt_state) * self.lr_scale
-                host_perm = (
-                    None  # a batch source: its batches, in its order
-                    if train.n is None or getattr(train, "source", None) is not None
-                    else self.rng.permutation(train.n)
-                    if self.options.shuffle
-                    else np.arange(train.n)
-                )
+                if getattr(train, "source", None) is not None:
+                    host_perm = None  # a batch source: its batches, in its order
+                else:
+                    host_perm = (
+                        self.rng.permutation(train.n)
+                        if self.options.shuffle
+                        else np.arange(train.n)
+                    )
                 perm = host_perm if streamed else be.asarray(host_perm)
                 snapshot = (self.copy_params(), self.copy_state(self.opt_state), self.step)
                 if runner is not None:
