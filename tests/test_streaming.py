@@ -271,3 +271,44 @@ def test_idx_memmap_matches_the_loader(tmp_path: Path) -> None:
 
 def test_batch_source_contract_is_documented() -> None:
     assert "re-iterable" in (BatchSource.__doc__ or "")
+
+
+MPI_SCRIPT = """
+import sys, numpy as np, xbp
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+x, y = xbp.data.make_blobs(230, centers=3, n_features=6, seed=3)
+if comm.Get_rank() == 0:
+    np.save(sys.argv[1], x)
+comm.Barrier()
+net = xbp.mlp([6, 9, 3], activation="tanh", loss="cross_entropy", seed=5)
+xbp.fit(net, np.load(sys.argv[1], mmap_mode="r"), y, epochs=3, batch_size=17, optimizer="adam",
+        learning_rate=0.01, validation_split=0.2, progress=False, comm=comm)
+if comm.Get_rank() == 0:
+    np.savez(sys.argv[2], *[p[k] for p in net.host_params() for k in sorted(p)])
+"""
+
+
+@pytest.mark.mpi
+def test_mpi_ranks_read_their_share_of_a_memmap(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("mpi4py")
+    mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec"))
+    if not Path(mpiexec).exists():
+        pytest.skip("mpiexec not found (pip install 'xbp[mpi]')")
+    script = tmp_path / "run.py"
+    script.write_text(MPI_SCRIPT)
+    out = tmp_path / "w.npz"
+    proc = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, str(script), str(tmp_path / "x.npy"), str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ref = mlp()
+    xbp.fit(ref, X, Y, progress=False, validation_split=0.2, **OPTS)
+    with np.load(out) as z:
+        got = [z[f"arr_{i}"] for i in range(len(z.files))]
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, params(ref))) <= 1e-12
