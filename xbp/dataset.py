@@ -446,6 +446,7 @@ class HostChunks:
 
     def __init__(self, x: Any, y: Any, batch_size: int) -> None:
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.n = int(x.shape[0])  # known in advance: predict fills one preallocated result
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         n = int(self.x.shape[0])
@@ -517,6 +518,7 @@ def stream_predict(net: Network, data: Any, batch_size: int) -> np.ndarray:
     """The network's outputs for streamed features, on the host, ``batch_size`` rows at a
     time: the only memory that grows with the rows is the result."""
     be = net.backend
+    result: np.ndarray | None
     if isinstance(data, HostData):
         plan = [
             (np.arange(s, min(s + batch_size, data.n)), min(s + batch_size, data.n) - s)
@@ -526,7 +528,8 @@ def stream_predict(net: Network, data: Any, batch_size: int) -> np.ndarray:
         result = np.empty((data.n, net.n_out), dtype=_host_dtype(net))
     else:
         batches = data.batches(net, need_targets=False)
-        result = None
+        total = getattr(data.source, "n", None)
+        result = None if total is None else np.empty((total, net.n_out), dtype=_host_dtype(net))
     parts = []
     at = 0
     with contextlib.closing(batches):
