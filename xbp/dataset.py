@@ -170,6 +170,10 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
             put(("end", None))
         except BaseException as exc:  # handed to the consumer, raised there
             put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator's own clean-up (open files) runs here, now
 
     thread = threading.Thread(target=work, name="xbp-prefetch", daemon=True)
     thread.start()
@@ -193,9 +197,7 @@ def _host_dtype(net: Network) -> np.dtype[Any]:
 
 def _stage(net: Network, xb: Any, host_dtype: np.dtype[Any], argument: str, where: str) -> Any:
     """Check a host batch (finite), cast it and start its copy to the device; ``ready()``."""
-    block = np.asarray(xb, dtype=host_dtype)
-    if block is xb and not isinstance(xb, np.memmap):
-        block = block.copy()  # the user's array is never handed to a device copy or a view
+    block = np.asarray(xb, dtype=host_dtype)  # as to_device: read, never written
     if not np.isfinite(block).all():
         raise XbpValueError(
             f"{argument} contains NaN or Inf ({where}); remove or impute those values "
