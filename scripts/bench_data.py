@@ -217,9 +217,13 @@ def part_csv(repeat: int, old_tree: str | None) -> dict[str, object]:
         np.savetxt(path, values, delimiter=",", fmt="%d")
     print(f"csv: {path} ({mib(path.stat().st_size)}, 60000 x 785 integers)")
     kinds = ["csv-pandas", "csv-pandas64", "csv-pandas32", "csv-numpy64", "csv-numpy32"]
-    results: dict[str, object] = {}
-    for kind in kinds:
-        results[kind] = median_of(repeat, kind, str(path))
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    for _ in range(repeat):  # interleaved: a busy machine slows every parser alike
+        for kind in kinds:
+            runs[kind].append(run_child(kind, str(path)))
+    results: dict[str, object] = {
+        kind: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for kind, rs in runs.items()
+    }
     if old_tree:
         results["csv-old"] = median_of(1, "csv-old", str(path), tree=old_tree)
     ref = results["csv-pandas"]["seconds"]  # type: ignore[index]
