@@ -108,7 +108,7 @@ def main() -> None:
             seed=args.seed,
         )
         result = xbp.evaluate(net, x_test, y_test)
-        print(f"trained in {time.perf_counter() - t0:.1f} s; test ({which}) {result}")
+        print(f"trained in {time.perf_counter() - t0:.1f} s; test {result}")
     if args.save:
         xbp.save(net, args.save)  # loads on any backend, e.g. a CPU-only machine
         print(f"saved {args.save}")
