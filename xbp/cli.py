@@ -1641,8 +1641,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
         x = np.concatenate([c[0] for c in chunks])
         y = np.concatenate([c[1] for c in chunks if c[1] is not None])
     else:
+        _check_layout_options(args, fmt)
         with _as_options():
-            x, y = load_dataset(args.data, format=args.format, seed=args.seed)
+            x, y = load_dataset(
+                args.data,
+                format=args.format,
+                seed=args.seed,
+                label_column=_label_column(args.label_column),
+                delimiter=args.delimiter,
+                x_key=args.x_key,
+                y_key=args.y_key,
+            )
         x = _scaled(np.asarray(x), None)
         n_out, task = _targets(np.asarray(y), args.loss)
         output = args.output or ("identity" if task == "regression" else None)
