@@ -207,7 +207,7 @@ def _stage(net: Network, xb: Any, host_dtype: np.dtype[Any], argument: str, wher
 
 
 class _RowReader:
-    """Rows of a file-backed NumPy memory map read with ``preadv`` into fresh memory.
+    """Rows of a file-backed NumPy memory map read with ``pread`` into fresh memory.
 
     Reading through the mapping would fault its pages into this process (the
     kernel maps neighbours too), so a random-order epoch would leave the whole
@@ -227,28 +227,39 @@ class _RowReader:
 
     def read(self, src: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(src, return_inverse=True)  # sorted: the file in order
-        block = np.empty((uniq.size, *self.m.shape[1:]), dtype=self.m.dtype)
-        cuts = np.flatnonzero(np.diff(uniq) != 1) + 1
-        starts = np.concatenate([[0], cuts]).tolist()
-        ends = np.concatenate([cuts, [uniq.size]]).tolist()
-        flat = block.reshape(uniq.size, -1).view(np.uint8)
-        for s, e in zip(starts, ends):
-            view = flat[s:e].data.cast("B")
-            pos = int(self.m.offset) + int(uniq[s]) * self.row_bytes
-            while view.nbytes:
-                got = os.preadv(self.fd, [view], pos)
-                if got <= 0:
-                    raise XbpValueError(
-                        f"{self.m.filename!r} ended early (truncated while being read?)"
-                    )
-                view, pos = view[got:], pos + got
-        return block if np.array_equal(inverse, np.arange(uniq.size)) else block[inverse]
+        rows = uniq.tolist()
+        parts = []
+        start = prev = rows[0]
+        for r in rows[1:]:
+            if r != prev + 1:  # a run of consecutive rows ends: one system call for it
+                parts.append(self._pread(start, prev - start + 1))
+                start = r
+            prev = r
+        parts.append(self._pread(start, prev - start + 1))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        block = np.frombuffer(data, dtype=self.m.dtype).reshape(len(rows), *self.m.shape[1:])
+        if uniq.size == src.size and bool(np.all(src[1:] > src[:-1])):
+            return block.copy()  # already in order (a writable array of our own)
+        return block[inverse]
+
+    def _pread(self, row: int, count: int) -> bytes:
+        want = count * self.row_bytes
+        pos = int(self.m.offset) + row * self.row_bytes
+        data = os.pread(self.fd, want, pos)
+        while len(data) < want:
+            more = os.pread(self.fd, want - len(data), pos + len(data))
+            if not more:
+                raise XbpValueError(
+                    f"{self.m.filename!r} ended early (truncated while being read?)"
+                )
+            data += more
+        return data
 
 
 def _row_reader(x: Any) -> _RowReader | None:
     """A :class:`_RowReader` for ``x`` (or MappedRows' raw array) where one applies."""
     m = x.raw if isinstance(x, MappedRows) else x
-    if not isinstance(m, np.memmap) or not hasattr(os, "preadv"):
+    if not isinstance(m, np.memmap) or not hasattr(os, "pread"):
         return None
     whole = isinstance(m.base, mmap.mmap)  # not a view: element 0 sits at m.offset
     rows_contiguous = m.ndim >= 1 and m[:1].flags.c_contiguous
