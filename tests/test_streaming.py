@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import xbp
-from xbp.dataset import BatchSource, HostData, prefetch
+from xbp.dataset import BatchSource, HostData, prefetch, row_reader
 
 X, Y = xbp.data.make_blobs(230, centers=3, n_features=6, seed=3)
 
@@ -189,6 +189,15 @@ def test_gather_keeps_the_batch_order(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.gather(pos), X[pos])
     sub = HostData(xm, None, rows=np.array([5, 6, 100, 200]))
     np.testing.assert_array_equal(sub.gather(np.array([3, 0, 2])), X[[200, 5, 100]])
+    # read from the file (one pread per run of consecutive rows), not through the mapping
+    reader = row_reader(xm)
+    assert reader is not None and row_reader(xm[1:]) is None  # a view: through the mapping
+    try:
+        np.testing.assert_array_equal(data.gather(pos, reader), X[pos])
+        np.testing.assert_array_equal(data.gather(np.arange(40, 90), reader), X[40:90])
+        np.testing.assert_array_equal(sub.gather(np.array([3, 0, 2]), reader), X[[200, 5, 100]])
+    finally:
+        reader.close()
 
 
 def test_batches_go_through_the_library_copy_hook(

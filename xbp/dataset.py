@@ -38,6 +38,7 @@ __all__ = [
     "stream_predict",
     "stream_fingerprint",
     "HostChunks",
+    "row_reader",
 ]
 
 
@@ -214,7 +215,7 @@ class _RowReader:
     file resident; reading the file keeps the process's memory to a batch,
     and a run of consecutive rows is one system call. Only a memory map that
     is not a view (its first element at ``offset`` in the file) with
-    contiguous rows qualifies (:func:`_row_reader`).
+    contiguous rows qualifies (:func:`row_reader`); ``close()`` when done.
     """
 
     def __init__(self, m: np.memmap) -> None:
@@ -256,7 +257,7 @@ class _RowReader:
         return data
 
 
-def _row_reader(x: Any) -> _RowReader | None:
+def row_reader(x: Any) -> _RowReader | None:
     """A :class:`_RowReader` for ``x`` (or MappedRows' raw array) where one applies."""
     m = x.raw if isinstance(x, MappedRows) else x
     if not isinstance(m, np.memmap) or not hasattr(os, "pread"):
@@ -326,7 +327,7 @@ class HostData:
         argument = self.argument
 
         def staged() -> Iterator[tuple[Any, np.ndarray, int]]:
-            reader = _row_reader(self.x)
+            reader = row_reader(self.x)
             try:
                 for positions, rows in plan:
                     where = (
@@ -463,7 +464,7 @@ class HostChunks:
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         n = int(self.x.shape[0])
-        reader = _row_reader(self.x)
+        reader = row_reader(self.x)
         rows = HostData(self.x, None)
         try:
             for s in range(0, n, self.batch_size):
