@@ -94,6 +94,30 @@ run 90 "Step time per precision, torch $TORCH_DEV (large case; Adam, eager, medi
 [ "$DRY" = 1 ] || run 120 "Step time per precision, jax gpu (large case; Adam, eager, median of 20)" \
     "$PY" scripts/bench_precision.py --backend jax --device cuda --tasks "" \
     --precisions exact,tf32,bf16,fp16 --repeat 20
+run 120 "Streamed memory map: pinned copies on a side stream, prefetched (vs the array in memory)" "$PY" - "$GPU_BACKENDS" "$TORCH_DEV" <<'PYEOF'
+import os, sys, tempfile, time
+import numpy as np
+import xbp
+backends, torch_dev = sys.argv[1].split(","), sys.argv[2]
+x, y = xbp.data.make_blobs(60000, centers=10, n_features=784, spread=4.0, seed=0)
+path = os.path.join(tempfile.mkdtemp(), "x.npy")
+np.save(path, x.astype(np.float32))
+xm, xa = np.load(path, mmap_mode="r"), np.load(path)
+for name in [b for b in backends if b != "jax"]:
+    device = torch_dev if name == "torch" else None
+    nets, seconds = [], []
+    for data in (xa, xm):
+        net = xbp.mlp([784, 512, 512, 10], activation="relu", loss="cross_entropy",
+                      backend=name, device=device, dtype="float32", seed=0)
+        hist = xbp.fit(net, data, y, epochs=2, batch_size=256, compile=False, progress=False,
+                       optimizer=xbp.optim.sgd(0.01))
+        nets.append(net)
+        seconds.append(hist["seconds"][-1])
+    diff = max(float(np.max(np.abs(p[k] - q[k]))) for p, q in
+               zip(nets[0].host_params(), nets[1].host_params()) for k in p)
+    print(f"{name} {device or ''}: epoch in memory {seconds[0]:.2f} s, streamed {seconds[1]:.2f} s "
+          f"(ratio {seconds[1] / seconds[0]:.2f}); max |weight difference| {diff:.1e}")
+PYEOF
 run 240 "Benchmark (cases $CASES)" "$PY" -m xbp bench --cases "$CASES" --backends "$GPU_BACKENDS" --json bench-gpu.json
 section "Total"
 echo "$(( $(date +%s) - start )) s, status $status" >> "$REPORT"

@@ -142,6 +142,19 @@ def cli_raise(argv: list[Any]) -> None:
 
 # (id, argv(be, tmp), exception, text): the CLI cases, reused by the one-line test below
 CLI_CASES: list[tuple[str, Any, type, str]] = [
+    ("cli-delimiter-not-csv",
+     lambda be, t: ["train", "--data", "digits", "--delimiter", ";"],
+     XbpValueError, "--delimiter applies to csv data"),
+    ("cli-x-key-not-npz",
+     lambda be, t: ["evaluate", t / "iris.npz", "--data", t / "iris.csv", "--x-key", "a"],
+     XbpValueError, "--x-key applies to npz data"),
+    ("cli-label-columns-text",
+     lambda be, t: ["train", "--data", t / "iris.csv", "--label-column",
+                    "petal_width,species", "--loss", "quadratic"],
+     XbpValueError, "several label columns are regression targets"),
+    ("cli-npz-key-missing",
+     lambda be, t: ["train", "--data", t / "plain.npz", "--x-key", "a", "--y-key", "b"],
+     XbpValueError, "lacks ['b']"),
     ("cli-predict-out-is-model",
      lambda be, t: ["predict", t / "iris.npz", "--data", t / "iris.csv", "--out", t / "iris.npz"],
      XbpValueError, "--out"),
@@ -274,6 +287,23 @@ CLI_CASES: list[tuple[str, Any, type, str]] = [
 
 def _cli_case(argv_fn):
     return lambda be, t: cli_raise(argv_fn(be, t))
+
+
+def mapped(tmp: Path, x: np.ndarray = X) -> np.ndarray:
+    """``x`` saved under ``sub/`` and opened again as a read-only memory map."""
+    np.save(tmp / "sub" / "stream.npy", x)
+    return np.load(tmp / "sub" / "stream.npy", mmap_mode="r")
+
+
+def packed(tmp: Path) -> Path:
+    """An .npz written compressed (it cannot be memory-mapped)."""
+    np.savez_compressed(tmp / "sub" / "packed.npz", x=X, y=Y)
+    return tmp / "sub" / "packed.npz"
+
+
+def gz_idx(tmp: Path) -> Path:
+    xbp.data.write_idx(tmp / "sub" / "labels.gz", np.zeros(3, np.uint8))
+    return tmp / "sub" / "labels.gz"
 
 
 # (id, call(be, tmp), exception, text the message must contain)
@@ -661,6 +691,10 @@ CASES: list[tuple[str, Any, type, str]] = [
      "use xbp.data.load_table"),
     ("csv-delimiter", lambda be, t: xbp.data.load_csv(t / "iris.csv", delimiter=";;"),
      XbpValueError, "delimiter=';;' must be one character"),
+    ("csv-engine", lambda be, t: xbp.data.load_csv(t / "two.csv", engine="c"), XbpValueError,
+     "engine='c'"),
+    ("csv-dtype", lambda be, t: xbp.data.load_csv(t / "two.csv", dtype="int8"), XbpTypeError,
+     "dtype='int8'"),
     ("csv-header-type", lambda be, t: xbp.data.load_csv(t / "iris.csv", header="yes"),
      XbpTypeError, "header='yes'"),
     ("table-unknown-class",
@@ -740,14 +774,56 @@ CASES: list[tuple[str, Any, type, str]] = [
      XbpValueError, "--out"),
     ("sklearn-compile-required", lambda be, t: sklearn_compiled(be), XbpValueError,
      "compile=True, but"),
+    # -- streamed data: memory maps and batch sources ------------------------------------------
+    ("stream-nan", lambda be, t: fit(be, x=mapped(t, np.where(X > 1, np.nan, X))), XbpValueError,
+     "x contains NaN or Inf (in rows"),
+    ("stream-compile", lambda be, t: fit(be, x=mapped(t), compile=True), XbpValueError,
+     "compile=True needs the data on the device"),
+    ("stream-flag", lambda be, t: fit(be, stream="yes"), XbpValueError, "stream='yes'"),
+    ("stream-false-source", lambda be, t: fit(be, x=[(X, Y)], y=None, stream=False),
+     XbpValueError, "stream=False with a batch source"),
+    ("source-generator", lambda be, t: fit(be, x=(b for b in [(X, Y)]), y=None), XbpTypeError,
+     "one-shot iterator"),
+    ("source-not-pairs", lambda be, t: fit(be, x=[X], y=None), XbpTypeError,
+     "the source must yield (x, y) pairs"),
+    ("source-empty", lambda be, t: fit(be, x=[], y=None), XbpValueError, "yielded no batches"),
+    ("source-split", lambda be, t: fit(be, x=[(X, Y)], y=None, validation_split=0.2),
+     XbpValueError, "validation_split with a batch source"),
+    ("source-batch-width", lambda be, t: fit(be, x=[(np.zeros((4, 5)), Y[:4])], y=None),
+     XbpValueError, "x batch 0 has 5 features"),
+    ("source-batch-targets", lambda be, t: fit(be, x=[(X, Y[:3])], y=None), XbpValueError,
+     "y batch 0 has 3 rows"),
+    ("fit-no-y", lambda be, t: fit(be, y=None), XbpTypeError, "y is None"),
+    ("evaluate-no-y", lambda be, t: xbp.evaluate(net(be), X), XbpTypeError, "y is None"),
+    ("evaluate-rows", lambda be, t: xbp.evaluate(net(be), X, Y[:4]), XbpValueError,
+     "y has 4 rows but x has 12"),
+    ("predict-batch-size", lambda be, t: xbp.predict(net(be), X, batch_size=0), XbpValueError,
+     "batch_size=0"),
+    ("predict-width", lambda be, t: xbp.predict(net(be), np.zeros((3, 5))), XbpValueError,
+     "x has 5 features"),
+    ("npz-mmap-compressed", lambda be, t: xbp.data.load_npz(packed(t), mmap=True), XbpValueError,
+     "cannot be memory-mapped"),
+    ("idx-mmap-gz", lambda be, t: xbp.data.load_idx(gz_idx(t), mmap=True), XbpValueError,
+     "gzip-compressed and cannot be memory-mapped"),
+    ("idx-write-dtype", lambda be, t: xbp.data.write_idx(t / "sub" / "s.idx", np.array(["a"])),
+     XbpTypeError, "IDX holds arrays of uint8"),
     # -- the command line -------------------------------------------------------------------------
     *[(name, _cli_case(argv), error, text) for name, argv, error, text in CLI_CASES],
 ]  # fmt: skip
 
 # files a case may create as its own bad input (everything else must stay untouched)
-INPUTS = {f"sub/{n}" for n in ("newer.npz", "mismatch.npz", "cut.npz", "evil.npz")} | {
-    f"sub/{c}.npz" for c in "abcdefghijklmno"
-}
+INPUTS = {
+    f"sub/{n}"
+    for n in (
+        "newer.npz",
+        "mismatch.npz",
+        "cut.npz",
+        "evil.npz",
+        "stream.npy",
+        "packed.npz",
+        "labels.gz",
+    )
+} | {f"sub/{c}.npz" for c in "abcdefghijklmno"}
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -852,6 +928,16 @@ def test_bad_input(case, be: xbp.Backend, files: Path) -> None:
     # only files the case deliberately wrote as its bad input may be new
     assert set(after) - set(before) <= INPUTS, set(after) - set(before)
     assert not [p for p in files.rglob("*.tmp")], "a temporary file was left behind"
+
+
+CSV_CASES = [c for c in CASES if "csv" in c[0]]
+
+
+@pytest.mark.parametrize("case", CSV_CASES, ids=[c[0] for c in CSV_CASES])
+def test_csv_cases_without_pandas(case, files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CSV cases again with pandas hidden: numpy's parser keeps xbp's messages."""
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)
+    test_bad_input(case, xbp.backend("numpy"), files)
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])

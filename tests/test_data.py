@@ -126,3 +126,156 @@ def test_helpers() -> None:
     np.testing.assert_array_equal(a, a2)
     with pytest.raises(XbpValueError, match="must be below 1"):
         data.train_val_test_split(xd, yd, val=0.5, test=0.5)
+
+
+# -- CSV through a real parser -------------------------------------------------------------
+ENGINES = ["pandas", "numpy", "python"]
+
+
+@pytest.fixture
+def no_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pandas hidden: ``import pandas`` raises ImportError, as where it is not installed."""
+    monkeypatch.setitem(__import__("sys").modules, "pandas", None)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_csv_engines_read_what_was_written(tmp_path, engine: str) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 256, (500, 12))
+    path = tmp_path / "m.csv"
+    np.savetxt(path, values, delimiter=",", fmt="%d", header=",".join(f"c{i}" for i in range(12)),
+               comments="")  # fmt: skip
+    x, y = data.load_csv(path, 0, dtype="float32", engine=engine)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(x, values[:, 1:].astype(np.float32))
+    np.testing.assert_array_equal(y, values[:, 0])
+    chunks = list(data.iter_table(path, "c0", chunk_rows=128, engine=engine))
+    assert [len(c.x) for c in chunks] == [128, 128, 128, 116]
+    np.testing.assert_array_equal(np.concatenate([c.x for c in chunks]), values[:, 1:])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_csv_bom_quotes_and_string_labels(tmp_path, engine: str) -> None:
+    path = tmp_path / "iris.csv"
+    text = (
+        '\ufeff"petal","width","species"\n1.4,"0.2",setosa\n 4.7 ,1.4,"versi, color"\n5,2,setosa\n'
+    )
+    path.write_text(text, encoding="utf-8")
+    t = data.load_table(path, "species", engine=engine)
+    assert t.feature_names == ["petal", "width"] and t.label_name == "species"
+    assert t.classes == ["setosa", "versi, color"] and t.y.tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(t.x, [[1.4, 0.2], [4.7, 1.4], [5.0, 2.0]])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_csv_ragged_rows_name_the_line(tmp_path, engine: str) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text("a,b,c\n1,2,0\n3,4,1\n\n5,6,7,8\n")
+    with pytest.raises(XbpValueError, match="line 5 has 4 fields but the first data row has 3"):
+        data.load_csv(path, engine=engine)
+
+
+def test_csv_default_engine_falls_back_to_numpy(tmp_path, no_pandas, monkeypatch) -> None:
+    path = tmp_path / "m.csv"
+    np.savetxt(path, np.arange(12).reshape(4, 3), delimiter=",", fmt="%d")
+    used = []
+    real = np.loadtxt
+    monkeypatch.setattr(np, "loadtxt", lambda *a, **k: used.append(1) or real(*a, **k))
+    x, y = data.load_csv(path)
+    assert used and x.tolist() == [[0, 1], [3, 4], [6, 7], [9, 10]] and y.tolist() == [2, 5, 8, 11]
+
+
+# -- CLI data options: the model file records the layout -------------------------------------
+def _cli(argv: list) -> str:
+    import contextlib
+    import io
+
+    from xbp import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main([str(a) for a in argv]) == 0
+    return out.getvalue()
+
+
+def _scaled(model: xbp.Checkpoint, x: np.ndarray) -> np.ndarray:
+    pre = model.metadata["standardize"]
+    return (x - np.asarray(pre["mean"])) / np.asarray(pre["std"])
+
+
+def test_cli_multi_output_csv_with_delimiter(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    t = np.column_stack([x @ [1.0, 2.0, 3.0], x[:, 0] - x[:, 1]])
+    rows = ["a;b;c;t1;t2"] + [";".join(f"{v:.6f}" for v in (*r, *s)) for r, s in zip(x, t)]
+    (tmp_path / "reg.csv").write_text("\n".join(rows) + "\n")
+    model = tmp_path / "reg.npz"
+    _cli(["train", "--data", tmp_path / "reg.csv", "--delimiter", ";", "--label-column",
+          "t1,t2", "--loss", "quadratic", "--epochs", "3", "--quiet", "--save", model])  # fmt: skip
+    ck = xbp.load_checkpoint(model)
+    assert ck.network.sizes[-1] == 2 and ck.metadata["task"] == "regression"
+    assert ck.metadata["layout"]["delimiter"] == ";"
+    assert ck.metadata["label"]["name"] == ["t1", "t2"]
+    # evaluate and predict read the recorded layout: no --delimiter, no --label-column
+    xs, ts = np.round(x, 6), np.round(t, 6)
+    expected = xbp.evaluate(ck.network, _scaled(ck, xs), ts)["loss"]
+    line = _cli(["evaluate", model, "--data", tmp_path / "reg.csv"])
+    assert float(line.split()[1]) == pytest.approx(expected, rel=1e-5)
+    printed = _cli(["predict", model, "--data", tmp_path / "reg.csv"]).split()
+    got = np.array([[float(v) for v in r.split(",")] for r in printed])
+    np.testing.assert_allclose(got, ck.network.predict(_scaled(ck, xs)), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_npz_keys_are_recorded(tmp_path) -> None:
+    x, y = data.make_blobs(150, centers=2, n_features=4, seed=0)
+    np.savez(tmp_path / "d.npz", feats=x, classes=y)
+    model = tmp_path / "m.npz"
+    _cli(["train", "--data", tmp_path / "d.npz", "--x-key", "feats", "--y-key", "classes",
+          "--epochs", "2", "--quiet", "--save", model])  # fmt: skip
+    ck = xbp.load_checkpoint(model)
+    assert ck.metadata["layout"] == {"delimiter": ",", "x_key": "feats", "y_key": "classes"}
+    expected = xbp.evaluate(ck.network, _scaled(ck, x), y)
+    line = _cli(["evaluate", model, "--data", tmp_path / "d.npz"])
+    assert f"loss {expected['loss']:.6f}" in line and f"accuracy {expected['accuracy']:.4f}" in line
+
+
+def test_cli_evaluate_uses_the_t10k_files(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    for kind, n in (("train", 120), ("t10k", 30)):
+        images = rng.integers(0, 256, (n, 4, 4)).astype(np.uint8)
+        write_idx(tmp_path / f"{kind}-images-idx3-ubyte", images)
+        write_idx(tmp_path / f"{kind}-labels-idx1-ubyte", rng.integers(0, 3, n).astype(np.uint8))
+    model = tmp_path / "m.npz"
+    _cli(["train", "--data", tmp_path, "--epochs", "1", "--layers", "4", "--quiet",
+          "--save", model])  # fmt: skip
+    ck = xbp.load_checkpoint(model)
+    x, y = data.load_mnist(tmp_path, "t10k")
+    expected = xbp.evaluate(ck.network, _scaled(ck, x), y)
+    line = _cli(["evaluate", model, "--data", tmp_path])
+    assert "(30 samples of the t10k test set" in line
+    assert f"loss {expected['loss']:.6f}" in line
+
+
+def test_write_idx_matches_an_independent_writer(tmp_path) -> None:
+    a = np.random.default_rng(0).integers(0, 256, (3, 5, 2)).astype(np.uint8)
+    write_idx(tmp_path / "ref", a)
+    data.write_idx(tmp_path / "mine", a)
+    assert (tmp_path / "ref").read_bytes() == (tmp_path / "mine").read_bytes()
+
+
+def test_train_mnist_synthetic_runs_end_to_end(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_mnist.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--synthetic", "--epochs", "2", "--layers", "16",
+         "--synthetic-rows", "1500,300", "--save", str(tmp_path / "m.npz")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(t10k)" in proc.stdout
+    accuracy = float(proc.stdout.split("'accuracy': ")[1].split("}")[0])
+    assert accuracy > 0.5  # the classes are learnable: chance is 0.1
+    assert xbp.load(tmp_path / "m.npz").sizes == [784, 16, 10]

@@ -29,7 +29,7 @@ from .init import INITS
 from .io import Checkpoint, load, load_checkpoint, save
 from .losses import LOSSES, register_loss
 from .network import Dense, Network, StepResult, mlp
-from .run import evaluate, fit, predict_classes
+from .run import evaluate, fit, predict, predict_classes
 from .strategy import LocalStrategy, Strategy
 from .training import Callback, EarlyStopping, History, Trainer, TrainOptions
 
@@ -75,6 +75,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "optim",
+    "predict",
     "predict_classes",
     "register_activation",
     "register_loss",

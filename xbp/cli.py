@@ -121,6 +121,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "data": "digits",
         "format": None,
         "label_column": "-1",
+        "delimiter": ",",
+        "x_key": "x",
+        "y_key": "y",
         "layers": [256],
         "activation": "relu",
         "output": None,  # fits the loss: softmax, sigmoid, identity for regression
@@ -159,6 +162,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "device": None,
         "format": None,
         "label_column": None,  # the model's label column, found by name or width
+        "delimiter": None,  # the model's recorded layout (xbp train), else "," / "x" / "y"
+        "x_key": None,
+        "y_key": None,
         "batch_size": LIBRARY,  # xbp.evaluate's batch (EVAL_BATCH)
     },
     "predict": {
@@ -166,6 +172,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "device": None,
         "format": None,
         "label_column": None,
+        "delimiter": None,
+        "x_key": None,
+        "y_key": None,
         "batch_size": LIBRARY,
         "out": None,
     },
@@ -191,6 +200,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "data": "xor",
         "format": None,
         "label_column": "-1",
+        "delimiter": ",",
+        "x_key": "x",
+        "y_key": "y",
         "layers": [3],
         "activation": "sigmoid",
         "output": None,  # sigmoid: the quadratic cost keeps the hidden activation here
@@ -316,10 +328,13 @@ def _device(text: str | None) -> Any:
     return int(text) if text.isdigit() else text
 
 
-def _label_column(text: str | None) -> int | str | None:
-    """``-1`` -> -1 (an index), ``species`` -> a header name, ``none`` -> no label column."""
+def _label_column(text: str | None) -> Any:
+    """``-1`` -> -1 (an index), ``species`` -> a header name, ``none`` -> no label column,
+    ``t1,t2`` -> several label columns (multi-output regression)."""
     if text is None or text.lower() == "none":
         return None
+    if "," in text:
+        return [_label_column(part.strip()) for part in text.split(",")]
     try:
         return int(text)
     except ValueError:
@@ -373,9 +388,15 @@ def _add_data(o: _Options, *, required: bool = False, label_default: str | None 
     o.add("--format", "file format when the suffix does not tell", choices=["csv", "npz", "mnist"])
     o.add(
         "--label-column",
-        "CSV label column: index (negative from the end), header name, or none",
+        "CSV label column: index (negative from the end), header name, none, or a comma "
+        "list of several (multi-output regression)",
         label_default,
     )
+    layout = "the model's, else " if label_default is not None else ""
+    o.add("--delimiter", "CSV field separator (one character)", layout + "','"
+          if layout else None)  # fmt: skip
+    o.add("--x-key", "name of the features array in an .npz", layout + "x" if layout else None)
+    o.add("--y-key", "name of the labels array in an .npz", layout + "y" if layout else None)
 
 
 def _add_model(o: _Options) -> None:
@@ -603,9 +624,47 @@ def _data_files(args: argparse.Namespace) -> tuple[str, list[Path]]:
     p = Path(args.data)
     if fmt == "mnist":
         directory = p if p.is_dir() else p.parent
-        files = list(mnist_files(directory))
+        files = list(mnist_files(directory, _mnist_kind(args)))
         return fmt, [input_file(f, "--data") for f in files]
     return fmt, [input_file(p, "--data", f"a .{fmt} file")]
+
+
+def _mnist_kind(args: argparse.Namespace) -> str:
+    """evaluate and predict read an MNIST directory's t10k files (the test set) when present."""
+    from .data import mnist_files
+
+    if args.command not in ("evaluate", "predict"):
+        return "train"
+    p = Path(args.data)
+    try:
+        mnist_files(p if p.is_dir() else p.parent, "t10k")
+    except XbpError:
+        return "train"
+    return "t10k"
+
+
+def _check_layout_options(args: argparse.Namespace, fmt: str) -> None:
+    """--delimiter goes with CSV data, --x-key/--y-key with .npz data."""
+    for name, wanted in (("delimiter", "csv"), ("x_key", "npz"), ("y_key", "npz")):
+        if name in args.given and fmt != wanted:
+            raise XbpValueError(
+                f"{_flag(name)} applies to {wanted} data; --data {args.data!r} is {fmt} data: "
+                f"drop {_flag(name)}"
+            )
+
+
+def _layout(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
+    """The data layout evaluate and predict read: the options given, else what the model
+    file recorded at training (xbp train), else the defaults."""
+    stored: dict[str, Any] = meta["layout"] if isinstance(meta.get("layout"), dict) else {}
+    fallback = {"delimiter": ",", "x_key": "x", "y_key": "y"}
+    out = {}
+    for name, default in fallback.items():
+        value = getattr(args, name, None)
+        if value is None:
+            value = stored.get(name) if isinstance(stored.get(name), str) else default
+        out[name] = value
+    return out
 
 
 def _check_outputs(
@@ -660,7 +719,7 @@ class _Loaded:
 
 
 def _load_training(args: argparse.Namespace, fmt: str) -> _Loaded:
-
+    _check_layout_options(args, fmt)
     if fmt != "csv" and "label_column" in args.given:
         raise XbpValueError(
             f"--label-column applies to CSV data; --data {args.data!r} is {fmt} data with "
@@ -679,11 +738,13 @@ def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:
             raise XbpValueError(
                 "--label-column none: training needs a label column; give its index or name"
             )
-        t = load_table(args.data, column)
+        t = load_table(args.data, column, delimiter=args.delimiter)
         assert t.y is not None and t.label_index is not None
-        width = t.x.shape[1] + 1
+        width = t.x.shape[1] + (t.y.shape[1] if t.y.ndim == 2 else 1)
         return _Loaded(t.x, t.y, t.feature_names, t.label_name, t.label_index, t.classes, width)
-    x, y = load_dataset(args.data, format=args.format, seed=args.seed)
+    x, y = load_dataset(
+        args.data, format=args.format, seed=args.seed, x_key=args.x_key, y_key=args.y_key
+    )
     return _Loaded(np.asarray(x), np.asarray(y))
 
 
@@ -1115,6 +1176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "task": task,
         "standardize": scaling,
         "cli": _run_options(args),  # what a --resume compares its flags with
+        # how evaluate and predict read the same kind of file
+        "layout": {"delimiter": args.delimiter, "x_key": args.x_key, "y_key": args.y_key},
     }
     callbacks: list[Any] = []
     stopper = None
@@ -1335,6 +1398,8 @@ def _read_chunks(
     label: dict[str, Any] = meta["label"] if isinstance(meta.get("label"), dict) else {}
     given = "label_column" in args.given
     bs = args.batch_size
+    _check_layout_options(args, fmt)
+    layout = _layout(args, meta)
 
     def finish(x: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         if x.ndim != 2 or x.shape[1] != n_in:
@@ -1344,20 +1409,28 @@ def _read_chunks(
         return _scaled(x, scaling), y
 
     if fmt == "csv":
-        file_names, width = csv_columns(args.data)
+        delimiter = layout["delimiter"]
+        file_names, width = csv_columns(args.data, delimiter=delimiter)
+        stored = label.get("name")
+        stored_names = stored if isinstance(stored, list) else [stored]
+        n_labels = len(stored) if isinstance(stored, list) else 1
+        index = label.get("index")
         if given:
             column = _label_column(args.label_column)
-        elif file_names is not None and label.get("name") in file_names:
-            column = label["name"]
+        elif file_names is not None and all(n in file_names for n in stored_names):
+            column = stored
         elif width == n_in:
             column = None
-        elif width == n_in + 1:
-            index = label.get("index")
-            column = index if isinstance(index, int) and 0 <= index < width else -1
+        elif width == n_in + n_labels:
+            if isinstance(index, list) and all(isinstance(i, int) for i in index):
+                column = index
+            else:
+                column = index if isinstance(index, int) and 0 <= index < width else -1
         else:
             raise XbpValueError(
-                f"--data has {width} columns but the model takes {n_in} features (with a label "
-                f"column: {n_in + 1}); give data with the model's features, or name the label "
+                f"--data has {width} columns but the model takes {n_in} features (with "
+                f"{'its label columns' if n_labels > 1 else 'a label column'}: "
+                f"{n_in + n_labels}); give data with the model's features, or name the label "
                 "column with --label-column"
             )
         if column is None and need_labels:
@@ -1365,7 +1438,13 @@ def _read_chunks(
                 f"--data has no label column (its {width} columns are the model's features); "
                 f"{args.command} needs labels: add them, or use xbp predict"
             )
-        n_features = width - (column is not None)
+        columns = [] if column is None else column if isinstance(column, list) else [column]
+        positions = {
+            file_names.index(c) if isinstance(c, str) and file_names and c in file_names else c
+            for c in columns
+        }
+        positions = {c % width if isinstance(c, int) else c for c in positions}
+        n_features = width - len(columns)
         if n_features != n_in:
             raise _width_error(
                 n_features,
@@ -1374,12 +1453,7 @@ def _read_chunks(
                 "" if column is not None else "; name a label column with --label-column",
             )
         if file_names is not None and names is not None:
-            keep = [
-                n
-                for i, n in enumerate(file_names)
-                if column is None
-                or i != (file_names.index(column) if isinstance(column, str) else column % width)
-            ]
+            keep = [n for i, n in enumerate(file_names) if i not in positions]
             if keep != names:
                 raise XbpValueError(
                     f"--data's feature columns {keep[:4]}... differ from the model's "
@@ -1390,6 +1464,7 @@ def _read_chunks(
             column,
             classes=classes if classes and column is not None else None,
             chunk_rows=bs,
+            delimiter=delimiter,
         ):
             if t.y is not None and classes is None and t.classes is not None:
                 raise XbpValueError(
@@ -1399,17 +1474,31 @@ def _read_chunks(
             yield finish(t.x, t.y if need_labels else None)
         return
     if fmt == "npz" and not need_labels:
-        x, _ = load_npz(args.data, y_key=None)
+        x, _ = load_npz(args.data, layout["x_key"], y_key=None, mmap=_stored_plain(args.data))
         y: Any = None
+    elif fmt == "npz":
+        x, y = load_npz(args.data, layout["x_key"], layout["y_key"], mmap=_stored_plain(args.data))
     else:
-        x, y = load_dataset(args.data, format=args.format, seed=0)
-    x = np.asarray(x)
-    if x.ndim != 2:
+        x, y = load_dataset(args.data, format=args.format, seed=0, kind=_mnist_kind(args))
+    if len(x.shape) != 2:
         raise XbpValueError(f"--data has features of shape {x.shape}; need (samples, features)")
     if x.shape[1] != n_in:
         raise _width_error(x.shape[1], n_in, "")
     for s in range(0, x.shape[0], bs):
-        yield finish(x[s : s + bs], None if y is None or not need_labels else y[s : s + bs])
+        yield finish(
+            np.asarray(x[s : s + bs]), None if y is None or not need_labels else y[s : s + bs]
+        )
+
+
+def _stored_plain(path: str) -> bool:
+    """Whether an .npz's arrays are stored uncompressed (then they are read in place)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+    except (OSError, zipfile.BadZipFile):
+        return False  # load_npz says what is wrong with the file
 
 
 def _task(net: Any, meta: dict[str, Any]) -> str:
@@ -1448,9 +1537,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(
         f"loss {loss_sum / rows:.6f}"
         + (f"  accuracy {acc:.4f}" if acc is not None else "")
-        + f"  ({rows} samples, {net.backend.name})"
+        + f"  ({rows} samples{_test_set_note(args, fmt)}, {net.backend.name})"
     )
     return 0
+
+
+def _test_set_note(args: argparse.Namespace, fmt: str) -> str:
+    return " of the t10k test set" if fmt == "mnist" and _mnist_kind(args) == "t10k" else ""
 
 
 _OUT_SUFFIXES = (".csv", ".npy", ".npz")
@@ -1620,8 +1713,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
         x = np.concatenate([c[0] for c in chunks])
         y = np.concatenate([c[1] for c in chunks if c[1] is not None])
     else:
+        _check_layout_options(args, fmt)
         with _as_options():
-            x, y = load_dataset(args.data, format=args.format, seed=args.seed)
+            x, y = load_dataset(
+                args.data,
+                format=args.format,
+                seed=args.seed,
+                label_column=_label_column(args.label_column),
+                delimiter=args.delimiter,
+                x_key=args.x_key,
+                y_key=args.y_key,
+            )
         x = _scaled(np.asarray(x), None)
         n_out, task = _targets(np.asarray(y), args.loss)
         output = args.output or ("identity" if task == "regression" else None)

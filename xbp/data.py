@@ -10,13 +10,14 @@ import csv
 import gzip
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from .dataset import MappedRows
 from .errors import XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
 from .mnist1d import load_mnist1d, load_mnist1d_joined
 from .paths import as_path, describe, input_file, sniff
@@ -29,10 +30,13 @@ __all__ = [
     "load_mnist",
     "load_csv",
     "load_table",
+    "CSV_ENGINES",
     "iter_table",
     "csv_columns",
     "Table",
     "load_npz",
+    "MappedRows",
+    "write_idx",
     "load_dataset",
     "make_xor",
     "make_spirals",
@@ -86,9 +90,16 @@ _IDX_TYPES: dict[int, Any] = {
 }
 
 
-def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file (the MNIST format), plain or gzip-compressed."""
+def load_idx(path: str | os.PathLike[str], *, mmap: bool = False) -> np.ndarray:
+    """Read an IDX file (the MNIST format), plain or gzip-compressed.
+
+    ``mmap=True`` reads an uncompressed file in place (a read-only
+    ``numpy.memmap`` in the file's byte order): nothing is loaded until rows
+    are used, so a file larger than memory can be streamed by :func:`xbp.fit`.
+    """
     p = _exists(path, "path")
+    if mmap:
+        return _map_idx(p)
     try:
         with p.open("rb") as f:
             gz = f.read(2) == b"\x1f\x8b"
@@ -119,15 +130,89 @@ def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def _map_idx(p: Path) -> np.ndarray:
+    try:
+        with p.open("rb") as f:
+            head = f.read(4)
+            if head[:2] == b"\x1f\x8b":
+                raise XbpValueError(
+                    f"path={str(p)!r} is gzip-compressed and cannot be memory-mapped; "
+                    "decompress it (gunzip) or load it with mmap=False"
+                )
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_TYPES or not head[3]:
+                raise XbpFileError(
+                    f"path={str(p)!r} is not an IDX file (bad magic number); pass MNIST-format "
+                    "files such as train-images-idx3-ubyte"
+                )
+            dims = f.read(4 * head[3])
+        size = p.stat().st_size
+    except OSError as exc:
+        raise XbpFileError(f"path={str(p)!r} could not be read ({exc})") from None
+    if len(dims) < 4 * head[3]:
+        raise XbpFileError(f"path={str(p)!r} is truncated (incomplete IDX header)")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
+    dtype = np.dtype(_IDX_TYPES[head[2]])
+    offset = 4 + len(dims)
+    body = size - offset
+    count = int(np.prod(shape))
+    if body != count * dtype.itemsize:
+        raise XbpFileError(
+            f"path={str(p)!r} is truncated or padded: the header promises {count} values of "
+            f"{dtype.itemsize} bytes but {body} bytes follow"
+        )
+    return np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """Write ``array`` as an IDX file (``.gz`` names are compressed); the inverse of
+    :func:`load_idx`, for synthetic or converted MNIST-format data.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, xbp
+    >>> path = os.path.join(tempfile.mkdtemp(), "t10k-labels-idx1-ubyte")
+    >>> _ = xbp.data.write_idx(path, np.array([7, 2, 1], dtype=np.uint8))
+    >>> xbp.data.load_idx(path).tolist()
+    [7, 2, 1]
+    """
+    a = np.asarray(array)
+    codes = {np.dtype(t).newbyteorder(">").str: c for c, t in _IDX_TYPES.items()}
+    code = codes.get(a.dtype.newbyteorder(">").str)
+    if code is None or a.ndim == 0:
+        raise XbpTypeError(
+            f"array has dtype {a.dtype} and shape {a.shape}; IDX holds arrays of uint8, int8, "
+            "int16, int32, float32 or float64"
+        )
+    p = as_path(path, "path")
+    head = bytes([0, 0, code, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    body = head + np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">")).tobytes()
+    opener: Any = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "wb") as f:
+        f.write(body)
+    return p
+
+
 def load_mnist(
-    directory: str | os.PathLike[str], kind: str = "train"
-) -> tuple[np.ndarray, np.ndarray]:
+    directory: str | os.PathLike[str], kind: str = "train", *, mmap: bool = False
+) -> tuple[Any, np.ndarray]:
     """Load MNIST or Fashion-MNIST IDX files from ``directory``.
 
     ``kind`` is ``"train"`` or ``"t10k"`` (the test set). Files may be plain or
     ``.gz``. Returns ``x`` as float32 in [0, 1] of shape (n, 784) and int64 labels.
+    ``mmap=True`` (uncompressed files) returns ``x`` as :class:`MappedRows` over
+    the images file read in place, the same values a batch at a time; training
+    on it streams (:func:`xbp.fit`).
     """
     images_path, labels_path = mnist_files(directory, kind)
+    if mmap:
+        raw = load_idx(images_path, mmap=True)
+        labels = load_idx(labels_path)
+        if raw.ndim != 3 or labels.ndim != 1 or raw.shape[0] != labels.shape[0]:
+            raise XbpFileError(
+                f"directory={str(directory)!r}: images {raw.shape} and labels {labels.shape} "
+                "do not pair up"
+            )
+        return MappedRows(raw, np.float32, 255.0), labels.astype(np.int64)
     images = load_idx(images_path)
     labels = load_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -179,10 +264,10 @@ class Table(NamedTuple):
         None when the table has no label column.
     feature_names : list of str or None
         Header names of the feature columns (None without a header row).
-    label_name : str or None
-        Header name of the label column.
-    label_index : int or None
-        Position of the label column in the file (0-based).
+    label_name : str, list of str, or None
+        Header name of the label column (a list for several label columns).
+    label_index : int, list of int, or None
+        Position of the label column in the file (0-based; a list for several).
     classes : list of str or None
         For string labels: the class names, ``y`` holding indices into it.
     """
@@ -190,8 +275,8 @@ class Table(NamedTuple):
     x: np.ndarray
     y: np.ndarray | None
     feature_names: list[str] | None
-    label_name: str | None
-    label_index: int | None
+    label_name: Any
+    label_index: Any
     classes: list[str] | None
 
 
@@ -210,15 +295,25 @@ def _check_csv_args(path: Any, header: Any, delimiter: Any) -> Path:
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise XbpValueError(f"delimiter={delimiter!r} must be one character, e.g. ',' or ';'")
     kind = sniff(p)
-    if kind not in ("text", "empty"):
+    if kind not in ("text", "empty") and not _bom_text(p):
         raise XbpFileError(f"path={str(p)!r} is {describe(kind)}, not a CSV text file")
     return p
+
+
+def _bom_text(p: Path) -> bool:
+    """Text that starts with a UTF-8 byte-order mark (as spreadsheets write it)."""
+    with p.open("rb") as f:
+        head = f.read(512)
+    if not head.startswith(b"\xef\xbb\xbf"):
+        return False
+    text = head[3:].decode("utf-8", errors="ignore")
+    return all(c.isprintable() or c in "\r\n\t" for c in text)
 
 
 def _numbered(p: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """(line number in the file, stripped fields) of every non-blank row, read lazily."""
     try:
-        with p.open(newline="") as f:
+        with p.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is dropped
             reader = csv.reader(f, delimiter=delimiter)
             for row in reader:
                 if row and any(v.strip() for v in row):
@@ -281,12 +376,14 @@ def _label_index(label_column: Any, names: list[str] | None, width: int, p: Path
 
 def iter_table(
     path: str | os.PathLike[str],
-    label_column: int | str | None = -1,
+    label_column: int | str | Sequence[int | str] | None = -1,
     *,
     header: bool | None = None,
     delimiter: str = ",",
     classes: list[str] | None = None,
     chunk_rows: int = 65536,
+    dtype: Any = np.float64,
+    engine: str | None = None,
 ) -> Iterator[Table]:
     """Read a CSV in chunks of ``chunk_rows`` rows (bounded memory); see :func:`load_table`.
 
@@ -296,6 +393,8 @@ def iter_table(
     """
     p = _check_csv_args(path, header, delimiter)
     chunk_rows = check_int(chunk_rows, "chunk_rows")
+    dtype = _feature_dtype(dtype)
+    engine = _csv_engine(engine)
     if classes is not None and (
         not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes)
     ):
@@ -312,15 +411,28 @@ def iter_table(
     if not pending:
         raise XbpValueError(f"path={str(p)!r} has a header but no data rows")
     width = len(pending[0][1])
-    col = _label_index(label_column, names, width, p)
-    feature_cols = [i for i in range(width) if i != col]
+    wanted: list[Any] = (
+        list(label_column) if isinstance(label_column, (list, tuple)) else [label_column]
+    )
+    if not wanted:
+        raise XbpValueError("label_column=[] names no column; give one or more columns, or None")
+    found = (_label_index(c, names, width, p) for c in wanted)
+    label_cols = [i for i in found if i is not None]
+    if len(set(label_cols)) != len(label_cols):
+        raise XbpValueError(f"label_column={label_column!r} names a column twice; name each once")
+    many = len(label_cols) > 1  # several label columns: real-valued (regression) targets
+    col = label_cols[0] if len(label_cols) == 1 else None
+    feature_cols = [i for i in range(width) if i not in label_cols]
     feature_names = None if names is None else [names[i] for i in feature_cols]
-    label_name = None if names is None or col is None else names[col]
+    label_name: Any = None if names is None or col is None else names[col]
+    label_index: Any = col
+    if many:
+        label_name = None if names is None else [names[i] for i in label_cols]
+        label_index = label_cols
     lookup = None if classes is None else {c: i for i, c in enumerate(classes)}
 
     def table(chunk: list[tuple[int, list[str]]]) -> Table:
-        nonlocal lookup, classes
-        feats = np.empty((len(chunk), len(feature_cols)), dtype=np.float64)
+        feats = np.empty((len(chunk), len(feature_cols)), dtype=dtype)
         raw_labels: list[str] = []
         for r, (line, row) in enumerate(chunk):
             if len(row) != width:
@@ -338,8 +450,24 @@ def iter_table(
                         "non-numeric value; features must be numbers (fill or drop missing "
                         "values; choose the label column with label_column)"
                     ) from None
-            if col is not None:
+            if many:
+                raw_labels.append(tuple(row[c] for c in label_cols))  # type: ignore[arg-type]
+            elif col is not None:
                 raw_labels.append(row[col])
+        return labelled(feats, raw_labels, [line for line, _ in chunk])
+
+    def labelled(feats: np.ndarray, raw_labels: list[Any], lines: Any) -> Table:
+        nonlocal lookup, classes
+        if many:
+            try:
+                y = np.array(raw_labels, dtype=np.float64).reshape(-1, len(label_cols))
+            except ValueError:
+                raise XbpValueError(
+                    f"path={str(p)!r}: the label columns {label_name or label_cols} hold a "
+                    "non-numeric value; several label columns are regression targets and "
+                    "must be numbers"
+                ) from None
+            return Table(feats, y, feature_names, label_name, label_index, None)
         if col is None:
             return Table(feats, None, feature_names, label_name, col, classes)
         if lookup is None and all(_number(v) for v in raw_labels):
@@ -355,38 +483,184 @@ def iter_table(
             code = lookup.get(v)
             if code is None:
                 raise XbpValueError(
-                    f"path={str(p)!r} line {chunk[r][0]} has the label {v!r}, which is not one "
+                    f"path={str(p)!r} line {lines[r] if lines else '?'} has the label {v!r}, "
+                    "which is not one "
                     f"of the known classes {list(lookup)}; fix the label or retrain"
                 )
             codes[r] = code
         return Table(feats, codes, feature_names, label_name, col, classes)
 
-    chunk = pending
-    for item in rows:
-        chunk.append(item)
-        if len(chunk) >= chunk_rows:
+    def by_rows() -> Iterator[Table]:
+        """The reference parser: Python's csv module, row by row, exact line numbers."""
+        chunk = list(pending)
+        for item in rows:
+            chunk.append(item)
+            if len(chunk) >= chunk_rows:
+                yield table(chunk)
+                chunk = []
+        if chunk:
             yield table(chunk)
-            chunk = []
-    if chunk:
-        yield table(chunk)
+
+    if engine == "python":
+        yield from by_rows()
+        return
+    rows.close()  # type: ignore[attr-defined]  # the fast parser reads the file itself
+    skip = pending[0][0] - 1  # physical lines before the first data row
+    fast = _fast_chunks(p, engine, delimiter, skip, feature_cols, label_cols, dtype, chunk_rows)
+    for k, parsed in enumerate(fast):
+        done = None
+        # short rows read as NaN or an empty label: the reference parser says which line
+        if parsed is not None and np.isfinite(parsed[0]).all() and not _blank(parsed[1]):
+            try:
+                done = labelled(parsed[0], parsed[1], None)
+            except XbpValueError:
+                done = None
+        if done is None:
+            # a malformed or unusual file: the reference parser finds the line and says what
+            # is wrong (or, for NaN/Inf spelled out, reads the same values)
+            rows = _numbered(p, delimiter)
+            if names is not None:
+                next(rows)  # the header row
+            pending = []
+            reference = by_rows()
+            for _ in range(k):
+                next(reference)
+            yield from reference
+            return
+        yield done
+
+
+def _fast_chunks(
+    p: Path,
+    engine: str,
+    delimiter: str,
+    skip: int,
+    feature_cols: list[int],
+    label_cols: list[int],
+    dtype: np.dtype[Any],
+    chunk_rows: int,
+) -> Iterator[tuple[np.ndarray, list[Any]] | None]:
+    """(features, stripped label strings) per chunk of ``chunk_rows`` data rows, by pandas'
+    C parser or ``numpy.loadtxt``; None (and the end) where the parser gives up."""
+    try:
+        if engine == "pandas":
+            import pandas as pd
+
+            # features as pandas infers them (integers parse ~3x faster than floats), cast
+            # to ``dtype`` below; labels as text
+            types: dict[int, Any] = {c: str for c in label_cols}
+            reader = pd.read_csv(
+                p,
+                sep=delimiter,
+                header=None,
+                skiprows=skip,
+                dtype=types,
+                na_filter=False,  # an empty field is an error, not NaN: the reference explains
+                skipinitialspace=True,
+                encoding="utf-8-sig",
+                engine="c",
+                chunksize=chunk_rows,
+            )
+            with reader:
+                for frame in reader:
+                    # drop, not select: selecting hundreds of columns by list is slow
+                    feats = frame.drop(columns=label_cols).to_numpy(dtype=dtype)
+                    feats = np.ascontiguousarray(feats)
+                    yield feats, _stripped(frame[label_cols].to_numpy(dtype=str))
+            return
+        with p.open(encoding="utf-8-sig", newline="") as f:
+            for _ in range(skip):
+                f.readline()
+            while True:
+                lines = []
+                for line in f:
+                    if line.strip():
+                        lines.append(line)
+                        if len(lines) >= chunk_rows:
+                            break
+                if not lines:
+                    return
+                if any(
+                    line.count(delimiter) != len(feature_cols) + len(label_cols) - 1
+                    for line in lines
+                ):
+                    yield None  # ragged rows (or quoted delimiters): the reference decides
+                    return
+                kw: dict[str, Any] = {"delimiter": delimiter, "comments": None, "quotechar": '"'}
+                feats = np.loadtxt(lines, dtype=dtype, usecols=feature_cols, ndmin=2, **kw)
+                labels = np.zeros((len(lines), 0), dtype=str)
+                if label_cols:
+                    labels = np.loadtxt(lines, dtype=str, usecols=label_cols, ndmin=2, **kw)
+                yield feats, _stripped(labels)
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
+        if type(exc).__module__.startswith("xbp"):
+            raise
+        yield None  # pandas' ParserError is a ValueError too
+
+
+def _stripped(labels: np.ndarray) -> list[Any]:
+    """Label strings of a chunk, stripped: one per row, a tuple per row for several columns."""
+    if labels.shape[1] == 0:
+        return []
+    if labels.shape[1] == 1:
+        return [v.strip() for v in labels[:, 0].tolist()]
+    return [tuple(v.strip() for v in row) for row in labels.tolist()]
+
+
+def _blank(labels: list[Any]) -> bool:
+    """An empty label field (a short row reads as one): the reference parser decides."""
+    return any("" in v if isinstance(v, tuple) else v == "" for v in labels)
+
+
+CSV_ENGINES = ("pandas", "numpy", "python")
+
+
+def _csv_engine(engine: Any) -> str:
+    if engine is not None and engine not in CSV_ENGINES:
+        raise XbpValueError(f"engine={engine!r}; use one of {list(CSV_ENGINES)} or None (fastest)")
+    if engine in (None, "pandas"):
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            if engine == "pandas":
+                raise XbpValueError(
+                    "engine='pandas' needs pandas: pip install 'xbp[csv]' (or engine=None "
+                    "for numpy's parser)"
+                ) from None
+            return "numpy"
+        return "pandas"
+    return str(engine)
+
+
+def _feature_dtype(dtype: Any) -> np.dtype[Any]:
+    try:
+        out = np.dtype(dtype)
+    except TypeError:
+        out = None
+    if out not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise XbpTypeError(f"dtype={dtype!r}; pass 'float32' or 'float64'")
+    return out
 
 
 def load_table(
     path: str | os.PathLike[str],
-    label_column: int | str | None = -1,
+    label_column: int | str | Sequence[int | str] | None = -1,
     *,
     header: bool | None = None,
     delimiter: str = ",",
     classes: list[str] | None = None,
+    dtype: Any = np.float64,
+    engine: str | None = None,
 ) -> Table:
     """Load a CSV as a :class:`Table`: features, labels and what the columns are called.
 
     Parameters
     ----------
     path : str or Path
-    label_column : int, str or None
+    label_column : int, str, list of them, or None
         The label column: an index (negative counts from the end), a header
-        name, or None for a features-only file.
+        name, or None for a features-only file. A list of several columns
+        gives ``(n, k)`` float64 targets (multi-output regression).
     header : bool or None
         Whether the first row names the columns; None detects it (a
         non-numeric field above a numeric one).
@@ -395,6 +669,16 @@ def load_table(
         Known class names (from a trained model): string labels are coded by
         their position here, and an unknown label is an error. Without it the
         classes are the sorted distinct labels.
+    dtype : "float64" or "float32"
+        The features' dtype, parsed straight into it (float32 for float32
+        training halves the memory).
+    engine : "pandas", "numpy", "python" or None
+        The parser. None takes pandas' C parser when pandas is installed (the
+        ``csv`` extra: ``pip install xbp[csv]``) and ``numpy.loadtxt``
+        otherwise. A file either fast parser cannot read (ragged rows, text in
+        a feature column) is read again by Python's csv module, row by row,
+        so that the error names the line; "python" uses only that parser.
+        Quoted fields and a UTF-8 byte-order mark are handled by all three.
 
     Examples
     --------
@@ -413,6 +697,8 @@ def load_table(
             delimiter=delimiter,
             classes=classes,
             chunk_rows=1 << 62,
+            dtype=dtype,
+            engine=engine,
         )
     )
     (t,) = parts
@@ -425,6 +711,8 @@ def load_csv(
     *,
     header: bool | None = None,
     delimiter: str = ",",
+    dtype: Any = np.float64,
+    engine: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a numeric CSV: features and the label column the user chooses.
 
@@ -432,14 +720,18 @@ def load_csv(
     header row, a column name. ``header=None`` detects a non-numeric first row.
     Integer-valued labels come back as int64, others as float64. For string
     class labels (``setosa``, ...) use :func:`load_table`, which maps them to
-    codes and keeps the names.
+    codes and keeps the names. ``dtype`` (float64 or float32) and ``engine``
+    (pandas' C parser when installed, else ``numpy.loadtxt``) are
+    :func:`load_table`'s.
     """
     if label_column is None or isinstance(label_column, bool):
         raise XbpTypeError(
             f"label_column={label_column!r}; pass a column index or header name (for a "
             "features-only file use load_table(path, label_column=None))"
         )
-    t = load_table(path, label_column, header=header, delimiter=delimiter)
+    t = load_table(
+        path, label_column, header=header, delimiter=delimiter, dtype=dtype, engine=engine
+    )
     if t.classes is not None:
         raise XbpValueError(
             f"path={str(path)!r} holds non-numeric labels ({t.classes[:3]}...) in column "
@@ -450,12 +742,53 @@ def load_csv(
     return t.x, t.y
 
 
+def _map_npz_member(p: Path, key: str) -> np.ndarray:
+    """An array of an uncompressed .npz as a read-only memory map of the archive itself."""
+    with zipfile.ZipFile(p) as zf:
+        info = zf.getinfo(key + ".npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise XbpValueError(
+                f"path={str(p)!r} is compressed (np.savez_compressed) and cannot be "
+                "memory-mapped; save it with np.savez, or load it with mmap=False"
+            )
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise XbpFileError(
+                    f"path={str(p)!r}: {key!r} has .npy format {version}; load it with mmap=False"
+                )
+            header = f.tell()
+    if dtype.hasobject:
+        raise XbpFileError(
+            f"path={str(p)!r} holds pickled objects; xbp never unpickles. Save plain arrays"
+        )
+    with p.open("rb") as raw:
+        raw.seek(info.header_offset)
+        local = raw.read(30)  # the local file header: its name and extra field lengths
+    start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+    start += int.from_bytes(local[28:30], "little") + header
+    return np.memmap(
+        p, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C"
+    )
+
+
 def load_npz(
-    path: str | os.PathLike[str], x_key: str = "x", y_key: str | None = "y"
+    path: str | os.PathLike[str],
+    x_key: str = "x",
+    y_key: str | None = "y",
+    *,
+    mmap: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Load features and labels from an .npz file (no pickles are ever loaded).
 
-    ``y_key=None`` reads features only (``y`` is then None).
+    ``y_key=None`` reads features only (``y`` is then None). ``mmap=True``
+    returns read-only memory maps into the archive (written by ``np.savez``,
+    not ``np.savez_compressed``): nothing is read until rows are used, and
+    :func:`xbp.fit` streams them a batch at a time.
     """
     p = _exists(path, "path")
     for name, key in (("x_key", x_key), ("y_key", y_key)):
@@ -480,8 +813,12 @@ def load_npz(
                 raise XbpValueError(
                     f"path={str(p)!r} lacks {missing}; it holds {z.files} (choose x_key/y_key)"
                 )
-            x = z[x_key]
-            y = z[y_key] if y_key is not None else None
+            if mmap:
+                x = _map_npz_member(p, x_key)
+                y = _map_npz_member(p, y_key) if y_key is not None else None
+            else:
+                x = z[x_key]
+                y = z[y_key] if y_key is not None else None
     except ValueError as exc:
         if "pickle" in str(exc) or "Object arrays" in str(exc):
             raise XbpFileError(
@@ -686,13 +1023,22 @@ def dataset_format(spec: str, format: str | None = None) -> str:
 
 
 def load_dataset(
-    spec: str, *, format: str | None = None, label_column: int | str = -1, seed: int | None = 0
+    spec: str,
+    *,
+    format: str | None = None,
+    label_column: int | str | Sequence[int | str] = -1,
+    seed: int | None = 0,
+    delimiter: str = ",",
+    x_key: str = "x",
+    y_key: str = "y",
+    kind: str = "train",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a data set the CLI names: ``digits``, ``xor``, ``spirals``, ``moons``, ``blobs``,
     an MNIST directory, or a ``.csv``/``.npz``/IDX path (``format`` overrides the guess).
 
     String class labels in a CSV come back as codes (see :func:`load_table` for
-    the names)."""
+    the names). ``delimiter`` is the CSV's, ``x_key``/``y_key`` name the arrays
+    of an .npz, ``kind`` the MNIST files (``"train"`` or ``"t10k"``)."""
     seed = _check_seed(seed)
     fmt = dataset_format(spec, format)
     if fmt == "builtin":
@@ -708,12 +1054,12 @@ def load_dataset(
         return generated[os.fspath(spec)]()
     p = Path(spec)
     if fmt == "mnist":
-        return load_mnist(p if p.is_dir() else p.parent)
+        return load_mnist(p if p.is_dir() else p.parent, kind)
     if fmt == "csv":
-        t = load_table(p, label_column)
+        t = load_table(p, label_column, delimiter=delimiter)
         if t.y is None:
             raise XbpValueError("label_column=None: load_dataset needs labels")
         return t.x, t.y
-    x, y = load_npz(p)
+    x, y = load_npz(p, x_key, y_key)
     assert y is not None
     return x, y

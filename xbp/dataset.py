@@ -8,12 +8,20 @@ adapter, data-parallel strategies) works on a :class:`DeviceData`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import mmap
+import os
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .errors import XbpValueError
-from .network import Network
+from .errors import XbpTypeError, XbpValueError
+from .network import Network, count_correct
+from .validate import is_host_array
 from .weights import check_sample_weight, class_weights
 
 __all__ = [
@@ -22,6 +30,18 @@ __all__ = [
     "split_validation",
     "class_weight_table",
     "with_class_weight",
+    "MappedRows",
+    "HostData",
+    "BatchSource",
+    "is_streamed",
+    "prefetch",
+    "to_stream",
+    "as_stream",
+    "stream_sums",
+    "stream_predict",
+    "stream_fingerprint",
+    "HostChunks",
+    "row_reader",
 ]
 
 
@@ -123,3 +143,481 @@ def split_validation(
         )
     perm = np.random.default_rng(None if seed is None else seed + 1).permutation(data.n)
     return data.take(net, np.sort(perm[n_val:])), data.take(net, np.sort(perm[:n_val]))
+
+
+# -- streamed data: the features stay on the host, a batch at a time moves ---------------------
+class MappedRows:
+    """Rows of a memory-mapped (or any) raw array read as floats in place, batch by batch.
+
+    ``rows[i]`` gives ``raw[i]`` flattened to one row, cast to ``dtype`` and
+    divided by ``divisor`` (MNIST IDX images: uint8 to float32 / 255, the same
+    arithmetic as :func:`xbp.data.load_mnist`). Nothing is read until rows are
+    asked for, so a file larger than memory can be trained on; :func:`xbp.fit`
+    streams it like a memory map.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> rows = xbp.data.MappedRows(np.arange(12, dtype=np.uint8).reshape(3, 2, 2), divisor=2.0)
+    >>> rows.shape, rows[np.array([2])].tolist()
+    ((3, 4), [[4.0, 4.5, 5.0, 5.5]])
+    """
+
+    streamed = True
+
+    def __init__(self, raw: Any, dtype: Any = np.float32, divisor: float = 1.0) -> None:
+        self.raw = raw
+        self.dtype = np.dtype(dtype)
+        self.divisor = float(divisor)
+        width = int(np.prod(raw.shape[1:], dtype=np.int64)) if raw.ndim > 1 else 1
+        self.shape = (int(raw.shape[0]), width)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return self.convert(np.asarray(self.raw[rows]))
+
+    def convert(self, block: np.ndarray) -> np.ndarray:
+        """Raw rows (as read from ``raw``) as float rows: flattened, cast, divided."""
+        out = block.reshape(-1, self.shape[1]).astype(self.dtype)
+        if self.divisor != 1.0:
+            out /= self.divisor
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def is_streamed(x: Any) -> bool:
+    """Whether :func:`xbp.fit` streams ``x`` by default (a memory map or :class:`MappedRows`)."""
+    return isinstance(x, (np.memmap, MappedRows))
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a background thread, up to ``depth`` ahead of the consumer.
+
+    The producer's work (gathering rows on the host, starting the copy to the
+    device) overlaps the consumer's (the training step). An exception in the
+    producer is raised in the consumer; closing the iterator stops the thread.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator's own clean-up (open files) runs here, now
+
+    thread = threading.Thread(target=work, name="xbp-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _host_dtype(net: Network) -> np.dtype[Any]:
+    xp = net.xp
+    return np.dtype(net.backend.to_host(xp.zeros((0,), dtype=net.dtype, device=net.device)).dtype)
+
+
+def _stage(net: Network, xb: Any, host_dtype: np.dtype[Any], argument: str, where: str) -> Any:
+    """Check a host batch (finite), cast it and start its copy to the device; ``ready()``."""
+    block = np.asarray(xb, dtype=host_dtype)  # as to_device: read, never written
+    if not np.isfinite(block).all():
+        raise XbpValueError(
+            f"{argument} contains NaN or Inf ({where}); remove or impute those values "
+            "before training"
+        )
+    return net.backend.library.copy_in(net.xp, block, net.dtype, net.device)
+
+
+class _RowReader:
+    """Rows of a file-backed NumPy memory map read with ``pread`` into fresh memory.
+
+    Reading through the mapping would fault its pages into this process (the
+    kernel maps neighbours too), so a random-order epoch would leave the whole
+    file resident; reading the file keeps the process's memory to a batch,
+    and a run of consecutive rows is one system call. Only a memory map that
+    is not a view (its first element at ``offset`` in the file) with
+    contiguous rows qualifies (:func:`row_reader`); ``close()`` when done.
+    """
+
+    def __init__(self, m: np.memmap) -> None:
+        self.m = m
+        self.row_bytes = int(m.strides[0])
+        self.fd = os.open(str(m.filename), os.O_RDONLY)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def read(self, src: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(src, return_inverse=True)  # sorted: the file in order
+        rows = uniq.tolist()
+        parts = []
+        start = prev = rows[0]
+        for r in rows[1:]:
+            if r != prev + 1:  # a run of consecutive rows ends: one system call for it
+                parts.append(self._pread(start, prev - start + 1))
+                start = r
+            prev = r
+        parts.append(self._pread(start, prev - start + 1))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        block = np.frombuffer(data, dtype=self.m.dtype).reshape(len(rows), *self.m.shape[1:])
+        if uniq.size == src.size and bool(np.all(src[1:] > src[:-1])):
+            return block.copy()  # already in order (a writable array of our own)
+        return block[inverse]
+
+    def _pread(self, row: int, count: int) -> bytes:
+        want = count * self.row_bytes
+        pos = int(self.m.offset) + row * self.row_bytes
+        data = os.pread(self.fd, want, pos)
+        while len(data) < want:
+            more = os.pread(self.fd, want - len(data), pos + len(data))
+            if not more:
+                raise XbpValueError(
+                    f"{self.m.filename!r} ended early (truncated while being read?)"
+                )
+            data += more
+        return data
+
+
+def row_reader(x: Any) -> _RowReader | None:
+    """A :class:`_RowReader` for ``x`` (or MappedRows' raw array) where one applies."""
+    m = x.raw if isinstance(x, MappedRows) else x
+    if not isinstance(m, np.memmap) or not hasattr(os, "pread"):
+        return None
+    whole = isinstance(m.base, mmap.mmap)  # not a view: element 0 sits at m.offset
+    rows_contiguous = m.ndim >= 1 and m[:1].flags.c_contiguous
+    if not (whole and rows_contiguous and m.filename and m.strides[0] > 0):
+        return None
+    if m.strides[0] != m.dtype.itemsize * int(np.prod(m.shape[1:], dtype=np.int64)):
+        return None
+    return _RowReader(m)
+
+
+class HostData:
+    """Rows whose features stay on the host (a memory map, :class:`MappedRows`, or an
+    array passed with ``stream=True``); targets and class labels are on the device.
+
+    Batches are gathered on the host in a background thread (in file order for
+    locality, then put back in the batch's order) and copied to the device
+    while the previous batch computes (:func:`prefetch`,
+    :meth:`xbp.backends.Library.copy_in`). Training on it gives the same
+    weights as training on the same array in memory: the same permutation,
+    the same rows in the same order, the same arithmetic.
+    """
+
+    streamed = True
+
+    def __init__(self, x: Any, y: Any, labels: Any = None, rows: np.ndarray | None = None) -> None:
+        self.x, self.y, self.labels, self.rows = x, y, labels, rows
+        self.n = int(x.shape[0]) if rows is None else int(rows.shape[0])
+        self.argument = "x"
+
+    batch_sizes = DeviceData.batch_sizes
+
+    def take(self, net: Network, rows: np.ndarray) -> HostData:
+        """The given row positions (features still on the host)."""
+        idx = net.backend.asarray(rows)
+        xp = net.xp
+        labels = None if self.labels is None else xp.take(self.labels, idx, axis=0)
+        source = rows if self.rows is None else self.rows[rows]
+        out = HostData(self.x, xp.take(self.y, idx, axis=0), labels, np.asarray(source))
+        out.argument = self.argument
+        return out
+
+    def gather(self, positions: np.ndarray, reader: Any = None) -> np.ndarray:
+        """Host rows at ``positions`` (positions in this data set), in that order; read
+        from the file by ``reader`` (a ``_RowReader``) where given."""
+        src = positions if self.rows is None else self.rows[positions]
+        if reader is not None:
+            block = reader.read(src)
+            return self.x.convert(block) if isinstance(self.x, MappedRows) else block
+        if src.size > 1 and bool(np.any(src[1:] < src[:-1])):
+            # read the file in order (memory-map locality), then restore the batch's order
+            order = np.argsort(src, kind="stable")
+            block = np.asarray(self.x[src[order]])
+            out = np.empty_like(block)
+            out[order] = block
+            return out
+        return np.asarray(self.x[src])
+
+    def batches(
+        self, net: Network, plan: list[tuple[np.ndarray, int]]
+    ) -> Generator[tuple[Any, Any, Any, int], None, None]:
+        """``(xb, yb, labels_b, global rows)`` on the device for each ``(positions, rows)``
+        of ``plan``, prefetched."""
+        host_dtype = _host_dtype(net)
+        argument = self.argument
+
+        def staged() -> Iterator[tuple[Any, np.ndarray, int]]:
+            reader = row_reader(self.x)
+            try:
+                for positions, rows in plan:
+                    where = (
+                        f"in rows {int(positions.min())}..{int(positions.max())}" if rows else ""
+                    )
+                    block = (
+                        self.gather(positions, reader)
+                        if positions.size
+                        else np.zeros((0, net.n_in))
+                    )
+                    yield _stage(net, block, host_dtype, argument, where), positions, rows
+            finally:
+                if reader is not None:
+                    reader.close()
+
+        xp = net.xp
+        for ready, positions, rows in prefetch(staged()):
+            idx = net.backend.asarray(positions)
+            labels = None if self.labels is None else xp.take(self.labels, idx, axis=0)
+            yield ready(), xp.take(self.y, idx, axis=0), labels, rows
+
+
+def to_stream(net: Network, x: Any, y: Any, argument: str = "x") -> HostData:
+    """Check ``(x, y)`` for streamed training: the features' shape and dtype now (row 0
+    read), their values batch by batch; the targets moved to the device once."""
+    yname = "y" if argument == "x" else argument.replace("x", "y")
+    if len(x.shape) != 2 or int(x.shape[0]) == 0:
+        net.check_inputs(x, argument)  # raises, naming the shape, before any row is read
+    net.check_inputs(np.array(x[:1]), argument)  # shape and dtype, with xbp's messages
+    y_host = np.asarray(y)
+    yd = net.check_targets(y_host, int(x.shape[0]), yname)
+    data = HostData(x, yd, net.class_labels(y_host, yd))
+    data.argument = argument
+    return data
+
+
+class BatchSource:
+    """A re-iterable source of ``(x, y)`` batches, as :func:`xbp.fit`, :func:`xbp.evaluate`
+    and :func:`xbp.predict` take it.
+
+    The contract: ``iter(source)`` is called once per epoch (and once per
+    evaluation) and yields ``(x, y)`` pairs of host NumPy arrays (or arrays of
+    the network's backend on its device); ``predict`` also takes bare ``x``
+    batches. Every batch is one training step whatever its size
+    (``batch_size`` is the source's business), and shuffling is the source's
+    job: xbp neither shuffles nor splits it. A generator is refused (it is used
+    up after one epoch); a list of pairs, or an object whose ``__iter__``
+    starts over, works.
+    """
+
+    streamed = True
+
+    def __init__(self, source: Any, argument: str = "x") -> None:
+        if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
+            raise XbpTypeError(
+                f"{argument} is a {type(source).__name__}; pass an array or a re-iterable "
+                "source of (x, y) batches"
+            )
+        if iter(source) is source:
+            raise XbpTypeError(
+                f"{argument} is a one-shot iterator ({type(source).__name__}), used up after "
+                "one epoch; pass a list of (x, y) batches or an object whose __iter__ starts "
+                "a fresh pass each time"
+            )
+        self.source = source
+        self.argument = argument
+        self.n: int | None = None  # counted during the first pass
+        self.sizes = np.zeros(0)
+
+    def batch_sizes(self, batch_size: int) -> np.ndarray:
+        """The size of every batch of the last pass (the source decides them)."""
+        return self.sizes
+
+    def pairs(self, need_targets: bool = True) -> Iterator[tuple[Any, Any]]:
+        """``(x, y)`` of every batch of one pass (``y`` None for bare ``x`` batches)."""
+        for b, item in enumerate(self.source):
+            if isinstance(item, (tuple, list)) and len(item) == 2:
+                yield item[0], item[1]
+            elif not need_targets and hasattr(item, "shape"):
+                yield item, None
+            else:
+                raise XbpTypeError(
+                    f"{self.argument}: batch {b} is a {type(item).__name__}; the source must "
+                    "yield (x, y) pairs of arrays"
+                )
+
+    def batches(
+        self, net: Network, plan: Any = None, need_targets: bool = True
+    ) -> Generator[tuple[Any, Any, Any, int], None, None]:
+        """``(xb, yb, labels_b, rows)`` on the device for every batch of one pass,
+        prefetched; ``yb`` and ``labels_b`` are None without targets."""
+        host_dtype = _host_dtype(net)
+        argument = self.argument
+        yname = "y" if argument == "x" else argument.replace("x", "y")
+
+        def staged() -> Iterator[tuple[Any, Any, int]]:
+            for b, (xb, yb) in enumerate(self.pairs(need_targets)):
+                if is_host_array(xb):
+                    block = np.asarray(xb)
+                    if block.ndim != 2 or 0 in block.shape or block.shape[1] != net.n_in:
+                        net.check_inputs(block, f"{argument} batch {b}")  # raises
+                    if block.dtype.kind != "f":
+                        net.check_inputs(block, f"{argument} batch {b}")  # raises
+                    ready = _stage(net, block, host_dtype, argument, f"batch {b}")
+                else:
+                    ready = _checked(net, xb, f"{argument} batch {b}")
+                yield ready, yb, int(xb.shape[0])
+
+        total, sizes = 0, []
+        for b, (ready, yb, rows) in enumerate(prefetch(staged())):
+            xd = ready()
+            yd = labels = None
+            if need_targets:
+                yd = net.check_targets(yb, rows, f"{yname} batch {b}")
+                labels = net.class_labels(yb, yd)
+            total += rows
+            sizes.append(rows)
+            yield xd, yd, labels, rows
+        if not sizes:
+            raise XbpValueError(
+                f"{argument} yielded no batches; the source must yield (x, y) pairs"
+            )
+        self.n, self.sizes = total, np.array(sizes, dtype=float)
+
+
+class HostChunks:
+    """Host arrays as a batch source of consecutive rows, ``batch_size`` at a time
+    (bounded-memory evaluation and prediction). A memory map is read from its file
+    (see :class:`HostData`), so its pages do not pile up in the process."""
+
+    def __init__(self, x: Any, y: Any, batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.n = int(x.shape[0])  # known in advance: predict fills one preallocated result
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        n = int(self.x.shape[0])
+        reader = row_reader(self.x)
+        rows = HostData(self.x, None)
+        try:
+            for s in range(0, n, self.batch_size):
+                e = min(s + self.batch_size, n)
+                xb = rows.gather(np.arange(s, e), reader) if reader else self.x[s:e]
+                yield xb, None if self.y is None else self.y[s:e]
+        finally:
+            if reader is not None:
+                reader.close()
+
+
+def _checked(net: Network, x: Any, argument: str) -> Any:
+    return lambda: net.check_inputs(x, argument)
+
+
+def as_stream(net: Network, x: Any, y: Any, argument: str = "x", stream: bool | None = None) -> Any:
+    """The streamed form of ``(x, y)`` (a :class:`HostData` or :class:`BatchSource`), or
+    None when the data goes to the device whole (see :func:`xbp.fit`'s ``stream``)."""
+    if y is None and not hasattr(x, "shape"):
+        if stream is False:
+            raise XbpValueError(
+                f"stream=False with a batch source as {argument}; a source is always streamed"
+            )
+        return BatchSource(x, argument)
+    if stream is True or (stream is None and is_streamed(x)):
+        if y is None:
+            raise XbpTypeError(f"{argument} is an array but y is None; pass the targets too")
+        return to_stream(net, x, y, argument)
+    return None
+
+
+def stream_sums(
+    net: Network, data: Any, start: int, stop: int, batch_size: int
+) -> tuple[Any, Any, int]:
+    """Summed cost, correct predictions (None where accuracy does not apply) and rows
+    over streamed data, ``batch_size`` rows at a time; rows ``[start, stop)`` of a
+    :class:`HostData` (a process's share), every batch of a :class:`BatchSource`."""
+    xp = net.xp
+    cost_sum = xp.zeros((), dtype=net.dtype, device=net.device)
+    correct: Any = xp.zeros((), dtype=net.dtype, device=net.device)
+    if isinstance(data, HostData):
+        plan = [
+            (np.arange(s, min(s + batch_size, stop)), min(s + batch_size, stop) - s)
+            for s in range(start, stop, batch_size)
+        ]
+        batches = data.batches(net, plan)
+    else:
+        batches = data.batches(net)
+    rows_seen = 0
+    with contextlib.closing(batches):
+        for xb, yb, labels, rows in batches:
+            cost, _, out = net.value_and_grad(xb, yb, forward_only=True)
+            cost_sum = cost_sum + cost * rows
+            rows_seen += rows
+            if labels is None:
+                correct = None  # accuracy applies only where every batch has class labels
+            elif correct is not None:
+                correct = correct + count_correct(xp, out, labels)
+    if isinstance(data, HostData) and data.labels is None:
+        correct = None
+    return cost_sum, correct, rows_seen
+
+
+def stream_predict(net: Network, data: Any, batch_size: int) -> np.ndarray:
+    """The network's outputs for streamed features, on the host, ``batch_size`` rows at a
+    time: the only memory that grows with the rows is the result."""
+    be = net.backend
+    result: np.ndarray | None
+    if isinstance(data, HostData):
+        plan = [
+            (np.arange(s, min(s + batch_size, data.n)), min(s + batch_size, data.n) - s)
+            for s in range(0, data.n, batch_size)
+        ]
+        batches = data.batches(net, plan)
+        result = np.empty((data.n, net.n_out), dtype=_host_dtype(net))
+    else:
+        batches = data.batches(net, need_targets=False)
+        total = getattr(data.source, "n", None)
+        result = None if total is None else np.empty((total, net.n_out), dtype=_host_dtype(net))
+    parts = []
+    at = 0
+    with contextlib.closing(batches):
+        for xb, _, _, rows in batches:
+            out = be.to_host(net.forward(xb))
+            if result is not None:
+                result[at : at + rows] = out
+            else:
+                parts.append(out)
+            at += rows
+    return result if result is not None else np.concatenate(parts)
+
+
+def stream_fingerprint(net: Network, data: Any, rows: int = 1024) -> str | None:
+    """A hash of up to ``rows`` evenly spaced rows of streamed data (features as the
+    device sees them, and targets), for the processes of a run to compare."""
+    if data is None:
+        return None
+    h = hashlib.blake2b(digest_size=8)
+    h.update(repr((data.n, tuple(data.x.shape), tuple(data.y.shape))).encode())
+    take = np.unique(np.linspace(0, data.n - 1, min(data.n, rows)).round().astype(np.int64))
+    h.update(np.ascontiguousarray(data.gather(take), dtype=_host_dtype(net)).tobytes())
+    sample = net.xp.take(data.y, net.backend.asarray(take), axis=0)
+    h.update(np.ascontiguousarray(net.backend.to_host(sample)).tobytes())
+    return h.hexdigest()

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .checkpoint import ModelCheckpoint
 from .checkpoint import resume as resume_run
 from .dataset import (
+    BatchSource,
     DeviceData,
+    HostChunks,
+    HostData,
+    as_stream,
     class_weight_table,
     split_validation,
+    stream_fingerprint,
+    stream_predict,
+    stream_sums,
     to_device,
     with_class_weight,
 )
@@ -25,14 +34,15 @@ from .errors import XbpTypeError, XbpValueError
 from .network import EVAL_BATCH, Network
 from .strategy import LocalStrategy, Strategy
 from .training import History, Trainer, TrainOptions
+from .validate import check_int, is_host_array
 
-__all__ = ["fit", "evaluate", "predict_classes"]
+__all__ = ["fit", "evaluate", "predict", "predict_classes"]
 
 
 def fit(
     net: Network,
     x: Any,
-    y: Any,
+    y: Any = None,
     *,
     options: TrainOptions | None = None,
     validation_data: tuple[Any, Any] | None = None,
@@ -41,6 +51,7 @@ def fit(
     strategy: Strategy | None = None,
     sample_weight: Any = None,
     class_weight: Any = None,
+    stream: bool | None = None,
     **option_values: Any,
 ) -> History:
     """Train ``net`` in place by mini-batch gradient descent and return the History.
@@ -48,10 +59,14 @@ def fit(
     Parameters
     ----------
     net : Network
-    x, y : arrays
+    x, y : arrays, a memory map, or a batch source
         Host NumPy data (any backend) or arrays of the network's backend on its
         device. ``y`` may be ``(n,)`` integer class labels (one-hot encoded for
-        you) or ``(n, n_out)`` targets.
+        you) or ``(n, n_out)`` targets. A NumPy memory map (or
+        :class:`xbp.data.MappedRows`) as ``x`` is streamed: its rows stay on
+        the host and move a batch at a time, prefetched. ``x`` may also be a
+        re-iterable source of ``(x, y)`` batches with ``y`` omitted
+        (:class:`xbp.dataset.BatchSource` states the contract).
     options : TrainOptions, optional
         The run's options; keyword arguments override single fields. Every
         field of :class:`xbp.TrainOptions` is accepted as a keyword:
@@ -84,6 +99,12 @@ def fit(
         ``{class: weight}`` (classes left out weigh 1) or ``"balanced"``,
         ``n / (k * n_c)`` from the rows passed to ``fit`` (scikit-learn's rule).
         Classification targets only.
+    stream : bool or None
+        None streams memory maps and sources and moves arrays to the device
+        whole; True streams host arrays too (bounded device memory); False
+        moves a memory map to the device whole. Streamed training runs eagerly
+        (``compile=True`` is refused) and gives the weights the same data in
+        memory gives (docs/data.md).
 
     Examples
     --------
@@ -111,9 +132,20 @@ def fit(
         raise XbpTypeError(
             f"strategy is a {type(strategy).__name__}; pass an xbp.strategy.Strategy"
         )
+    if stream not in (None, True, False):
+        raise XbpValueError(f"stream={stream!r}; use None (memory maps), True or False")
     try:
         return _fit(
-            net, x, y, options, validation_data, resume, strategy, sample_weight, class_weight
+            net,
+            x,
+            y,
+            options,
+            validation_data,
+            resume,
+            strategy,
+            sample_weight,
+            class_weight,
+            stream,
         )
     except BaseException as exc:
         strategy.abort(exc)  # never leave the other processes waiting in a collective
@@ -130,6 +162,7 @@ def _fit(
     strategy: Strategy,
     sample_weight: Any = None,
     class_weight: Any = None,
+    stream: bool | None = None,
 ) -> History:
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
@@ -140,20 +173,38 @@ def _fit(
                 ModelCheckpoint(options.checkpoint, every=options.checkpoint_every),
             )
         )
-    train = to_device(net, x, y, sample_weight=sample_weight)
+    train: Any = as_stream(net, x, y, "x", stream)
+    if train is None:
+        if y is None:
+            raise XbpTypeError("y is None; pass the targets (or a source of (x, y) batches as x)")
+        train = to_device(net, x, y, sample_weight=sample_weight)
+    elif sample_weight is not None or class_weight is not None:
+        raise XbpValueError(
+            "sample_weight and class_weight need the data in memory; streamed data (a memory "
+            "map, a batch source or stream=True) trains unweighted: pass stream=False"
+        )
+    _check_streamed(train, options, strategy)
     table = None if class_weight is None else class_weight_table(net, train, class_weight)
-    val: DeviceData | None = None
+    val: Any = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise XbpTypeError(
                 "validation_data must be a pair (x_val, y_val) or a triple "
                 "(x_val, y_val, sample_weight_val)"
             )
+        vx, vy = validation_data[0], validation_data[1]
         val_w = validation_data[2] if len(validation_data) == 3 else None
-        val = to_device(net, validation_data[0], validation_data[1], "x_val", val_w)
+        val = None if val_w is not None else as_stream(net, vx, vy, "x_val", stream)
+        if val is None:
+            val = to_device(net, vx, vy, "x_val", val_w)
     elif options.validation_split:
+        if isinstance(train, BatchSource):
+            raise XbpValueError(
+                "validation_split with a batch source: xbp cannot split a source; pass "
+                "validation_data=(x_val, y_val) or a second source"
+            )
         train, val = split_validation(net, train, options.validation_split, options.seed)
-        if val.w is not None and not val.weight_total > 0:
+        if getattr(val, "w", None) is not None and not val.weight_total > 0:
             raise XbpValueError(
                 "sample_weight is zero on every validation row of validation_split; weight "
                 "some of them, or pass validation_data=(x_val, y_val, sample_weight_val)"
@@ -196,15 +247,47 @@ def run_config(
         "resume": None if ck is None else {"epoch": trainer.epoch, "step": trainer.step},
         "callbacks": [type(cb).__name__ for cb in trainer.callbacks],
         # a cheap hash of sampled rows, only where there are other processes to compare with
-        "data": data_fingerprint(trainer.net, train, val) if trainer.strategy.size > 1 else None,
+        "data": _fingerprint(trainer.net, train, val) if trainer.strategy.size > 1 else None,
     }
 
 
+def _fingerprint(net: Network, train: Any, val: Any) -> Any:
+    if isinstance(train, HostData) or isinstance(val, HostData):
+        return {"train": stream_fingerprint(net, train), "validation": stream_fingerprint(net, val)}
+    return data_fingerprint(net, train, val)
+
+
+def _check_streamed(train: Any, options: TrainOptions, strategy: Strategy) -> None:
+    """What streamed training cannot do, said before any work."""
+    if not getattr(train, "streamed", False):
+        return
+    if options.compile is True:
+        raise XbpValueError(
+            "compile=True needs the data on the device; streamed data (a memory map, a "
+            "batch source or stream=True) trains eagerly: pass compile=None or stream=False"
+        )
+    if isinstance(train, BatchSource) and strategy.size > 1:
+        raise XbpValueError(
+            "a batch source cannot be shared between MPI processes (xbp does not know its "
+            "rows); pass an array or a memory map, which every process reads its share of"
+        )
+
+
 def evaluate(
-    net: Network, x: Any, y: Any, *, batch_size: int = EVAL_BATCH, sample_weight: Any = None
+    net: Network,
+    x: Any,
+    y: Any = None,
+    *,
+    batch_size: int = EVAL_BATCH,
+    sample_weight: Any = None,
 ) -> dict[str, float | None]:
-    """Loss and (where it applies) accuracy of ``net`` on ``(x, y)``; see
-    :meth:`xbp.Network.evaluate` (``sample_weight`` weights both).
+    """Loss and (where it applies) accuracy of ``net`` on ``(x, y)``, ``batch_size`` rows
+    at a time; see :meth:`xbp.Network.evaluate` (``sample_weight`` weights both).
+
+    Host data (NumPy arrays, memory maps, :class:`xbp.data.MappedRows`) moves to
+    the device one batch at a time, so the extra memory does not grow with the
+    rows; ``x`` may also be a source of ``(x, y)`` batches (``y`` omitted).
+    With ``sample_weight`` the data moves to the device whole.
 
     Examples
     --------
@@ -215,7 +298,64 @@ def evaluate(
     """
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
-    return net.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight)
+    batch_size = check_int(batch_size, "batch_size")
+    if y is None and hasattr(x, "shape"):
+        raise XbpTypeError("y is None; pass the targets (or a source of (x, y) batches as x)")
+    if sample_weight is not None:
+        return net.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight)
+    data = _eval_stream(net, x, y, batch_size)
+    if data is None:
+        return net.evaluate(x, y, batch_size=batch_size)
+    cost, correct, n = stream_sums(net, data, 0, data.n or 0, batch_size)
+    sums = net.backend.to_host(
+        net.xp.stack([cost, cost if correct is None else net.xp.astype(correct, cost.dtype)])
+    )
+    return {"loss": float(sums[0]) / n, "accuracy": None if correct is None else float(sums[1]) / n}
+
+
+def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> Any:
+    """Evaluation and prediction stream host data; device arrays are used where they are."""
+    if y is None and not hasattr(x, "shape"):
+        return BatchSource(x)
+    if not (is_host_array(x) or isinstance(x, HostData) or getattr(x, "streamed", False)):
+        return None
+    host = x if hasattr(x, "shape") else np.asarray(x)
+    if len(host.shape) != 2 or host.shape[0] == 0:
+        net.check_inputs(host)  # raises, naming the shape
+    net.check_inputs(np.array(host[:1]))  # the width and dtype, naming x
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim == 0 or y.shape[0] != host.shape[0]:
+            net.check_targets(y, int(host.shape[0]))  # raises, naming the rows
+    return BatchSource(HostChunks(host, y, batch_size))
+
+
+def predict(net: Network, x: Any, *, batch_size: int = EVAL_BATCH) -> Any:
+    """The network's outputs for ``x``, ``batch_size`` rows at a time.
+
+    Host data (arrays, memory maps, :class:`xbp.data.MappedRows`, a source of
+    batches) gives a NumPy result and moves to the device one batch at a time:
+    the extra memory is the result plus a few batches, whatever the rows. An
+    array of the network's backend gives an array on its device.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> net = xbp.mlp([2, 3, 1], seed=0)
+    >>> x = np.random.default_rng(0).random((10, 2))
+    >>> bool(np.allclose(xbp.predict(net, x, batch_size=4), net.predict(x)))
+    True
+    """
+    if not isinstance(net, Network):
+        raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
+    batch_size = check_int(batch_size, "batch_size")
+    data = _eval_stream(net, x, None, batch_size)
+    if data is None:
+        xd = net.check_inputs(x)
+        n = int(xd.shape[0])
+        parts = [net.forward(xd[s : min(s + batch_size, n), ...]) for s in range(0, n, batch_size)]
+        return parts[0] if len(parts) == 1 else net.xp.concat(parts, axis=0)
+    return stream_predict(net, data, batch_size)
 
 
 def predict_classes(net: Network, x: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import DeviceData
+from .dataset import DeviceData, stream_sums
 from .errors import DivergenceError, XbpTypeError, XbpValueError
 from .network import (
     EVAL_BATCH,
@@ -727,6 +727,51 @@ class Trainer:
             "corrects": xp.stack(corrects) if corrects else None,
         }
 
+    def run_stream_epoch(
+        self, data: Any, perm: np.ndarray | None, check_each: bool = False
+    ) -> dict[str, Any]:
+        """:meth:`run_epoch` over streamed data (see :mod:`xbp.dataset`): the batches of
+        the host permutation ``perm`` gathered on the host and prefetched to the device
+        (a :class:`~xbp.dataset.HostData`), or the batches a source yields (``perm``
+        None)."""
+        xp = self.net.xp
+        costs, corrects = [], []
+        every_batch_labelled = True
+        plan = None
+        if perm is not None:
+            plan = []
+            for s, e in self._batches(data.n):
+                lo, hi = self.strategy.share(s, e)
+                plan.append((perm[lo:hi], e - s))
+        batches = data.batches(self.net, plan)
+        try:
+            for b, (xb, yb, labels, rows) in enumerate(batches):
+                before = self.copy_params() if check_each else None
+                cost, updates, out = self.train_step(xb, yb, rows)
+                if check_each and (not math.isfinite(float(cost)) or not _finite(xp, updates)):
+                    assert before is not None
+                    self.set_params(before)
+                    self.step -= 1
+                    return {"failed_batch": b}
+                costs.append(cost * rows)
+                if labels is None:
+                    every_batch_labelled = False
+                else:
+                    corrects.append(count_correct(xp, out, labels))
+                if self._bar is not None and not check_each:
+                    self._bar.batches(1)
+        finally:
+            batches.close()  # stops the prefetch thread
+        return {
+            "costs": xp.stack(costs),
+            "corrects": xp.stack(corrects) if corrects and every_batch_labelled else None,
+        }
+
+    def _epoch(self, data: Any, perm: Any, check_each: bool = False) -> dict[str, Any]:
+        if getattr(data, "streamed", False):
+            return self.run_stream_epoch(data, perm, check_each)
+        return self.run_epoch(data, perm, check_each)
+
     def compiled_runner(self) -> Any:
         """The compiled epoch runner this run uses, or None when it runs eagerly.
 
@@ -748,15 +793,16 @@ class Trainer:
         xp = self.net.xp
         be = self.net.backend
         strategy = self.strategy
-        if self.options.batch_size > train.n:
+        streamed = getattr(train, "streamed", False)
+        if train.n is not None and self.options.batch_size > train.n:
             raise XbpValueError(
                 f"batch_size={self.options.batch_size} is larger than the {train.n} training "
                 f"rows; use batch_size <= {train.n}"
             )
-        runner = self.compiled_runner()
+        runner = None if streamed else self.compiled_runner()
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        n_batches = -(-train.n // self.options.batch_size)
+        n_batches = -(-(train.n or 0) // self.options.batch_size)
         bar = _Progress(
             self.options.progress if strategy.is_root else False, epochs, self.epoch, n_batches
         )
@@ -766,17 +812,22 @@ class Trainer:
                 t0 = time.perf_counter()
                 epoch_no = self.epoch + 1
                 lr = self.optimizer.learning_rate(self.opt_state) * self.lr_scale
-                host_perm = (
-                    self.rng.permutation(train.n) if self.options.shuffle else np.arange(train.n)
-                )
-                perm = be.asarray(host_perm)
+                if getattr(train, "source", None) is not None:
+                    host_perm = None  # a batch source: its batches, in its order
+                else:
+                    host_perm = (
+                        self.rng.permutation(train.n)
+                        if self.options.shuffle
+                        else np.arange(train.n)
+                    )
+                perm = host_perm if streamed else be.asarray(host_perm)
                 snapshot = (self.copy_params(), self.copy_state(self.opt_state), self.step)
                 self._scaler_at_epoch = self.loss_scaler.state_dict()
                 if runner is not None:
                     out = runner.run_epoch(train, host_perm)
                     bar.batches(n_batches)
                 else:
-                    out = self.run_epoch(train, perm)
+                    out = self._epoch(train, perm)
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
                 summary = np.array(be.to_host(epoch_summary(xp, self.net.params, out)))
@@ -835,7 +886,7 @@ class Trainer:
         self.set_params(self.copy_state(params))
         self.opt_state, self.step = self.copy_state(opt_state), step0
         self.loss_scaler.load_state_dict(self._scaler_at_epoch)
-        replay = self.run_epoch(train, perm, check_each=True)
+        replay = self._epoch(train, perm, check_each=True)
         batch = replay.get("failed_batch")
         if batch is None:  # the replay stayed finite: blame the first non-finite loss
             bad = np.flatnonzero(~np.isfinite(step_costs))
@@ -885,14 +936,20 @@ def evaluate_data(
     """Loss and accuracy (None where it does not apply) over device data, each
     process evaluating its share in batches of ``batch_size`` rows."""
     strategy = LocalStrategy() if strategy is None else strategy
-    lo, hi = strategy.share(0, data.n)
-    cost, correct = net.evaluation_sums(data.x, data.y, data.labels, lo, hi, batch_size, data.w)
+    if getattr(data, "streamed", False):
+        lo, hi = strategy.share(0, data.n or 0)
+        cost, correct, rows = stream_sums(net, data, lo, hi, batch_size)
+        total: float = data.n or rows  # a source's rows are known once it has been read
+    else:
+        lo, hi = strategy.share(0, data.n)
+        cost, correct = net.evaluation_sums(data.x, data.y, data.labels, lo, hi, batch_size, data.w)
+        total = data.weight_total
     xp = net.xp
     parts = [xp.reshape(cost, (1,))]
     if correct is not None:
         parts.append(xp.reshape(correct, (1,)))
     sums = np.array(net.backend.to_host(xp.concat(parts)), dtype=np.float64)
     sums = strategy.reduce_sums(sums)  # every process evaluated its own rows
-    loss = float(sums[0]) / data.weight_total
-    acc = float(sums[1]) / data.weight_total if correct is not None else None
+    loss = float(sums[0]) / total
+    acc = float(sums[1]) / total if correct is not None else None
     return loss, acc

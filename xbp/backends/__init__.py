@@ -241,6 +241,18 @@ class Library(abc.ABC):
             out = xp.asarray(out, copy=True)
         return out
 
+    def copy_in(self, xp: Any, host: np.ndarray, dtype: Any, device: Any) -> Callable[[], Any]:
+        """Start moving a host batch onto ``device``; return ``ready()``, which gives the
+        device array once the compute stream may read it.
+
+        Streamed training calls this from its prefetch thread, so that the copy
+        of batch k+1 overlaps the compute of batch k. ``host`` is a fresh array
+        of the right dtype that nothing else writes. The default moves it at
+        once; CUDA libraries copy from pinned memory on a side stream.
+        """
+        out = self.asarray(xp, host, dtype, device, False)
+        return lambda: out
+
     def to_host(self, a: Any) -> np.ndarray:
         """``a`` as a NumPy array on the host (bit-exact)."""
         return np.asarray(a)

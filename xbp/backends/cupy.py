@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import array_api_compat
 import numpy as np
@@ -12,6 +13,9 @@ from . import Library, gpu_index
 
 
 class CupyLibrary(Library):
+    _side_streams: ClassVar[
+        dict[int, Any]
+    ] = {}  # per CUDA device: the stream batches are copied on
     """CuPy on one CUDA device; a CUDA-aware MPI may read its buffers directly."""
 
     name = "cupy"
@@ -86,6 +90,27 @@ class CupyLibrary(Library):
         with device:
             out = xp.asarray(data, dtype=dtype)
             return out.copy() if copy and out is data else out
+
+    def copy_in(self, xp: Any, host: np.ndarray, dtype: Any, device: Any) -> Callable[[], Any]:
+        import cupy
+
+        with device:
+            side = self._side_streams.get(device.id)
+            if side is None:
+                side = self._side_streams[device.id] = cupy.cuda.Stream(non_blocking=True)
+            # pinned host memory and a side stream: the copy runs beside the compute stream
+            memory = cupy.cuda.alloc_pinned_memory(host.nbytes)
+            pinned = np.frombuffer(memory, host.dtype, host.size).reshape(host.shape)
+            pinned[...] = host
+            out = cupy.empty(host.shape, dtype=dtype)
+            out.set(pinned, stream=side)
+            done = side.record()
+
+        def ready(keep: Any = memory) -> Any:  # keep: the pinned buffer outlives the copy
+            cupy.cuda.get_current_stream().wait_event(done)
+            return out
+
+        return ready
 
     def to_host(self, a: Any) -> np.ndarray:
         return a.get()  # type: ignore[no-any-return]

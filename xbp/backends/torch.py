@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import array_api_compat
 import numpy as np
@@ -13,6 +13,9 @@ from . import Library, gpu_index
 
 
 class TorchLibrary(Library):
+    _side_streams: ClassVar[
+        dict[Any, Any]
+    ] = {}  # per CUDA device: the stream batches are copied on
     """PyTorch tensors on the CPU or one CUDA device."""
 
     name = "torch"
@@ -90,6 +93,29 @@ class TorchLibrary(Library):
                 )
             dev = torch.device("cuda", index)
         return dev
+
+    def copy_in(self, xp: Any, host: np.ndarray, dtype: Any, device: Any) -> Callable[[], Any]:
+        if device.type != "cuda":
+            return super().copy_in(xp, host, dtype, device)
+        import torch
+
+        # pinned host memory and a side stream: the copy runs beside the compute stream
+        pinned = torch.from_numpy(np.ascontiguousarray(host)).pin_memory()
+        side = self._side_streams.get(device)
+        if side is None:
+            side = self._side_streams[device] = torch.cuda.Stream(device)
+        with torch.cuda.stream(side):
+            out = pinned.to(device=device, dtype=dtype, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(side)
+
+        def ready(keep: Any = pinned) -> Any:  # keep: the pinned buffer outlives the copy
+            current = torch.cuda.current_stream(device)
+            current.wait_event(done)
+            out.record_stream(current)  # the allocator must not reuse it early
+            return out
+
+        return ready
 
     def to_host(self, a: Any) -> np.ndarray:
         return a.detach().cpu().numpy()  # type: ignore[no-any-return]

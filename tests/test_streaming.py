@@ -1,0 +1,323 @@
+"""Streamed data: memory maps, MappedRows and batch sources train, evaluate and predict
+exactly as the same arrays in memory do; prefetch overlaps and stops cleanly."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xbp
+from xbp.dataset import BatchSource, HostData, prefetch, row_reader
+
+X, Y = xbp.data.make_blobs(230, centers=3, n_features=6, seed=3)
+
+
+def mlp(be: xbp.Backend | str = "numpy", dtype: str = "float64") -> xbp.Network:
+    return xbp.mlp(
+        [6, 9, 3], activation="tanh", loss="cross_entropy", backend=be, dtype=dtype, seed=5
+    )
+
+
+def params(net: xbp.Network) -> list[np.ndarray]:
+    return [p[k] for p in net.host_params() for k in sorted(p)]
+
+
+def max_diff(a: xbp.Network, b: xbp.Network) -> float:
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(params(a), params(b)))
+
+
+def memmap(tmp_path: Path, a: np.ndarray, name: str = "x.npy") -> np.memmap:
+    np.save(tmp_path / name, a)
+    m = np.load(tmp_path / name, mmap_mode="r")
+    assert isinstance(m, np.memmap)
+    return m
+
+
+OPTS = {"epochs": 3, "batch_size": 17, "optimizer": "adam", "learning_rate": 0.01}
+
+
+def test_memmap_gives_the_weights_of_the_array(backend: xbp.Backend, tmp_path: Path) -> None:
+    xm = memmap(tmp_path, X)
+    kw = {**OPTS, "validation_split": 0.2, "progress": False}
+    a, b = mlp(backend), mlp(backend)
+    ha = xbp.fit(a, X, Y, **kw)
+    hb = xbp.fit(b, xm, Y, **kw)
+    assert max_diff(a, b) <= 1e-12
+    assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-12)
+    assert ha["val_accuracy"] == hb["val_accuracy"]
+    # the data really streamed: the features never became a device array
+    assert not backend.owns(xm) or backend.is_host
+
+
+def test_stream_true_and_memmap_validation_data(tmp_path: Path) -> None:
+    xv = memmap(tmp_path, X[:50], "v.npy")
+    a, b = mlp(), mlp()
+    ha = xbp.fit(a, X, Y, validation_data=(X[:50], Y[:50]), progress=False, **OPTS)
+    hb = xbp.fit(b, X, Y, validation_data=(xv, Y[:50]), stream=True, progress=False, **OPTS)
+    assert max_diff(a, b) <= 1e-12
+    assert ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-12)
+
+
+def test_stream_false_moves_a_memmap_whole(tmp_path: Path) -> None:
+    a, b = mlp(), mlp()
+    xbp.fit(a, X, Y, progress=False, **OPTS)
+    xbp.fit(b, memmap(tmp_path, X), Y, stream=False, progress=False, **OPTS)
+    assert max_diff(a, b) == 0.0
+
+
+def test_mapped_idx_rows_train_like_load_mnist(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (120, 4, 4)).astype(np.uint8)
+    labels = (images.reshape(120, -1).mean(axis=1) > 127).astype(np.uint8)
+    xbp.data.write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    xbp.data.write_idx(tmp_path / "train-labels-idx1-ubyte", labels)
+    x, y = xbp.data.load_mnist(tmp_path)
+    xm, ym = xbp.data.load_mnist(tmp_path, mmap=True)
+    assert isinstance(xm, xbp.data.MappedRows) and isinstance(xm.raw, np.memmap)
+    # the same float32 values as the in-memory loader (uint8 / 255)
+    np.testing.assert_array_equal(xm[np.arange(120)], x)
+    np.testing.assert_array_equal(x * 255, images.reshape(120, -1))
+    nets = []
+    for features in (x, xm):
+        net = xbp.mlp([16, 5, 2], loss="cross_entropy", dtype="float32", seed=1)
+        xbp.fit(net, features, ym, epochs=2, batch_size=32, progress=False)
+        nets.append(net)
+    assert max_diff(*nets) == 0.0
+
+
+def test_batch_source_equals_unshuffled_batches() -> None:
+    """A source of consecutive batches trains like fit(shuffle=False) with that batch size."""
+    source = [(X[s : s + 20], Y[s : s + 20]) for s in range(0, 230, 20)]
+    a, b = mlp(), mlp()
+    ha = xbp.fit(a, X, Y, epochs=2, batch_size=20, shuffle=False, progress=False)
+    hb = xbp.fit(b, source, epochs=2, progress=False)
+    assert max_diff(a, b) == 0.0
+    assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-12)
+    assert ha["accuracy"] == hb["accuracy"]
+
+
+def test_batch_source_is_reiterated_each_epoch() -> None:
+    class Counting:
+        passes = 0
+
+        def __iter__(self):
+            Counting.passes += 1
+            for s in range(0, 230, 50):
+                yield X[s : s + 50], Y[s : s + 50]
+
+    hist = xbp.fit(mlp(), Counting(), epochs=3, progress=False)
+    assert Counting.passes == 3 and len(hist) == 3
+
+
+def test_evaluate_and_predict_in_batches(tmp_path: Path) -> None:
+    net = mlp()
+    xbp.fit(net, X, Y, progress=False, **OPTS)
+    # independent: one forward pass over everything by hand
+    a = X
+    for p, act in zip(net.host_params(), ("tanh", "softmax")):
+        z = a @ p["W"] + p["b"]
+        a = np.tanh(z) if act == "tanh" else np.exp(z - z.max(1, keepdims=True))
+    probs = a / a.sum(1, keepdims=True)
+    loss = float(-np.mean(np.log(probs[np.arange(230), Y])))
+    acc = float(np.mean(probs.argmax(1) == Y))
+    xm = memmap(tmp_path, X)
+    for x in (X, xm):
+        for bs in (1, 7, 230, 1000):
+            out = xbp.evaluate(net, x, Y, batch_size=bs)
+            assert out["loss"] == pytest.approx(loss, rel=1e-12)
+            assert out["accuracy"] == pytest.approx(acc, rel=1e-12)
+            np.testing.assert_allclose(xbp.predict(net, x, batch_size=bs), probs, rtol=1e-12)
+    source = [(X[s : s + 40], Y[s : s + 40]) for s in range(0, 230, 40)]
+    assert xbp.evaluate(net, source)["loss"] == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(xbp.predict(net, [b[0] for b in source]), probs, rtol=1e-12)
+
+
+def test_predict_device_array_stays_on_the_device(backend: xbp.Backend) -> None:
+    net = mlp(backend)
+    xd = backend.asarray(X)
+    out = xbp.predict(net, xd, batch_size=50)
+    assert backend.owns(out) and backend.same_device(out)
+    np.testing.assert_allclose(backend.to_host(out), net.predict(X), rtol=1e-12)
+
+
+def test_accuracy_applies_only_when_every_batch_has_classes() -> None:
+    net = xbp.mlp([6, 4, 3], loss="quadratic", seed=0)
+    y = np.eye(3)[Y]
+    y[200] = [0.5, 0.5, 0.0]  # one soft row: accuracy no longer applies
+    assert net.evaluate(X, y)["accuracy"] is None
+    assert xbp.evaluate(net, X, y, batch_size=16)["accuracy"] is None
+    assert xbp.evaluate(net, X, np.eye(3)[Y], batch_size=16)["accuracy"] is not None
+
+
+def test_divergence_replay_on_a_memmap(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)) * 10
+    y = x @ np.array([[1.0], [2.0], [3.0]])
+    errors, nets = [], []
+    with np.errstate(all="ignore"):
+        for features in (x, memmap(tmp_path, x)):
+            net = xbp.Network([xbp.Dense(3, 1, "identity")], loss="mse", seed=0)
+            with pytest.raises(xbp.DivergenceError) as info:
+                xbp.fit(net, features, y, epochs=3, batch_size=4,
+                        optimizer=xbp.optim.sgd(20.0), progress=False)  # fmt: skip
+            errors.append(str(info.value))
+            nets.append(net)
+    assert "training diverged at epoch 1, step" in errors[0]
+    assert errors[0] == errors[1]
+    assert max_diff(*nets) == 0.0  # the same last good weights, all finite
+    assert all(np.isfinite(p).all() for p in params(nets[1]))
+
+
+def test_resume_on_a_memmap(tmp_path: Path) -> None:
+    xm = memmap(tmp_path, X)
+    full = mlp()
+    xbp.fit(full, X, Y, progress=False, **{**OPTS, "epochs": 4})
+    part = mlp()
+    xbp.fit(part, xm, Y, progress=False, checkpoint=tmp_path / "ck.npz", **{**OPTS, "epochs": 2})
+    resumed = mlp()
+    xbp.fit(resumed, xm, Y, progress=False, resume=tmp_path / "ck.npz", **{**OPTS, "epochs": 4})
+    assert max_diff(full, resumed) <= 1e-12
+
+
+def test_gather_keeps_the_batch_order(tmp_path: Path) -> None:
+    xm = memmap(tmp_path, X)
+    data = HostData(xm, None)
+    pos = np.array([9, 2, 7, 2, 0, 150])
+    np.testing.assert_array_equal(data.gather(pos), X[pos])
+    sub = HostData(xm, None, rows=np.array([5, 6, 100, 200]))
+    np.testing.assert_array_equal(sub.gather(np.array([3, 0, 2])), X[[200, 5, 100]])
+    # read from the file (one pread per run of consecutive rows), not through the mapping
+    reader = row_reader(xm)
+    assert reader is not None and row_reader(xm[1:]) is None  # a view: through the mapping
+    try:
+        np.testing.assert_array_equal(data.gather(pos, reader), X[pos])
+        np.testing.assert_array_equal(data.gather(np.arange(40, 90), reader), X[40:90])
+        np.testing.assert_array_equal(sub.gather(np.array([3, 0, 2]), reader), X[[200, 5, 100]])
+    finally:
+        reader.close()
+
+
+def test_batches_go_through_the_library_copy_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = mlp()
+    library = net.backend.library
+    seen = []
+    original = library.copy_in
+
+    def spy(xp, host, dtype, device):
+        seen.append((threading.current_thread().name, host.shape))
+        return original(xp, host, dtype, device)
+
+    monkeypatch.setattr(library, "copy_in", spy)
+    xbp.fit(net, memmap(tmp_path, X), Y, epochs=1, batch_size=100, progress=False)
+    # one copy per batch, started on the prefetch thread
+    assert seen == [("xbp-prefetch", (100, 6)), ("xbp-prefetch", (100, 6)),
+                    ("xbp-prefetch", (30, 6))]  # fmt: skip
+
+
+def test_prefetch_runs_ahead_of_the_consumer() -> None:
+    produced_second = threading.Event()
+
+    def items():
+        yield 0
+        produced_second.set()
+        yield 1
+
+    it = prefetch(items())
+    assert next(it) == 0
+    # while the consumer holds item 0, the producer has already made item 1
+    assert produced_second.wait(timeout=5)
+    assert list(it) == [1]
+
+
+def test_prefetch_raises_the_producers_error_and_stops_on_close() -> None:
+    def failing():
+        yield 1
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        list(prefetch(failing()))
+    stopped = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            stopped.set()
+
+    it = prefetch(endless())
+    assert next(it) == 0
+    it.close()
+    assert stopped.wait(timeout=5)
+    assert not any(t.name == "xbp-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_npz_memmap_reads_the_archive_in_place(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", features=X, labels=Y, fortran=np.asfortranarray(X))
+    x, y = xbp.data.load_npz(tmp_path / "d.npz", "features", "labels", mmap=True)
+    assert isinstance(x, np.memmap) and isinstance(y, np.memmap)
+    np.testing.assert_array_equal(x, X)
+    np.testing.assert_array_equal(y, Y)
+    f, _ = xbp.data.load_npz(tmp_path / "d.npz", "fortran", None, mmap=True)
+    np.testing.assert_array_equal(f, X)
+
+
+def test_idx_memmap_matches_the_loader(tmp_path: Path) -> None:
+    a = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    xbp.data.write_idx(tmp_path / "f.idx", a)
+    m = xbp.data.load_idx(tmp_path / "f.idx", mmap=True)
+    assert isinstance(m, np.memmap)
+    np.testing.assert_array_equal(m, a)
+    np.testing.assert_array_equal(xbp.data.load_idx(tmp_path / "f.idx"), a)
+
+
+def test_batch_source_contract_is_documented() -> None:
+    assert "re-iterable" in (BatchSource.__doc__ or "")
+
+
+MPI_SCRIPT = """
+import sys, numpy as np, xbp
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+x, y = xbp.data.make_blobs(230, centers=3, n_features=6, seed=3)
+if comm.Get_rank() == 0:
+    np.save(sys.argv[1], x)
+comm.Barrier()
+net = xbp.mlp([6, 9, 3], activation="tanh", loss="cross_entropy", seed=5)
+xbp.fit(net, np.load(sys.argv[1], mmap_mode="r"), y, epochs=3, batch_size=17, optimizer="adam",
+        learning_rate=0.01, validation_split=0.2, progress=False, comm=comm)
+if comm.Get_rank() == 0:
+    np.savez(sys.argv[2], *[p[k] for p in net.host_params() for k in sorted(p)])
+"""
+
+
+@pytest.mark.mpi
+def test_mpi_ranks_read_their_share_of_a_memmap(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("mpi4py")
+    mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec"))
+    if not Path(mpiexec).exists():
+        pytest.skip("mpiexec not found (pip install 'xbp[mpi]')")
+    script = tmp_path / "run.py"
+    script.write_text(MPI_SCRIPT)
+    out = tmp_path / "w.npz"
+    proc = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, str(script), str(tmp_path / "x.npy"), str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ref = mlp()
+    xbp.fit(ref, X, Y, progress=False, validation_split=0.2, **OPTS)
+    with np.load(out) as z:
+        got = [z[f"arr_{i}"] for i in range(len(z.files))]
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, params(ref))) <= 1e-12
