@@ -336,6 +336,12 @@ class HostData:
     """
 
     streamed = True
+    w = None  # streamed data is unweighted (row weights need the data in memory)
+
+    @property
+    def weight_total(self) -> float:
+        """The divisor of epoch averages: the rows (streamed data has no row weights)."""
+        return float(self.n)
 
     def __init__(self, x: Any, y: Any, labels: Any = None, rows: np.ndarray | None = None) -> None:
         self.x, self.y, self.labels, self.rows = x, y, labels, rows
@@ -431,6 +437,12 @@ class BatchSource:
     """
 
     streamed = True
+    w = None  # streamed data is unweighted (row weights need the data in memory)
+
+    @property
+    def weight_total(self) -> float:
+        """The divisor of epoch averages: the rows of the last pass (no row weights)."""
+        return float(self.n or 0)
 
     def __init__(self, source: Any, argument: str = "x") -> None:
         if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
