@@ -1352,6 +1352,7 @@ FIT_NAMES = (
     ("compile=True", "--compile on"),
     ("compile=False", "--compile off"),
     ("compile=None", "--compile auto"),
+    ("CSVLogger path=", "--log-csv "),
 )
 
 
