@@ -257,3 +257,38 @@ def test_a_part_that_fails_on_another_backend_is_one_line(parts) -> None:
         assert "\n" not in str(info.value)
     finally:
         ACTIVATIONS.pop("np_tanh", None)
+
+
+def test_an_unregistered_part_is_not_called_a_damaged_file(tmp_path: Path) -> None:
+    """Every command that loads a model says which part to register, never that the
+    file is invalid: it is intact and loads once the part is registered again."""
+    xbp.register_activation("mytanh", lambda xp, z: xp.tanh(z), lambda xp, a: 1 - a * a)
+    x, y = data(rows=12)
+    path, ck = tmp_path / "m.npz", tmp_path / "ck.npz"
+    xbp.save(xbp.mlp([3, 4, 2], activation="mytanh", loss="quadratic", seed=0), path)
+    net = xbp.mlp([3, 4, 2], activation="mytanh", loss="quadratic", seed=0)
+    xbp.fit(net, x, y, epochs=1, batch_size=4, progress=False, checkpoint=ck)
+    rule = ACTIVATIONS.pop("mytanh")
+    try:
+        calls = [
+            lambda: xbp.load(path),
+            lambda: xbp.load_checkpoint(ck),
+            lambda: xbp.fit(net, x, y, epochs=2, batch_size=4, progress=False, resume=ck),
+        ]
+        for argv in (
+            ["summary", path],
+            ["predict", path, "--data", "xor"],
+            ["explain", "--model", path, "--data", "xor"],
+            ["train", "--resume", ck],
+        ):
+            calls.append(lambda argv=argv: cli.main(["--debug", *map(str, argv)]))
+        for call in calls:
+            with pytest.raises(XbpFileError) as info, redirect_stdout(io.StringIO()):
+                call()
+            text = str(info.value)
+            assert "needs the activation 'mytanh', which is not registered" in text, text
+            assert "xbp.register_activation('mytanh'" in text and "invalid" not in text, text
+    finally:
+        ACTIVATIONS["mytanh"] = rule
+    assert xbp.load(path).layers[0].activation == "mytanh"
+    ACTIVATIONS.pop("mytanh")
