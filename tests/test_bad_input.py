@@ -280,8 +280,8 @@ CLI_CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: ["explain", "--model", t / "model.npz"], XbpValueError,
      "records no training data; pass --data"),
     ("cli-log-csv-foreign-header",
-     lambda be, t: ["train", "--resume", t / "run.npz", "--epochs", "3", "--extend-schedule", "--log-csv",
-                    t / "other_log.csv"], XbpFileError, "--log-csv "),
+     lambda be, t: ["train", "--resume", t / "run.npz", "--epochs", "3", "--extend-schedule",
+                    "--log-csv", t / "other_log.csv"], XbpFileError, "--log-csv "),
     ("cli-batch-too-big", lambda be, t: ["train", "--batch-size", "100000", "--epochs", "1"],
      XbpValueError, "--batch-size 100000 is larger than the 1259 training rows"),
 ]  # fmt: skip
