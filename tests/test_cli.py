@@ -257,3 +257,71 @@ def test_gpu_scripts_run_unchanged_on_numpy(tmp_path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0 and "test accuracy" in proc.stdout, proc.stderr
+
+
+def _int_csv(path: Path, labels: np.ndarray) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(len(labels), 2))
+    rows = "".join(f"{a:.4f},{b:.4f},{int(v)}\n" for (a, b), v in zip(x, labels))
+    path.write_text("a,b,target\n" + rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("labels", "task", "want_out", "want_task"),
+    [
+        # whole-number prices: one real-valued target, not 500 classes
+        (np.arange(60) * 7 + 200, "auto", 1, "regression"),
+        # 1..k (no class 0) and a gap are not class labels 0..k-1 either
+        (np.arange(60) % 3 + 1, "auto", 1, "regression"),
+        (np.arange(60) % 3 * 2, "auto", 1, "regression"),
+        # digits-style labels 0..k-1, every class present: the seed's one-hot classes
+        (np.arange(60) % 3, "auto", 3, "classification"),
+        (np.arange(60) % 3, "regress", 1, "regression"),
+        (np.arange(60) % 3 + 1, "classify", 4, "classification"),
+    ],
+)
+def test_whole_number_targets_under_quadratic(
+    tmp_path, capsys, labels, task, want_out, want_task
+) -> None:
+    data = _int_csv(tmp_path / "d.csv", labels)
+    model = tmp_path / "m.npz"
+    argv = ["train", "--data", str(data), "--loss", "quadratic", "--task", task]
+    argv += ["--epochs", "1", "--layers", "4", "--batch-size", "8", "--quiet", "--save", str(model)]
+    assert main(argv) == 0
+    ck = xbp.load_checkpoint(model)
+    net, meta = ck.network, ck.metadata
+    assert net.n_out == want_out
+    assert meta["task"] == want_task
+    out = tmp_path / "p.npy"
+    assert main(["predict", str(model), "--data", str(data), "--out", str(out)]) == 0
+    pred = np.load(out)
+    if want_task == "regression":  # real values, the network's own output
+        x = np.loadtxt(data, delimiter=",", skiprows=1)[:, :2]
+        mean, std = np.asarray(meta["standardize"]["mean"]), np.asarray(meta["standardize"]["std"])
+        want = net.predict((x - mean) / std).reshape(-1)
+        np.testing.assert_allclose(pred.reshape(-1), want, rtol=1e-10)
+    else:
+        assert pred.dtype.kind in "iu"
+    capsys.readouterr()
+
+
+def test_explain_honours_label_column(tmp_path, capsys) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,c\n0.5,1,0\n2.5,0,1\n1.5,1,1\n")
+    assert main(["explain", "--data", str(data), "--label-column", "a", "--digits", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "A_0 = x = [ 1.00e+00  0.00e+00]\n" in out  # features b, c of sample 0
+    assert "y       = [ 5.00e-01]\n" in out  # the label, column a
+
+
+def test_explain_model_uses_its_recorded_data(tmp_path, capsys) -> None:
+    data = _int_csv(tmp_path / "d.csv", np.arange(30) % 3)
+    model = tmp_path / "m.npz"
+    argv = ["train", "--data", str(data), "--epochs", "1", "--layers", "3", "--batch-size", "4"]
+    assert main([*argv, "--quiet", "--save", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["explain", "--model", str(model), "--sample", "2"]) == 0
+    without = capsys.readouterr().out
+    assert main(["explain", "--model", str(model), "--data", str(data), "--sample", "2"]) == 0
+    assert capsys.readouterr().out == without

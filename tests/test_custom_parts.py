@@ -209,3 +209,86 @@ def test_registration_rules(parts) -> None:
     net = xbp.mlp([2, 1], activation="gelu_t", output="gelu_t", seed=0)
     x = np.array([[1.0, -2.0]])
     np.testing.assert_allclose(net.predict(x), 2 * (x @ net.host_params()[0]["W"]), rtol=1e-15)
+
+
+def _readme_parts() -> dict:
+    """The README's GELU and Huber definitions (its block up to the registration)."""
+    from test_readme import BLOCKS
+
+    source = next(src for _, src in BLOCKS if 'register_activation("gelu"' in src)
+    defs = source[: source.index("xbp.register_activation(")]
+    namespace: dict = {}
+    exec(compile(defs, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_readme_parts_run_on_every_backend(parts, backend) -> None:
+    ns = _readme_parts()
+    xbp.register_activation("gelu_readme", ns["gelu"], ns["gelu_prime"], from_z=True)
+    xbp.register_loss("huber_readme", ns["huber"], ns["huber_grad"])
+    try:
+        x, y = data()
+        net = xbp.mlp([3, 5, 2], activation="gelu_readme", loss="huber_readme", seed=1)
+        ref = xbp.mlp([3, 5, 2], activation="gelu_t", loss="huber_t", seed=1)
+        on = xbp.mlp([3, 5, 2], activation="gelu_readme", loss="huber_readme", backend=backend)
+        on.params = net.host_params()
+        kw = {"epochs": 2, "batch_size": 4, "progress": False, "seed": 0}
+        xbp.fit(on, x, y, **kw)
+        xbp.fit(ref, x, y, **kw)  # the module's own GELU and Huber, written independently
+        for p, q in zip(on.host_params(), ref.host_params()):
+            for key in ("W", "b"):
+                np.testing.assert_allclose(p[key], q[key], rtol=1e-9, atol=1e-12)
+    finally:
+        ACTIVATIONS.pop("gelu_readme", None)
+        LOSSES.pop("huber_readme", None)
+
+
+def test_a_part_that_fails_on_another_backend_is_one_line(parts) -> None:
+    """A forward written with NumPy passes the NumPy probe; on array_api_strict it returns
+    a NumPy array, which fit reports naming the activation and the backend."""
+    xbp.register_activation(
+        "np_tanh", lambda xp, z: np.tanh(np.asarray(z)), lambda xp, a: 1 - a * a
+    )
+    try:
+        x, y = data()
+        net = xbp.mlp([3, 4, 2], activation="np_tanh", loss="huber_t", backend="array_api_strict")
+        with pytest.raises(XbpValueError, match="activation 'np_tanh'.*array_api_strict") as info:
+            xbp.fit(net, x, y, epochs=1, batch_size=4, progress=False)
+        assert "\n" not in str(info.value)
+    finally:
+        ACTIVATIONS.pop("np_tanh", None)
+
+
+def test_an_unregistered_part_is_not_called_a_damaged_file(tmp_path: Path) -> None:
+    """Every command that loads a model says which part to register, never that the
+    file is invalid: it is intact and loads once the part is registered again."""
+    xbp.register_activation("mytanh", lambda xp, z: xp.tanh(z), lambda xp, a: 1 - a * a)
+    x, y = data(rows=12)
+    path, ck = tmp_path / "m.npz", tmp_path / "ck.npz"
+    xbp.save(xbp.mlp([3, 4, 2], activation="mytanh", loss="quadratic", seed=0), path)
+    net = xbp.mlp([3, 4, 2], activation="mytanh", loss="quadratic", seed=0)
+    xbp.fit(net, x, y, epochs=1, batch_size=4, progress=False, checkpoint=ck)
+    rule = ACTIVATIONS.pop("mytanh")
+    try:
+        calls = [
+            lambda: xbp.load(path),
+            lambda: xbp.load_checkpoint(ck),
+            lambda: xbp.fit(net, x, y, epochs=2, batch_size=4, progress=False, resume=ck),
+        ]
+        for argv in (
+            ["summary", path],
+            ["predict", path, "--data", "xor"],
+            ["explain", "--model", path, "--data", "xor"],
+            ["train", "--resume", ck],
+        ):
+            calls.append(lambda argv=argv: cli.main(["--debug", *map(str, argv)]))
+        for call in calls:
+            with pytest.raises(XbpFileError) as info, redirect_stdout(io.StringIO()):
+                call()
+            text = str(info.value)
+            assert "needs the activation 'mytanh', which is not registered" in text, text
+            assert "xbp.register_activation('mytanh'" in text and "invalid" not in text, text
+    finally:
+        ACTIVATIONS["mytanh"] = rule
+    assert xbp.load(path).layers[0].activation == "mytanh"
+    ACTIVATIONS.pop("mytanh")

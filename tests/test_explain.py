@@ -169,3 +169,19 @@ def test_math_md_walks_the_same_numbers() -> None:
         "docs/math.md's worked example is stale: regenerate it with "
         f"xbp {match['args']} and paste the output"
     )
+
+
+def test_check_warns_at_a_relu_kink() -> None:
+    """x = [0, 0] with zero biases puts every relu Z at 0, where phi' jumps: the finite
+    differences straddle the kink and the output says so; a sample away from it does not."""
+    at_kink = run("explain", "--activation", "relu", "--check")
+    assert max(float(v) for v in re.findall(r"max\|gradient\| = (\S+)", at_kink)) > 0.1
+    assert "warning: Z_1 has entries within" in at_kink
+    assert "finite-difference check is not meaningful" in at_kink
+    net = xbp.mlp([2, 3, 1], activation="relu", loss="quadratic", seed=0)
+    x = np.array([[0.7, -0.4]])
+    z1 = x @ net.host_params()[0]["W"] + net.host_params()[0]["b"]
+    assert np.min(np.abs(z1)) > 1e-3  # by hand: this sample is away from the kink
+    away = xbp.explain(net, x, np.array([[0.3]]), check=True)
+    assert "warning" not in away
+    assert "warning" not in run("explain", "--check")  # sigmoid has no kink

@@ -424,3 +424,27 @@ def test_other_backends_train_the_same_model(spec, compile) -> None:
         # Adam's first steps divide by sqrt(v) of tiny gradients: the last bits of a
         # library's reductions grow to ~1e-12 there
         assert_same_model(ours, theirs, weights=1e-9, values=1e-10)
+
+
+def test_readme_says_what_the_estimators_take_for_activation() -> None:
+    """The estimators follow scikit-learn's activation set, registered activations
+    included: the README's section on registered parts says so and does not list them."""
+    import re
+    from pathlib import Path
+
+    from xbp.sklearn import MLPClassifier
+
+    xbp.register_activation("my_soft", lambda xp, z: z / (1 + xp.abs(z)), None)
+    try:
+        x = np.random.default_rng(0).normal(size=(20, 3))
+        with pytest.raises(ValueError, match="activation='my_soft'"):
+            MLPClassifier(hidden_layer_sizes=(4,), activation="my_soft", max_iter=1).fit(
+                x, np.arange(20) % 2
+            )
+    finally:
+        xbp.activations.ACTIVATIONS.pop("my_soft")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Your own activation and loss") :]
+    section = " ".join(section[: section.index("\n* **Activation**")].split())
+    assert not re.search(r"estimators'? networks", section)
+    assert "scikit-learn estimators follow scikit-learn's own activation set" in section

@@ -126,3 +126,20 @@ def test_train_log_csv_option(tmp_path: Path) -> None:
     rows = read(log)
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_resume_drops_a_partial_last_row(tmp_path: Path) -> None:
+    """A kill while writing epoch 3's row leaves a cut line; resuming from the epoch-2
+    checkpoint keeps rows 1-2 byte for byte and logs 3-4 like an uninterrupted run."""
+    log, ck = tmp_path / "log.csv", tmp_path / "ck.npz"
+    whole = xor_fit(tmp_path / "whole.csv", 4)
+    xor_fit(log, 2, checkpoint=ck)
+    kept = log.read_text()
+    with open(log, "a") as f:
+        f.write("3,0.6931")  # no newline: the kill came mid-row
+    xor_fit(log, 4, resume=ck)
+    text = log.read_text()
+    assert text.startswith(kept)
+    rows = read(log)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert [float(r["loss"]) for r in rows] == whole["loss"]

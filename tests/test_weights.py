@@ -242,3 +242,20 @@ def test_shares_use_the_global_weight_sum_and_the_global_masks(size: int, compil
         assert _max_diff(single, net) <= 1e-12
         np.testing.assert_allclose(hist["loss"], h_single["loss"], rtol=1e-12)
         np.testing.assert_allclose(hist["val_loss"], h_single["val_loss"], rtol=1e-12)
+
+
+def test_huge_weights_give_the_unit_weight_results() -> None:
+    """The weighted mean sum(w C) / sum(w) does not depend on the weights' scale: 1e308
+    (finite, but its sum overflows) gives what weights of 1 give, in evaluate and fit."""
+    x, y, _ = _data()
+    ones, huge = np.ones(len(y)), np.full(len(y), 1e308)
+    net = _net()
+    want = xbp.evaluate(net, x, y, sample_weight=ones)
+    got = xbp.evaluate(net, x, y, sample_weight=huge)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-12)
+    assert got["accuracy"] == pytest.approx(want["accuracy"], rel=1e-12)
+    a, b = _net(), _net()
+    kw: dict[str, Any] = {"epochs": 2, "batch_size": 8, "progress": False, "seed": 0}
+    xbp.fit(a, x, y, sample_weight=ones, **kw)
+    xbp.fit(b, x, y, sample_weight=huge, **kw)
+    assert _max_diff(a, b) < 1e-12

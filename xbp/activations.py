@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from .errors import XbpValueError
+from .errors import XbpError, XbpValueError
 
 __all__ = ["Activation", "ACTIVATIONS", "get_activation", "register_activation"]
 
@@ -188,8 +188,13 @@ def check_part_name(name: Any, kind: str, builtin: frozenset[str]) -> str:
     return name
 
 
-def _probe(xp: Any, fn: Callable[..., Any], args: tuple[Any, ...], shape: tuple[int, ...]) -> Any:
-    """Call a user's rule on a small float64 array; one line when it misbehaves."""
+def probe_rule(
+    xp: Any, fn: Callable[..., Any], args: tuple[Any, ...], shape: tuple[int, ...], *more: Any
+) -> Any:
+    """Call a user's rule on a small float64 array; one line when it misbehaves.
+
+    The result must have ``shape`` (or one of the ``more`` shapes) and be finite.
+    """
     try:
         out = fn(xp, *args)
     except Exception as exc:
@@ -197,12 +202,44 @@ def _probe(xp: Any, fn: Callable[..., Any], args: tuple[Any, ...], shape: tuple[
             f"{fn.__name__} raised {type(exc).__name__}: {exc} on a {shape} float64 array; "
             "write it with the array namespace xp it receives (xp.exp, xp.tanh, ...)"
         ) from None
-    if getattr(out, "shape", None) != shape:
+    if getattr(out, "shape", None) not in (shape, *more):
         raise XbpValueError(
             f"{fn.__name__} returned shape {getattr(out, 'shape', type(out).__name__)} for a "
             f"{shape} input; return an array of the input's shape"
         )
+    if not bool(xp.all(xp.isfinite(out))):
+        raise XbpValueError(
+            f"{fn.__name__} returned NaN or Inf on a {shape} float64 array of moderate values; "
+            "return finite numbers"
+        )
     return out
+
+
+def guard_rule(kind: str, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with its failures on any backend turned into one line naming the part."""
+
+    def guarded(xp: Any, *args: Any) -> Any:
+        try:
+            out = fn(xp, *args)
+        except XbpError:
+            raise
+        except Exception as exc:
+            raise XbpValueError(
+                f"{kind} {name!r} ({fn.__name__}) raised {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''} on the {xp.__name__} "
+                "backend; write it with the array namespace xp it receives"
+            ) from None
+        lib = type(args[-1]).__module__.split(".")[0]
+        if type(out).__module__.split(".")[0] != lib:
+            raise XbpValueError(
+                f"{kind} {name!r} ({fn.__name__}) returned a {type(out).__name__} for a "
+                f"{lib} array on the {xp.__name__} backend; write it with the array namespace "
+                "xp it receives"
+            )
+        return out
+
+    guarded.__name__ = getattr(fn, "__name__", "rule")
+    return guarded
 
 
 def register_activation(
@@ -266,9 +303,14 @@ def register_activation(
     import numpy as np
 
     z = np.asarray([[-2.0, -0.5, 0.0], [0.25, 1.0, 3.0]])
-    a = _probe(cnp, forward, (z + 0,), z.shape)
+    a = probe_rule(cnp, forward, (z + 0,), z.shape)
     if derivative is not None:
-        _probe(cnp, derivative, ((z if from_z else a) + 0,), z.shape)
+        probe_rule(cnp, derivative, ((z if from_z else a) + 0,), z.shape)
+        derivative = guard_rule("activation", name, derivative)
+    if backward is not None:
+        probe_rule(cnp, backward, (z * 0 + 0.5, (z if from_z else a) + 0), z.shape)
+        backward = guard_rule("activation", name, backward)
+    forward = guard_rule("activation", name, forward)
     act = Activation(name, forward, derivative, backward=backward, from_z=bool(from_z))
     ACTIVATIONS[name] = act
     return act

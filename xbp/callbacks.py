@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import ModelCheckpoint
 from .errors import XbpFileError, XbpTypeError
 from .io import atomic_write
-from .paths import output_file, write_target
+from .paths import check_distinct, output_file, write_target
 from .training import Callback, Trainer
 
 __all__ = ["CSVLogger", "HISTORY_COLUMNS"]
@@ -78,8 +79,13 @@ class CSVLogger(Callback):
         self.columns: list[str] | None = None
         self._active = False
 
-    def _read(self) -> tuple[list[str] | None, list[dict[str, str]]]:
-        """The header and rows already in the file (none when it does not exist)."""
+    def _read(self, done: int = 0) -> tuple[list[str] | None, list[dict[str, str]]]:
+        """The header and rows already in the file (none when it does not exist).
+
+        On a resume (``done`` > 0, the checkpoint's epoch) a last line that is not a
+        whole row, the row a killed run was writing, is dropped with the other rows
+        after the checkpoint's epoch.
+        """
         target = write_target(Path(self.path))
         if not target.exists():
             return None, []
@@ -91,31 +97,45 @@ class CSVLogger(Callback):
         if not table:
             return None, []
         header = table[0]
+        fix = "log to another file" if done else "log to another file, or pass append=False"
         if not header or header[0] != "epoch":
             raise XbpFileError(
                 f"CSVLogger path={self.path!r} holds a CSV that a CSVLogger did not write (its "
-                "first column is not 'epoch'); log to another file, or pass append=False"
+                f"first column is not 'epoch'); {fix}"
+            )
+        if tuple(header[: len(HISTORY_COLUMNS)]) != HISTORY_COLUMNS:
+            raise XbpFileError(
+                f"CSVLogger path={self.path!r} has the header {','.join(header)}, not a "
+                f"CSVLogger's ({','.join(HISTORY_COLUMNS)}, ...); {fix}"
             )
         rows = []
         for n, values in enumerate(table[1:], start=2):
             if len(values) != len(header) or not values[0].isdigit():
+                if done and n == len(table):
+                    break  # the partial row of an epoch after the checkpoint's
                 raise XbpFileError(
-                    f"CSVLogger path={self.path!r} line {n} is not a row of its header "
-                    f"{header}; log to another file, or pass append=False"
+                    f"CSVLogger path={self.path!r} line {n} is not a row of its header; {fix}"
                 )
             rows.append(dict(zip(header, values)))
         return header, rows
+
+    def _check_checkpoints(self, trainer: Trainer) -> None:
+        """Refuse a log written to a checkpoint's file: each write would replace the other."""
+        for cb in trainer.callbacks:
+            if isinstance(cb, ModelCheckpoint):
+                check_distinct({}, {"CSVLogger path": self.path, "checkpoint": cb.path})
 
     def on_train_begin(self, trainer: Trainer) -> None:
         self._active = trainer.strategy.is_root
         if not self._active:
             return
         output_file(Path(self.path), "CSVLogger path")
+        self._check_checkpoints(trainer)
         done = int(trainer.epoch)  # > 0 when the run resumes from a checkpoint
         header: list[str] | None = None
         keep: list[dict[str, str]] = []
         if self.append or done:
-            header, rows = self._read()
+            header, rows = self._read(done)
             keep = [r for r in rows if not done or int(r["epoch"]) <= done]
         self.columns = header
         if header is None:

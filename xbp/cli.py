@@ -124,6 +124,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "delimiter": ",",
         "x_key": "x",
         "y_key": "y",
+        "task": "auto",  # whole-number labels under quadratic: see _quadratic_task
         "layers": [256],
         "activation": "relu",
         "output": None,  # fits the loss: softmax, sigmoid, identity for regression
@@ -203,6 +204,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "delimiter": ",",
         "x_key": "x",
         "y_key": "y",
+        "task": "auto",
         "layers": [3],
         "activation": "sigmoid",
         "output": None,  # sigmoid: the quadratic cost keeps the hidden activation here
@@ -399,6 +401,15 @@ def _add_data(o: _Options, *, required: bool = False, label_default: str | None 
     o.add("--y-key", "name of the labels array in an .npz", layout + "y" if layout else None)
 
 
+def _add_task(o: _Options) -> None:
+    o.add(
+        "--task",
+        "classify or regress; auto: with --loss quadratic, whole-number labels are classes "
+        "only when they are exactly 0..k-1",
+        choices=list(TASKS),
+    )
+
+
 def _add_model(o: _Options) -> None:
     from .activations import ACTIVATIONS
     from .init import INITS
@@ -453,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = cmd("train", "Train a network and report test accuracy.")
     _add_backend(t)
     _add_data(t)
+    _add_task(t)
     _add_model(t)
     t.add("--optimizer", "update rule", choices=sorted(OPTIMIZERS))
     t.add(
@@ -566,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add("--model", "a saved model", "a fresh network")
     _add_backend(x)
     _add_data(x)
+    _add_task(x)
     _add_model(x)
     x.p.add_argument(
         "--sample",
@@ -736,7 +749,8 @@ def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:
         column = _label_column(args.label_column)
         if column is None:
             raise XbpValueError(
-                "--label-column none: training needs a label column; give its index or name"
+                f"--label-column none: xbp {args.command} needs a label column; give its index "
+                "or name"
             )
         t = load_table(args.data, column, delimiter=args.delimiter)
         assert t.y is not None and t.label_index is not None
@@ -757,13 +771,39 @@ def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _targets(y: np.ndarray, loss: str) -> tuple[int, str]:
-    """Check the targets against the loss; return (output width, task).
+TASKS = {"auto": None, "classify": "classification", "regress": "regression"}
+
+
+def _quadratic_task(y: np.ndarray) -> str:
+    """``--task auto`` under the quadratic cost for one column of whole numbers: class
+    labels only when they are exactly 0..k-1 (every class present, contiguous, k > 2
+    and at least two rows per class, as digits and MNIST are); anything else (prices,
+    counts, years) is one real-valued target."""
+    classes = np.unique(y)
+    k = int(classes.size)
+    labels = k > 2 and int(classes[0]) == 0 and int(classes[-1]) == k - 1 and 2 * k <= y.shape[0]
+    return "classification" if labels else "regression"
+
+
+def _targets(y: np.ndarray, loss: str, task: str = "auto") -> tuple[int, str]:
+    """Check the targets against the loss and ``--task``; return (output width, task).
 
     The task is ``"classification"`` (class labels, 0/1 or one-hot targets) or
     ``"regression"`` (real-valued targets, quadratic loss only).
     """
     where = "--data's labels"
+    want = TASKS[task]
+    if want == "regression" and loss != "quadratic":
+        raise XbpValueError(
+            f"--task regress needs --loss quadratic, not {loss}; for class labels use "
+            "--task classify or auto"
+        )
+    if want is not None and y.ndim == 2 and y.shape[0] and loss == "quadratic":
+        return int(y.shape[1]), want
+    if want == "regression" and y.ndim == 1 and y.shape[0] and y.dtype.kind in "iuf":
+        if not np.isfinite(y).all():
+            raise XbpValueError(f"{where} contain NaN or Inf; clean the label column first")
+        return 1, "regression"
     if y.ndim == 0 or y.ndim > 2 or y.shape[0] == 0:
         raise XbpValueError(f"{where} have shape {y.shape}; need one label or target per sample")
     if y.dtype.kind not in "iuf":
@@ -823,10 +863,33 @@ def _targets(y: np.ndarray, loss: str) -> tuple[int, str]:
                 f"or probabilities in [0, 1]; {hint}"
             )
         return 1, "classification"
-    # quadratic: integer labels above 1 are classes (one-hot); otherwise one real target
+    # quadratic: labels exactly 0..k-1 are classes (one-hot); otherwise one real target
+    if want == "classification":
+        if not integer and not bool(np.all(y == np.round(y))):
+            raise XbpValueError(
+                f"{where} are not whole numbers but --task classify needs class labels 0..k-1; "
+                "use --task regress or auto"
+            )
+        if lo < 0:
+            raise XbpValueError(
+                f"{where} include negative class labels ({lo:g}); --task classify needs "
+                "labels 0..k-1; use --task regress"
+            )
+        return (1 if binary else int(hi) + 1), "classification"
     if integer and lo >= 0 and hi > 1:
-        return int(hi) + 1, "classification"
+        task = _quadratic_task(y)
+        return (int(hi) + 1 if task == "classification" else 1), task
     return 1, "classification" if binary else "regression"
+
+
+def _task_choice(args: argparse.Namespace, ck: Any = None, classes: Any = None) -> str:
+    """``--task``, or the checkpoint's task on a resume, or ``classify`` for class names."""
+    if args.task != "auto":
+        return str(args.task)
+    stored = None if ck is None else ck.metadata.get("task")
+    if stored in ("classification", "regression"):
+        return "classify" if stored == "classification" else "regress"
+    return "classify" if classes is not None else "auto"
 
 
 def _scaled(x: np.ndarray, scaling: Any, argument: str = "--data") -> np.ndarray:
@@ -1146,7 +1209,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--data {args.data!r} is not the data {args.resume!r} was trained on (its contents "
             "changed); resume with the same data, or start a new run"
         )
-    n_out, task = _targets(y, args.loss)
+    n_out, task = _targets(y, args.loss, _task_choice(args, ck, data.classes))
+    if task == "regression" and y.dtype.kind != "f":
+        y = y.astype(np.float64)  # whole-number targets: no stratified split, no one-hot
     (xtr, ytr), (xva, yva), (xte, yte), scaling = _split_and_scale(args, x, y)
     # 4. the network and optimizer: new, or the checkpoint's
     if ck is not None:
@@ -1362,6 +1427,7 @@ FIT_NAMES = (
     ("compile=False", "--compile off"),
     ("compile=None", "--compile auto"),
     ("precision=", "--precision "),
+    ("CSVLogger path=", "--log-csv "),
 )
 
 
@@ -1691,8 +1757,27 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     return 0 if worst <= args.tol else 1
 
 
+def _explain_model_data(args: argparse.Namespace, meta: dict[str, Any], fmt: str) -> str:
+    """Without ``--data``, explain a model on the data its file records."""
+    if "data" in args.given:
+        return fmt
+    stored = meta.get("data")
+    if not isinstance(stored, str) or not stored:
+        raise XbpValueError(
+            f"--model {args.model!r} records no training data; pass --data with the data it "
+            "was trained on"
+        )
+    args.data = stored
+    try:
+        return _data_files(args)[0]
+    except XbpError as e:
+        raise XbpValueError(
+            f"--model {args.model!r} was trained on {stored!r}, which cannot be read here; pass "
+            "--data"
+        ) from e
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .data import load_dataset
     from .explain import explain
 
     if not 2 <= args.digits <= 17:
@@ -1708,24 +1793,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     _use_jax_x64(args)
     if args.model:
         net, meta = _load_model(args, args.model, "--model")
+        fmt = _explain_model_data(args, meta, fmt)
         args.batch_size = 1 << 30
         chunks = list(_data_chunks(args, fmt, net, meta, need_labels=True))
         x = np.concatenate([c[0] for c in chunks])
         y = np.concatenate([c[1] for c in chunks if c[1] is not None])
     else:
-        _check_layout_options(args, fmt)
-        with _as_options():
-            x, y = load_dataset(
-                args.data,
-                format=args.format,
-                seed=args.seed,
-                label_column=_label_column(args.label_column),
-                delimiter=args.delimiter,
-                x_key=args.x_key,
-                y_key=args.y_key,
-            )
+        data = _load_training(args, fmt)
+        x, y = data.x, data.y
         x = _scaled(np.asarray(x), None)
-        n_out, task = _targets(np.asarray(y), args.loss)
+        n_out, task = _targets(np.asarray(y), args.loss, _task_choice(args, None, data.classes))
         output = args.output or ("identity" if task == "regression" else None)
         net = _build_network(args, x.shape[1], n_out, output)
     if not -len(x) <= args.index < len(x):

@@ -113,8 +113,9 @@ def class_weight_table(net: Network, data: DeviceData, class_weight: Any) -> np.
     see :func:`xbp.weights.class_weights`. Regression targets are an error."""
     if data.labels is None:
         raise XbpValueError(
-            f"class_weight= needs class targets, but loss={net.loss.name!r} with these targets "
-            "has no classes; use sample_weight= to weight the rows of a regression"
+            f"class_weight= needs class labels 0..k-1 (or one-hot rows), but loss="
+            f"{net.loss.name!r} with these targets (soft, multi-label or real-valued) has no "
+            "classes; weight the rows with sample_weight= instead"
         )
     labels = np.asarray(net.backend.to_host(data.labels), dtype=np.int64)
     return class_weights(labels, class_weight, max(net.n_out, 2))

@@ -247,7 +247,26 @@ def explain(
             f"  max error {max(errors.values()):.2e}; the equations' deltas agree with "
             f"value_and_grad within {worst:.1e}"
         )
+        out.extend(_kink_notes(acts, layers))
     return "\n".join(out)
+
+
+#: activations whose derivative jumps at Z = 0
+KINKS = ("relu", "leaky_relu")
+KINK_WIDTH = 1e-4  # |Z| this close to a kink: a finite difference may straddle it
+
+
+def _kink_notes(acts: list[Any], layers: list[tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    """A warning for each layer whose ``Z`` sits at its activation's kink."""
+    notes = []
+    for l, (act, (z, _)) in enumerate(zip(acts, layers), start=1):
+        if act.name in KINKS and bool(np.any(np.abs(z) < KINK_WIDTH)):
+            notes.append(
+                f"  warning: Z_{l} has entries within {KINK_WIDTH:g} of {act.name}'s kink at 0, "
+                "where phi' jumps: the finite-difference check is not meaningful there (a large "
+                "error is expected); pick another --sample, or non-zero inputs and biases"
+            )
+    return notes
 
 
 def _phi_prime(act: Any, z: np.ndarray, a: np.ndarray) -> np.ndarray:

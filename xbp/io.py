@@ -295,9 +295,9 @@ def _check_parts(arch: Any, argument: str) -> None:
 def _build(
     meta: dict[str, Any], files: dict[str, np.ndarray], backend: Any, device: Any, argument: str
 ) -> Network:
+    _check_parts(meta.get("architecture") if isinstance(meta, dict) else None, argument)
     try:
         arch = meta["architecture"]
-        _check_parts(arch, argument)
         layers = [Dense(int(a), int(b), str(act)) for a, b, act in arch["layers"]]
         rates = arch.get("dropout")  # written only when a layer drops its input
         if rates is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .activations import ACTIVATIONS, Activation, check_part_name
+from .activations import ACTIVATIONS, Activation, check_part_name, guard_rule, probe_rule
 from .errors import XbpValueError
 
 __all__ = [
@@ -169,6 +169,20 @@ def _rows(xp: Any, c: Any) -> Any:
     return xp.reshape(c, (-1, 1)) if c.ndim == 1 else c
 
 
+def _probe_loss(value: Any, grad: Any, delta: Any) -> None:
+    """Try a registered loss's rules on small float64 arrays (shapes, finiteness)."""
+    import array_api_compat.numpy as cnp
+    import numpy as np
+
+    a = np.asarray([[0.2, 0.5], [0.7, 0.4], [0.9, 0.1]])
+    y = np.asarray([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    probe_rule(cnp, value, (a + 0, y + 0), a.shape, a.shape[:1])
+    if grad is not None:
+        probe_rule(cnp, grad, (a + 0, y + 0), a.shape)
+    if delta is not None:
+        probe_rule(cnp, delta, (a * 2 - 1, a + 0, y + 0), a.shape)
+
+
 def register_loss(
     name: str,
     value: Callable[[Any, Any, Any], Any],
@@ -247,6 +261,15 @@ def register_loss(
                 f"outputs names {out!r}, which is not a registered activation; use one of "
                 f"{sorted(ACTIVATIONS)}"
             )
+        if grad is not None and ACTIVATIONS[out].output_only:
+            raise XbpValueError(
+                f"grad= (dC/dA) cannot follow the {out!r} output, which is not elementwise; "
+                f"pass delta=(xp, z, a, y) -> dC/dZ instead"
+            )
+    _probe_loss(value, grad, delta)
+    value = guard_rule("loss", name, value)
+    grad = None if grad is None else guard_rule("loss", name, grad)
+    delta = None if delta is None else guard_rule("loss", name, delta)
 
     def value_and_delta(
         xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None

@@ -94,7 +94,13 @@ def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
 
 def check_dropout(rate: Any, argument: str = "Dense.dropout") -> float:
     """A dropout rate (the probability of dropping an input) in [0, 1), or a one-line error."""
-    return check_number(rate, argument, low=0.0, low_open=False, high=1.0, high_open=True)
+    rate = check_number(rate, argument, low=0.0, low_open=False, high=1.0, high_open=True)
+    if round(rate * 2.0**32) >= 2**32:  # the mask's 32-bit threshold would keep nothing
+        raise XbpValueError(
+            f"{argument}={rate!r} drops every input (the keep probability rounds to 0); use a "
+            "rate of at most 1 - 2**-31"
+        )
+    return rate
 
 
 class StepResult(NamedTuple):

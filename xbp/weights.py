@@ -48,6 +48,9 @@ def check_sample_weight(
         raise XbpValueError(
             f"{argument} holds negative weights (down to {host.min():g}); weights must be >= 0"
         )
+    top = float(host.max()) if host.size else 0.0
+    if top > 0 and not 2.0**-64 <= top <= 2.0**64:
+        host = host / top  # the weighted mean is scale-free; huge weights would overflow
     dev = backend.asarray(host, dtype, copy=True)
     total = float(np.sum(np.asarray(backend.to_host(dev), dtype=np.float64)))
     if not total > 0:
