@@ -1109,7 +1109,15 @@ def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
         np.save(buf, np.array([Evil()], dtype=object), allow_pickle=True)
         z.writestr("meta.npy", buf.getvalue())
         z.writestr("param.0.W.npy", pickle.dumps(Evil()))
+        # the keys load_npz reads, so that it meets the object array itself
+        z.writestr("x.npy", buf.getvalue())
+        z.writestr("y.npy", buf.getvalue())
     for loader in (xbp.load, xbp.load_checkpoint, xbp.data.load_npz):
         with pytest.raises(XbpFileError, match="pickled|not a readable"):
             loader(path)
+    # the refusal comes from the archive's content, not from words in its path
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.zeros(2))
+    with pytest.raises(XbpValueError, match="lacks"):
+        xbp.data.load_npz(plain)
     assert not marker.exists()

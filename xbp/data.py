@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .dataset import MappedRows
-from .errors import XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+from .errors import XbpError, XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
 from .mnist1d import load_mnist1d, load_mnist1d_joined
 from .paths import as_path, describe, input_file, sniff
 from .validate import check_int, check_number
@@ -819,6 +819,8 @@ def load_npz(
             else:
                 x = z[x_key]
                 y = z[y_key] if y_key is not None else None
+    except XbpError:
+        raise  # xbp's own message (a missing key), not NumPy's
     except ValueError as exc:
         if "pickle" in str(exc) or "Object arrays" in str(exc):
             raise XbpFileError(
