@@ -292,3 +292,48 @@ def test_an_unregistered_part_is_not_called_a_damaged_file(tmp_path: Path) -> No
         ACTIVATIONS["mytanh"] = rule
     assert xbp.load(path).layers[0].activation == "mytanh"
     ACTIVATIONS.pop("mytanh")
+
+
+def test_cli_imports_a_module_that_registers_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``xbp --import MODULE`` registers a user's parts before the command, so a model
+    built from them trains, saves and predicts from the shell; without it the saved
+    model names the flag; a module that fails to import is a one-line error."""
+    (tmp_path / "xbp_softsign_parts.py").write_text(
+        "import xbp\n"
+        "xbp.register_activation('softsign_cli', lambda xp, z: z / (1 + xp.abs(z)),\n"
+        "                        lambda xp, a: (1 - xp.abs(a)) ** 2)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", "xor", "--layers", "3", "--activation", "softsign_cli", "--loss"]
+    train += ["binary_cross_entropy"]
+    train += ["--epochs", "2", "--batch-size", "2", "--save", str(model), "--quiet"]
+    try:
+        with redirect_stdout(io.StringIO()):
+            assert cli.main(["--import", "xbp_softsign_parts", *train]) == 0
+        assert xbp.load(model).layers[0].activation == "softsign_cli"
+        ACTIVATIONS.pop("softsign_cli")
+        err = io.StringIO()
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            assert cli.main(["predict", str(model), "--data", "xor"]) == 2
+        assert "softsign_cli" in err.getvalue() and "--import MODULE" in err.getvalue()
+        import sys
+
+        sys.modules.pop("xbp_softsign_parts", None)  # imported again by the flag
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert (
+                cli.main(["predict", str(model), "--data", "xor", "--import=xbp_softsign_parts"])
+                == 0
+            )
+        assert out.getvalue().strip()
+        err = io.StringIO()
+        with redirect_stderr(err):
+            assert cli.main(["--import", "no_such_xbp_module", "backends"]) == 2
+        lines = err.getvalue().strip().splitlines()
+        assert len(lines) == 1 and "--import no_such_xbp_module" in lines[0], lines
+    finally:
+        ACTIVATIONS.pop("softsign_cli", None)

@@ -443,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'xbp COMMAND --help' for a command's options and examples.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        help="import MODULE first (repeatable): a module that registers its own activations "
+        "and losses (xbp.register_activation/register_loss) so that they can be used by name",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def cmd(name: str, help_text: str) -> _Options:
@@ -1889,7 +1897,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _main(words)
 
 
+def _import_plugins(argv: list[str]) -> list[str] | None:
+    """Import every ``--import MODULE`` (anywhere in ``argv``) and return the other words.
+
+    A module registers its own activations and losses on import
+    (:func:`xbp.register_activation`, :func:`xbp.register_loss`), so a model
+    built from them can be trained, saved and read from the shell. The current
+    directory is searched first, as ``python -m`` does. None after a one-line
+    error."""
+    import importlib
+
+    rest, modules = [], []
+    words = iter(argv)
+    for word in words:
+        if word == "--import":
+            module = next(words, None)
+            if module is None or module.startswith("-"):
+                print(
+                    "xbp: error: --import needs a module name, e.g. --import myparts",
+                    file=sys.stderr,
+                )
+                return None
+            modules.append(module)
+        elif word.startswith("--import="):
+            modules.append(word.split("=", 1)[1])
+        else:
+            rest.append(word)
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the module's own failure, reported in one line
+            print(
+                f"xbp: error: --import {module}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                " (give an importable module that registers your parts)",
+                file=sys.stderr,
+            )
+            return None
+    return rest
+
+
 def _main(argv: list[str]) -> int:
+    plain = _import_plugins(argv)
+    if plain is None:
+        return 2
+    argv = plain
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

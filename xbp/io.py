@@ -288,7 +288,8 @@ def _check_parts(arch: Any, argument: str) -> None:
             )
             raise XbpFileError(
                 f"{argument} needs the {kind} {name!r}, which is not registered in this "
-                f"process; run {how} with the same definition before loading it"
+                f"process; run {how} with the same definition before loading it (from the "
+                "shell: xbp --import MODULE ..., where MODULE registers it)"
             ) from None
 
 
