@@ -279,3 +279,25 @@ def test_train_mnist_synthetic_runs_end_to_end(tmp_path) -> None:
     accuracy = float(proc.stdout.split("'accuracy': ")[1].split("}")[0])
     assert accuracy > 0.5  # the classes are learnable: chance is 0.1
     assert xbp.load(tmp_path / "m.npz").sizes == [784, 16, 10]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_csv_quoted_labels_after_a_space(tmp_path, engine: str) -> None:
+    """``x, "a, b"``: a space after the delimiter does not hide the quote from any
+    engine (the file is written as people write CSV by hand), and a whole read by
+    pandas gives the same rows as its chunked read (``chunk_rows``)."""
+    path = tmp_path / "spaced.csv"
+    rows = ['1, 2, "a, b"', "3, 4, c", '5,6,"a, b"', "7 , 8 ,c"]
+    path.write_text("x1, x2, label\n" + "\n".join(rows) + "\n")
+    t = data.load_table(path, "label", engine=engine)
+    np.testing.assert_array_equal(t.x, [[1, 2], [3, 4], [5, 6], [7, 8]])
+    assert t.classes == ["a, b", "c"] and t.y.tolist() == [0, 1, 0, 1]
+    chunks = list(data.iter_table(path, "label", chunk_rows=3, engine=engine))
+    assert [len(c.x) for c in chunks] == [3, 1]
+
+
+def test_csv_header_and_rows_of_different_widths(tmp_path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text("x1,x2,label\n1,2,3,a\n")
+    with pytest.raises(XbpValueError, match="the header has 3 columns but line 2 has 4"):
+        data.load_table(path, "label")
