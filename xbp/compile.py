@@ -34,7 +34,7 @@ import numpy as np
 from .errors import XbpValueError
 from .network import LOSS_SCALED, Network, Params, count_correct, epoch_summary, no_caches
 from .optim import Optimizer, map_state
-from .weights import batch_weight_sum
+from .weights import batch_weight_sum, take_batch
 
 __all__ = ["compiled_epoch_runner", "pure_step", "EpochRunner"]
 
@@ -231,12 +231,7 @@ class TracedEpochRunner(EpochRunner):
 
         def build() -> Any:
             def one(params, arrays, x, y, labels, w, idx, scal, dkey):  # type: ignore[no-untyped-def]
-                n_total = idx.shape[0]
-                xb = xp.take(x, idx, axis=0)
-                yb = xp.take(y, idx, axis=0)
-                wb = None if w is None else xp.take(w, idx, axis=0)
-                if wb is not None:
-                    n_total = batch_weight_sum(xp, wb)
+                xb, yb, wb, n_total = take_batch(xp, x, y, w, idx, idx.shape[0])
                 params, arrays, cost, out = pure_step(
                     net,
                     optimizer,
@@ -483,10 +478,7 @@ class CapturedEpochRunner(EpochRunner):
         saved_a = [xp.asarray(a, copy=True) for a in arrays]
 
         def step() -> tuple[Any, Any]:
-            xb = xp.take(data.x, self.idx, axis=0)
-            yb = xp.take(data.y, self.idx, axis=0)
-            wb = None if data.w is None else xp.take(data.w, self.idx, axis=0)
-            total = bs if wb is None else batch_weight_sum(xp, wb)
+            xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, self.idx, bs)
             new_params, new_arrays, cost, out = pure_step(
                 net,
                 optimizer,
@@ -577,11 +569,10 @@ class CapturedEpochRunner(EpochRunner):
             out_corrects.append(corrects)
         if rest:
             idx = be.asarray(host_perm[n_full * bs :])
-            wb = None if data.w is None else xp.take(data.w, idx, axis=0)
-            total = rest if wb is None else batch_weight_sum(xp, wb)
+            xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, idx, rest)
             cost, _, out = trainer.train_step(
-                xp.take(data.x, idx, axis=0),
-                xp.take(data.y, idx, axis=0),
+                xb,
+                yb,
                 total,
                 sample_weight=wb,
                 dropout_key=None if keys is None else keys[n_full, ...],

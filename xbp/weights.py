@@ -18,7 +18,7 @@ from .backend import Backend
 from .errors import XbpTypeError, XbpValueError
 from .validate import is_host_array
 
-__all__ = ["check_sample_weight", "class_weights", "batch_weight_sum"]
+__all__ = ["check_sample_weight", "class_weights", "batch_weight_sum", "take_batch"]
 
 
 def check_sample_weight(
@@ -115,3 +115,14 @@ def batch_weight_sum(xp: Any, w: Any) -> Any:
     all zero (its cost and gradients are then 0, not 0/0). A 0-d device array."""
     total = xp.sum(w)
     return total + xp.astype(total == 0, total.dtype)
+
+
+def take_batch(xp: Any, x: Any, y: Any, w: Any, idx: Any, rows: Any) -> tuple[Any, Any, Any, Any]:
+    """The rows ``idx`` of ``x``, ``y`` and the row weights ``w`` (None: unweighted), and
+    the batch's divisor: ``rows``, or the weight sum (:func:`batch_weight_sum`)."""
+    xb = xp.take(x, idx, axis=0)
+    yb = xp.take(y, idx, axis=0)
+    if w is None:
+        return xb, yb, None, rows
+    wb = xp.take(w, idx, axis=0)
+    return xb, yb, wb, batch_weight_sum(xp, wb)
