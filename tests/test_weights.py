@@ -16,6 +16,7 @@ from conftest import backend_or_skip, required_backends
 
 import xbp
 from xbp import optim
+from xbp.distributed import MPIStrategy
 from xbp.strategy import Strategy
 from xbp.weights import class_weights
 
@@ -176,10 +177,7 @@ class _Threads(Strategy):
     def __init__(self, rank: int, size: int, board: dict[str, Any]) -> None:
         self.rank, self.size, self.board = rank, size, board
 
-    def share(self, start: int, stop: int) -> tuple[int, int]:
-        base, extra = divmod(stop - start, self.size)
-        lo = start + self.rank * base + min(self.rank, extra)
-        return lo, lo + base + (1 if self.rank < extra else 0)
+    share = MPIStrategy.share  # the real row shares, not a copy of them
 
     def _allsum(self, value: Any) -> Any:
         b = self.board
@@ -208,20 +206,10 @@ class _Threads(Strategy):
         return bool(self._allsum(np.array([float(flag)]))[0])
 
 
-@pytest.mark.parametrize("size,compiled", [(2, False), (3, False), (2, True)])
-def test_shares_use_the_global_weight_sum_and_the_global_masks(size: int, compiled: bool) -> None:
-    """Eager shares on NumPy; compiled halves of each step (JAX) with the exchange between."""
-    be: Any = "numpy"
-    if compiled:
-        be = backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
-    x, y, w = _data(37)
-    args: dict[str, Any] = dict(sample_weight=w, epochs=3, batch_size=8, seed=2,
-                                optimizer=optim.momentum(0.2), progress=False,
-                                validation_split=0.2, compile=compiled)  # fmt: skip
-    single = _net(dropout=0.4)
-    h_single = xbp.fit(single, x, y, **{**args, "compile": False})
+def _fit_in_threads(nets: list[xbp.Network], x: Any, y: Any, args: dict[str, Any]) -> list[Any]:
+    """``xbp.fit`` of each network on its own thread, as ranks of one :class:`_Threads` run."""
+    size = len(nets)
     board: dict[str, Any] = {"slots": [None] * size, "barrier": threading.Barrier(size)}
-    nets = [_net(be, dropout=0.4) for _ in range(size)]
     hists: list[Any] = [None] * size
     errors: list[BaseException] = []
 
@@ -238,6 +226,37 @@ def test_shares_use_the_global_weight_sum_and_the_global_masks(size: int, compil
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors
+    return hists
+
+
+def test_streamed_shares_draw_the_masks_of_their_rows() -> None:
+    """Streamed data (read a batch at a time from the host) shared between 2 ranks: each
+    rank drops its own rows' inputs as one process does, so the weights are the same."""
+    x, y, _ = _data(37)
+    args: dict[str, Any] = dict(epochs=3, batch_size=8, seed=2, optimizer=optim.sgd(0.3),
+                                progress=False)  # fmt: skip
+    single = _net(dropout=0.4)
+    xbp.fit(single, x, y, **args)
+    nets = [_net(dropout=0.4) for _ in range(2)]
+    _fit_in_threads(nets, x, y, {**args, "stream": True})
+    for net in nets:
+        assert _max_diff(single, net) <= 1e-12
+
+
+@pytest.mark.parametrize("size,compiled", [(2, False), (3, False), (2, True)])
+def test_shares_use_the_global_weight_sum_and_the_global_masks(size: int, compiled: bool) -> None:
+    """Eager shares on NumPy; compiled halves of each step (JAX) with the exchange between."""
+    be: Any = "numpy"
+    if compiled:
+        be = backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
+    x, y, w = _data(37)
+    args: dict[str, Any] = dict(sample_weight=w, epochs=3, batch_size=8, seed=2,
+                                optimizer=optim.momentum(0.2), progress=False,
+                                validation_split=0.2, compile=compiled)  # fmt: skip
+    single = _net(dropout=0.4)
+    h_single = xbp.fit(single, x, y, **{**args, "compile": False})
+    nets = [_net(be, dropout=0.4) for _ in range(size)]
+    hists = _fit_in_threads(nets, x, y, args)
     for net, hist in zip(nets, hists):
         assert _max_diff(single, net) <= 1e-12
         np.testing.assert_allclose(hist["loss"], h_single["loss"], rtol=1e-12)

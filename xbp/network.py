@@ -23,6 +23,7 @@ import numpy as np
 from .activations import Activation, get_activation
 from .backend import Backend
 from .backend import backend as resolve_backend
+from .backends import MIXED_PRECISIONS
 from .errors import XbpTypeError, XbpValueError
 from .init import INITS, default_init, init_layer
 from .losses import Loss, check_pair, check_targets, default_output, get_loss
@@ -47,7 +48,7 @@ Params = list[dict[str, Any]]
 EVAL_BATCH = 8192
 
 #: Mixed precision policies: products in bfloat16/float16, float32 master weights.
-MIXED = ("bf16", "fp16")
+MIXED = tuple(MIXED_PRECISIONS)  # the mixed-precision policies the seam knows
 #: Matrix-product policies (see Network's ``precision``).
 PRECISIONS = ("exact", "tf32", *MIXED)
 #: Policies whose training steps scale the loss (see :class:`xbp.training.LossScaler`).

@@ -37,7 +37,7 @@ from .optim import Optimizer, apply_updates, get_optimizer
 from .rng import MASK32, dropout_key
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
-from .weights import batch_weight_sum
+from .weights import batch_weight_sum, take_batch
 
 __all__ = [
     "History",
@@ -701,14 +701,13 @@ class Trainer:
         for b, (s, e) in enumerate(batches):
             lo, hi = share(s, e)
             idx = perm[lo:hi]
-            xb = xp.take(data.x, idx, axis=0)
-            yb = xp.take(data.y, idx, axis=0)
-            before = self.copy_params() if check_each else None
-            key = None if keys is None else keys[b, ...]
-            wb = None if data.w is None else xp.take(data.w, idx, axis=0)
             # the divisor: the global batch's rows, or its weight sum (every process has
             # the whole data set, so it sums the global batch's weights itself)
-            total = e - s if wb is None else batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
+            xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, idx, e - s)
+            if wb is not None and (lo, hi) != (s, e):
+                total = batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
+            before = self.copy_params() if check_each else None
+            key = None if keys is None else keys[b, ...]
             cost, updates, out = self.train_step(xb, yb, total, sample_weight=wb, dropout_key=key)
             if check_each:
                 bad = not math.isfinite(float(cost)) or not _finite(xp, updates)
@@ -738,16 +737,23 @@ class Trainer:
         costs, corrects = [], []
         every_batch_labelled = True
         plan = None
+        keys = None
         if perm is not None:
-            plan = []
+            plan, offsets = [], []
             for s, e in self._batches(data.n):
                 lo, hi = self.strategy.share(s, e)
                 plan.append((perm[lo:hi], e - s))
+                offsets.append(lo - s)
+            # as run_epoch: the epoch's dropout keys in one transfer, each process's
+            # rows drawing the mask of its own share of the batch
+            keys = self.dropout_keys(self.step, offsets)
         batches = data.batches(self.net, plan)
         try:
             for b, (xb, yb, labels, rows) in enumerate(batches):
                 before = self.copy_params() if check_each else None
-                cost, updates, out = self.train_step(xb, yb, rows)
+                # a source's batches are not known ahead: train_step makes each key
+                key = None if keys is None else keys[b, ...]
+                cost, updates, out = self.train_step(xb, yb, rows, dropout_key=key)
                 if check_each and (not math.isfinite(float(cost)) or not _finite(xp, updates)):
                     assert before is not None
                     self.set_params(before)
