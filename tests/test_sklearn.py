@@ -162,7 +162,7 @@ def test_same_hyper_parameters_similar_accuracy_to_sklearn() -> None:
 # -- the same numbers as scikit-learn -----------------------------------------------------
 # Every test below trains scikit-learn's own estimator and xbp's with the same arguments and
 # compares the fitted attributes; nothing is compared against stored constants.
-from sklearn.datasets import load_iris, make_regression  # noqa: E402
+from sklearn.datasets import load_iris, make_classification, make_regression  # noqa: E402
 from sklearn.neural_network import MLPClassifier as SkClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as SkRegressor  # noqa: E402
 
@@ -402,13 +402,23 @@ def test_pickle_keeps_the_optimizer_state() -> None:
 @pytest.mark.parametrize(
     "spec, compile",
     [
+        (("array_api_strict", "array_api_strict", None), None),
+        (("array_api_strict-device1", "array_api_strict", "device1"), None),
         (("torch-cpu", "torch", "cpu"), None),
         (("torch-cuda", "torch", "cuda"), None),
         (("jax-cpu", "jax", "cpu"), False),
         (("jax-cpu", "jax", "cpu"), True),
         (("cupy-cuda", "cupy", "cuda"), None),
     ],
-    ids=["torch-cpu", "torch-cuda", "jax-cpu-eager", "jax-cpu-compiled", "cupy-cuda"],
+    ids=[
+        "array_api_strict",
+        "array_api_strict-device1",
+        "torch-cpu",
+        "torch-cuda",
+        "jax-cpu-eager",
+        "jax-cpu-compiled",
+        "cupy-cuda",
+    ],
 )
 def test_other_backends_train_the_same_model(spec, compile) -> None:
     be = backend_or_skip(*spec, required_backends())
@@ -448,3 +458,18 @@ def test_readme_says_what_the_estimators_take_for_activation() -> None:
     section = " ".join(section[: section.index("\n* **Activation**")].split())
     assert not re.search(r"estimators'? networks", section)
     assert "scikit-learn estimators follow scikit-learn's own activation set" in section
+
+
+def test_a_batch_of_zero_weights_leaves_no_nan() -> None:
+    """Rows weighted 0 filling a whole batch: the batch divides by 1 (as xbp.fit), so its
+    cost gradient is 0 and the weights stay finite (scikit-learn itself divides by 0)."""
+    X, y = make_classification(n_samples=60, n_features=5, random_state=0)
+    w = np.ones(len(y))
+    w[:10] = 0.0
+    est = MLPClassifier(hidden_layer_sizes=(4,), batch_size=10, shuffle=False, max_iter=3,
+                        random_state=0)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y, sample_weight=w)
+    assert all(np.isfinite(c).all() for c in est.coefs_)
+    assert np.isfinite(est.loss_curve_).all()

@@ -60,6 +60,7 @@ from .backend import Backend
 from .backend import backend as resolve_backend
 from .errors import XbpValueError
 from .network import Dense, Network, Params, no_caches
+from .weights import batch_weight_sum
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -591,7 +592,9 @@ class _BaseMLP(BaseEstimator):
                 sl = slice(start, min(start + batch, n))
                 wb = None if we is None else we[sl]
                 rows = sl.stop - sl.start
-                divisor = rows if wb is None else xp.sum(wb)
+                # an all-zero batch divides by 1, not 0 (as xbp.fit; scikit-learn raises
+                # ZeroDivisionError there)
+                divisor = rows if wb is None else batch_weight_sum(xp, wb)
                 flat, state, loss = step(
                     flat, state, xe[sl, ...], ye[sl, ...], wb, divisor, opt.scalars()
                 )
