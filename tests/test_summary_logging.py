@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import shutil
 from contextlib import redirect_stdout
@@ -41,11 +40,7 @@ def test_summary_counts_every_parameter(backend: xbp.Backend) -> None:
 
 
 def test_summary_reads_a_layers_dropout() -> None:
-    @dataclasses.dataclass(frozen=True)
-    class WithDropout(xbp.Dense):
-        dropout: float = 0.0
-
-    net = xbp.Network([WithDropout(3, 4, "tanh", 0.25), xbp.Dense(4, 1, "identity")])
+    net = xbp.Network([xbp.Dense(3, 4, "tanh", dropout=0.25), xbp.Dense(4, 1, "identity")])
     rows = [line.split() for line in net.summary().splitlines() if line[:1].isdigit()]
     assert [r[6] for r in rows] == ["0.25", "0"]
 

@@ -41,7 +41,7 @@ def summarize(net: Any) -> Summary:
         w, b = (d.n_in, d.n_out), (d.n_out,)
         count = _count(w) + _count(b)
         total += count
-        dropout = float(getattr(d, "dropout", 0.0) or 0.0)
+        dropout = float(d.dropout)
         rows.append(
             (
                 f"{i} Dense",
