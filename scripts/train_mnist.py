@@ -74,6 +74,9 @@ def main() -> None:
     args = p.parse_args()
     if args.data is None and not args.synthetic:
         p.error("give --data DIRECTORY (MNIST IDX files) or --synthetic")
+    if args.data is not None and args.synthetic:
+        # the synthetic files would replace the MNIST files of that directory
+        p.error("--synthetic writes its own files to a temporary directory; drop --data")
     device = int(args.device) if args.device and args.device.isdigit() else args.device
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -281,6 +281,35 @@ def test_train_mnist_synthetic_runs_end_to_end(tmp_path) -> None:
     assert xbp.load(tmp_path / "m.npz").sizes == [784, 16, 10]
 
 
+def test_train_mnist_synthetic_never_writes_into_a_data_directory(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    images = tmp_path / "train-images-idx3-ubyte"
+    images.write_bytes(b"the user's own MNIST file")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_mnist.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--synthetic", "--data", str(tmp_path), "--epochs", "1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "drop --data" in proc.stderr, proc.stderr
+    assert images.read_bytes() == b"the user's own MNIST file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-images-idx3-ubyte"]
+
+
+def test_write_idx_follows_the_output_rules_and_replaces_atomically(tmp_path) -> None:
+    folder = tmp_path / "pipe"  # (a FIFO would block a plain open: a directory cannot)
+    folder.mkdir()
+    with pytest.raises(XbpFileError, match="pipe"):
+        data.write_idx(folder, np.zeros(3, dtype=np.uint8))
+    target = tmp_path / "labels.gz"
+    data.write_idx(target, np.array([1, 2], dtype=np.uint8))
+    data.write_idx(target, np.array([3, 4, 5], dtype=np.uint8))
+    assert data.load_idx(target).tolist() == [3, 4, 5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gz", "pipe"]
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_csv_quoted_labels_after_a_space(tmp_path, engine: str) -> None:
     """``x, "a, b"``: a space after the delimiter does not hide the quote from any

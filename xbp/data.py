@@ -20,6 +20,7 @@ import numpy as np
 
 from .dataset import MappedRows
 from .errors import XbpError, XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+from .io import atomic_write
 from .mnist1d import load_mnist1d, load_mnist1d_joined
 from .paths import as_path, describe, input_file, sniff
 from .validate import check_int, check_number
@@ -187,9 +188,16 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     p = as_path(path, "path")
     head = bytes([0, 0, code, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
     body = head + np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">")).tobytes()
-    opener: Any = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "wb") as f:
-        f.write(body)
+
+    def write(f: Any) -> None:
+        if p.suffix == ".gz":
+            with gzip.GzipFile(fileobj=f, mode="wb") as z:
+                z.write(body)
+        else:
+            f.write(body)
+
+    # the path rules of every file xbp writes: special files refused, atomic replace
+    atomic_write(p, write, "path")
     return p
 
 
