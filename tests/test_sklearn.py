@@ -473,3 +473,33 @@ def test_a_batch_of_zero_weights_leaves_no_nan() -> None:
         est.fit(X, y, sample_weight=w)
     assert all(np.isfinite(c).all() for c in est.coefs_)
     assert np.isfinite(est.loss_curve_).all()
+
+
+def test_partial_fit_builds_its_step_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Successive partial_fit calls reuse the step (on JAX: one trace, not one per call);
+    changing alpha between calls builds a new one, and the model still equals the
+    uncached one's."""
+    builds = []
+    original = MLPClassifier._make_step
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        builds.append(1)
+        return original(self)
+
+    x, y = iris()
+    ours = MLPClassifier(**SMALL)
+    ours.partial_fit(x, y, classes=[0, 1, 2])
+    monkeypatch.setattr(MLPClassifier, "_make_step", counting)
+    for _ in range(3):
+        ours.partial_fit(x, y)
+    assert builds == []
+    ours.set_params(alpha=0.5)
+    ours.partial_fit(x, y)
+    assert builds == [1]
+    theirs = SkClassifier(**SMALL)
+    theirs.partial_fit(x, y, classes=[0, 1, 2])
+    for _ in range(3):
+        theirs.partial_fit(x, y)
+    theirs.set_params(alpha=0.5)
+    theirs.partial_fit(x, y)
+    assert_same_model(ours, theirs)

@@ -450,7 +450,18 @@ class _BaseMLP(BaseEstimator):
 
     def _train_step(self) -> Callable[..., tuple[Any, tuple[Any, ...], Any]]:
         """``step(flat, state, x, y, w, sw, scalars) -> (flat, state, loss)``: one update,
-        compiled where the backend traces (``compile``)."""
+        compiled where the backend traces (``compile``). Built once per network and
+        optimizer: ``partial_fit`` calls reuse it (no retracing per call)."""
+        # what the step bakes in: the network, the optimizer, alpha, precision, compile
+        key = (id(self._net), id(self._opt), float(self.alpha), self._net.precision, self.compile)
+        cached = self.__dict__.get("_step_cache")
+        if cached is not None and cached[0] == key:  # its closure keeps both alive
+            return cached[1]  # type: ignore[no-any-return]
+        made = self._make_step()
+        self._step_cache = (key, made)
+        return made
+
+    def _make_step(self) -> Callable[..., tuple[Any, tuple[Any, ...], Any]]:
         loss_and_grad, opt, xp = self._loss_and_grad(), self._opt, self._net.xp
         assert opt is not None
 
@@ -726,6 +737,7 @@ class _BaseMLP(BaseEstimator):
         # network travels as its config, the weights (coefs_) and the optimizer state
         # as host arrays, and is rebuilt on load
         state = self.__dict__.copy()
+        state.pop("_step_cache", None)  # a compiled function: rebuilt after loading
         net = state.pop("_net", None)
         be = state.pop("_be", None)
         opt = state.pop("_opt", None)
