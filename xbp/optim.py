@@ -230,20 +230,26 @@ def clip_by_global_norm(max_norm: float) -> Transform:
     return Transform(lambda p: (), update)
 
 
-def add_weight_decay(weight_decay: float) -> Transform:
-    """L2 regularisation: add ``weight_decay * W`` to each weight gradient (biases untouched)."""
-    wd = check_number(weight_decay, "weight_decay", low_open=False)
+def _add_to_weight_grads(term: Callable[[Any, Any], Any]) -> Transform:
+    """A transform adding ``term(xp, W)`` to each weight gradient (biases untouched)."""
 
     def update(
         grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
     ) -> tuple[Params, Any]:
+        xp = _ns(params)
         if inplace:
             for g, p in zip(grads, params):
-                g["W"] += wd * p["W"]
+                g["W"] += term(xp, p["W"])
             return grads, state
-        return [{"W": g["W"] + wd * p["W"], "b": g["b"]} for g, p in zip(grads, params)], state
+        return [{"W": g["W"] + term(xp, p["W"]), "b": g["b"]} for g, p in zip(grads, params)], state
 
     return Transform(lambda p: (), update)
+
+
+def add_weight_decay(weight_decay: float) -> Transform:
+    """L2 regularisation: add ``weight_decay * W`` to each weight gradient (biases untouched)."""
+    wd = check_number(weight_decay, "weight_decay", low_open=False)
+    return _add_to_weight_grads(lambda xp, w: wd * w)
 
 
 def add_l1(l1: float) -> Transform:
@@ -252,20 +258,7 @@ def add_l1(l1: float) -> Transform:
     ``sign(W)`` is the subgradient of ``l1 * sum |W|`` with 0 at ``W = 0``
     (``docs/math.md``), so a weight that is exactly 0 is left where it is."""
     strength = check_number(l1, "l1", low_open=False)
-
-    def update(
-        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
-    ) -> tuple[Params, Any]:
-        xp = _ns(params)
-        if inplace:
-            for g, p in zip(grads, params):
-                g["W"] += strength * xp.sign(p["W"])
-            return grads, state
-        return [
-            {"W": g["W"] + strength * xp.sign(p["W"]), "b": g["b"]} for g, p in zip(grads, params)
-        ], state
-
-    return Transform(lambda p: (), update)
+    return _add_to_weight_grads(lambda xp, w: strength * xp.sign(w))
 
 
 def scale_by_momentum(beta: float, nesterov: bool = False) -> Transform:
