@@ -397,14 +397,15 @@ class HostData:
                         if positions.size
                         else np.zeros((0, net.n_in))
                     )
-                    yield _stage(net, block, host_dtype, argument, where), positions, rows
+                    # the rows' indices move to the device here too, on the prefetch thread
+                    idx = net.backend.asarray(positions)
+                    yield _stage(net, block, host_dtype, argument, where), idx, rows
             finally:
                 if reader is not None:
                     reader.close()
 
         xp = net.xp
-        for ready, positions, rows in prefetch(staged()):
-            idx = net.backend.asarray(positions)
+        for ready, idx, rows in prefetch(staged()):
             labels = None if self.labels is None else xp.take(self.labels, idx, axis=0)
             yield ready(), xp.take(self.y, idx, axis=0), labels, rows
 
