@@ -312,21 +312,17 @@ if comm.Get_rank() == 0:
 
 @pytest.mark.mpi
 def test_mpi_ranks_read_their_share_of_a_memmap(tmp_path: Path) -> None:
-    import shutil
-    import subprocess
     import sys
 
-    pytest.importorskip("mpi4py")
-    mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec"))
-    if not Path(mpiexec).exists():
-        pytest.skip("mpiexec not found (pip install 'xbp[mpi]')")
+    # the MPI tests' launcher: skips without mpi4py/mpiexec, kills every rank of a hang
+    from test_distributed import launch
+
     script = tmp_path / "run.py"
     script.write_text(MPI_SCRIPT)
     out = tmp_path / "w.npz"
-    proc = subprocess.run(
-        [mpiexec, "-n", "2", sys.executable, str(script), str(tmp_path / "x.npy"), str(out)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    proc = launch(
+        "-n", "2", sys.executable, str(script), str(tmp_path / "x.npy"), str(out), limit=120
+    )
     assert proc.returncode == 0, proc.stderr
     ref = mlp()
     xbp.fit(ref, X, Y, progress=False, validation_split=0.2, **OPTS)
