@@ -16,6 +16,7 @@ import xbp
 from xbp import compile as xbp_compile
 from xbp import optim
 from xbp.errors import XbpValueError
+from xbp.step import Step
 
 
 def _data(n: int = 70, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -99,14 +100,14 @@ def test_compilation_is_reused_by_later_fit_calls(
     jax_backend: xbp.Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     traces = []
-    real = xbp_compile.pure_step
+    real = xbp_compile.traced_step
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         traces.append(1)  # runs only while jax traces the step
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(xbp_compile, "pure_step", counting)
-    xbp_compile._CACHE.clear()
+    monkeypatch.setattr(xbp_compile, "traced_step", counting)
+    Step._CACHE.clear()
     _train(jax_backend, True, epochs=2)
     first = len(traces)
     assert first == 2  # the scanned full-batch step and the short last step, traced once

@@ -1,6 +1,6 @@
 """xbp: neural networks trained by explicit backpropagation on any array library."""
 
-from . import data, optim
+from . import data, optim, tree
 from .activations import ACTIVATIONS, register_activation
 from .backend import (
     BACKEND_NAMES,
@@ -75,6 +75,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "optim",
+    "tree",
     "predict",
     "predict_classes",
     "register_activation",

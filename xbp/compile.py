@@ -3,14 +3,15 @@
 The training step is :meth:`xbp.Network.value_and_grad` followed by the
 optimizer's update and :func:`xbp.optim.apply_updates`, exactly as in the
 eager loop (:meth:`xbp.Trainer.train_step`). This module never re-implements
-that math: it wraps :func:`pure_step` (which calls it) for a backend that can
-compile it:
+that math: it traces or captures the one step (:class:`xbp.step.Step`, through
+:func:`traced_step`) for a backend that can compile it:
 
 - **JAX**: ``jax.jit`` of a whole epoch, ``lax.scan`` over its full batches
   (one dispatch per epoch), parameter and optimizer buffers donated on
   accelerators; the last short batch is its own compiled step (exact, never
-  padded). Compiled functions are cached per network structure, optimizer
-  and batch shape, so later ``fit`` calls reuse them.
+  padded). Compiled functions are cached by the step (:meth:`xbp.step.Step.compiled`),
+  keyed by the network's parts, the optimizer's rule and the batch shape, so
+  later ``fit`` calls reuse them.
 - **torch on CUDA**: the step is captured once into a CUDA graph with static
   batch-index, scalar and parameter buffers and replayed per batch; the last
   short batch runs eagerly.
@@ -25,155 +26,38 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from . import tree
 from .errors import XbpValueError
-from .network import LOSS_SCALED, Network, Params, count_correct, epoch_summary, no_caches
-from .optim import Optimizer, map_state
+from .network import LOSS_SCALED, epoch_summary, no_caches
+from .step import Batch, Step
 from .weights import batch_weight_sum, take_batch
 
-__all__ = ["compiled_epoch_runner", "pure_step", "EpochRunner"]
+__all__ = ["compiled_epoch_runner", "EpochRunner"]
 
 
-# -- optimizer state: array leaves travel through compiled code, counts stay on the host ---
-def state_arrays(state: Any) -> list[Any]:
-    """The array leaves of an optimizer state, in a fixed order (counts left out)."""
-    if isinstance(state, (tuple, list)):
-        return [leaf for s in state for leaf in state_arrays(s)]
-    if isinstance(state, dict):
-        return [leaf for k in sorted(state) for leaf in state_arrays(state[k])]
-    if isinstance(state, int):
-        return []
-    return [state]
-
-
-def rebuild_state(template: Any, arrays: list[Any], advance: int = 0) -> Any:
-    """``template`` with its array leaves replaced by ``arrays`` and its counts
-    advanced by ``advance`` (every count in an optimizer state counts updates)."""
-    it = iter(arrays)
-    return map_state(template, lambda t: t + advance if isinstance(t, int) else next(it))
-
-
-def _flatten(tree: Any, out: list[float]) -> None:
-    if isinstance(tree, (tuple, list)):
-        for t in tree:
-            _flatten(t, out)
-    else:
-        out.append(float(tree))
-
-
-def _unflatten(template: Any, row: Any, start: int = 0) -> tuple[Any, int]:
-    if isinstance(template, (tuple, list)):
-        vals = []
-        for t in template:
-            v, start = _unflatten(t, row, start)
-            vals.append(v)
-        return tuple(vals), start
-    return row[start], start + 1
-
-
-def step_scalars(optimizer: Optimizer, state: Any, n_steps: int, lr_scale: float) -> np.ndarray:
-    """``(n_steps, k)`` host array: the step-dependent numbers of the next n_steps updates.
-
-    For plain SGD (folded into backprop) the one column is ``-lr * lr_scale``;
-    otherwise the optimizer's flattened scalars then ``lr_scale``."""
-    rows = []
-    for j in range(n_steps):
-        advanced = rebuild_state(state, state_arrays(state), j)
-        fused = optimizer.fused_scale(advanced)
-        if fused is not None:
-            rows.append([fused[0] * lr_scale])
-        else:
-            flat: list[float] = []
-            _flatten(optimizer.scalars(advanced), flat)
-            rows.append([*flat, lr_scale])
-    return np.array(rows, dtype=np.float64)
-
-
-def pure_gradients(
-    net: Network,
-    optimizer: Optimizer,
+def traced_step(
+    step: Step,
     template: Any,
-    params: Params,
-    xb: Any,
-    yb: Any,
-    n_total: Any,
-    scalars: Any,
-    sample_weight: Any = None,
-    dropout_key: Any = None,
-) -> tuple[Any, Params, Any]:
-    """The first half of a step: cost, gradients and output (:meth:`Network.value_and_grad`).
-
-    For plain SGD the "gradients" are already the updates (``-eta`` folded into
-    the output error, as in the eager loop). ``sample_weight`` (the batch's row
-    weights, with ``n_total`` their global sum) and ``dropout_key`` (the step's
-    key) are device arrays the compiled code reads."""
-    extra = {"sample_weight": sample_weight, "dropout_key": dropout_key}
+    params: Any,
+    arrays: list[Any],
+    batch: Batch,
+    row: Any,
+) -> tuple[Any, list[Any], Any, Any]:
+    """The one step (:class:`xbp.step.Step`) as a function of device values, for
+    tracing or capture: the optimizer state travels as its array leaves
+    (``template`` gives the structure; counts stay on the host) and the step's host
+    numbers as the device row ``row``. Returns the new parameters and optimizer
+    arrays, ``cost * n_total`` and the correct count (0 without labels)."""
     with no_caches():
-        if optimizer.fused_scale(template) is not None:
-            return net.value_and_grad(
-                xb, yb, params=params, n_total=n_total, grad_scale=scalars[0], **extra
-            )
-        return net.value_and_grad(xb, yb, params=params, n_total=n_total, **extra)
-
-
-def pure_update(
-    optimizer: Optimizer,
-    template: Any,
-    params: Params,
-    arrays: list[Any],
-    grads: Params,
-    scalars: Any,
-    scale_updates: bool,
-) -> tuple[Params, list[Any]]:
-    """The second half of a step: the optimizer's update, added to the weights."""
-    params = [dict(p) for p in params]  # rebinding entries (JAX) stays local
-    state = rebuild_state(template, list(arrays))
-    if optimizer.fused_scale(template) is not None:
-        updates = grads
-    else:
-        nested, used = _unflatten(optimizer.scalars(template), scalars)
-        updates, state = optimizer.update(grads, state, params, inplace=True, scalars=nested)
-        if scale_updates:
-            lr_scale = scalars[used]
-            updates = [{k: u * lr_scale for k, u in p.items()} for p in updates]
-    for p, u in zip(params, updates):
-        for k in p:
-            p[k] += u[k]  # in place where arrays are writable (captured graphs)
-    return params, state_arrays(state)
-
-
-def pure_step(
-    net: Network,
-    optimizer: Optimizer,
-    template: Any,
-    params: Params,
-    arrays: list[Any],
-    xb: Any,
-    yb: Any,
-    n_total: Any,
-    scalars: Any,
-    scale_updates: bool,
-    sample_weight: Any = None,
-    dropout_key: Any = None,
-) -> tuple[Params, list[Any], Any, Any]:
-    """One training step as a function of its inputs, for tracing or capture.
-
-    The same calls as :meth:`xbp.Trainer.train_step` (value_and_grad, the
-    optimizer's update, apply_updates), as :func:`pure_gradients` then
-    :func:`pure_update`; ``scalars`` is one row of :func:`step_scalars`.
-    Returns the new parameters, the new optimizer arrays, the cost and the
-    output.
-    """
-    cost, grads, out = pure_gradients(
-        net, optimizer, template, params, xb, yb, n_total, scalars, sample_weight, dropout_key
-    )
-    params, arrays = pure_update(optimizer, template, params, arrays, grads, scalars, scale_updates)
-    return params, arrays, cost, out
+        out = step(params, tree.rebuild(template, list(arrays)), batch, step.unpack(template, row))
+    correct = out.correct
+    if correct is None:
+        correct = step.net.xp.zeros((), dtype=out.cost.dtype)
+    return out.params, tree.arrays(out.opt_state), out.cost_sum, correct
 
 
 class EpochRunner:
@@ -186,22 +70,6 @@ class EpochRunner:
         raise NotImplementedError
 
 
-# compiled functions, reused across fit calls: keyed by structure, optimizer and mode
-_CACHE: OrderedDict[Any, Any] = OrderedDict()
-_CACHE_SIZE = 16
-
-
-def _cached(key: Any, build: Callable[[], Any]) -> Any:
-    fn = _CACHE.get(key)
-    if fn is None:
-        fn = _CACHE[key] = build()
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    else:
-        _CACHE.move_to_end(key)
-    return fn
-
-
 class TracedEpochRunner(EpochRunner):
     """A traced epoch (JAX: ``jax.jit`` of ``lax.scan`` over the full batches, then the
     short last batch as its own step, in one compiled function and one dispatch)."""
@@ -209,49 +77,19 @@ class TracedEpochRunner(EpochRunner):
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
 
-    def _function(self, scale_updates: bool) -> Any:
+    def _function(self) -> Any:
         trainer = self.trainer
-        be = trainer.net.backend
-        net, optimizer = trainer.net, trainer.optimizer
+        step: Step = trainer.one_step
+        be, xp = step.net.backend, step.net.xp
         template = trainer.opt_state
         bs = trainer.options.batch_size
-        xp = net.xp
-        key = (
-            be.name,
-            repr(
-                [net.config()[k] for k in ("layers", "loss", "dtype", "precision")]
-            ),  # not seed/init
-            net.dropout,
-            str(net.device),
-            repr(optimizer.config()),
-            repr(_structure(template)),
-            scale_updates,
-            bs,
-        )
 
         def build() -> Any:
-            def one(params, arrays, x, y, labels, w, idx, scal, dkey):  # type: ignore[no-untyped-def]
+            def one(params, arrays, x, y, labels, w, idx, row, dkey):  # type: ignore[no-untyped-def]
                 xb, yb, wb, n_total = take_batch(xp, x, y, w, idx, idx.shape[0])
-                params, arrays, cost, out = pure_step(
-                    net,
-                    optimizer,
-                    template,
-                    params,
-                    arrays,
-                    xb,
-                    yb,
-                    n_total,
-                    scal,
-                    scale_updates,
-                    wb,
-                    dkey,
-                )
-                correct = (
-                    count_correct(xp, out, xp.take(labels, idx, axis=0), wb)
-                    if labels is not None
-                    else xp.zeros((), dtype=cost.dtype)
-                )
-                return params, arrays, cost * n_total, correct
+                lb = None if labels is None else xp.take(labels, idx, axis=0)
+                batch = Batch(xb, yb, n_total, wb, dkey, lb)
+                return traced_step(step, template, params, arrays, batch, row)
 
             def epoch(params, arrays, x, y, labels, w, perm, scal, keys):  # type: ignore[no-untyped-def]
                 n_full, rest = divmod(perm.shape[0], bs)
@@ -293,18 +131,18 @@ class TracedEpochRunner(EpochRunner):
             # parameters and optimizer state are donated: the device may update in place
             return be.jit(epoch, (0, 1))
 
-        return _cached(key, build)
+        return step.compiled(template, ("epoch", bs), build)
 
     def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
         trainer = self.trainer
         net, be = trainer.net, trainer.net.backend
         n_steps = -(-data.n // trainer.options.batch_size)
-        epoch_fn = self._function(trainer.lr_scale != 1.0)
+        epoch_fn = self._function()
         state = trainer.opt_state
-        scal = step_scalars(trainer.optimizer, state, n_steps, trainer.lr_scale)
+        scal = trainer.one_step.scalar_rows(state, n_steps, trainer.lr_scale)
         params, arrays, costs, corrects, summary = epoch_fn(
             [dict(p) for p in net.params],
-            state_arrays(state),
+            tree.arrays(state),
             data.x,
             data.y,
             data.labels,
@@ -314,7 +152,7 @@ class TracedEpochRunner(EpochRunner):
             trainer.dropout_keys(trainer.step, [0] * n_steps),
         )
         net.adopt_params(params)
-        trainer.opt_state = rebuild_state(state, arrays, n_steps)
+        trainer.opt_state = tree.rebuild(state, arrays, n_steps)
         trainer.step += n_steps
         return {
             "costs": costs,
@@ -326,55 +164,40 @@ class TracedEpochRunner(EpochRunner):
 class SteppedEpochRunner(EpochRunner):
     """Traced halves of every step with the strategy's reduction between them (a
     data-parallel run: the exchange happens on the host, outside compiled code):
-    compiled gradients, ``Strategy.reduce_grads``, compiled update."""
+    compiled :meth:`Step.gradients`, ``Strategy.reduce_grads``, compiled
+    :meth:`Step.apply`."""
 
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
 
-    def _functions(self, scale_updates: bool) -> tuple[Any, Any]:
+    def _functions(self) -> tuple[Any, Any]:
         trainer = self.trainer
-        net, optimizer = trainer.net, trainer.optimizer
-        be, xp = net.backend, net.xp
+        step: Step = trainer.one_step
+        be, xp = step.net.backend, step.net.xp
         template = trainer.opt_state
-        key = (
-            "stepped",
-            be.name,
-            repr([net.config()[k] for k in ("layers", "loss", "dtype", "precision")]),
-            str(net.device),
-            repr(optimizer.config()),
-            repr(_structure(template)),
-            scale_updates,
-            net.dropout,
-        )
 
         def build() -> tuple[Any, Any]:
-            def grads(params, x, y, labels, idx, scal, extra, n_total):  # type: ignore[no-untyped-def]
+            def grads(params, x, y, labels, idx, row, extra, n_total):  # type: ignore[no-untyped-def]
                 # extra: (row weights, their global batch sum, dropout key), device values
                 w, wsum, dkey = extra
                 xb = xp.take(x, idx, axis=0)
                 yb = xp.take(y, idx, axis=0)
                 wb = None if w is None else xp.take(w, idx, axis=0)
-                cost, g, out = pure_gradients(
-                    net,
-                    optimizer,
-                    template,
-                    params,
-                    xb,
-                    yb,
-                    n_total if wsum is None else wsum,
-                    scal,
-                    wb,
-                    dkey,
-                )
-                correct = (
-                    count_correct(xp, out, xp.take(labels, idx, axis=0), wb)
-                    if labels is not None
-                    else xp.zeros((), dtype=cost.dtype)
-                )
+                lb = None if labels is None else xp.take(labels, idx, axis=0)
+                batch = Batch(xb, yb, n_total if wsum is None else wsum, wb, dkey, lb)
+                with no_caches():
+                    cost, g, out = step.gradients(
+                        params, batch, step.unpack(template, row), overlap=False
+                    )
+                _, correct = step.sums(cost, out, batch)
+                if correct is None:
+                    correct = xp.zeros((), dtype=cost.dtype)
                 return cost, g, correct
 
-            def update(params, arrays, g, scal):  # type: ignore[no-untyped-def]
-                return pure_update(optimizer, template, params, arrays, g, scal, scale_updates)
+            def update(params, arrays, g, row):  # type: ignore[no-untyped-def]
+                state = tree.rebuild(template, list(arrays))
+                params, state, _ = step.apply(params, state, g, step.unpack(template, row))
+                return params, tree.arrays(state)
 
             per_size: dict[int, Any] = {}  # the divisor is static: one trace per batch size
 
@@ -386,7 +209,7 @@ class SteppedEpochRunner(EpochRunner):
 
             return grads_for, be.jit(update, (0, 1))
 
-        return _cached(key, build)  # type: ignore[no-any-return]
+        return step.compiled(template, "stepped", build)  # type: ignore[no-any-return]
 
     def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
         trainer = self.trainer
@@ -394,13 +217,13 @@ class SteppedEpochRunner(EpochRunner):
         strategy = trainer.strategy
         bs = trainer.options.batch_size
         starts = range(0, data.n, bs)
-        grads_fn, update_fn = self._functions(trainer.lr_scale != 1.0)
+        grads_fn, update_fn = self._functions()
         state = trainer.opt_state
         scal = be.asarray(
-            step_scalars(trainer.optimizer, state, len(starts), trainer.lr_scale), net.dtype
+            trainer.one_step.scalar_rows(state, len(starts), trainer.lr_scale), net.dtype
         )
         params = [dict(p) for p in net.params]
-        arrays = state_arrays(state)
+        arrays = tree.arrays(state)
         costs, corrects = [], []
         perm = be.asarray(host_perm)  # one transfer per epoch; batches are device slices
         keys = trainer.dropout_keys(
@@ -421,7 +244,7 @@ class SteppedEpochRunner(EpochRunner):
             costs.append(cost * (e - s if wsum is None else wsum))
             corrects.append(correct)
         net.adopt_params(params)
-        trainer.opt_state = rebuild_state(state, arrays, len(starts))
+        trainer.opt_state = tree.rebuild(state, arrays, len(starts))
         trainer.step += len(starts)
         return {
             "costs": xp.stack(costs),
@@ -455,15 +278,15 @@ class CapturedEpochRunner(EpochRunner):
             for k in p:
                 if p[k] is not q[k]:
                     p[k][...] = q[k]
-        for a, b in zip(self.arrays, state_arrays(trainer.opt_state)):
+        for a, b in zip(self.arrays, tree.arrays(trainer.opt_state)):
             if a is not b:
                 a[...] = b
         trainer.net.adopt_params(self.params)
-        trainer.opt_state = rebuild_state(trainer.opt_state, self.arrays)
+        trainer.opt_state = tree.rebuild(trainer.opt_state, self.arrays)
 
-    def _capture(self, data: Any, scale_updates: bool, k: int) -> None:
+    def _capture(self, data: Any, k: int) -> None:
         trainer = self.trainer
-        net, optimizer = trainer.net, trainer.optimizer
+        net, step = trainer.net, trainer.one_step
         xp = net.xp
         bs = trainer.options.batch_size
         dev = net.device
@@ -473,25 +296,16 @@ class CapturedEpochRunner(EpochRunner):
         self.dkey = xp.zeros(3, dtype=xp.int64, device=dev) if any(net.dropout) else None
         template = trainer.opt_state
         self.params = params = [dict(p) for p in net.params]
-        self.arrays = arrays = state_arrays(template)
+        self.arrays = arrays = tree.arrays(template)
         saved_p = [{n: xp.asarray(v, copy=True) for n, v in p.items()} for p in params]
         saved_a = [xp.asarray(a, copy=True) for a in arrays]
 
-        def step() -> tuple[Any, Any]:
+        def one() -> tuple[Any, Any]:
             xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, self.idx, bs)
-            new_params, new_arrays, cost, out = pure_step(
-                net,
-                optimizer,
-                template,
-                params,
-                arrays,
-                xb,
-                yb,
-                total,
-                self.scal,
-                scale_updates,
-                wb,
-                self.dkey,
+            labels = None if data.labels is None else xp.take(data.labels, self.idx, axis=0)
+            batch = Batch(xb, yb, total, wb, self.dkey, labels)
+            new_params, new_arrays, cost_sum, correct = traced_step(
+                step, template, params, arrays, batch, self.scal
             )
             # static buffers: results end in the very same tensors
             for p, q in zip(params, new_params):
@@ -501,15 +315,10 @@ class CapturedEpochRunner(EpochRunner):
             for a, b in zip(arrays, new_arrays):
                 if b is not a:
                     a[...] = b
-            correct = (
-                count_correct(xp, out, xp.take(data.labels, self.idx, axis=0), wb)
-                if data.labels is not None
-                else None
-            )
-            return cost * total, correct
+            return cost_sum, None if labels is None else correct
 
         try:
-            replay, (self.cost, self.correct) = net.backend.capture(step)
+            replay, (self.cost, self.correct) = net.backend.capture(one)
         finally:
             # the warm-up steps changed the weights: put back the values from before
             for p, q in zip(params, saved_p):
@@ -526,12 +335,11 @@ class CapturedEpochRunner(EpochRunner):
         net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
         bs = trainer.options.batch_size
         n_full, rest = divmod(data.n, bs)
-        scale_updates = trainer.lr_scale != 1.0
-        scal = step_scalars(trainer.optimizer, trainer.opt_state, n_full, trainer.lr_scale)
-        key = (scale_updates, scal.shape[1], id(data))
+        scal = trainer.one_step.scalar_rows(trainer.opt_state, n_full, trainer.lr_scale)
+        key = (scal.shape[1], id(data))
         if n_full and (self.replay is None or self.key != key):
             try:
-                self._capture(data, scale_updates, scal.shape[1])
+                self._capture(data, scal.shape[1])
             except Exception as exc:  # e.g. an operation CUDA graphs cannot record
                 if self.required:
                     raise XbpValueError(
@@ -563,40 +371,23 @@ class CapturedEpochRunner(EpochRunner):
                 costs[b] = self.cost
                 if self.correct is not None:
                     corrects[b] = self.correct
-            trainer.opt_state = rebuild_state(state, self.arrays, n_full)
+            trainer.opt_state = tree.rebuild(state, self.arrays, n_full)
             trainer.step += n_full
             out_costs.append(costs)
             out_corrects.append(corrects)
         if rest:
             idx = be.asarray(host_perm[n_full * bs :])
             xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, idx, rest)
-            cost, _, out = trainer.train_step(
-                xb,
-                yb,
-                total,
-                sample_weight=wb,
-                dropout_key=None if keys is None else keys[n_full, ...],
-            )
-            out_costs.append(xp.reshape(cost * total, (1,)))
-            if data.labels is not None:
-                c = count_correct(xp, out, xp.take(data.labels, idx, axis=0), wb)
-                out_corrects.append(xp.reshape(c, (1,)))
+            labels = None if data.labels is None else xp.take(data.labels, idx, axis=0)
+            dkey = None if keys is None else keys[n_full, ...]
+            last = trainer.run_step(Batch(xb, yb, total, wb, dkey, labels))
+            out_costs.append(xp.reshape(last.cost_sum, (1,)))
+            if last.correct is not None:
+                out_corrects.append(xp.reshape(last.correct, (1,)))
         return {
             "costs": xp.concat(out_costs),
             "corrects": None if data.labels is None else xp.concat(out_corrects),
         }
-
-
-def _structure(state: Any) -> Any:
-    if isinstance(state, tuple):
-        return (type(state).__name__, tuple(_structure(s) for s in state))
-    if isinstance(state, list):
-        return [_structure(s) for s in state]
-    if isinstance(state, dict):
-        return {k: _structure(v) for k, v in sorted(state.items())}
-    if isinstance(state, int):
-        return "count"
-    return (tuple(state.shape), str(state.dtype))
 
 
 def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:

@@ -295,6 +295,21 @@ class Network:
     def n_out(self) -> int:
         return self.layers[-1].n_out
 
+    def parts(self) -> tuple[Any, ...]:
+        """What the kernel computes from, as the objects themselves (hashable): the
+        layers, the activation and loss objects (a part registered again under the
+        same name is a different object), dtype, precision, backend and device.
+        Compiled steps are cached by it (:class:`xbp.step.Step`)."""
+        return (
+            self.layers,
+            self._acts,
+            self.loss,
+            self.backend.dtype_name(self.dtype),
+            self._precision,
+            self.backend.name,
+            str(self.device),
+        )
+
     def config(self) -> dict[str, Any]:
         """The architecture as plain JSON-able data (saved beside the weights)."""
         return {

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
+from . import tree
 from .errors import XbpFileError, XbpValueError
 from .validate import check_int, check_number
 
@@ -50,7 +51,6 @@ __all__ = [
     "from_config",
     "state_to_host",
     "state_from_host",
-    "map_state",
     "OPTIMIZERS",
 ]
 
@@ -160,13 +160,13 @@ def _no_scalars(state: Any) -> tuple[Any, ...]:
 
 
 class Transform(NamedTuple):
-    """``init(params) -> state``, ``update(grads, state, params, inplace, scalars) ->
-    (updates, state)`` and ``scalars(state) -> tuple``.
+    """``init(params) -> state``, ``update(grads, state, params, scalars) -> (updates,
+    state)`` and ``scalars(state) -> tuple``.
 
-    ``inplace=True`` lets a transform overwrite ``grads`` and its own state
-    arrays (the training loop passes it: it owns the fresh gradients and keeps
-    copies of the state where it needs them), saving full-size temporaries;
-    the default is pure and leaves every input untouched.
+    Every rule is written once, as a pure function: it never writes to its
+    inputs. Whether the results then replace the old arrays in place is a
+    property of how the training step applies them (:mod:`xbp.step`), not a
+    second copy of the rule.
 
     Everything that depends on the host-side step count (the learning rate of
     a schedule, Adam's bias corrections) is computed by ``scalars(state)`` on
@@ -186,10 +186,11 @@ _NAMESPACES: dict[type, Any] = {}
 
 def _ns(params: Params) -> Any:
     # resolved once per array type, not on every step
-    kind = type(params[0]["W"])
+    leaf = next(v for p in params for v in p.values())
+    kind = type(leaf)
     xp = _NAMESPACES.get(kind)
     if xp is None:
-        xp = _NAMESPACES[kind] = array_api_compat.array_namespace(params[0]["W"])
+        xp = _NAMESPACES[kind] = array_api_compat.array_namespace(leaf)
     return xp
 
 
@@ -197,17 +198,9 @@ def _map(fn: Callable[..., Any], *trees: Params) -> Params:
     return [{k: fn(*(t[i][k] for t in trees)) for k in trees[0][i]} for i in range(len(trees[0]))]
 
 
-def _scaled(tree: Params, factor: Any, inplace: bool) -> Params:
-    """``tree * factor``, overwriting ``tree`` when allowed (JAX rebinds the entries)."""
-    if not inplace:
-        return _map(lambda g: g * factor, tree)
-    for p in tree:
-        for k in p:
-            p[k] *= factor
-    return tree
-
-
 def _zeros_like(params: Params) -> Params:
+    if not any(params):
+        return [{} for _ in params]
     xp = _ns(params)
     return _map(xp.zeros_like, params)
 
@@ -217,7 +210,7 @@ def clip_by_global_norm(max_norm: float) -> Transform:
     limit = check_number(max_norm, "clip_norm")
 
     def update(
-        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
+        grads: Params, state: Any, params: Params, scalars: Any = None
     ) -> tuple[Params, Any]:
         xp = _ns(grads)
         sq = [xp.sum(g[k] * g[k]) for g in grads for k in g]
@@ -225,7 +218,7 @@ def clip_by_global_norm(max_norm: float) -> Transform:
         # max(norm, limit) without building a device scalar from the host (a CUDA graph
         # being captured may not copy host memory)
         factor = limit / xp.clip(norm, min=limit)
-        return _scaled(grads, factor, inplace), state
+        return _map(lambda g: g * factor, grads), state
 
     return Transform(lambda p: (), update)
 
@@ -234,16 +227,21 @@ def _add_to_weight_grads(term: Callable[[Any, Any], Any]) -> Transform:
     """A transform adding ``term(xp, W)`` to each weight gradient (biases untouched)."""
 
     def update(
-        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
+        grads: Params, state: Any, params: Params, scalars: Any = None
     ) -> tuple[Params, Any]:
         xp = _ns(params)
-        if inplace:
-            for g, p in zip(grads, params):
-                g["W"] += term(xp, p["W"])
-            return grads, state
-        return [{"W": g["W"] + term(xp, p["W"]), "b": g["b"]} for g, p in zip(grads, params)], state
+        return [_decayed(g, p, lambda w: term(xp, w)) for g, p in zip(grads, params)], state
 
     return Transform(lambda p: (), update)
+
+
+#: The parameters that weight decay and L1 act on (a layer's weight matrices; never
+#: biases, normalisation scales or shifts).
+DECAYED = ("W",)
+
+
+def _decayed(g: dict[str, Any], p: dict[str, Any], term: Callable[[Any], Any]) -> dict[str, Any]:
+    return {k: g[k] + term(p[k]) if k in DECAYED else g[k] for k in g}
 
 
 def add_weight_decay(weight_decay: float) -> Transform:
@@ -265,18 +263,8 @@ def scale_by_momentum(beta: float, nesterov: bool = False) -> Transform:
     b = check_number(beta, "momentum", low=0.0, low_open=False, high=1.0, high_open=True)
 
     def update(
-        grads: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
+        grads: Params, state: Any, params: Params, scalars: Any = None
     ) -> tuple[Params, Any]:
-        if inplace:
-            for v_d, g_d in zip(state, grads):
-                for k in g_d:
-                    v = v_d[k]
-                    v *= b
-                    v += g_d[k]
-                    v_d[k] = v
-                    # never hand out the state array itself: later transforms scale in place
-                    g_d[k] = g_d[k] + b * v if nesterov else v * 1.0
-            return grads, state
         velocity = _map(lambda v, g: b * v + g, state, grads)
         if nesterov:
             return _map(lambda v, g: g + b * v, velocity, grads), velocity
@@ -305,41 +293,15 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
         return c1, c2, eps * math.sqrt(c2), math.sqrt(c2) / c1
 
     def update(
-        grads: Params,
-        state: AdamState,
-        params: Params,
-        inplace: bool = False,
-        scalars: Any = None,
+        grads: Params, state: AdamState, params: Params, scalars: Any = None
     ) -> tuple[Params, AdamState]:
         xp = _ns(grads)
-        count = state.steps + 1
-        c1, c2, eps_hat, correction = _scalars(state) if scalars is None else scalars
-        if inplace:
-            # the same rule with the moments and gradients overwritten: 3 fewer
-            # full-size temporaries per array (the training loop owns all of them)
-            for m_d, v_d, g_d in zip(state.mu, state.nu, grads):
-                for k in g_d:
-                    g = g_d[k]
-                    sq = g * g
-                    sq *= 1 - b2
-                    v = v_d[k]
-                    v *= b2
-                    v += sq
-                    g *= 1 - b1
-                    m = m_d[k]
-                    m *= b1
-                    m += g
-                    # m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v) + eps sqrt(c2)) * sqrt(c2) / c1
-                    den = xp.sqrt(v)
-                    den += eps_hat
-                    u = m / den
-                    u *= correction
-                    v_d[k], m_d[k], g_d[k] = v, m, u  # rebinds on JAX, no-op elsewhere
-            return grads, AdamState(count, state.mu, state.nu)
+        _, _, eps_hat, correction = _scalars(state) if scalars is None else scalars
         mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
         nu = _map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
-        out = _map(lambda m, v: (m / c1) / (xp.sqrt(v / c2) + eps), mu, nu)
-        return out, AdamState(count, mu, nu)
+        # m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v) + eps sqrt(c2)) * sqrt(c2) / c1
+        out = _map(lambda m, v: m / (xp.sqrt(v) + eps_hat) * correction, mu, nu)
+        return out, AdamState(state.steps + 1, mu, nu)
 
     _scalars = scalars
     return Transform(init, update, scalars)
@@ -350,7 +312,7 @@ def scale_by_rms(decay: float, eps: float) -> Transform:
     eps = check_number(eps, "epsilon")
 
     def update(
-        grads: Params, state: Params, params: Params, inplace: bool = False, scalars: Any = None
+        grads: Params, state: Params, params: Params, scalars: Any = None
     ) -> tuple[Params, Params]:
         xp = _ns(grads)
         s = _map(lambda s, g: d * s + (1 - d) * (g * g), state, grads)
@@ -363,13 +325,8 @@ def add_decoupled_weight_decay(weight_decay: float) -> Transform:
     """AdamW: add ``weight_decay * W`` to the already-scaled update (not the gradient)."""
     wd = check_number(weight_decay, "weight_decay", low_open=False)
 
-    def update(
-        u: Params, state: Any, params: Params, inplace: bool = False, scalars: Any = None
-    ) -> tuple[Params, Any]:
-        # u is the fresh output of the scaling transform before it: safe to extend
-        for g, p in zip(u, params):
-            g["W"] = g["W"] + wd * p["W"]
-        return u, state
+    def update(u: Params, state: Any, params: Params, scalars: Any = None) -> tuple[Params, Any]:
+        return [_decayed(g, p, lambda w: wd * w) for g, p in zip(u, params)], state
 
     return Transform(lambda p: (), update)
 
@@ -385,10 +342,10 @@ def scale_by_learning_rate(schedule: Schedule) -> Transform:
         return (-schedule(state.steps),)
 
     def update(
-        u: Params, state: ScaleState, params: Params, inplace: bool = False, scalars: Any = None
+        u: Params, state: ScaleState, params: Params, scalars: Any = None
     ) -> tuple[Params, ScaleState]:
         (lr,) = _scalars(state) if scalars is None else scalars
-        return _scaled(u, lr, inplace), ScaleState(state.steps + 1)
+        return _map(lambda g: g * lr, u), ScaleState(state.steps + 1)
 
     _scalars = scalars
     return Transform(lambda p: ScaleState(0), update, scalars)
@@ -402,15 +359,11 @@ def chain(*transforms: Transform) -> Transform:
         return tuple(t.scalars(s) for t, s in zip(transforms, state))
 
     def update(
-        grads: Params,
-        state: tuple[Any, ...],
-        params: Params,
-        inplace: bool = False,
-        scalars: Any = None,
+        grads: Params, state: tuple[Any, ...], params: Params, scalars: Any = None
     ) -> tuple[Params, Any]:
         new = []
         for i, (t, s) in enumerate(zip(transforms, state)):
-            grads, s = t.update(grads, s, params, inplace, None if scalars is None else scalars[i])
+            grads, s = t.update(grads, s, params, None if scalars is None else scalars[i])
             new.append(s)
         return grads, tuple(new)
 
@@ -427,41 +380,44 @@ class Optimizer:
     transform: Transform = field(repr=False, compare=False)
     # the chain is only the learning-rate scaling: the update is -lr(count) * grad
     scale_only: bool = field(default=False, repr=False, compare=False)
+    # built by this module from its config alone (so the config says what it computes)
+    builtin: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def key(self) -> Any:
+        """What the update computes, hashable: the config of an optimizer this module
+        built (equal configs compute the same), else the transform object itself."""
+        if self.builtin:
+            return (self.name, repr(self.config()))
+        return (self.name, self.transform)
 
     def init(self, params: Params) -> Any:
         return self.transform.init(params)
 
     def update(
-        self,
-        grads: Params,
-        state: Any,
-        params: Params,
-        *,
-        inplace: bool = False,
-        scalars: Any = None,
+        self, grads: Params, state: Any, params: Params, *, scalars: Any = None
     ) -> tuple[Params, Any]:
-        """``(updates, new_state)``; ``inplace=True`` allows overwriting ``grads``.
+        """``(updates, new_state)``, pure: no input is written to.
 
         ``scalars`` (from :meth:`scalars`) carries every number that depends on
         the step count; compiled steps pass them as device scalars."""
-        return self.transform.update(grads, state, params, inplace, scalars)
+        return self.transform.update(grads, state, params, scalars)
 
-    def scalars(self, state: Any) -> tuple[Any, ...]:
-        """The step-dependent numbers of the next update (host floats, nested per transform)."""
-        return self.transform.scalars(state)
+    def scalars(self, state: Any, lr_scale: float = 1.0) -> tuple[Any, ...]:
+        """The step-dependent numbers of the next update (host floats, nested per
+        transform). ``lr_scale`` multiplies the learning rate: a run that halved it
+        after a divergence passes 0.5, so every optimizer and every compiled step
+        sees the halved rate through the same input.
 
-    def fused_scale(self, state: Any) -> tuple[float, Any] | None:
-        """For an update that is a fixed multiple of the gradient (plain SGD), that
-        multiple and the advanced state; None for every other optimizer.
-
-        The training loop then folds the multiple into the backward pass (see
-        ``Network.value_and_grad(grad_scale=...)``), which is exact: the
-        gradients are linear in the output error.
-        """
-        if not self.scale_only:
-            return None
-        count = state[-1].steps
-        return -self.schedule(count), (*state[:-1], ScaleState(count + 1))
+        For plain SGD (:attr:`scale_only`) the only number is ``-lr * lr_scale``:
+        the training step folds it into the backward pass
+        (``Network.value_and_grad(grad_scale=...)``), which is exact because the
+        gradients are linear in the output error."""
+        scalars = self.transform.scalars(state)
+        if lr_scale != 1.0:  # the learning-rate scaling is always the chain's last part
+            (lr,) = scalars[-1]
+            scalars = (*scalars[:-1], (lr * lr_scale,))
+        return scalars
 
     def learning_rate(self, state: Any) -> float:
         """The rate the next update will use (the schedule at the current count)."""
@@ -496,7 +452,7 @@ def _build(
     hyper = {**hyper, "weight_decay": weight_decay, "clip_norm": clip_norm}
     if l1:  # written only when set, so older files and configs read the same
         hyper["l1"] = float(l1)
-    return Optimizer(name, hyper, sched, chain(*parts), scale_only=len(parts) == 1)
+    return Optimizer(name, hyper, sched, chain(*parts), scale_only=len(parts) == 1, builtin=True)
 
 
 def sgd(
@@ -664,33 +620,13 @@ def apply_updates(params: Params, updates: Params) -> Params:
 
 
 # -- saving optimizer state ------------------------------------------------------
-def _leaves(state: Any) -> list[Any]:
-    if isinstance(state, (tuple, list)):
-        return [leaf for s in state for leaf in _leaves(s)]
-    if isinstance(state, dict):
-        return [leaf for k in sorted(state) for leaf in _leaves(state[k])]
-    return [state]
-
-
 def state_to_host(state: Any, to_host: Callable[[Any], np.ndarray]) -> list[np.ndarray]:
-    """The state's leaves, in a fixed order, as NumPy arrays (counts as 0-d int64)."""
+    """The state's leaves, in a fixed order (:func:`xbp.tree.leaves`), as NumPy arrays
+    (counts as 0-d int64)."""
     return [
         np.asarray(leaf, dtype=np.int64) if isinstance(leaf, int) else to_host(leaf)
-        for leaf in _leaves(state)
+        for leaf in tree.leaves(state)
     ]
-
-
-def map_state(state: Any, leaf: Callable[[Any], Any]) -> Any:
-    """The same nested structure (NamedTuples, tuples, lists, dicts) with ``leaf``
-    applied to every leaf (counts and arrays), in :func:`state_to_host`'s order."""
-    if isinstance(state, tuple):
-        vals = [map_state(s, leaf) for s in state]
-        return type(state)(*vals) if hasattr(state, "_fields") else tuple(vals)
-    if isinstance(state, list):
-        return [map_state(s, leaf) for s in state]
-    if isinstance(state, dict):
-        return {k: map_state(state[k], leaf) for k in sorted(state)}
-    return leaf(state)
 
 
 def state_from_host(
@@ -698,7 +634,7 @@ def state_from_host(
 ) -> Any:
     """Fill a freshly built state (``opt.init(params)``) with saved leaves; refuse a mismatch."""
     it = iter(leaves)
-    expected = len(_leaves(template))
+    expected = len(tree.leaves(template))
     if len(leaves) != expected:
         raise XbpFileError(
             f"the saved optimizer state has {len(leaves)} arrays but this optimizer needs "
@@ -715,4 +651,4 @@ def state_from_host(
             )
         return to_device(saved, t.dtype)
 
-    return map_state(template, fill)
+    return tree.map(template, fill)

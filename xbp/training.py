@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import tree
 from .dataset import DeviceData, stream_sums
 from .errors import DivergenceError, XbpTypeError, XbpValueError
 from .network import (
@@ -30,11 +31,11 @@ from .network import (
     Network,
     Params,
     StepResult,
-    count_correct,
     epoch_summary,
 )
-from .optim import Optimizer, apply_updates, get_optimizer
+from .optim import Optimizer, get_optimizer
 from .rng import MASK32, dropout_key
+from .step import Batch, Step, StepOut, all_finite
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
 from .weights import batch_weight_sum, take_batch
@@ -484,6 +485,7 @@ class Trainer:
         self.strategy: Strategy = LocalStrategy() if strategy is None else strategy
         self.optimizer = self.options.make_optimizer() if optimizer is None else optimizer
         self.opt_state = self.optimizer.init(net.params)
+        self.one_step = Step(net, self.optimizer, self.strategy)  # the only weight update
         self.rng = np.random.default_rng(self.options.seed)
         self.retries = 0
         self.lr_scale = 1.0
@@ -518,16 +520,7 @@ class Trainer:
     def copy_state(self, state: Any) -> Any:
         """A deep copy of an optimizer state (arrays copied, counts kept)."""
         xp = self.net.xp
-        if isinstance(state, tuple):
-            vals = [self.copy_state(s) for s in state]
-            return type(state)(*vals) if hasattr(state, "_fields") else tuple(vals)
-        if isinstance(state, list):
-            return [self.copy_state(s) for s in state]
-        if isinstance(state, dict):
-            return {k: self.copy_state(v) for k, v in state.items()}
-        if isinstance(state, int):
-            return state
-        return xp.asarray(state, copy=True)
+        return tree.map(state, lambda v: v if isinstance(v, int) else xp.asarray(v, copy=True))
 
     def training_state(self) -> dict[str, Any]:
         """Everything besides weights and optimizer state that resuming needs (JSON-able)."""
@@ -588,7 +581,7 @@ class Trainer:
         sample_weight: Any = None,
         dropout_key: Any = None,
     ) -> StepResult:
-        """One update of the network's weights from the batch ``(xb, yb)``, in place.
+        """One update of the network's weights from the batch ``(xb, yb)``.
 
         ``xb``/``yb`` are arrays on the network's device (see
         :meth:`Network.check_inputs`); ``n_total`` divides the batch average
@@ -596,93 +589,37 @@ class Trainer:
         batch's global weight sum with ``sample_weight``, the rows' weights on
         the device). ``dropout_key`` is the step's int64 key (see
         :meth:`dropout_keys`; made from the step count when the network drops
-        and none is given). The gradients come from
-        :meth:`Network.value_and_grad` and are combined across processes by the
-        strategy; the optimizer turns them into updates that are added to the
+        and none is given). The update is the one step (:class:`xbp.step.Step`):
+        gradients from :meth:`Network.value_and_grad`, combined across processes
+        by the strategy, turned into updates by the optimizer and added to the
         weights. Returns the cost, the updates that were applied and the output.
         """
-        net = self.net
-        if dropout_key is None and any(net.dropout):
+        if n_total is None:
+            n_total = xb.shape[0] if sample_weight is None else None
+        if dropout_key is None and any(self.net.dropout):
             dropout_key = self.dropout_keys(self.step, [0])[0, ...]
-        if net.precision in LOSS_SCALED:
-            return self._scaled_step(
-                xb, yb, n_total, sample_weight=sample_weight, dropout_key=dropout_key
-            )
-        fused = self.optimizer.fused_scale(self.opt_state)
-        if fused is not None:
-            # plain SGD: the backward pass yields -lr * grad directly (docs/math.md)
-            scale, self.opt_state = fused
-            cost, updates, out = net.value_and_grad(
-                xb,
-                yb,
-                n_total=n_total,
-                grad_scale=scale * self.lr_scale,
-                grad_ready=self.strategy.grad_ready,
-                sample_weight=sample_weight,
-                dropout_key=dropout_key,
-            )
-            if self.strategy.reduces:
-                cost, updates = self.strategy.reduce_grads(cost, updates)
-            apply_updates(net.params, updates)
+        if n_total is None:
+            n_total = batch_weight_sum(self.net.xp, sample_weight)
+        out = self.run_step(Batch(xb, yb, n_total, sample_weight, dropout_key))
+        return StepResult(out.cost, out.updates, out.output)
+
+    def run_step(self, batch: Batch) -> StepOut:
+        """The one step (:class:`xbp.step.Step`) on ``batch``, with this run's host
+        numbers (schedule, halved learning rate, fp16 loss scale); the network, the
+        optimizer state and the step count advance (an fp16 step skipped for overflow
+        changes none of them)."""
+        scaled = self.one_step.loss_scaled
+        scalars = self.one_step.scalars(
+            self.opt_state, self.lr_scale, self.loss_scaler.scale if scaled else None
+        )
+        out = self.one_step(self.net.params, self.opt_state, batch, scalars)
+        if scaled:
+            self.loss_scaler.update(out.applied)
+        if out.applied:
+            self.net.adopt_params(out.params)
+            self.opt_state = out.opt_state
             self.step += 1
-            return StepResult(cost, updates, out)
-        cost, grads, out = net.value_and_grad(
-            xb,
-            yb,
-            n_total=n_total,
-            grad_ready=self.strategy.grad_ready,
-            sample_weight=sample_weight,
-            dropout_key=dropout_key,
-        )
-        if self.strategy.reduces:
-            cost, grads = self.strategy.reduce_grads(cost, grads)
-        return self._apply_grads(cost, grads, out)
-
-    def _apply_grads(self, cost: Any, grads: Params, out: Any) -> StepResult:
-        """The optimizer's update from ``grads``, added to the weights: one completed step."""
-        # the gradients are fresh arrays of this step: the optimizer may overwrite them
-        updates, self.opt_state = self.optimizer.update(
-            grads, self.opt_state, self.net.params, inplace=True
-        )
-        if self.lr_scale != 1.0:
-            updates = [{k: u * self.lr_scale for k, u in p.items()} for p in updates]
-        apply_updates(self.net.params, updates)
-        self.step += 1
-        return StepResult(cost, updates, out)
-
-    def _scaled_step(
-        self, xb: Any, yb: Any, n_total: Any, *, sample_weight: Any, dropout_key: Any
-    ) -> StepResult:
-        """:meth:`train_step` with dynamic loss scaling (fp16): the loss scale rides on
-        ``grad_scale``; a step with non-finite gradients is skipped (nothing changes,
-        zero updates are returned). Deciding needs one scalar read per step."""
-        net, scaler, xp = self.net, self.loss_scaler, self.net.xp
-        fused = self.optimizer.fused_scale(self.opt_state)
-        factor = scaler.scale if fused is None else scaler.scale * fused[0] * self.lr_scale
-        cost, grads, out = net.value_and_grad(
-            xb,
-            yb,
-            n_total=n_total,
-            grad_scale=factor,
-            grad_ready=self.strategy.grad_ready,
-            sample_weight=sample_weight,
-            dropout_key=dropout_key,
-        )
-        if self.strategy.reduces:
-            cost, grads = self.strategy.reduce_grads(cost, grads)
-        unscale = 1.0 / scaler.scale
-        finite = _finite(xp, grads)
-        scaler.update(finite)
-        if not finite:
-            zero = [{k: xp.zeros_like(g) for k, g in p.items()} for p in grads]
-            return StepResult(cost, zero, out)
-        grads = [{k: g * unscale for k, g in p.items()} for p in grads]
-        if fused is None:
-            return self._apply_grads(cost, grads, out)
-        self.opt_state = fused[1]  # plain SGD: the unscaled "gradients" are the updates
-        apply_updates(net.params, grads)
-        self.step += 1
-        return StepResult(cost, grads, out)
+        return out
 
     def _batches(self, n: int) -> list[tuple[int, int]]:
         bs = self.options.batch_size
@@ -708,17 +645,18 @@ class Trainer:
                 total = batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
             before = self.copy_params() if check_each else None
             key = None if keys is None else keys[b, ...]
-            cost, updates, out = self.train_step(xb, yb, total, sample_weight=wb, dropout_key=key)
+            labels = None if data.labels is None else xp.take(data.labels, idx, axis=0)
+            out = self.run_step(Batch(xb, yb, total, wb, key, labels))
             if check_each:
-                bad = not math.isfinite(float(cost)) or not _finite(xp, updates)
+                bad = not math.isfinite(float(out.cost)) or not all_finite(xp, out.updates)
                 if bad:
                     assert before is not None
                     self.set_params(before)
                     self.step -= 1
                     return {"failed_batch": b}
-            costs.append(cost * total)
-            if data.labels is not None:
-                corrects.append(count_correct(xp, out, xp.take(data.labels, idx, axis=0), wb))
+            costs.append(out.cost_sum)
+            if out.correct is not None:
+                corrects.append(out.correct)
             if self._bar is not None and not check_each:
                 self._bar.batches(1)
         return {
@@ -753,17 +691,21 @@ class Trainer:
                 before = self.copy_params() if check_each else None
                 # a source's batches are not known ahead: train_step makes each key
                 key = None if keys is None else keys[b, ...]
-                cost, updates, out = self.train_step(xb, yb, rows, dropout_key=key)
-                if check_each and (not math.isfinite(float(cost)) or not _finite(xp, updates)):
+                if key is None and any(self.net.dropout):
+                    key = self.dropout_keys(self.step, [0])[0, ...]
+                out = self.run_step(Batch(xb, yb, rows, None, key, labels))
+                if check_each and (
+                    not math.isfinite(float(out.cost)) or not all_finite(xp, out.updates)
+                ):
                     assert before is not None
                     self.set_params(before)
                     self.step -= 1
                     return {"failed_batch": b}
-                costs.append(cost * rows)
+                costs.append(out.cost_sum)
                 if labels is None:
                     every_batch_labelled = False
                 else:
-                    corrects.append(count_correct(xp, out, labels))
+                    corrects.append(out.correct)
                 if self._bar is not None and not check_each:
                     self._bar.batches(1)
         finally:
@@ -929,11 +871,6 @@ class Trainer:
             "The network holds the last good weights (from just before that step). Lower the "
             "learning rate, clip gradients (clip_norm=...), or pass on_divergence='halve'"
         )
-
-
-def _finite(xp: Any, grads: Params) -> bool:
-    total = sum(xp.sum(v) for g in grads for v in g.values())
-    return math.isfinite(float(total))
 
 
 def evaluate_data(
