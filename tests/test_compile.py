@@ -280,3 +280,36 @@ def test_captured_steps_retry_a_diverged_epoch_from_restored_weights(
         assert hist.diverged
         nets.append(net)
     assert _max_rel(nets[0], nets[1]) <= 1e-12
+
+
+def test_a_part_registered_again_never_runs_its_old_rule_compiled(
+    jax_backend: xbp.Backend,
+) -> None:
+    """Compiled steps are cached by the parts themselves, not their names: after
+    ``register_activation`` replaces a rule, a new network's compiled training runs
+    the new rule (equal to eager training), never the rule the cache saw first."""
+    from xbp.activations import ACTIVATIONS
+
+    x, y = _data()
+
+    def run(compile: bool) -> xbp.Network:
+        net = xbp.Network(
+            [xbp.Dense(5, 8, "twisted_t"), xbp.Dense(8, 3, "softmax")],
+            loss="cross_entropy",
+            backend=jax_backend,
+            seed=3,
+        )
+        xbp.fit(net, x, y, epochs=2, batch_size=16, progress=False, compile=compile)
+        return net
+
+    try:
+        xbp.register_activation("twisted_t", lambda xp, z: xp.tanh(z), lambda xp, a: 1 - a * a)
+        first = run(True)
+        xbp.register_activation(
+            "twisted_t", lambda xp, z: 0.5 * xp.tanh(z), lambda xp, a: 0.5 - 2.0 * a * a
+        )
+        eager, compiled = run(False), run(True)
+    finally:
+        ACTIVATIONS.pop("twisted_t", None)
+    assert _max_rel(eager, compiled) <= 1e-12
+    assert _max_rel(first, compiled) > 1e-3  # the rule did change what training computes

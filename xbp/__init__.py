@@ -27,6 +27,7 @@ from .export import export_onnx
 from .gradcheck import gradcheck
 from .init import INITS
 from .io import Checkpoint, load, load_checkpoint, save
+from .layers import BatchNorm, Dropout, Layer, LayerNorm, Standardize, register_layer
 from .losses import LOSSES, register_loss
 from .network import Dense, Network, StepResult, mlp
 from .run import evaluate, fit, predict, predict_classes
@@ -55,6 +56,12 @@ __all__ = [
     "BackendInfo",
     "BackendUnavailableError",
     "Dense",
+    "Dropout",
+    "Layer",
+    "LayerNorm",
+    "BatchNorm",
+    "Standardize",
+    "register_layer",
     "DivergenceError",
     "GradcheckError",
     "Network",

@@ -113,7 +113,7 @@ def resume(trainer: Trainer, source: Any, argument: str = "resume") -> Checkpoin
             "written with checkpoint=... (or load it with xbp.load to start anew)"
         )
     moved = ck.network.to(net.backend, dtype=net.backend.dtype_name(net.dtype))
-    trainer.set_params(moved.params)
+    trainer.set_model((moved.params, moved.state))
     if ck.optimizer is not None and ck.optimizer_state is not None:
         if ck.optimizer.config() != trainer.optimizer.config():
             raise XbpValueError(

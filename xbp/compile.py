@@ -46,18 +46,26 @@ def traced_step(
     arrays: list[Any],
     batch: Batch,
     row: Any,
-) -> tuple[Any, list[Any], Any, Any]:
+    state: Any,
+) -> tuple[Any, list[Any], Any, Any, Any]:
     """The one step (:class:`xbp.step.Step`) as a function of device values, for
     tracing or capture: the optimizer state travels as its array leaves
     (``template`` gives the structure; counts stay on the host) and the step's host
-    numbers as the device row ``row``. Returns the new parameters and optimizer
-    arrays, ``cost * n_total`` and the correct count (0 without labels)."""
+    numbers as the device row ``row``; ``state`` is the layers' state (running
+    statistics). Returns the new parameters, optimizer arrays and layer state,
+    ``cost * n_total`` and the correct count (0 without labels)."""
     with no_caches():
-        out = step(params, tree.rebuild(template, list(arrays)), batch, step.unpack(template, row))
+        out = step(
+            params,
+            tree.rebuild(template, list(arrays)),
+            batch,
+            step.unpack(template, row),
+            [dict(s) for s in state],
+        )
     correct = out.correct
     if correct is None:
         correct = step.net.xp.zeros((), dtype=out.cost.dtype)
-    return out.params, tree.arrays(out.opt_state), out.cost_sum, correct
+    return out.params, tree.arrays(out.opt_state), out.state, out.cost_sum, correct
 
 
 class EpochRunner:
@@ -85,34 +93,37 @@ class TracedEpochRunner(EpochRunner):
         bs = trainer.options.batch_size
 
         def build() -> Any:
-            def one(params, arrays, x, y, labels, w, idx, row, dkey):  # type: ignore[no-untyped-def]
+            def one(params, arrays, state, x, y, labels, w, idx, row, dkey):  # type: ignore[no-untyped-def]
                 xb, yb, wb, n_total = take_batch(xp, x, y, w, idx, idx.shape[0])
                 lb = None if labels is None else xp.take(labels, idx, axis=0)
                 batch = Batch(xb, yb, n_total, wb, dkey, lb)
-                return traced_step(step, template, params, arrays, batch, row)
+                return traced_step(step, template, params, arrays, batch, row, state)
 
-            def epoch(params, arrays, x, y, labels, w, perm, scal, keys):  # type: ignore[no-untyped-def]
+            def epoch(params, arrays, state, x, y, labels, w, perm, scal, keys):  # type: ignore[no-untyped-def]
                 n_full, rest = divmod(perm.shape[0], bs)
                 costs, corrects = [], []
                 if n_full:
                     idx_mat = xp.reshape(perm[: n_full * bs], (n_full, bs))
 
                     def body(carry, inp):  # type: ignore[no-untyped-def]
-                        p, a = carry
+                        p, a, st = carry
                         dkey = None if keys is None else inp[2]
-                        p, a, cost, correct = one(p, a, x, y, labels, w, inp[0], inp[1], dkey)
-                        return (p, a), (cost, correct)
+                        p, a, st, cost, correct = one(
+                            p, a, st, x, y, labels, w, inp[0], inp[1], dkey
+                        )
+                        return (p, a, st), (cost, correct)
 
                     xs: tuple[Any, ...] = (idx_mat, scal[:n_full, ...])
                     if keys is not None:
                         xs = (*xs, keys[:n_full, ...])
-                    (params, arrays), (c, k) = be.scan(body, (params, arrays), xs)
+                    (params, arrays, state), (c, k) = be.scan(body, (params, arrays, state), xs)
                     costs.append(c)
                     corrects.append(k)
                 if rest:
-                    params, arrays, c, k = one(
+                    params, arrays, state, c, k = one(
                         params,
                         arrays,
+                        state,
                         x,
                         y,
                         labels,
@@ -126,7 +137,7 @@ class TracedEpochRunner(EpochRunner):
                 costs, corrects = xp.concat(costs), xp.concat(corrects)
                 out = {"costs": costs, "corrects": corrects if labels is not None else None}
                 # the epoch's one read-back vector, built here rather than by eager calls
-                return params, arrays, costs, corrects, epoch_summary(xp, params, out)
+                return params, arrays, state, costs, corrects, epoch_summary(xp, params, out)
 
             # parameters and optimizer state are donated: the device may update in place
             return be.jit(epoch, (0, 1))
@@ -140,9 +151,10 @@ class TracedEpochRunner(EpochRunner):
         epoch_fn = self._function()
         state = trainer.opt_state
         scal = trainer.one_step.scalar_rows(state, n_steps, trainer.lr_scale)
-        params, arrays, costs, corrects, summary = epoch_fn(
+        params, arrays, layer_state, costs, corrects, summary = epoch_fn(
             [dict(p) for p in net.params],
             tree.arrays(state),
+            [dict(s) for s in net.state],
             data.x,
             data.y,
             data.labels,
@@ -152,6 +164,7 @@ class TracedEpochRunner(EpochRunner):
             trainer.dropout_keys(trainer.step, [0] * n_steps),
         )
         net.adopt_params(params)
+        net.adopt_state(layer_state)
         trainer.opt_state = tree.rebuild(state, arrays, n_steps)
         trainer.step += n_steps
         return {
@@ -177,7 +190,7 @@ class SteppedEpochRunner(EpochRunner):
         template = trainer.opt_state
 
         def build() -> tuple[Any, Any]:
-            def grads(params, x, y, labels, idx, row, extra, n_total):  # type: ignore[no-untyped-def]
+            def grads(params, state, x, y, labels, idx, row, extra, n_total):  # type: ignore[no-untyped-def]
                 # extra: (row weights, their global batch sum, dropout key), device values
                 w, wsum, dkey = extra
                 xb = xp.take(x, idx, axis=0)
@@ -186,13 +199,13 @@ class SteppedEpochRunner(EpochRunner):
                 lb = None if labels is None else xp.take(labels, idx, axis=0)
                 batch = Batch(xb, yb, n_total if wsum is None else wsum, wb, dkey, lb)
                 with no_caches():
-                    cost, g, out = step.gradients(
-                        params, batch, step.unpack(template, row), overlap=False
+                    cost, g, out, state = step.gradients(
+                        params, batch, step.unpack(template, row), state, overlap=False
                     )
                 _, correct = step.sums(cost, out, batch)
                 if correct is None:
                     correct = xp.zeros((), dtype=cost.dtype)
-                return cost, g, correct
+                return cost, g, correct, state
 
             def update(params, arrays, g, row):  # type: ignore[no-untyped-def]
                 state = tree.rebuild(template, list(arrays))
@@ -223,6 +236,7 @@ class SteppedEpochRunner(EpochRunner):
             trainer.one_step.scalar_rows(state, len(starts), trainer.lr_scale), net.dtype
         )
         params = [dict(p) for p in net.params]
+        layer_state = [dict(s) for s in net.state]
         arrays = tree.arrays(state)
         costs, corrects = [], []
         perm = be.asarray(host_perm)  # one transfer per epoch; batches are device slices
@@ -236,14 +250,23 @@ class SteppedEpochRunner(EpochRunner):
             # the global divisor: the whole batch's weight sum, summed here on the device
             wsum = None if data.w is None else batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
             extra = (data.w, wsum, None if keys is None else keys[b, ...])
-            cost, g, correct = grads_fn(
-                params, data.x, data.y, data.labels, idx, scal[b, ...], extra, n_total=e - s
+            cost, g, correct, layer_state = grads_fn(
+                params,
+                layer_state,
+                data.x,
+                data.y,
+                data.labels,
+                idx,
+                scal[b, ...],
+                extra,
+                n_total=e - s,
             )
             cost, g = strategy.reduce_grads(cost, g)
             params, arrays = update_fn(params, arrays, g, scal[b, ...])
             costs.append(cost * (e - s if wsum is None else wsum))
             corrects.append(correct)
         net.adopt_params(params)
+        net.adopt_state(layer_state)
         trainer.opt_state = tree.rebuild(state, arrays, len(starts))
         trainer.step += len(starts)
         return {
@@ -278,10 +301,15 @@ class CapturedEpochRunner(EpochRunner):
             for k in p:
                 if p[k] is not q[k]:
                     p[k][...] = q[k]
+        for p, q in zip(self.lstate, trainer.net.state):
+            for k in p:
+                if p[k] is not q[k]:
+                    p[k][...] = q[k]
         for a, b in zip(self.arrays, tree.arrays(trainer.opt_state)):
             if a is not b:
                 a[...] = b
         trainer.net.adopt_params(self.params)
+        trainer.net.adopt_state(self.lstate)
         trainer.opt_state = tree.rebuild(trainer.opt_state, self.arrays)
 
     def _capture(self, data: Any, k: int) -> None:
@@ -297,18 +325,19 @@ class CapturedEpochRunner(EpochRunner):
         template = trainer.opt_state
         self.params = params = [dict(p) for p in net.params]
         self.arrays = arrays = tree.arrays(template)
-        saved_p = [{n: xp.asarray(v, copy=True) for n, v in p.items()} for p in params]
+        self.lstate = lstate = [dict(s) for s in net.state]
+        saved_p = [{n: xp.asarray(v, copy=True) for n, v in p.items()} for p in params + lstate]
         saved_a = [xp.asarray(a, copy=True) for a in arrays]
 
         def one() -> tuple[Any, Any]:
             xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, self.idx, bs)
             labels = None if data.labels is None else xp.take(data.labels, self.idx, axis=0)
             batch = Batch(xb, yb, total, wb, self.dkey, labels)
-            new_params, new_arrays, cost_sum, correct = traced_step(
-                step, template, params, arrays, batch, self.scal
+            new_params, new_arrays, new_state, cost_sum, correct = traced_step(
+                step, template, params, arrays, batch, self.scal, lstate
             )
             # static buffers: results end in the very same tensors
-            for p, q in zip(params, new_params):
+            for p, q in zip(params + lstate, new_params + new_state):
                 for n in p:
                     if q[n] is not p[n]:
                         p[n][...] = q[n]
@@ -321,7 +350,7 @@ class CapturedEpochRunner(EpochRunner):
             replay, (self.cost, self.correct) = net.backend.capture(one)
         finally:
             # the warm-up steps changed the weights: put back the values from before
-            for p, q in zip(params, saved_p):
+            for p, q in zip(params + lstate, saved_p):
                 for n in p:
                     p[n][...] = q[n]
             for a, b in zip(arrays, saved_a):
@@ -408,6 +437,11 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
         reason = f"the {net.backend.name} backend on {net.device!s} has no compiled step"
     elif trainer.strategy.reduces and runner_type != "trace":
         reason = "captured steps do not combine gradients across processes (MPI) yet"
+    elif trainer.strategy.reduces and net.batch_statistics:
+        reason = (
+            "batch statistics over processes (BatchNorm under MPI) are summed on the "
+            "host in the middle of the forward pass, which traced steps cannot do"
+        )
     if reason is not None or runner_type is None:
         if required:
             raise XbpValueError(

@@ -212,6 +212,19 @@ class MPIStrategy(Strategy):
         self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
         return out
 
+    def reduce_stats(self, values: Any) -> Any:
+        """Sum a device vector over ranks in the middle of a pass (BatchNorm's global
+        batch statistics): one host round trip, in the network's dtype."""
+        net = self._net
+        if net is None:
+            raise XbpValueError(
+                "MPIStrategy.reduce_stats before setup(net, config); call setup first "
+                "(xbp.fit does)"
+            )
+        host = np.array(net.backend.to_host(values), dtype=np.float64, copy=True, order="C")
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        return net.backend.asarray(host, values.dtype)
+
     def any(self, flag: bool) -> bool:
         return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
 
@@ -236,9 +249,10 @@ class MPIStrategy(Strategy):
                 _COLLECTIVE_FAILURE = True
                 raise RanksDisagreeError(message)
         self._device_buffers = net.backend.mpi_device_buffers(cuda_aware())
-        # every rank must start from rank 0's weights, whatever seed it was given
-        for p in net.params:
-            for k in p:
+        # every rank must start from rank 0's weights (and layer state), whatever seed
+        # it was given
+        for p in [*net.params, *net.state]:
+            for k in sorted(p):
                 host = np.array(net.backend.to_host(p[k]), copy=True, order="C")  # writable
                 self.comm.Bcast(host, root=0)
                 p[k] = net.backend.asarray(host, net.dtype, copy=True)
@@ -252,7 +266,7 @@ class MPIStrategy(Strategy):
         """Called by the backward pass with layer ``layer``'s fresh gradients."""
         if self._sent:  # let the library move the buckets already sent along
             self.MPI.Request.Testall([r for b in self._sent for r in b.requests])
-        for k in ("W", "b"):
+        for k in sorted(grads):
             a = grads[k]
             self._open.entries.append((layer, k, a))
             self._open_bytes += int(np.prod(a.shape)) * self._dtype.itemsize
@@ -278,7 +292,7 @@ class MPIStrategy(Strategy):
         seen = {(b_layer, k) for b in self._sent for b_layer, k, _ in b.entries}
         seen.update((b_layer, k) for b_layer, k, _ in last.entries)
         for layer in range(len(grads) - 1, -1, -1):
-            for k in ("W", "b"):
+            for k in sorted(grads[layer]):
                 if (layer, k) not in seen:
                     last.entries.append((layer, k, grads[layer][k]))
         last.entries.append((-1, "cost", xp.reshape(cost, (1,))))

@@ -124,6 +124,12 @@ def explain(
     limit = check_int(limit, "limit")
     if not 2 <= digits <= 17:
         raise XbpValueError(f"digits={digits} must lie in 2..17 (float64 holds 17 digits)")
+    if not net.plain:
+        raise XbpValueError(
+            "explain writes out the equations of Dense layers only; this network has "
+            f"{', '.join(sorted({d.kind for d in net.layers} - {'dense'}))} layers "
+            "(docs/math.md gives their equations)"
+        )
     be = net.backend
     xd = net.check_inputs(x)
     if xd.shape[0] != 1:
@@ -139,7 +145,7 @@ def explain(
     g = [{k: np.asarray(be.to_host(v)) for k, v in p.items()} for p in grads]
     x0 = np.asarray(be.to_host(xd))
     yh = np.asarray(be.to_host(yd))
-    acts = [get_activation(d.activation) for d in net.layers]
+    acts = [get_activation(d.activation) for d in net.layers]  # type: ignore[attr-defined]
     L = len(net.layers)
 
     def show(label: str, value: np.ndarray, note: str = "") -> str:

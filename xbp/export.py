@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import XbpFileError, XbpTypeError, XbpValueError
-from .network import Network
+from .network import Dense, Network
 from .paths import as_path, check_distinct, label, output_file
 
 __all__ = ["export_onnx", "export_file", "build_model", "OPSET", "ONNX_OPS"]
@@ -121,6 +121,11 @@ def build_model(net: Network, *, opset: int = OPSET, standardize: Any = None) ->
         raise XbpValueError(f"opset={opset!r}; pass an integer >= 13 (default {OPSET})")
     scaling = _check_standardize(standardize, net.n_in, "standardize")
     for i, layer in enumerate(net.layers):
+        if not isinstance(layer, Dense):
+            raise XbpValueError(
+                f"net.layers[{i}] is a {type(layer).__name__}, which xbp's exporter cannot "
+                "write yet; export a network of Dense layers"
+            )
         if layer.activation not in ONNX_OPS:
             raise XbpValueError(
                 f"net.layers[{i}] uses activation {layer.activation!r}, which has no ONNX "
@@ -158,7 +163,8 @@ def build_model(net: Network, *, opset: int = OPSET, standardize: Any = None) ->
             helper.make_node("Div", ["x/centred", "input.std"], ["x/scaled"], name="input")
         )
         src = "x/scaled"
-    for i, (layer, p) in enumerate(zip(net.layers, params)):
+    dense = [d for d in net.layers if isinstance(d, Dense)]
+    for i, (layer, p) in enumerate(zip(dense, params)):
         for key, value in p.items():
             if not np.isfinite(value).all():
                 raise XbpValueError(
@@ -182,7 +188,7 @@ def build_model(net: Network, *, opset: int = OPSET, standardize: Any = None) ->
             nodes.extend(_activation_nodes(helper, act, i, z, a, dtype))
             z = a
         src = z
-    architecture = ", ".join(f"{d.n_in}->{d.n_out} {d.activation}" for d in net.layers)
+    architecture = ", ".join(f"{d.n_in}->{d.n_out} {d.activation}" for d in dense)
     graph = helper.make_graph(
         nodes,
         "xbp_network",
@@ -205,7 +211,7 @@ def build_model(net: Network, *, opset: int = OPSET, standardize: Any = None) ->
     helper.set_model_props(
         model,
         {
-            "xbp_layers": ";".join(f"{d.n_in},{d.n_out},{d.activation}" for d in net.layers),
+            "xbp_layers": ";".join(f"{d.n_in},{d.n_out},{d.activation}" for d in dense),
             "xbp_loss": net.loss.name,
             "xbp_dtype": dtype_name,
             "xbp_standardized_input": str(scaling is not None).lower(),
@@ -356,7 +362,7 @@ def export_file(
     written = export_onnx(net, dst, opset=opset, standardize=scaling, argument=onnx_argument)
     n_params = sum(v.size for p in net.host_params() for v in p.values())
     size = os.path.getsize(written)
-    acts = ", ".join(d.activation for d in net.layers)
+    acts = ", ".join(d.describe() for d in net.layers)
     widths = "-".join(str(s) for s in net.sizes)
     inputs = "standardised in the graph" if scaling is not None else "as given"
     return (

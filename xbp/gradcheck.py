@@ -77,7 +77,7 @@ def gradcheck(
     diffs: dict[str, float] = {}
     scale = 0.0
     for i, p in enumerate(host):
-        for key in ("W", "b"):
+        for key in p:
             g_bp = be.to_host(grads[i][key]).ravel()
             flat = p[key].ravel()
             idx = np.arange(flat.size)
@@ -91,9 +91,11 @@ def gradcheck(
                     t = flat.copy()
                     t[k] += sign * eps
                     trial[i][key] = be.asarray(t.reshape(p[key].shape), net64.dtype)
-                    costs.append(
-                        float(net64.value_and_grad(xd, yd, params=trial, forward_only=True)[0])
-                    )
+                    # training=True: the function differentiated (batch statistics)
+                    cost = net64.value_and_grad(
+                        xd, yd, params=trial, forward_only=True, training=True
+                    )[0]
+                    costs.append(float(cost))
                 g_fd[j] = (costs[0] - costs[1]) / (2 * eps)
             g_ref = g_bp[idx]
             scale = max(scale, float(np.max(np.abs(g_bp))), float(np.max(np.abs(g_fd))))

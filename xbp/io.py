@@ -29,7 +29,7 @@ import numpy as np
 from .activations import get_activation
 from .errors import XbpError, XbpFileError, XbpTypeError, XbpValueError
 from .losses import get_loss
-from .network import Dense, Network
+from .network import Network
 from .optim import Optimizer, from_config, state_from_host, state_to_host
 from .paths import as_path, describe, input_file, new_file_mode, output_file, sniff, write_target
 from .paths import label as name_file
@@ -187,6 +187,9 @@ def save(
                     "weights (restore a good checkpoint or lower the learning rate)"
                 )
             arrays[f"param.{i}.{key}"] = value
+    for i, st in enumerate(net.host_state()):
+        for key, value in st.items():
+            arrays[f"state.{i}.{key}"] = value
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -271,8 +274,11 @@ def _check_parts(arch: Any, argument: str) -> None:
     registered), else one line says which is missing and how to register it."""
     if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list):
         return  # the header check below names what is wrong
-    layers = [layer for layer in arch["layers"] if isinstance(layer, list) and len(layer) == 3]
-    needed = [("activation", layer[2]) for layer in layers]
+    needed = [
+        ("activation", layer[2] if isinstance(layer, list) else layer.get("activation"))
+        for layer in arch["layers"]
+        if (isinstance(layer, list) and len(layer) == 3) or isinstance(layer, dict)
+    ]
     needed.append(("loss", arch.get("loss")))
     for kind, name in needed:
         if not isinstance(name, str):
@@ -299,12 +305,7 @@ def _build(
     _check_parts(meta.get("architecture") if isinstance(meta, dict) else None, argument)
     try:
         arch = meta["architecture"]
-        layers = [Dense(int(a), int(b), str(act)) for a, b, act in arch["layers"]]
-        rates = arch.get("dropout")  # written only when a layer drops its input
-        if rates is not None:
-            if len(rates) != len(layers):
-                raise ValueError(f"{len(rates)} dropout rates for {len(layers)} layers")
-            layers = [Dense(d.n_in, d.n_out, d.activation, r) for d, r in zip(layers, rates)]
+        layers = Network.layers_from_config(arch, f"{argument}'s architecture")
         net = Network(
             layers,
             loss=arch["loss"],
@@ -318,15 +319,22 @@ def _build(
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, XbpError) and "backend" in str(exc):
             raise
+        if isinstance(exc, XbpError) and "not registered" in str(exc):
+            raise XbpFileError(str(exc)) from None
         raise XbpFileError(f"{argument} has an invalid architecture header ({exc})") from None
-    params = []
-    for i in range(len(layers)):
+    params, state = [], []
+    for i, layer in enumerate(net.layers):
         try:
-            params.append({k: files[f"param.{i}.{k}"] for k in ("W", "b")})
+            params.append({k: files[f"param.{i}.{k}"] for k in layer.param_shapes()})
         except KeyError:
             raise XbpFileError(f"{argument} lacks the parameters of layer {i}") from None
+        try:  # files of networks without state hold none
+            state.append({k: files[f"state.{i}.{k}"] for k in layer.state_shapes()})
+        except KeyError:
+            raise XbpFileError(f"{argument} lacks the state of layer {i}") from None
     try:
         net.params = params
+        net.state = state
     except XbpError as exc:
         raise XbpFileError(f"{argument} does not match its own architecture: {exc}") from None
     return net

@@ -15,26 +15,37 @@ import contextlib
 import contextvars
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .activations import Activation, get_activation
+from .activations import get_activation
 from .backend import Backend
 from .backend import backend as resolve_backend
 from .backends import MIXED_PRECISIONS
 from .errors import XbpTypeError, XbpValueError
-from .init import INITS, default_init, init_layer
+from .init import INITS
+from .layers import (
+    BatchNorm,
+    Context,
+    Dense,
+    Dropout,
+    Layer,
+    LayerNorm,
+    Standardize,
+    check_dropout,
+    layer_from_config,
+)
 from .losses import Loss, check_pair, check_targets, default_output, get_loss
-from .rng import keep_mask
 from .summary import summarize
-from .validate import as_features, as_targets, check_int, check_number, is_host_array
+from .validate import as_features, as_targets, check_int, is_host_array
 from .weights import check_sample_weight
 
 __all__ = [
     "Dense",
+    "Layer",
     "Network",
+    "check_dropout",
     "StepResult",
     "count_correct",
     "epoch_summary",
@@ -93,17 +104,6 @@ def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
     return xp.concat(parts)
 
 
-def check_dropout(rate: Any, argument: str = "Dense.dropout") -> float:
-    """A dropout rate (the probability of dropping an input) in [0, 1), or a one-line error."""
-    rate = check_number(rate, argument, low=0.0, low_open=False, high=1.0, high_open=True)
-    if round(rate * 2.0**32) >= 2**32:  # the mask's 32-bit threshold would keep nothing
-        raise XbpValueError(
-            f"{argument}={rate!r} drops every input (the keep probability rounds to 0); use a "
-            "rate of at most 1 - 2**-31"
-        )
-    return rate
-
-
 class StepResult(NamedTuple):
     """What :meth:`Network.value_and_grad` returns."""
 
@@ -112,52 +112,18 @@ class StepResult(NamedTuple):
     output: Any
 
 
-@dataclass(frozen=True)
-class Dense:
-    """A fully connected layer ``a = phi(a_prev @ W + b)``.
-
-    Parameters
-    ----------
-    n_in, n_out : int
-        Input and output widths; ``W`` is ``(n_in, n_out)``.
-    activation : str
-        ``"sigmoid"`` (alias ``"logistic"``), ``"tanh"``, ``"relu"``,
-        ``"leaky_relu"``, ``"softplus"``, ``"identity"``, ``"softmax"``
-        (output layer only, with cross-entropy), or a name registered with
-        :func:`xbp.register_activation`.
-    dropout : float
-        Inverted dropout on the layer's *input* during training: each input
-        value is zeroed with probability ``dropout`` and the others are scaled
-        by ``1/(1 - dropout)``; backprop goes through the same mask. Evaluation
-        and prediction never drop. The masks come from :mod:`xbp.rng`, so a seed
-        gives the same masks on every backend. In [0, 1); default 0 (off).
-
-    Examples
-    --------
-    >>> import xbp
-    >>> xbp.Dense(2, 3, activation="tanh", dropout=0.5)
-    Dense(n_in=2, n_out=3, activation='tanh', dropout=0.5)
-    """
-
-    n_in: int
-    n_out: int
-    activation: str = "sigmoid"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_int(self.n_in, "Dense.n_in")
-        check_int(self.n_out, "Dense.n_out")
-        object.__setattr__(self, "activation", get_activation(self.activation).name)
-        object.__setattr__(self, "dropout", check_dropout(self.dropout))
-
-
 class Network:
-    """A sequence of :class:`Dense` layers, a loss, and its parameters on one backend.
+    """A chain of layers, a loss, and the layers' parameters and state on one backend.
 
     Parameters
     ----------
-    layers : sequence of Dense
-        Consecutive widths must chain (``layers[i].n_out == layers[i+1].n_in``).
+    layers : sequence of Layer
+        :class:`Dense` layers, and between them any of :class:`Dropout`,
+        :class:`LayerNorm`, :class:`BatchNorm`, :class:`Standardize` or a layer
+        registered with :func:`xbp.register_layer`. Consecutive widths must
+        chain (``layers[i].n_out == layers[i+1].n_in``; a :class:`Dropout` takes
+        the width before it); the last layer is a :class:`Dense` (its activation
+        pairs with the loss).
     loss : str
         ``"quadratic"`` (alias ``"mse"``), ``"cross_entropy"`` (softmax output),
         ``"binary_cross_entropy"`` (sigmoid output), or a name registered with
@@ -198,7 +164,7 @@ class Network:
 
     def __init__(
         self,
-        layers: Sequence[Dense],
+        layers: Sequence[Layer],
         loss: str = "quadratic",
         *,
         backend: Any = None,
@@ -208,29 +174,45 @@ class Network:
         init: str = "auto",
         precision: str = "exact",
     ) -> None:
-        layers = list(layers) if not isinstance(layers, Dense) else [layers]
+        layers = list(layers) if not isinstance(layers, Layer) else [layers]
         if not layers:
             raise XbpValueError("layers is empty; pass at least one xbp.Dense layer")
+        chained: list[Layer] = []
         for i, layer in enumerate(layers):
-            if not isinstance(layer, Dense):
+            if not isinstance(layer, Layer):
                 raise XbpTypeError(
-                    f"layers[{i}] is a {type(layer).__name__}; pass xbp.Dense(n_in, n_out, ...)"
+                    f"layers[{i}] is a {type(layer).__name__}; pass xbp.Dense(n_in, n_out, ...) "
+                    "or another xbp.Layer"
                 )
-            if i and layer.n_in != layers[i - 1].n_out:
+            if i:
+                try:
+                    layer = layer.with_input(chained[-1].n_out)
+                except XbpValueError:
+                    raise XbpValueError(
+                        f"layers[{i}].n_in={layer.n_in} does not match layers[{i - 1}].n_out="
+                        f"{chained[-1].n_out}; consecutive widths must chain"
+                    ) from None
+            elif not layer.n_in:
                 raise XbpValueError(
-                    f"layers[{i}].n_in={layer.n_in} does not match layers[{i - 1}].n_out="
-                    f"{layers[i - 1].n_out}; consecutive widths must chain"
+                    f"layers[0] is a {type(layer).__name__} without a width; put a layer with "
+                    "n_in first, or give it its width"
                 )
-            if layer.activation == "softmax" and i != len(layers) - 1:
+            if isinstance(layer, Dense) and layer.activation == "softmax" and i != len(layers) - 1:
                 raise XbpValueError(
                     f"layers[{i}] uses softmax, which is an output activation only; "
                     "use it on the last layer with loss='cross_entropy'"
                 )
-        self.layers: tuple[Dense, ...] = tuple(layers)
+            chained.append(layer.resolved())
+        if not isinstance(chained[-1], Dense):
+            raise XbpValueError(
+                f"the last layer is a {type(chained[-1]).__name__}; end the network with an "
+                "xbp.Dense layer (its activation pairs with the loss)"
+            )
+        self.layers: tuple[Layer, ...] = tuple(chained)
         self.loss: Loss = get_loss(loss)
-        self._acts: tuple[Activation, ...] = tuple(get_activation(d.activation) for d in layers)
-        check_pair(self.loss, self._acts[-1])
-        if self._acts[-1].name == "softmax" and layers[-1].n_out < 2:
+        self._output: Dense = chained[-1]
+        check_pair(self.loss, self._output.act)
+        if self._output.act.name == "softmax" and self._output.n_out < 2:
             raise XbpValueError(
                 "a softmax output layer with 1 unit always outputs 1.0; use 2 or more units "
                 "(one per class), or a sigmoid output with loss='binary_cross_entropy'"
@@ -243,12 +225,11 @@ class Network:
         self.seed = seed
         self.dtype = self.backend.dtype(dtype)
         rng = np.random.default_rng(seed)
-        host = []
-        for d in layers:
-            scheme = default_init(d.activation) if init == "auto" else init
-            w, b = init_layer(scheme, d.n_in, d.n_out, rng)
-            host.append({"W": w, "b": b})
+        host = [layer.init_params(rng, init) for layer in chained]
         self._params: Params = self._to_device(host, "params")
+        self._state: Params = self._to_device(
+            [layer.init_state() for layer in chained], "state", "state_shapes"
+        )
 
     # -- structure -----------------------------------------------------
     @property
@@ -288,8 +269,19 @@ class Network:
 
     @property
     def dropout(self) -> tuple[float, ...]:
-        """Each layer's input dropout rate (0 where it does not drop)."""
+        """Each layer's dropout rate (0 where it does not drop): a :class:`Dense`
+        layer's input dropout or a :class:`Dropout` layer's rate."""
         return tuple(d.dropout for d in self.layers)
+
+    @property
+    def plain(self) -> bool:
+        """Whether every layer is a :class:`Dense` (the classic multilayer perceptron)."""
+        return all(isinstance(d, Dense) for d in self.layers)
+
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether a layer normalises by batch statistics in training (BatchNorm)."""
+        return any(d.batch_statistics for d in self.layers)
 
     @property
     def n_out(self) -> int:
@@ -302,7 +294,7 @@ class Network:
         Compiled steps are cached by it (:class:`xbp.step.Step`)."""
         return (
             self.layers,
-            self._acts,
+            tuple(d.act for d in self.layers if isinstance(d, Dense)),
             self.loss,
             self.backend.dtype_name(self.dtype),
             self._precision,
@@ -311,16 +303,52 @@ class Network:
         )
 
     def config(self) -> dict[str, Any]:
-        """The architecture as plain JSON-able data (saved beside the weights)."""
+        """The architecture as plain JSON-able data (saved beside the weights).
+
+        A network of :class:`Dense` layers only is written as ``[[n_in, n_out,
+        activation], ...]`` (with ``"dropout"`` rates where a layer drops), as
+        every xbp so far wrote it; any other is a list of :meth:`Layer.config`
+        dicts."""
+        if self.plain:
+            layers: list[Any] = [[d.n_in, d.n_out, d.activation] for d in self.layers]  # type: ignore[attr-defined]
+            extra = {"dropout": list(self.dropout)} if any(self.dropout) else {}
+        else:
+            layers, extra = [d.config() for d in self.layers], {}
         return {
-            "layers": [[d.n_in, d.n_out, d.activation] for d in self.layers],
+            "layers": layers,
             "loss": self.loss.name,
             "dtype": self.backend.dtype_name(self.dtype),
             "init": self.init,
             "precision": self.precision,
             "seed": self.seed,
-            **({"dropout": list(self.dropout)} if any(self.dropout) else {}),
+            **extra,
         }
+
+    @staticmethod
+    def layers_from_config(config: dict[str, Any], argument: str = "config") -> list[Layer]:
+        """The layers a :meth:`config` dict describes (both of its forms)."""
+        try:
+            spec = config["layers"]
+            if spec and all(isinstance(item, dict) for item in spec):
+                return [layer_from_config(item, f"{argument}['layers'][{i}]")
+                        for i, item in enumerate(spec)]  # fmt: skip
+            layers = [Dense(int(a), int(b), str(act)) for a, b, act in spec]
+            rates = config.get("dropout")
+            if rates is not None:  # written only when a layer drops its input
+                if len(rates) != len(layers):
+                    raise ValueError(f"{len(rates)} dropout rates for {len(layers)} layers")
+                layers = [Dense(d.n_in, d.n_out, d.activation, r) for d, r in zip(layers, rates)]
+            return list(layers)
+        except KeyError as exc:
+            raise XbpValueError(
+                f"{argument} lacks the key {exc}; pass Network.config()'s dict"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, XbpValueError):
+                raise
+            raise XbpValueError(
+                f"{argument}['layers'] is not [[n_in, n_out, activation], ...] ({exc})"
+            ) from None
 
     @classmethod
     def from_config(
@@ -339,23 +367,12 @@ class Network:
             raise XbpTypeError(
                 f"config is a {type(config).__name__}; pass the dict of Network.config()"
             )
-        try:
-            layers = [Dense(int(a), int(b), str(act)) for a, b, act in config["layers"]]
-            loss = config["loss"]
-            rates = config.get("dropout")
-            if rates is not None:  # written only when a layer drops its input
-                layers = [Dense(d.n_in, d.n_out, d.activation, r) for d, r in zip(layers, rates)]
-        except KeyError as exc:
-            raise XbpValueError(
-                f"config lacks the key {exc}; pass Network.config()'s dict"
-            ) from None
-        except (TypeError, ValueError) as exc:
-            raise XbpValueError(
-                f"config['layers'] is not [[n_in, n_out, activation], ...] ({exc})"
-            ) from None
+        layers = cls.layers_from_config(config)
+        if "loss" not in config:
+            raise XbpValueError("config lacks the key 'loss'; pass Network.config()'s dict")
         net = cls(
             layers,
-            loss=loss,
+            loss=config["loss"],
             backend=backend,
             device=device,
             dtype=config.get("dtype", "float64"),
@@ -396,25 +413,29 @@ class Network:
         return summarize(self)
 
     def __repr__(self) -> str:
-        body = ", ".join(f"{d.n_in}->{d.n_out} {d.activation}" for d in self.layers)
+        body = ", ".join(f"{d.n_in}->{d.n_out} {d.describe()}" for d in self.layers)
         return (
             f"Network([{body}], loss={self.loss.name!r}, backend={self.backend.name!r}, "
             f"device={str(self.device)!r}, dtype={self.backend.dtype_name(self.dtype)!r})"
         )
 
-    # -- parameters ----------------------------------------------------
-    def _to_device(self, params: Any, argument: str) -> Params:
+    # -- parameters and state -----------------------------------------
+    def _to_device(self, params: Any, argument: str, shapes: str = "param_shapes") -> Params:
+        """Host or device arrays checked against every layer's declared shapes
+        (``shapes`` names the declaration: parameters or state) and copied in."""
         if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
+            what = "{'W': (n_in, n_out), 'b': (n_out,)}" if self.plain else "{name: array}"
             raise XbpValueError(
-                f"{argument} must be a list of {len(self.layers)} mappings "
-                "{'W': (n_in, n_out), 'b': (n_out,)}, one per layer"
+                f"{argument} must be a list of {len(self.layers)} mappings {what}, one per layer"
             )
         out = []
         for i, (p, d) in enumerate(zip(params, self.layers)):
-            if not hasattr(p, "keys") or set(p.keys()) != {"W", "b"}:
-                raise XbpValueError(f"{argument}[{i}] must be a mapping with keys 'W' and 'b'")
+            want = getattr(d, shapes)()
+            if not hasattr(p, "keys") or set(p.keys()) != set(want):
+                names = "keys " + " and ".join(repr(k) for k in want) if want else "no keys"
+                raise XbpValueError(f"{argument}[{i}] must be a mapping with {names}")
             entry = {}
-            for key, shape in (("W", (d.n_in, d.n_out)), ("b", (d.n_out,))):
+            for key, shape in want.items():
                 arr = p[key]
                 if not is_host_array(arr) and self.backend.owns(arr):
                     if not self.backend.same_device(arr):
@@ -440,7 +461,9 @@ class Network:
 
     @property
     def params(self) -> Params:
-        """One ``{"W": (n_in, n_out), "b": (n_out,)}`` mapping per layer, on the device.
+        """Each layer's trainable parameters, ``{name: array}`` on the device
+        (``{"W": (n_in, n_out), "b": (n_out,)}`` for a :class:`Dense` layer, ``{}`` for a
+        layer without parameters).
 
         Assigning a list of the same structure (NumPy or this backend's arrays)
         copies it in; the network never updates a caller's arrays in place.
@@ -461,11 +484,75 @@ class Network:
         """The parameters as NumPy arrays on the host (copies)."""
         return [{k: np.array(self.backend.to_host(v)) for k, v in p.items()} for p in self._params]
 
+    @property
+    def state(self) -> Params:
+        """Each layer's non-trainable state on the device: running statistics
+        (:class:`BatchNorm`), adapted means and spreads (:class:`Standardize`);
+        ``{}`` for most layers. Assigning copies in, as for :attr:`params`."""
+        return self._state
+
+    @state.setter
+    def state(self, value: Params) -> None:
+        self._state = self._to_device(value, "state", "state_shapes")
+
+    def adopt_state(self, state: Params) -> None:
+        """:meth:`adopt_params` for the state."""
+        self._state = [dict(s) for s in state]
+
+    def host_state(self) -> list[dict[str, np.ndarray]]:
+        """The state as NumPy arrays on the host (copies)."""
+        return [{k: np.array(self.backend.to_host(v)) for k, v in s.items()} for s in self._state]
+
+    @property
+    def adapted(self) -> bool:
+        """Whether every :class:`Standardize` layer has been adapted to data."""
+        return all(
+            float(self.backend.to_host(s["count"])[0]) > 0
+            for d, s in zip(self.layers, self._state)
+            if isinstance(d, Standardize)
+        )
+
+    def adapt(self, x: Any) -> None:
+        """Adapt every :class:`Standardize` layer to the rows ``x`` (host arrays, memory
+        maps or arrays of this backend): its ``mean`` and ``std`` become those of the
+        values that reach it (the layers before it run in inference mode).
+
+        Examples
+        --------
+        >>> import numpy as np, xbp
+        >>> net = xbp.Network([xbp.Standardize(1), xbp.Dense(1, 1, "identity")])
+        >>> net.adapt(np.array([[1.0], [3.0]]))
+        >>> net.predict(np.array([[3.0]])).shape, net.adapted
+        ((1, 1), True)
+        """
+        if not any(isinstance(d, Standardize) for d in self.layers):
+            return
+        rows = int(x.shape[0]) if hasattr(x, "shape") else 0
+        if getattr(x, "ndim", 2) != 2 or (rows and int(x.shape[1]) != self.n_in):
+            raise XbpValueError(
+                f"adapt: x has shape {tuple(getattr(x, 'shape', ()))}; pass (rows, {self.n_in})"
+            )
+        host = x if is_host_array(x) or not self.backend.owns(x) else self.backend.to_host(x)
+        state = self.host_state()
+        for l, d in enumerate(self.layers):
+            if not isinstance(d, Standardize):
+                continue
+            if l == 0:
+                stats = d.statistics(host)
+            else:  # the values that reach it, a bounded block at a time
+                blocks = [
+                    np.asarray(self.backend.to_host(self._run(host[s : s + EVAL_BATCH], stop=l)))
+                    for s in range(0, int(host.shape[0]), EVAL_BATCH)
+                ]
+                stats = d.statistics(np.concatenate(blocks) if blocks else np.zeros((0, d.n)))
+            state[l] = stats
+            self.state = state
+
     def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Network:
         """Return a copy of the network on another backend, device or dtype.
 
-        The weights travel through host memory, so the move is bit-exact (a
-        dtype change rounds once).
+        The weights (and the layers' state) travel through host memory, so the
+        move is bit-exact (a dtype change rounds once).
 
         Examples
         --------
@@ -483,61 +570,48 @@ class Network:
             config["dtype"] = be.dtype(dtype)
         new = Network.from_config(config, backend=be)
         new.params = self.host_params()
+        new.state = self.host_state()
         return new
 
     # -- the math: the one code path (docs/math.md) -------------------------
-    def _layers(
+    def _context(
+        self, training: bool, key: Any = None, reduce: Callable[[Any], Any] | None = None
+    ) -> Context:
+        low = self._low
+        return Context(
+            xp=self.backend.xp,
+            dtype=self.dtype,
+            device=self.device,
+            training=training,
+            key=key,
+            low=low,
+            ones=lambda n: self._ones(n, low),
+            reduce=reduce,
+        )
+
+    def _run(
         self,
         x: Any,
-        params: Params,
-        keep: list[Any] | None = None,
-        output: bool = True,
-        masks: list[Any] | None = None,
-        keep_z: dict[int, Any] | None = None,
-    ) -> tuple[Any, Any]:
-        """Forward pass: ``(Z_L, A_L)``; appends every A_l to ``keep`` when given.
-
-        ``output=False`` stops at Z_L (A_L is None) for a loss that computes the
-        output activation itself. ``masks`` (training with dropout) holds each
-        layer's input mask or None; a masked input ``A_{l-1} * m_l`` is stored
-        in ``masks`` as ``(m_l, A_{l-1} * m_l)`` for the backward pass.
-        ``keep_z[l]`` receives Z_l of each layer whose activation's derivative
-        is written from Z (``Activation.from_z``)."""
+        params: Params | None = None,
+        state: Params | None = None,
+        stop: int | None = None,
+    ) -> Any:
+        """Inference forward pass: the output of layer ``stop - 1`` (default: A_L)."""
+        params = self._params if params is None else params
+        state = self._state if state is None else state
+        ctx = self._context(False)
         xp = self.backend.xp
-        low = self._low  # mixed precision: products and hidden layers in this type
-        a = z = x if low is None else xp.astype(x, low, copy=False)
-        last = len(params) - 1
-        for l, (p, act) in enumerate(zip(params, self._acts)):
-            if masks is not None and masks[l] is not None:
-                a = a * masks[l]  # inverted dropout of the layer's input
-                masks[l] = (masks[l], a)
-            if low is None:
-                z = a @ p["W"]
-                z += p["b"]
-            else:
-                z = self._mixed_z(a, p, low, l == last)
-            if l == last and not output:
-                return z, None
-            if l == last and act.overwrites_z:
-                a = act.forward(xp, z + 0)  # the loss reads the output layer's Z_L
-            else:
-                a = act.forward(xp, z)
-            if keep is not None:
-                keep.append(a)
-            if keep_z is not None and act.from_z:
-                keep_z[l + 1] = z
-        return z, a
-
-    def _mixed_z(self, a: Any, p: dict[str, Any], low: Any, last: bool) -> Any:
-        """``Z_l = A_{l-1} W_l + b_l`` under mixed precision: the product in ``low``; the
-        output layer's Z_L back in the network's dtype, so the output activation,
-        softmax/log-sum-exp and the loss run there (the cast policy, docs/precision.md)."""
-        xp = self.backend.xp
-        z = a @ xp.astype(p["W"], low)
-        if last:
-            return xp.astype(z, self.dtype) + p["b"]
-        z += xp.astype(p["b"], low)
-        return z
+        a = x if self._low is None else xp.astype(x, self._low, copy=False)
+        layers = self.layers if stop is None else self.layers[:stop]
+        last = len(self.layers) - 1
+        with self.backend.precision_scope(self._precision):
+            for l, layer in enumerate(layers):
+                if l == last:
+                    z = self._output.affine(ctx, params[l], a, l, last=True)[0]
+                    act = self._output.act
+                    return act.forward(xp, z + 0 if act.overwrites_z else z)
+                a = layer.forward(ctx, params[l], state[l], a, l)[0]
+        return a
 
     def value_and_grad(
         self,
@@ -551,6 +625,10 @@ class Network:
         grad_ready: Callable[[int, dict[str, Any]], None] | None = None,
         sample_weight: Any = None,
         dropout_key: Any = None,
+        state: Params | None = None,
+        state_out: list[Any] | None = None,
+        training: bool | None = None,
+        reduce_stats: Callable[[Any], Any] | None = None,
     ) -> StepResult:
         """The cost, its gradients and the output A_L: the explicit backprop kernel.
 
@@ -620,6 +698,10 @@ class Network:
                 grad_ready,
                 sample_weight,
                 dropout_key,
+                state,
+                state_out,
+                training,
+                reduce_stats,
             )
 
     def _value_and_grad(
@@ -631,79 +713,61 @@ class Network:
         grad_scale: Any,
         forward_only: bool,
         grad_ready: Callable[[int, dict[str, Any]], None] | None,
-        sample_weight: Any = None,
-        dropout_key: Any = None,
+        sample_weight: Any,
+        dropout_key: Any,
+        state: Params | None,
+        state_out: list[Any] | None,
+        training: bool | None,
+        reduce_stats: Callable[[Any], Any] | None,
     ) -> StepResult:
         xp = self.backend.xp
         params = self._params if params is None else params
-        acts = self._acts
+        state = self._state if state is None else state
+        training = not forward_only if training is None else training
+        ctx = self._context(training, dropout_key, reduce_stats)
         low = self._low  # mixed precision: the backward products run in it too
-        if low is not None:
-            x = xp.astype(x, low)
-        outs = [x]  # A_0 .. A_L; phi' is computed from A, so Z_l is kept only where
-        zs: dict[int, Any] = {}  # an activation's derivative needs it (from_z)
-        masks = None if dropout_key is None else self._dropout_masks(dropout_key, x.shape[0])
+        a = x if low is None else xp.astype(x, low)
         w = None
         if sample_weight is None:
             n = x.shape[0] if n_total is None else n_total
         else:
             w = xp.reshape(sample_weight, (-1, 1))
             n = xp.sum(sample_weight) if n_total is None else n_total
+        # forward: every layer but the output keeps what its backward rule needs
+        last = len(self.layers) - 1
+        saved = []
+        for l in range(last):
+            a, keep, new = self.layers[l].forward(ctx, params[l], state[l], a, l)
+            saved.append(keep)
+            if state_out is not None and new is not None:
+                state_out[l] = new
+        out_layer = self._output
+        z, a_in, mask = out_layer.affine(ctx, params[last], a, last, last=True)
+        act = out_layer.act
         fused = self.loss.fused_forward
         if fused is not None:  # softmax + cross-entropy from one pass over Z_L
-            z, _ = self._layers(x, params, outs, output=False, masks=masks, keep_z=zs)
             a, cost, delta = fused(xp, z, y, n, w)
-            outs.append(a)
         else:
-            z, a = self._layers(x, params, outs, masks=masks, keep_z=zs)
-            cost, delta = self.loss.value_and_delta(xp, z, a, y, n, acts[-1], w)
+            a = act.forward(xp, z + 0 if act.overwrites_z else z)  # the loss reads Z_L
+            cost, delta = self.loss.value_and_delta(xp, z, a, y, n, act, w)
         del z
         if forward_only:
             return StepResult(cost, [], a)
+        # output error delta_L above; each layer's backward rule turns dC/d(output)
+        # into dC/d(input) and its parameter gradients (docs/math.md)
         if grad_scale is not None:
             delta *= grad_scale
         if low is not None:  # scaled first: fp16's loss scale keeps small errors representable
             delta = xp.astype(delta, low)
         grads: Params = [{}] * len(params)
-        # dC/db = sum over rows of delta, as a GEMV with ones: BLAS beats a strided
-        # reduction at every size measured (2.3 vs 2.6 us at 4x4, 0.43 vs 1.9 ms at 1024x4096)
-        ones = self._ones(x.shape[0], low)
-        for l in range(len(params) - 1, -1, -1):
-            # output error delta_L above; hidden error delta_l = (delta_{l+1} W^T) * phi'
-            dropped = None if masks is None else masks[l]
-            a_in = outs[l] if dropped is None else dropped[1]  # the input layer l saw
-            grads[l] = {"W": a_in.T @ delta, "b": ones @ delta}
-            if low is not None:  # the optimizer and the reduction see the network's dtype
-                grads[l] = {k: xp.astype(g, self.dtype) for k, g in grads[l].items()}
-            if grad_ready is not None:
+        d, grads[last] = out_layer.backward_z(ctx, params[last], (a_in, mask), delta, last > 0)
+        if grad_ready is not None:
+            grad_ready(last, grads[last])
+        for l in range(last - 1, -1, -1):
+            d, grads[l] = self.layers[l].backward(ctx, params[l], saved[l], d, l > 0)
+            if grad_ready is not None and grads[l]:
                 grad_ready(l, grads[l])
-            if l:
-                w_l = params[l]["W"] if low is None else xp.astype(params[l]["W"], low)
-                delta = delta @ w_l.T
-                if dropped is not None:
-                    delta *= dropped[0]  # dC/dA = dC/d(A * m) * m: the same mask
-                act = acts[l - 1]
-                src = zs[l] if act.from_z else outs[l]
-                if act.backward is not None:
-                    # A_l (Z_l) is not needed after this: its buffer is reused in place
-                    delta = act.backward(xp, delta, src)
-                elif act.derivative is not None:
-                    delta *= act.derivative(xp, src)
         return StepResult(cost, grads, a)
-
-    def _dropout_masks(self, key: Any, rows: int) -> list[Any] | None:
-        """Each layer's input mask for this step (None where the layer does not drop),
-        in the type the layer's input has (the low type under mixed precision)."""
-        if not any(self.dropout):
-            return None
-        xp = self.backend.xp
-        dtype = self.dtype if self._low is None else self._low
-        return [
-            keep_mask(xp, key, l, (rows, d.n_in), d.dropout, dtype, self.device)
-            if d.dropout
-            else None
-            for l, d in enumerate(self.layers)
-        ]
 
     def _ones(self, n: int, low: Any = None) -> Any:
         """A cached ones vector of length n (bias gradients as GEMVs); never written to.
@@ -745,9 +809,7 @@ class Network:
 
         ``x`` may be host NumPy data or an array of this backend on its device.
         """
-        xd = self.check_inputs(x)
-        with self.backend.precision_scope(self._precision):
-            return self._layers(xd, self._params)[1]
+        return self._run(self.check_inputs(x))
 
     def predict(self, x: Any) -> Any:
         """The output for ``x``, returned where ``x`` came from.
@@ -761,13 +823,19 @@ class Network:
     def layer_outputs(self, x: Any) -> list[tuple[Any, Any]]:
         """``[(Z_1, A_1), ..., (Z_L, A_L)]`` for ``x``: every layer's net input and output.
 
-        For inspection (``xbp explain``); training never keeps the Z_l.
+        For inspection (``xbp explain``) of a network of :class:`Dense` layers;
+        training never keeps the Z_l.
         """
+        if not self.plain:
+            raise XbpValueError(
+                "layer_outputs lists (Z_l, A_l) of Dense layers only; this network has "
+                f"{', '.join(sorted({d.kind for d in self.layers} - {'dense'}))} layers"
+            )
         xd = self.check_inputs(x)
         xp = self.backend.xp
         out = []
         a = xd
-        for p, act in zip(self._params, self._acts):
+        for p, act in zip(self._params, (d.act for d in self.layers)):  # type: ignore[attr-defined]
             with self.backend.precision_scope(self._precision):
                 z = a @ p["W"]
             z += p["b"]
@@ -794,10 +862,10 @@ class Network:
 
     def predict_proba(self, x: Any) -> Any:
         """Class probabilities: the softmax or sigmoid output (NumPy in, NumPy out)."""
-        if self._acts[-1].name not in ("softmax", "sigmoid"):
+        if self._output.act.name not in ("softmax", "sigmoid"):
             raise XbpValueError(
                 f"predict_proba needs a softmax or sigmoid output layer, not "
-                f"{self._acts[-1].name!r}; use predict() for raw outputs"
+                f"{self._output.act.name!r}; use predict() for raw outputs"
             )
         return self.predict(x)
 
@@ -909,6 +977,10 @@ def mlp(
     activation: str = "sigmoid",
     output: str | None = None,
     loss: str = "quadratic",
+    *,
+    norm: str | None = None,
+    dropout: float = 0.0,
+    standardize: bool = False,
     **kwargs: Any,
 ) -> Network:
     """A plain multilayer perceptron from a list of widths.
@@ -919,7 +991,14 @@ def mlp(
     targets of any sign and size). A registered loss defaults to the first
     output activation it lists. Name ``output`` to choose otherwise, e.g.
     ``output="sigmoid"`` for the classic sigmoid-everywhere network of the
-    backpropagation literature. Other keyword arguments go to :class:`Network`.
+    backpropagation literature.
+
+    Between layers: ``norm="layer"`` or ``"batch"`` puts a :class:`LayerNorm` or
+    :class:`BatchNorm` after every hidden layer, ``dropout=p`` a :class:`Dropout`
+    after every hidden layer (after its normalisation), and ``standardize=True``
+    puts a :class:`Standardize` layer first (adapted from the training data by
+    :func:`xbp.fit`, or by :meth:`Network.adapt`). Other keyword arguments go to
+    :class:`Network`.
 
     Examples
     --------
@@ -930,12 +1009,25 @@ def mlp(
     ['tanh', 'identity']
     >>> [d.activation for d in xbp.mlp([2, 3, 1], output="sigmoid").layers]
     ['sigmoid', 'sigmoid']
+    >>> [d.kind for d in xbp.mlp([2, 3, 1], norm="batch", dropout=0.1, standardize=True).layers]
+    ['standardize', 'dense', 'batch_norm', 'dropout', 'dense']
     """
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
         raise XbpValueError(f"sizes={sizes!r} must list at least two widths, e.g. [784, 30, 10]")
     get_activation(activation)  # checked even when there is no hidden layer to use it
+    if norm not in (None, "layer", "batch"):
+        raise XbpValueError(f"norm={norm!r}; use None, 'layer' or 'batch'")
+    rate = check_dropout(dropout, "dropout")
     if output is None:
         output = default_output(get_loss(loss))
     acts = [activation] * (len(sizes) - 2) + [output]
-    layers = [Dense(sizes[i], sizes[i + 1], acts[i]) for i in range(len(sizes) - 1)]
+    layers: list[Layer] = [Standardize(sizes[0])] if standardize else []
+    for i in range(len(sizes) - 1):
+        layers.append(Dense(sizes[i], sizes[i + 1], acts[i]))
+        if i < len(sizes) - 2:
+            if norm is not None:
+                kind = LayerNorm if norm == "layer" else BatchNorm
+                layers.append(kind(sizes[i + 1]))
+            if rate:
+                layers.append(Dropout(rate))
     return Network(layers, loss=loss, **kwargs)

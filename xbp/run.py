@@ -211,6 +211,8 @@ def _fit(
             )
     if table is not None:  # "balanced" counted every row passed to fit
         train = with_class_weight(net, train, table)
+    if resume is None and not net.adapted:
+        _adapt(net, train)
     trainer = Trainer(net, options, strategy=strategy)
     ck = None
     if resume is not None:
@@ -223,6 +225,32 @@ def _fit(
         return trainer.fit(train, val, options.epochs)
     finally:
         net.precision = saved
+
+
+class _Selected:
+    """Rows ``rows`` of a host array, read a block at a time (for adapting)."""
+
+    def __init__(self, x: Any, rows: np.ndarray) -> None:
+        self.x, self.rows = x, np.sort(rows)
+        self.shape = (int(rows.shape[0]), int(x.shape[1]))
+
+    def __getitem__(self, block: slice) -> np.ndarray:
+        return np.asarray(self.x[self.rows[block]])
+
+
+def _adapt(net: Network, train: Any) -> None:
+    """Adapt the network's :class:`~xbp.layers.Standardize` layers to the training rows
+    (never the validation rows) before the first epoch."""
+    if isinstance(train, BatchSource):
+        raise XbpValueError(
+            "the network has a Standardize layer that is not adapted yet, and a batch source "
+            "cannot be read ahead of training; call net.adapt(x_sample) on representative rows "
+            "first"
+        )
+    if isinstance(train, HostData):
+        net.adapt(train.x if train.rows is None else _Selected(train.x, train.rows))
+    else:
+        net.adapt(train.x)
 
 
 def run_config(

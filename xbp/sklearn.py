@@ -389,7 +389,7 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(sizes)
         self.n_outputs_ = n_out
         self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax"}.get(
-            net.layers[-1].activation, "identity"
+            self._output()[0], "identity"
         )
         flat = self._layout.pack(net.xp, net.params)
         self._best: Any = flat

@@ -2,7 +2,7 @@
 
 ::
 
-    step(params, opt_state, batch, scalars) -> (params, opt_state, sums, updates, output)
+    step(params, opt_state, batch, scalars, state) -> (params, opt_state, state, sums, ...)
 
 It is built from :meth:`xbp.Network.value_and_grad` (the backprop kernel), the
 strategy's gradient hook and reduction (:class:`xbp.Strategy`) and the
@@ -60,13 +60,15 @@ class Batch(NamedTuple):
 
 
 class StepOut(NamedTuple):
-    """What a step returns: the new parameters and optimizer state, the batch cost, its
-    sums (``cost * n_total`` and the correct count or None), the updates that were added to
-    the weights, the output ``A_L``, and whether the step was applied (False only for
-    an fp16 step skipped for overflow)."""
+    """What a step returns: the new parameters and optimizer state, the layers' new
+    state (BatchNorm's running statistics; the old one where nothing changed), the
+    batch cost, its sums (``cost * n_total`` and the correct count or None), the
+    updates that were added to the weights, the output ``A_L``, and whether the step
+    was applied (False only for an fp16 step skipped for overflow)."""
 
     params: Params
     opt_state: Any
+    state: Params
     cost: Any
     cost_sum: Any
     correct: Any
@@ -101,7 +103,7 @@ class Step:
     >>> step = Step(net, opt)
     >>> state = opt.init(net.params)
     >>> x, y = net.check_inputs(np.ones((4, 2))), net.check_targets(np.zeros((4, 1)), 4)
-    >>> out = step(net.params, state, Batch(x, y, 4), step.scalars(state))
+    >>> out = step(net.params, state, Batch(x, y, 4), step.scalars(state), net.state)
     >>> out.opt_state[-1].steps
     1
     """
@@ -140,9 +142,16 @@ class Step:
 
     # -- the two halves (pure: traced and captured as they are) ---------------------
     def gradients(
-        self, params: Params, batch: Batch, scalars: Any, *, overlap: bool = True
-    ) -> tuple[Any, Params, Any]:
-        """Cost, gradients and output on this process's rows (no reduction yet).
+        self,
+        params: Params,
+        batch: Batch,
+        scalars: Any,
+        state: Params | None = None,
+        *,
+        overlap: bool = True,
+    ) -> tuple[Any, Params, Any, Params]:
+        """Cost, gradients, output and the layers' new state on this process's rows
+        (no reduction of the gradients yet; batch statistics are the global batch's).
 
         ``overlap`` hands each layer's gradients to the strategy's ``grad_ready``
         hook as the backward pass produces them (off inside traced code, where the
@@ -153,16 +162,24 @@ class Step:
         factor = opt[-1][0] if self.optimizer.scale_only else None
         if loss_scale:
             factor = loss_scale[0] if factor is None else factor * loss_scale[0]
-        return self.net.value_and_grad(
+        state = self.net.state if state is None else state
+        new_state: list[Any] = [None] * len(state)
+        strategy = self.strategy
+        cost, grads, out = self.net.value_and_grad(
             batch.x,
             batch.y,
             params=params,
             n_total=batch.n_total,
             grad_scale=factor,
-            grad_ready=self.strategy.grad_ready if overlap else None,
+            grad_ready=strategy.grad_ready if overlap else None,
             sample_weight=batch.w,
             dropout_key=batch.key,
+            state=state,
+            state_out=new_state,
+            reduce_stats=strategy.reduce_stats if strategy.reduces else None,
         )
+        merged = [old if new is None else new for old, new in zip(state, new_state)]
+        return cost, grads, out, merged
 
     def updates(
         self, params: Params, opt_state: Any, grads: Params, scalars: Any
@@ -193,18 +210,26 @@ class Step:
         return cost * batch.n_total, correct
 
     # -- the step ----------------------------------------------------------------------
-    def __call__(self, params: Params, opt_state: Any, batch: Batch, scalars: Any) -> StepOut:
-        cost, grads, out = self.gradients(params, batch, scalars)
+    def __call__(
+        self,
+        params: Params,
+        opt_state: Any,
+        batch: Batch,
+        scalars: Any,
+        state: Params | None = None,
+    ) -> StepOut:
+        state = self.net.state if state is None else state
+        cost, grads, out, new_state = self.gradients(params, batch, scalars, state)
         if self.strategy.reduces:
             cost, grads = self.strategy.reduce_grads(cost, grads)
         if scalars[1] and not all_finite(self.net.xp, grads):
             # fp16 overflow: nothing changes (the one host read per step of loss scaling)
             zero = [{k: self.net.xp.zeros_like(g) for k, g in p.items()} for p in grads]
             cost_sum, correct = self.sums(cost, out, batch)
-            return StepOut(params, opt_state, cost, cost_sum, correct, zero, out, False)
+            return StepOut(params, opt_state, state, cost, cost_sum, correct, zero, out, False)
         params, opt_state, updates = self.apply(params, opt_state, grads, scalars)
         cost_sum, correct = self.sums(cost, out, batch)
-        return StepOut(params, opt_state, cost, cost_sum, correct, updates, out)
+        return StepOut(params, opt_state, new_state, cost, cost_sum, correct, updates, out)
 
     # -- compiled steps, cached by what they compute ---------------------------------
     def key(self, opt_state: Any) -> tuple[Any, ...]:

@@ -57,6 +57,11 @@ class Strategy:
         layers in ``grad_ready`` waits for those exchanges here."""
         return cost, grads
 
+    def reduce_stats(self, values: Any) -> Any:
+        """Sum a device array over processes during a forward or backward pass (batch
+        statistics of the global batch; one process: unchanged)."""
+        return values
+
     def reduce_sums(self, values: np.ndarray) -> np.ndarray:
         """Sum host values over processes (one process: unchanged)."""
         return values

@@ -28,8 +28,9 @@ def _count(shape: tuple[int, ...]) -> int:
 def summarize(net: Any) -> Summary:
     """The table :meth:`xbp.Network.summary` returns.
 
-    One row per layer (index, input and output widths, activation, input
-    dropout rate, the shapes of ``W`` and ``b`` and their parameter count),
+    One row per layer (index and type, input and output widths, activation or
+    what the layer does, dropout rate, the shapes of ``W`` and ``b`` where it
+    has them and its parameter count),
     then the totals and the settings: loss, dtype, backend and device,
     matrix-product precision.
     """
@@ -38,18 +39,23 @@ def summarize(net: Any) -> Summary:
     rows = []
     total = 0
     for i, d in enumerate(net.layers, start=1):
-        w, b = (d.n_in, d.n_out), (d.n_out,)
-        count = _count(w) + _count(b)
+        shapes = d.param_shapes()
+        count = sum(_count(s) for s in shapes.values())
         total += count
         dropout = float(d.dropout)
+        w, b = shapes.get("W"), shapes.get("b")
+        what = d.describe()
+        others = [k for k in shapes if k not in ("W", "b")]
+        if others:  # e.g. a normalisation's scale and shift
+            what += f" ({', '.join(others)})"
         rows.append(
             (
-                f"{i} Dense",
+                f"{i} {type(d).__name__}",
                 f"{d.n_in} -> {d.n_out}",
-                d.activation,
+                what,
                 f"{dropout:g}",
-                str(w),
-                str(b),
+                "-" if w is None else str(w),
+                "-" if b is None else str(b),
                 f"{count:,}",
             )
         )

@@ -210,7 +210,7 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
-        self._best_params: Params | None = None
+        self._best_params: tuple[Params, Params] | None = None
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -224,7 +224,7 @@ class EarlyStopping(Callback):
         if self._better(value):
             self.best, self.best_epoch, self.wait = value, logs["epoch"], 0
             if self.restore_best:
-                self._best_params = trainer.copy_params()
+                self._best_params = trainer.copy_model()
         else:
             self.wait += 1
             if self.wait > self.patience:
@@ -233,7 +233,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self.restore_best and self._best_params is not None:
-            trainer.set_params(self._best_params)
+            trainer.set_model(self._best_params)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
@@ -517,6 +517,17 @@ class Trainer:
         """Make ``params`` (arrays of the network's backend and device) the network's own."""
         self.net.adopt_params(params)
 
+    def copy_model(self) -> tuple[Params, Params]:
+        """Copies of the weights and of the layers' state (running statistics): a
+        snapshot that :meth:`set_model` restores."""
+        return self.copy_state((self.net.params, self.net.state))  # type: ignore[no-any-return]
+
+    def set_model(self, model: tuple[Params, Params]) -> None:
+        """Make a :meth:`copy_model` snapshot the network's weights and state."""
+        params, state = model
+        self.net.adopt_params(params)
+        self.net.adopt_state(state)
+
     def copy_state(self, state: Any) -> Any:
         """A deep copy of an optimizer state (arrays copied, counts kept)."""
         xp = self.net.xp
@@ -612,11 +623,12 @@ class Trainer:
         scalars = self.one_step.scalars(
             self.opt_state, self.lr_scale, self.loss_scaler.scale if scaled else None
         )
-        out = self.one_step(self.net.params, self.opt_state, batch, scalars)
+        out = self.one_step(self.net.params, self.opt_state, batch, scalars, self.net.state)
         if scaled:
             self.loss_scaler.update(out.applied)
         if out.applied:
             self.net.adopt_params(out.params)
+            self.net.adopt_state(out.state)
             self.opt_state = out.opt_state
             self.step += 1
         return out
@@ -643,7 +655,7 @@ class Trainer:
             xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, idx, e - s)
             if wb is not None and (lo, hi) != (s, e):
                 total = batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
-            before = self.copy_params() if check_each else None
+            before = self.copy_model() if check_each else None
             key = None if keys is None else keys[b, ...]
             labels = None if data.labels is None else xp.take(data.labels, idx, axis=0)
             out = self.run_step(Batch(xb, yb, total, wb, key, labels))
@@ -651,7 +663,7 @@ class Trainer:
                 bad = not math.isfinite(float(out.cost)) or not all_finite(xp, out.updates)
                 if bad:
                     assert before is not None
-                    self.set_params(before)
+                    self.set_model(before)
                     self.step -= 1
                     return {"failed_batch": b}
             costs.append(out.cost_sum)
@@ -688,7 +700,7 @@ class Trainer:
         batches = data.batches(self.net, plan)
         try:
             for b, (xb, yb, labels, rows) in enumerate(batches):
-                before = self.copy_params() if check_each else None
+                before = self.copy_model() if check_each else None
                 # a source's batches are not known ahead: train_step makes each key
                 key = None if keys is None else keys[b, ...]
                 if key is None and any(self.net.dropout):
@@ -698,7 +710,7 @@ class Trainer:
                     not math.isfinite(float(out.cost)) or not all_finite(xp, out.updates)
                 ):
                     assert before is not None
-                    self.set_params(before)
+                    self.set_model(before)
                     self.step -= 1
                     return {"failed_batch": b}
                 costs.append(out.cost_sum)
@@ -769,7 +781,7 @@ class Trainer:
                         else np.arange(train.n)
                     )
                 perm = host_perm if streamed else be.asarray(host_perm)
-                snapshot = (self.copy_params(), self.copy_state(self.opt_state), self.step)
+                snapshot = (self.copy_model(), self.copy_state(self.opt_state), self.step)
                 self._scaler_at_epoch = self.loss_scaler.state_dict()
                 if runner is not None:
                     out = runner.run_epoch(train, host_perm)
@@ -823,15 +835,15 @@ class Trainer:
         self,
         train: DeviceData,
         perm: Any,
-        snapshot: tuple[Params, Any, int],
+        snapshot: tuple[tuple[Params, Params], Any, int],
         step_costs: np.ndarray,
         epoch_no: int,
     ) -> None:
-        params, opt_state, step0 = snapshot
+        model, opt_state, step0 = snapshot
         # replay the epoch from its starting weights, checking every step, to find
         # the exact step and keep the weights just before it
         # updates run in place: replay on copies so the snapshot stays pristine
-        self.set_params(self.copy_state(params))
+        self.set_model(self.copy_state(model))
         self.opt_state, self.step = self.copy_state(opt_state), step0
         self.loss_scaler.load_state_dict(self._scaler_at_epoch)
         replay = self._epoch(train, perm, check_each=True)
@@ -850,7 +862,7 @@ class Trainer:
         if self.options.on_divergence == "halve" and self.retries < self.options.max_retries:
             self.retries += 1
             self.lr_scale *= 0.5
-            self.set_params(self.copy_state(params))
+            self.set_model(self.copy_state(model))
             self.opt_state, self.step = self.copy_state(opt_state), step0
             self.loss_scaler.load_state_dict(self._scaler_at_epoch)
             if self.strategy.is_root:
