@@ -209,6 +209,7 @@ class Network:
                 "xbp.Dense layer (its activation pairs with the loss)"
             )
         self.layers: tuple[Layer, ...] = tuple(chained)
+        self._dropout = tuple(d.dropout for d in chained)
         self.loss: Loss = get_loss(loss)
         self._output: Dense = chained[-1]
         check_pair(self.loss, self._output.act)
@@ -271,7 +272,7 @@ class Network:
     def dropout(self) -> tuple[float, ...]:
         """Each layer's dropout rate (0 where it does not drop): a :class:`Dense`
         layer's input dropout or a :class:`Dropout` layer's rate."""
-        return tuple(d.dropout for d in self.layers)
+        return self._dropout
 
     @property
     def plain(self) -> bool:
@@ -575,6 +576,17 @@ class Network:
 
     # -- the math: the one code path (docs/math.md) -------------------------
     def _context(
+        self, training: bool, key: Any = None, reduce: Callable[[Any], Any] | None = None
+    ) -> Context:
+        if key is None and reduce is None:  # the common case, built once per policy
+            cached = self.__dict__.setdefault("_contexts", {})
+            ctx = cached.get((training, self._precision))
+            if ctx is None:
+                ctx = cached[(training, self._precision)] = self._new_context(training)
+            return ctx  # type: ignore[no-any-return]
+        return self._new_context(training, key, reduce)
+
+    def _new_context(
         self, training: bool, key: Any = None, reduce: Callable[[Any], Any] | None = None
     ) -> Context:
         low = self._low

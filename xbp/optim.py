@@ -419,6 +419,12 @@ class Optimizer:
             scalars = (*scalars[:-1], (lr * lr_scale,))
         return scalars
 
+    def advanced(self, state: Any, steps: int = 1) -> Any:
+        """``state`` with every count advanced by ``steps`` (arrays kept)."""
+        if self.scale_only:  # (ScaleState,): the one count, without a tree walk
+            return (ScaleState(state[0].steps + steps),)
+        return tree.rebuild(state, tree.arrays(state), steps)
+
     def learning_rate(self, state: Any) -> float:
         """The rate the next update will use (the schedule at the current count)."""
         return self.schedule(state[-1].steps)

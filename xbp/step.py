@@ -132,7 +132,7 @@ class Step:
         ``opt_state``, flattened (:func:`xbp.tree.flatten`), for compiled epochs."""
         rows = []
         for j in range(n_steps):
-            advanced = tree.rebuild(opt_state, tree.arrays(opt_state), j)
+            advanced = self.optimizer.advanced(opt_state, j)
             rows.append(tree.flatten(self.scalars(advanced, lr_scale)))
         return np.array(rows, dtype=np.float64)
 
@@ -190,7 +190,7 @@ class Step:
             unscale = 1.0 / loss_scale[0]
             grads = [{k: g * unscale for k, g in p.items()} for p in grads]
         if self.optimizer.scale_only:  # folded into the backward pass already
-            return grads, tree.rebuild(opt_state, tree.arrays(opt_state), 1)
+            return grads, self.optimizer.advanced(opt_state)
         return self.optimizer.update(grads, opt_state, params, scalars=opt)
 
     def apply(
