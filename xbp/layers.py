@@ -643,10 +643,11 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
         )
     if kind in _BUILTIN:
         raise XbpValueError(f"layer kind {kind!r} is built in; choose another kind name")
-    if not dataclasses.is_dataclass(cls):
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise XbpTypeError(
-            f"{cls.__name__} is not a dataclass; decorate it with @dataclasses.dataclass"
-            "(frozen=True) so its fields are its config"
+            f"{cls.__name__} is not a frozen dataclass; decorate it with "
+            "@dataclasses.dataclass(frozen=True) so its fields are its config (and it can "
+            "key compiled steps)"
         )
     _REGISTERED[kind] = cls
     return cls
