@@ -6,6 +6,7 @@ and are skipped without them; the missing-package error is tested either way.
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import os
 import sys
@@ -367,3 +368,353 @@ def test_the_export_command_writes_a_model_onnxruntime_runs(tmp_path: Path) -> N
     want = xbp.load(model).predict((x - np.array(scale["mean"])) / np.array(scale["std"]))
     assert np.max(np.abs(got - want)) <= 1e-9
     assert main(["export", str(model), str(model)]) == 2  # never over the model itself
+
+
+# ---- layers between the Dense layers ------------------------------------------------------
+
+# onnxruntime against xbp for networks without LeakyRelu (whose float32 alpha bounds the
+# float64 agreement above): 1e-5 in float32, 1e-10 in float64
+LAYER_TOL = {"float32": 1e-5, "float64": 1e-10}
+
+
+def _layer_data(n: int = 160, n_in: int = 5, n_out: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Regression rows far from standardised (Standardize and the norms have work to do)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, n_in)) * np.array([3.0, 0.5, 10.0, 1.0, 2.0])[:n_in] + 4.0
+    return x, np.tanh((x - 4.0) @ rng.normal(size=(n_in, n_out)) / 4.0)
+
+
+def _fit_layers(net: xbp.Network, dtype: str, epochs: int = 4) -> xbp.Network:
+    x, y = _layer_data(n_in=net.n_in, n_out=net.n_out)
+    xbp.fit(
+        net,
+        x.astype(dtype),
+        y,
+        epochs=epochs,
+        batch_size=16,
+        optimizer="adam",
+        learning_rate=1e-2,
+        progress=False,
+    )
+    return net
+
+
+def _layer_probe(n_in: int, dtype: str) -> np.ndarray:
+    """Rows like the training rows, a few far outside them."""
+    x, _ = _layer_data(n=40, n_in=n_in)
+    x[-6:] = x[-6:] * 5 - 20
+    return x.astype(dtype)
+
+
+def _max_difference(ort: Any, net: xbp.Network, path: Path, dtype: str) -> float:
+    """The largest |onnxruntime - net.predict| over the probe rows (one row and all of them),
+    asserted within LAYER_TOL (relative and absolute)."""
+    x = _layer_probe(net.n_in, dtype)
+    want = np.asarray(net.predict(x))
+    worst = 0.0
+    for rows in (x[:1], x):
+        got = _run(ort, path, rows)
+        assert got.dtype == np.dtype(dtype) and got.shape == (rows.shape[0], net.n_out)
+        np.testing.assert_allclose(
+            got,
+            want[: rows.shape[0]],
+            rtol=LAYER_TOL[dtype],
+            atol=LAYER_TOL[dtype],
+            err_msg=str(net),
+        )
+        worst = max(worst, float(np.max(np.abs(got - want[: rows.shape[0]]))))
+    return worst
+
+
+# each kind in a small network: (layers, the ONNX ops expected in float32 and in float64)
+LAYER_KINDS: dict[str, tuple[Any, list[str], list[str]]] = {
+    "standardize": (
+        lambda: [xbp.Standardize(5), xbp.Dense(5, 8, "tanh"), xbp.Dense(8, 3, "identity")],
+        ["Sub", "Div", "Gemm", "Tanh", "Gemm"],
+        ["Sub", "Div", "Gemm", "Tanh", "Gemm"],
+    ),
+    "dropout": (
+        lambda: [xbp.Dense(5, 8, "tanh"), xbp.Dropout(0.3), xbp.Dense(8, 3, "identity")],
+        ["Gemm", "Tanh", "Gemm"],
+        ["Gemm", "Tanh", "Gemm"],
+    ),
+    "layer_norm": (
+        lambda: [xbp.Dense(5, 8, "relu"), xbp.LayerNorm(8, eps=1e-3), xbp.Dense(8, 3, "identity")],
+        ["Gemm", "Relu", "LayerNormalization", "Gemm"],
+        # ONNX's epsilon attribute is a float32 (1e-3 moves by 5e-11): float64 spells it out
+        ["Gemm", "Relu", "ReduceMean", "Sub", "Mul", "ReduceMean", "Add", "Sqrt", "Reciprocal"]
+        + ["Mul", "Mul", "Add", "Gemm"],
+    ),
+    "batch_norm": (
+        lambda: [
+            xbp.Dense(5, 8, "relu"),
+            xbp.BatchNorm(8, momentum=0.9),
+            xbp.Dense(8, 3, "identity"),
+        ],
+        ["Gemm", "Relu", "BatchNormalization", "Gemm"],
+        # ONNX's epsilon attribute is a float32: float64 spells the inference rule out
+        ["Gemm", "Relu", "Sub", "Mul", "Add", "Gemm"],
+    ),
+}
+
+
+def _state_moved(net: xbp.Network) -> None:
+    """Training left non-trivial state: the test compares the trained statistics."""
+    for layer, s in zip(net.layers, net.host_state()):
+        if isinstance(layer, xbp.BatchNorm):
+            assert np.abs(s["mean"]).max() > 0.1 and np.abs(s["var"] - 1).max() > 0.1
+        if isinstance(layer, xbp.Standardize):
+            assert s["count"][0] > 0 and np.abs(s["std"] - 1).max() > 0.1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", list(LAYER_KINDS))
+def test_every_layer_kind(
+    ort: Any, trained_on: xbp.Backend, kind: str, dtype: str, tmp_path: Path
+) -> None:
+    make, ops32, ops64 = LAYER_KINDS[kind]
+    net = xbp.Network(make(), loss="quadratic", backend=trained_on, dtype=dtype, seed=5)
+    _fit_layers(net, dtype)
+    _state_moved(net)
+    path = export.export_onnx(net, tmp_path / "net.onnx")
+    assert _ops(path) == (ops32 if dtype == "float32" else ops64)
+    _max_difference(ort, net, path, dtype)
+
+
+def test_norm_attributes(ort: Any, tmp_path: Path) -> None:
+    import onnx
+
+    layers = [
+        xbp.Dense(3, 4, "relu"),
+        xbp.LayerNorm(4, eps=0.25),
+        xbp.BatchNorm(4, eps=0.125),
+        xbp.Dense(4, 2, "identity"),
+    ]
+    net = xbp.Network(layers, dtype="float32")
+    model = onnx.load(str(export.export_onnx(net, tmp_path / "net.onnx")))
+    attrs = {
+        n.op_type: {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        for n in model.graph.node
+    }
+    assert attrs["LayerNormalization"] == {"axis": -1, "epsilon": 0.25}
+    # inference: no training_mode attribute (its default, 0, uses the running statistics)
+    assert attrs["BatchNormalization"] == {"epsilon": 0.125}
+    names = {t.name for t in model.graph.initializer}
+    assert {"layer1.gamma", "layer1.beta", "layer2.mean", "layer2.var"} <= names
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_chain_of_every_layer(ort: Any, norm: str, dtype: str, tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    net = xbp.mlp(
+        [5, 8, 6, 3],
+        activation="relu",
+        standardize=True,
+        norm=norm,
+        dropout=0.2,
+        dtype=dtype,
+        seed=3,
+    )
+    _fit_layers(net, dtype, epochs=5)
+    _state_moved(net)
+    path = export.export_onnx(net, tmp_path / "net.onnx")
+    _max_difference(ort, net, path, dtype)
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    # not Dense-only: the layers' configs, as xbp's model files hold them
+    assert json.loads(props["xbp_layers"]) == net.config()["layers"]
+    assert [d["kind"] for d in json.loads(props["xbp_layers"])][:4] == [
+        "standardize",
+        "dense",
+        f"{norm}_norm",
+        "dropout",
+    ]
+    assert props["xbp_standardized_input"] == "true"
+    # the standardize= argument still goes in front of the whole network
+    mean, std = np.full(5, 2.0), np.full(5, 0.5)
+    scaled = export.export_onnx(net, tmp_path / "scaled.onnx", standardize=(mean, std))
+    x = _layer_probe(5, dtype)
+    np.testing.assert_allclose(
+        _run(ort, scaled, x * 0.5 + 2.0),
+        net.predict(x),
+        rtol=LAYER_TOL[dtype],
+        atol=LAYER_TOL[dtype],
+    )
+
+
+@pytest.mark.parametrize("opset", [13, 16, 18])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layer_norm_at_every_opset(ort: Any, opset: int, dtype: str, tmp_path: Path) -> None:
+    import onnx
+
+    net = xbp.mlp([5, 8, 6, 3], activation="tanh", norm="layer", dtype=dtype, seed=4)
+    _fit_layers(net, dtype)
+    path = export.export_onnx(net, tmp_path / "net.onnx", opset=opset)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    ops = _ops(path)
+    if opset >= 17 and dtype == "float32":
+        assert ops.count("LayerNormalization") == 2 and "ReduceMean" not in ops
+    else:
+        # LayerNormalization is opset 17's; float64 keeps its eps exact: primitive operators
+        assert "LayerNormalization" not in ops and ops.count("ReduceMean") == 4
+    _max_difference(ort, net, path, dtype)
+
+
+def test_refuses_non_finite_state(ort: Any, tmp_path: Path) -> None:
+    net = xbp.mlp([3, 4, 2], norm="batch")
+    state = net.host_state()
+    state[1]["var"][2] = np.inf
+    net.adopt_state([{k: net.backend.asarray(v, net.dtype) for k, v in s.items()} for s in state])
+    with pytest.raises(XbpValueError, match=r"net\.state\[1\]\['var'\] contains NaN or Inf") as e:
+        export.export_onnx(net, tmp_path / "net.onnx")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "net.onnx").exists()
+
+
+# ---- a user's own layer -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Recentre(xbp.Layer):
+    """``y = (a - offset) * gain + shift``: trainable gain and shift, a fixed offset (state)."""
+
+    kind = "recentre_test"
+    n: int
+
+    n_in = property(lambda self: self.n)  # type: ignore[assignment]
+    n_out = property(lambda self: self.n)  # type: ignore[assignment]
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gain": (self.n,), "shift": (self.n,)}
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"offset": (self.n,)}
+
+    def init_params(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+        return {"gain": np.linspace(0.5, 1.5, self.n), "shift": np.linspace(-1, 1, self.n)}
+
+    def init_state(self) -> dict[str, np.ndarray]:
+        return {"offset": np.linspace(2.0, -2.0, self.n)}
+
+    def forward(self, ctx: Any, p: Any, s: Any, a: Any, l: int) -> tuple[Any, Any, Any]:
+        c = a - s["offset"]
+        return c * p["gain"] + p["shift"], c, None
+
+    def backward(self, ctx: Any, p: Any, saved: Any, d: Any, need_input: bool) -> Any:
+        ones = ctx.ones(d.shape[0])
+        grads = {"gain": ones @ (d * saved), "shift": ones @ d}
+        return (d * p["gain"] if need_input else None), grads
+
+
+@dataclasses.dataclass(frozen=True)
+class RecentreOnnx(Recentre):
+    kind = "recentre_onnx_test"
+
+    def onnx(self, graph: Any, src: str, params: Any, state: Any, index: int) -> str:
+        assert graph.index == index and graph.dtype == params["gain"].dtype
+        c = graph.node("Sub", [src, graph.constant("offset", state["offset"])])
+        scaled = graph.node("Mul", [c, graph.constant("gain", params["gain"])])
+        out = graph.node("Add", [scaled, graph.constant("shift", params["shift"])])
+        # a constant of another type: a no-op reshape to [-1, n]
+        shape = graph.constant("shape", [-1, self.n], dtype=np.int64)
+        return graph.node("Reshape", [out, shape])
+
+
+@pytest.fixture
+def user_layers() -> Any:
+    from xbp.layers import unregister_layer
+
+    for cls in (Recentre, RecentreOnnx):
+        xbp.register_layer(cls)
+    yield
+    for cls in (Recentre, RecentreOnnx):
+        unregister_layer(cls.kind)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_user_layer_with_onnx_hook(ort: Any, user_layers: None, dtype: str, tmp_path: Path) -> None:
+    import onnx
+
+    layers = [xbp.Dense(5, 4, "tanh"), RecentreOnnx(4), xbp.Dense(4, 3, "identity")]
+    net = xbp.Network(layers, dtype=dtype, seed=2)
+    _fit_layers(net, dtype)
+    assert np.abs(net.host_params()[1]["gain"] - np.linspace(0.5, 1.5, 4)).min() > 1e-3
+    path = export.export_onnx(net, tmp_path / "net.onnx")
+    assert _ops(path) == ["Gemm", "Tanh", "Sub", "Mul", "Add", "Reshape", "Gemm"]
+    _max_difference(ort, net, path, dtype)
+    model = onnx.load(str(path))
+    assert {"layer1.offset", "layer1.gain", "layer1.shift", "layer1.shape"} <= {
+        t.name for t in model.graph.initializer
+    }
+
+
+def test_user_layer_without_onnx_hook(ort: Any, user_layers: None, tmp_path: Path) -> None:
+    net = xbp.Network([xbp.Dense(5, 4, "tanh"), Recentre(4), xbp.Dense(4, 3, "identity")])
+    with pytest.raises(XbpValueError) as e:
+        export.export_onnx(net, tmp_path / "net.onnx")
+    message = str(e.value)
+    assert "\n" not in message
+    assert "net.layers[1] is a Recentre (kind 'recentre_test') with no ONNX form" in message
+    assert "onnx(self, graph, src, params, state, index)" in message
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_subclass_of_a_built_in_layer_needs_its_own_hook(ort: Any, tmp_path: Path) -> None:
+    from xbp.layers import unregister_layer
+
+    @dataclasses.dataclass(frozen=True)
+    class MyNorm(xbp.BatchNorm):
+        kind = "my_norm_test"
+
+    xbp.register_layer(MyNorm)
+    try:
+        net = xbp.Network([xbp.Dense(3, 4, "relu"), MyNorm(4), xbp.Dense(4, 1, "identity")])
+        # its forward may differ from BatchNorm's: writing BatchNorm's form could be wrong
+        with pytest.raises(XbpValueError, match=r"net\.layers\[1\] is a MyNorm .* no ONNX form"):
+            export.export_onnx(net, tmp_path / "net.onnx")
+    finally:
+        unregister_layer("my_norm_test")
+
+
+def test_broken_onnx_hooks(ort: Any, user_layers: None, tmp_path: Path) -> None:
+    net = xbp.Network([xbp.Dense(3, 4, "relu"), RecentreOnnx(4), xbp.Dense(4, 1, "identity")])
+    cases = [
+        (lambda self, g, src, p, s, i: "nowhere", r"hook returned 'nowhere', which is no tensor"),
+        (lambda self, g, src, p, s, i: g.node("Neg", ["ghost"]), r"takes 'ghost', which is no"),
+        (lambda self, g, src, p, s, i: g.node("NoSuchOp", [src]), "fails onnx.checker"),
+        (  # shapes that do not broadcast: onnx's shape inference
+            lambda self, g, src, p, s, i: g.node("Add", [src, g.constant("c", np.ones(3))]),
+            r"fails onnx\.checker \(\[ShapeInferenceError\].*Incompatible dimensions",
+        ),
+    ]
+    for hook, match in cases:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(RecentreOnnx, "onnx", hook)
+            with pytest.raises(XbpValueError, match=match) as e:
+                export.export_onnx(net, tmp_path / "net.onnx")
+            assert "\n" not in str(e.value)
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_export_command_with_batch_norm(
+    ort: Any, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from xbp.cli import main
+
+    net = xbp.mlp([5, 8, 3], activation="relu", norm="batch", standardize=True, dropout=0.1)
+    _fit_layers(net, "float64")
+    _state_moved(net)
+    model, out = tmp_path / "m.npz", tmp_path / "m.onnx"
+    xbp.save(net, model)
+    capsys.readouterr()
+    assert main(["export", str(model), str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert "(standardize, relu, batch norm, dropout 0.1, identity)" in summary
+    assert "inputs standardised in the graph" in summary
+    loaded = xbp.load(model)
+    x = _layer_probe(5, "float64")
+    np.testing.assert_allclose(_run(ort, out, x), loaded.predict(x), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(_run(ort, out, x), net.predict(x), rtol=1e-10, atol=1e-10)

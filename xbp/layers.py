@@ -98,6 +98,15 @@ class Layer:
     Override :meth:`param_shapes`, :meth:`state_shapes`, :meth:`init_params`,
     :meth:`init_state`, :meth:`forward`, :meth:`backward` and, for a layer whose
     width comes from the layer before it, :meth:`with_input`.
+
+    ONNX export (:func:`xbp.export.export_onnx`) writes the built-in layers
+    itself; a user's own layer exports when its class defines
+    ``onnx(self, graph, src, params, state, index) -> str``, which adds the
+    layer's inference nodes to ``graph`` (an :class:`xbp.export.OnnxGraph`:
+    ``graph.constant(name, array)``, ``graph.node(op, inputs, **attributes)``)
+    from the input tensor named ``src`` and the layer's parameters and state
+    as NumPy arrays, and returns the output tensor's name. This module never
+    imports onnx.
     """
 
     kind: ClassVar[str] = ""
@@ -611,7 +620,8 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     ``backward`` against the array API (``ctx.xp``). Registered, it trains,
     saves and loads by name (register it again before loading), compiles and
     runs under MPI. Registering a name again replaces the rule; networks built
-    afterwards use the new one.
+    afterwards use the new one. It exports to ONNX when the class defines an
+    ``onnx`` method (see :class:`Layer` and :class:`xbp.export.OnnxGraph`).
 
     Examples
     --------
