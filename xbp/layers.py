@@ -500,9 +500,10 @@ class BatchNorm(Layer):
     def forward(self, ctx: Context, p: Arrays, s: Arrays, a: Any, l: int) -> tuple[Any, Any, Any]:
         xp = ctx.xp
         gamma, beta = _cast(ctx, p["gamma"], a), _cast(ctx, p["beta"], a)
-        if not ctx.training:
+        if not ctx.training:  # the running statistics: constants of the pass
             inv = 1.0 / xp.sqrt(_cast(ctx, s["var"], a) + self.eps)
-            return (a - _cast(ctx, s["mean"], a)) * (inv * gamma) + beta, None, None
+            x_hat = (a - _cast(ctx, s["mean"], a)) * inv
+            return gamma * x_hat + beta, (x_hat, inv, gamma, False), None
         rows = int(a.shape[0])
         ones = ctx.ones(rows)
         mean = self._global_mean(ctx, ones @ a, rows)
@@ -515,12 +516,12 @@ class BatchNorm(Layer):
             "mean": m * s["mean"] + (1 - m) * _cast(ctx, mean, s["mean"]),
             "var": m * s["var"] + (1 - m) * _cast(ctx, var, s["var"]),
         }
-        return gamma * x_hat + beta, (x_hat, inv, gamma), new_state
+        return gamma * x_hat + beta, (x_hat, inv, gamma, True), new_state
 
     def backward(
         self, ctx: Context, p: Arrays, saved: Any, d: Any, need_input: bool
     ) -> tuple[Any, Arrays]:
-        x_hat, inv, gamma = saved
+        x_hat, inv, gamma, batch = saved
         rows = int(d.shape[0])
         ones = ctx.ones(rows)
         sum_d, sum_dx = ones @ d, ones @ (d * x_hat)
@@ -528,6 +529,8 @@ class BatchNorm(Layer):
         grads = _grads(ctx, {"gamma": sum_dx, "beta": sum_d})
         if not need_input:
             return None, grads
+        if not batch:  # inference statistics do not depend on the input: dC/dx = gamma inv d
+            return (gamma * inv) * d, grads
         # dC/dx = gamma inv (d - mean(d) - x_hat mean(d x_hat)), means over the global batch
         xp = ctx.xp
         both = self._global_mean(ctx, xp.concat([sum_d, sum_dx]), rows)
@@ -658,6 +661,12 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
             f"{cls.__name__} is not a frozen dataclass; decorate it with "
             "@dataclasses.dataclass(frozen=True) so its fields are its config (and it can "
             "key compiled steps)"
+        )
+    if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        # compiled steps are cached by the layers themselves: they must hash
+        raise XbpTypeError(
+            f"{cls.__name__} is a dataclass that is not frozen; decorate it with "
+            "@dataclasses.dataclass(frozen=True) (a layer is an immutable description)"
         )
     _REGISTERED[kind] = cls
     return cls

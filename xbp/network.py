@@ -184,6 +184,13 @@ class Network:
                     f"layers[{i}] is a {type(layer).__name__}; pass xbp.Dense(n_in, n_out, ...) "
                     "or another xbp.Layer"
                 )
+            try:  # compiled steps are cached by the layers themselves (Network.parts)
+                hash(layer)
+            except TypeError:
+                raise XbpTypeError(
+                    f"layers[{i}] is a {type(layer).__name__} that cannot be hashed; make it a "
+                    "@dataclasses.dataclass(frozen=True), as every xbp.Layer is"
+                ) from None
             if i:
                 try:
                     layer = layer.with_input(chained[-1].n_out)
@@ -528,11 +535,11 @@ class Network:
         """
         if not any(isinstance(d, Standardize) for d in self.layers):
             return
-        rows = int(x.shape[0]) if hasattr(x, "shape") else 0
-        if getattr(x, "ndim", 2) != 2 or (rows and int(x.shape[1]) != self.n_in):
-            raise XbpValueError(
-                f"adapt: x has shape {tuple(getattr(x, 'shape', ()))}; pass (rows, {self.n_in})"
-            )
+        if not hasattr(x, "shape"):  # nested lists, as predict takes them
+            x = np.asarray(x)
+        shape = tuple(x.shape)
+        if len(shape) != 2 or (shape[0] and int(shape[1]) != self.n_in):
+            raise XbpValueError(f"adapt: x has shape {shape}; pass (rows, {self.n_in})")
         host = x if is_host_array(x) or not self.backend.owns(x) else self.backend.to_host(x)
         state = self.host_state()
         for l, d in enumerate(self.layers):
@@ -540,11 +547,11 @@ class Network:
                 continue
             if l == 0:
                 stats = d.statistics(host)
-            else:  # the values that reach it, a bounded block at a time
-                blocks = [
-                    np.asarray(self.backend.to_host(self._run(host[s : s + EVAL_BATCH], stop=l)))
-                    for s in range(0, int(host.shape[0]), EVAL_BATCH)
-                ]
+            else:  # the values that reach it, a bounded block at a time, on the device
+                blocks = []
+                for s in range(0, int(host.shape[0]), EVAL_BATCH):
+                    block = self.check_inputs(np.asarray(host[s : s + EVAL_BATCH]))
+                    blocks.append(np.asarray(self.backend.to_host(self._run(block, stop=l))))
                 stats = d.statistics(np.concatenate(blocks) if blocks else np.zeros((0, d.n)))
             state[l] = stats
             self.state = state
