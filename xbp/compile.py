@@ -137,7 +137,8 @@ class TracedEpochRunner(EpochRunner):
                 costs, corrects = xp.concat(costs), xp.concat(corrects)
                 out = {"costs": costs, "corrects": corrects if labels is not None else None}
                 # the epoch's one read-back vector, built here rather than by eager calls
-                return params, arrays, state, costs, corrects, epoch_summary(xp, params, out)
+                summary = epoch_summary(xp, params + state, out)  # NaN in weights or state
+                return params, arrays, state, costs, corrects, summary
 
             # parameters and optimizer state are donated: the device may update in place
             return be.jit(epoch, (0, 1))

@@ -211,8 +211,8 @@ class Dense(Layer):
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        check_int(self.n_in, "Dense.n_in")
-        check_int(self.n_out, "Dense.n_out")
+        object.__setattr__(self, "n_in", check_int(self.n_in, "Dense.n_in"))
+        object.__setattr__(self, "n_out", check_int(self.n_out, "Dense.n_out"))
         act = get_activation(self.activation)
         object.__setattr__(self, "activation", act.name)
         object.__setattr__(self, "dropout", check_dropout(self.dropout))
@@ -326,7 +326,7 @@ class Dropout(Layer):
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate", check_dropout(self.rate, "Dropout.rate"))
         if self.n:
-            check_int(self.n, "Dropout.n")
+            object.__setattr__(self, "n", check_int(self.n, "Dropout.n"))
 
     @property
     def n_in(self) -> int:  # type: ignore[override]
@@ -386,7 +386,7 @@ class LayerNorm(Layer):
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        check_int(self.n, "LayerNorm.n")
+        object.__setattr__(self, "n", check_int(self.n, "LayerNorm.n"))
         object.__setattr__(self, "eps", check_number(self.eps, "LayerNorm.eps"))
 
     @property
@@ -439,7 +439,8 @@ class BatchNorm(Layer):
     batch`` (Keras' convention and defaults). Under data parallelism the
     statistics are those of the *global* batch (summed over processes), so N
     processes train exactly what one does. The running statistics are saved
-    with the model and restored on resume.
+    with the model and restored on resume. Row weights (``sample_weight``) weigh
+    the loss, not the batch statistics (as in Keras and PyTorch).
 
     Examples
     --------
@@ -456,7 +457,7 @@ class BatchNorm(Layer):
     eps: float = 1e-3
 
     def __post_init__(self) -> None:
-        check_int(self.n, "BatchNorm.n")
+        object.__setattr__(self, "n", check_int(self.n, "BatchNorm.n"))
         object.__setattr__(
             self,
             "momentum",
@@ -561,7 +562,7 @@ class Standardize(Layer):
     n: int
 
     def __post_init__(self) -> None:
-        check_int(self.n, "Standardize.n")
+        object.__setattr__(self, "n", check_int(self.n, "Standardize.n"))
 
     @property
     def n_in(self) -> int:  # type: ignore[override]
@@ -656,11 +657,10 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
         )
     if kind in _BUILTIN:
         raise XbpValueError(f"layer kind {kind!r} is built in; choose another kind name")
-    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+    if not dataclasses.is_dataclass(cls):
         raise XbpTypeError(
-            f"{cls.__name__} is not a frozen dataclass; decorate it with "
-            "@dataclasses.dataclass(frozen=True) so its fields are its config (and it can "
-            "key compiled steps)"
+            f"{cls.__name__} is not a dataclass; decorate it with "
+            "@dataclasses.dataclass(frozen=True) so its fields are its config"
         )
     if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         # compiled steps are cached by the layers themselves: they must hash

@@ -91,7 +91,8 @@ def count_correct(xp: Any, out: Any, labels: Any, w: Any = None) -> Any:
 
 def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
     """One vector for the epoch's single read: per-step costs, correct counts (when
-    labels apply) and a sum over all weights (NaN/Inf anywhere makes it non-finite).
+    labels apply) and a sum over all weights (``params``; the trainer passes the layers'
+    state too), so NaN/Inf anywhere makes it non-finite.
 
     A compiled epoch computes it inside its own graph (``out["summary"]``)."""
     if out.get("summary") is not None:

@@ -790,7 +790,8 @@ class Trainer:
                     out = self._epoch(train, perm)
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
-                summary = np.array(be.to_host(epoch_summary(xp, self.net.params, out)))
+                summary = epoch_summary(xp, self.net.params + self.net.state, out)
+                summary = np.array(be.to_host(summary))
                 summary = summary.astype(np.float64)
                 n_steps = int(out["costs"].shape[0])
                 if out["corrects"] is not None:  # each process counted its own share
