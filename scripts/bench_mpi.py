@@ -2,6 +2,7 @@
 """Communication share of a data-parallel step, blocking and overlapped, and projected scaling.
 
     mpiexec -n 2 python scripts/bench_mpi.py [--case mid] [--steps 150] [--quantile 50]
+                                             [--norm batch]
 
 Times, on every rank, three kinds of step on this rank's share of one global
 batch, taking turns step by step in a random order (so that load from other
@@ -15,6 +16,11 @@ alike):
 * ``overlapped``: the exchange started bucket by bucket during the backward
   pass (``MPIStrategy()``, the default; ``--bucket-bytes 4194304,1048576``
   times one overlapped kind per bucket size).
+
+``--norm batch`` puts a BatchNorm after every hidden layer: the distributed
+steps then also sum its batch statistics across ranks (three small blocking
+``Allreduce`` per BatchNorm layer per step, counted in "in exchange"); the
+compute-only step normalises by its share's own statistics.
 
 The communication *not hidden* behind compute is ``step - compute``; the share
 is that over the step. Every step starts after a barrier and lasts as long as
@@ -60,6 +66,12 @@ class TimedMPIStrategy(MPIStrategy):
         self.inside += time.perf_counter() - t
         return out
 
+    def reduce_stats(self, values):
+        t = time.perf_counter()
+        out = super().reduce_stats(values)
+        self.inside += time.perf_counter() - t
+        return out
+
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -67,6 +79,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150, help="timed steps of each kind")
     p.add_argument("--quantile", type=float, default=50.0, help="percentile reported (50: median)")
     p.add_argument("--bucket-bytes", default=str(BUCKET_BYTES), help="comma list of sizes")
+    p.add_argument("--norm", choices=["none", "batch"], default="none", help="BatchNorm or none")
     args = p.parse_args()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -80,6 +93,7 @@ def main() -> None:
             output=case["out"],
             loss=case["loss"],
             dtype=case["dtype"],
+            norm=None if args.norm == "none" else args.norm,
             seed=0,
         )
         options = xbp.TrainOptions(
@@ -133,7 +147,7 @@ def main() -> None:
     itemsize = np.dtype(case["dtype"]).itemsize
     print(
         f"case {args.case}: {case['sizes']}, global batch {len(x)}, {case['dtype']}, "
-        f"{size} ranks, exchange {n_params * itemsize / 2**20:.2f} MiB, "
+        f"{size} ranks, exchange {n_params * itemsize / 2**20:.2f} MiB, norm {args.norm}, "
         f"buckets of {', '.join(f'{b / 2**20:g}' for b in buckets)} MiB; {what} of "
         f"{args.steps} steps, "
         "slowest rank"

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -106,6 +107,87 @@ def test_fused_sgd_path_too(tmp_path) -> None:
     with np.load(single) as a, np.load(multi) as b:
         for key in a.files:
             np.testing.assert_allclose(b[key], a[key], rtol=1e-12, atol=1e-15)
+
+
+# -- BatchNorm: global batch statistics, N ranks equal one process -----------------------------
+BATCHNORM = MPI_DIR / "train_batchnorm.py"
+
+
+@pytest.fixture(scope="module")
+def batchnorm_single(tmp_path_factory) -> Callable[[str, str], Path]:
+    """The one-process result of train_batchnorm.py per (backend, case), made once."""
+    made: dict[tuple[str, str], Path] = {}
+
+    def single(backend: str, case: str) -> Path:
+        if (backend, case) not in made:
+            out = tmp_path_factory.mktemp("bn") / f"{backend}-{case}.npz"
+            cmd = [sys.executable, str(BATCHNORM), backend, str(out), case, "single"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            made[(backend, case)] = out
+        return made[(backend, case)]
+
+    return single
+
+
+# uneven shares, the last batch's one row on rank 0 only, validation and evaluation on the
+# running statistics; rank 0's weights and running statistics broadcast to ranks built
+# otherwise. JAX: compile=None under MPI runs eagerly (one process compiles)
+@pytest.mark.parametrize(
+    "backend,case,ranks",
+    [
+        ("numpy", "bn", 2),
+        ("numpy", "bn", 3),
+        ("numpy", "bn-dropout-weighted", 2),
+        ("numpy", "bn-dropout-weighted", 3),
+        ("torch", "bn-dropout-weighted", 3),
+        ("jax", "bn", 2),
+    ],
+)
+def test_batchnorm_ranks_equal_one_process(
+    tmp_path, batchnorm_single, backend: str, case: str, ranks: int
+) -> None:
+    pytest.importorskip(backend)
+    single = batchnorm_single(backend, case)
+    multi = tmp_path / "multi.npz"
+    cmd = [sys.executable, str(BATCHNORM), backend, str(multi), case, "parallel"]
+    proc = launch("-n", str(ranks), *cmd, limit=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # the script checks the ranks agree bitwise
+    with np.load(single) as a, np.load(multi) as b:
+        assert any(k.endswith("var") for k in a.files)  # the running statistics, compared
+        for key in a.files:  # weights, running statistics, history, evaluate, predict
+            scale = max(float(np.max(np.abs(a[key]))), 1.0)
+            assert np.max(np.abs(a[key] - b[key])) <= 1e-12 * scale, key
+
+
+def test_batchnorm_in_low_precision_sums_statistics_across_ranks(tmp_path) -> None:
+    """bf16 sums cross the host in the network's dtype; the ranks stay bitwise equal."""
+    pytest.importorskip("torch")
+    out = tmp_path / "bf16.npz"
+    cmd = [sys.executable, str(BATCHNORM), "torch", str(out), "bn-bf16", "parallel"]
+    proc = launch("-n", "2", *cmd, limit=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(out) as b:
+        assert all(np.isfinite(b[key]).all() for key in b.files)
+
+
+def test_batchnorm_compile_true_is_one_line_on_every_rank(tmp_path) -> None:
+    """compile=True with BatchNorm under MPI: every rank raises the same one-line error
+    (a CollectiveError: nothing is aborted, a script can catch it)."""
+    pytest.importorskip("jax")
+    cmd = [sys.executable, str(BATCHNORM), "jax", str(tmp_path / "x.npz"), "bn", "compile"]
+    proc = launch("-n", "2", *cmd, limit=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "aborting" not in proc.stderr
+    lines = sorted(proc.stdout.splitlines())
+    assert [line.partition(" caught: ")[0] for line in lines] == ["rank 0", "rank 1"]
+    messages = {line.partition(" caught: ")[2] for line in lines}
+    assert len(messages) == 1
+    (message,) = messages
+    assert message.startswith(
+        "compile=True: batch statistics over processes (BatchNorm under MPI) are summed on "
+        "the host in the middle of the forward pass"
+    )
 
 
 # -- ranks that disagree: one launch, several fits ---------------------------------------------

@@ -7,17 +7,15 @@ data-parallel shares must see the same weighted objective.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import backend_or_skip, required_backends
+from ranks_in_threads import fit_in_threads
 
 import xbp
 from xbp import optim
-from xbp.distributed import MPIStrategy
-from xbp.strategy import Strategy
 from xbp.weights import class_weights
 
 
@@ -167,68 +165,6 @@ def test_resume_with_weights_is_bit_identical(tmp_path: Any) -> None:
     assert _max_diff(full, resumed) == 0.0
 
 
-class _Threads(Strategy):
-    """Data parallelism between threads of one process: the same calls as MPIStrategy
-    (its row shares, sums over ranks), so the weighted divisor and the dropout row
-    offsets of shares are checked without MPI."""
-
-    reduces = True
-
-    def __init__(self, rank: int, size: int, board: dict[str, Any]) -> None:
-        self.rank, self.size, self.board = rank, size, board
-
-    share = MPIStrategy.share  # the real row shares, not a copy of them
-
-    def _allsum(self, value: Any) -> Any:
-        b = self.board
-        b["slots"][self.rank] = value
-        b["barrier"].wait()
-        total = sum(b["slots"][1:], b["slots"][0])
-        b["barrier"].wait()
-        return total
-
-    def reduce_grads(self, cost: Any, grads: Any) -> tuple[Any, Any]:
-        flat = np.concatenate([np.ravel(g[k]) for g in grads for k in ("W", "b")] + [[cost]])
-        total = self._allsum(flat)
-        out, i = [], 0
-        for g in grads:
-            layer = {}
-            for k in ("W", "b"):
-                layer[k] = total[i : i + g[k].size].reshape(g[k].shape)
-                i += g[k].size
-            out.append(layer)
-        return np.asarray(total[-1]), out
-
-    def reduce_sums(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(self._allsum(np.asarray(values, dtype=np.float64)))
-
-    def any(self, flag: bool) -> bool:
-        return bool(self._allsum(np.array([float(flag)]))[0])
-
-
-def _fit_in_threads(nets: list[xbp.Network], x: Any, y: Any, args: dict[str, Any]) -> list[Any]:
-    """``xbp.fit`` of each network on its own thread, as ranks of one :class:`_Threads` run."""
-    size = len(nets)
-    board: dict[str, Any] = {"slots": [None] * size, "barrier": threading.Barrier(size)}
-    hists: list[Any] = [None] * size
-    errors: list[BaseException] = []
-
-    def work(rank: int) -> None:
-        try:
-            hists[rank] = xbp.fit(nets[rank], x, y, strategy=_Threads(rank, size, board), **args)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-            board["barrier"].abort()
-
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
-    return hists
-
-
 def test_streamed_shares_draw_the_masks_of_their_rows() -> None:
     """Streamed data (read a batch at a time from the host) shared between 2 ranks: each
     rank drops its own rows' inputs as one process does, so the weights are the same."""
@@ -238,7 +174,7 @@ def test_streamed_shares_draw_the_masks_of_their_rows() -> None:
     single = _net(dropout=0.4)
     xbp.fit(single, x, y, **args)
     nets = [_net(dropout=0.4) for _ in range(2)]
-    _fit_in_threads(nets, x, y, {**args, "stream": True})
+    fit_in_threads(nets, x, y, {**args, "stream": True})
     for net in nets:
         assert _max_diff(single, net) <= 1e-12
 
@@ -256,7 +192,7 @@ def test_shares_use_the_global_weight_sum_and_the_global_masks(size: int, compil
     single = _net(dropout=0.4)
     h_single = xbp.fit(single, x, y, **{**args, "compile": False})
     nets = [_net(be, dropout=0.4) for _ in range(size)]
-    hists = _fit_in_threads(nets, x, y, args)
+    hists = fit_in_threads(nets, x, y, args)
     for net, hist in zip(nets, hists):
         assert _max_diff(single, net) <= 1e-12
         np.testing.assert_allclose(hist["loss"], h_single["loss"], rtol=1e-12)

@@ -14,6 +14,7 @@ from .callbacks import CSVLogger
 from .checkpoint import ModelCheckpoint
 from .errors import (
     BackendUnavailableError,
+    CollectiveError,
     DivergenceError,
     GradcheckError,
     XbpError,
@@ -55,6 +56,7 @@ __all__ = [
     "TrainOptions",
     "BackendInfo",
     "BackendUnavailableError",
+    "CollectiveError",
     "Dense",
     "Dropout",
     "Layer",

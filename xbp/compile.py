@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import tree
-from .errors import XbpValueError
+from .errors import CollectiveError, XbpValueError
 from .network import LOSS_SCALED, epoch_summary, no_caches
 from .step import Batch, Step
 from .weights import batch_weight_sum, take_batch
@@ -445,7 +445,9 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
         )
     if reason is not None or runner_type is None:
         if required:
-            raise XbpValueError(
+            # every process decides alike (it follows from the settings the handshake
+            # compared): each raises, none is aborted
+            raise CollectiveError(
                 f"compile=True: {reason}; use compile=None (compile where possible) or "
                 "compile=False"
             )

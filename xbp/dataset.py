@@ -389,8 +389,11 @@ class HostData:
             reader = row_reader(self.x)
             try:
                 for positions, rows in plan:
+                    # a process may have no rows of a batch (an uneven share)
                     where = (
-                        f"in rows {int(positions.min())}..{int(positions.max())}" if rows else ""
+                        f"in rows {int(positions.min())}..{int(positions.max())}"
+                        if positions.size
+                        else ""
                     )
                     block = (
                         self.gather(positions, reader)

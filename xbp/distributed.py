@@ -50,7 +50,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import backends
-from .errors import XbpValueError
+from .errors import CollectiveError, XbpValueError
 from .network import Network, Params
 from .strategy import Strategy
 
@@ -77,7 +77,8 @@ FINISH_TIMEOUT = 120.0
 #: fields that may differ between ranks: every rank starts from rank 0's broadcast weights
 _MAY_DIFFER = ("architecture.seed", "architecture.init")
 
-# set when this rank raised RanksDisagreeError: every rank did, none needs aborting
+# set when this rank raised a CollectiveError (RanksDisagreeError, ...): every rank did,
+# none needs aborting
 _COLLECTIVE_FAILURE = False
 
 
@@ -122,7 +123,7 @@ def cuda_aware() -> bool:
         return False
 
 
-class RanksDisagreeError(XbpValueError):
+class RanksDisagreeError(CollectiveError):
     """The ranks of a distributed run were given different configurations or data.
 
     Raised on every rank at once (the comparison is collective), so no rank
@@ -214,16 +215,25 @@ class MPIStrategy(Strategy):
 
     def reduce_stats(self, values: Any) -> Any:
         """Sum a device vector over ranks in the middle of a pass (BatchNorm's global
-        batch statistics): one host round trip, in the network's dtype."""
+        batch statistics): one blocking ``Allreduce`` through the host, summed in
+        float64 and returned in ``values``' dtype. Under mixed precision the sums of
+        the low compute type (bfloat16, float16) cross in the network's dtype.
+
+        Every rank calls it at the same point of the same layer (a rank with no rows
+        of the batch sends zeros), so the collectives pair up; it may run while the
+        gradients' ``Iallreduce`` buckets of the layers above are in flight."""
         net = self._net
         if net is None:
             raise XbpValueError(
                 "MPIStrategy.reduce_stats before setup(net, config); call setup first "
                 "(xbp.fit does)"
             )
-        host = np.array(net.backend.to_host(values), dtype=np.float64, copy=True, order="C")
+        xp = net.xp
+        wide = values if values.dtype == net.dtype else xp.astype(values, net.dtype)
+        host = np.array(net.backend.to_host(wide), dtype=np.float64, copy=True, order="C")
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-        return net.backend.asarray(host, values.dtype)
+        out = net.backend.asarray(host, net.dtype)
+        return out if values.dtype == net.dtype else xp.astype(out, values.dtype)
 
     def any(self, flag: bool) -> bool:
         return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
@@ -366,8 +376,12 @@ class MPIStrategy(Strategy):
         return buf
 
     def abort(self, exc: BaseException) -> None:
-        """End every rank on a failure of this one; a disagreement all ranks found is raised."""
-        if isinstance(exc, RanksDisagreeError):
+        """End every rank on a failure of this one; an error every rank raises alike (a
+        :class:`~xbp.errors.CollectiveError`: a disagreement all ranks found, a refusal
+        of ``compile=True``) is raised instead."""
+        global _COLLECTIVE_FAILURE
+        if isinstance(exc, CollectiveError):
+            _COLLECTIVE_FAILURE = True
             return  # every rank raises it: each exits on its own, with the message
         abort_on_error(self.comm, exc)
 
@@ -569,7 +583,7 @@ def collective_guard(finish_timeout: float = FINISH_TIMEOUT) -> Iterator[None]:
         raise
     except BaseException as exc:
         comm = _world_or_none()
-        if comm is not None and not isinstance(exc, RanksDisagreeError):
+        if comm is not None and not isinstance(exc, CollectiveError):
             abort_on_error(comm, exc)
         raise
     comm = _world_or_none()
@@ -585,8 +599,9 @@ def run_collectively(
     Like :func:`collective_guard`, and a non-zero status returned by ``main``
     counts as a failure: the rank prints ``xbp: rank R of N failed (exit
     status S; its error is above); aborting all ranks`` and aborts the job.
-    A disagreement every rank found (:class:`RanksDisagreeError`) is not
-    aborted: every rank prints it and exits with its status.
+    An error every rank raises alike (:class:`RanksDisagreeError`, any
+    :class:`~xbp.errors.CollectiveError`) is not aborted: every rank prints it
+    and exits with its status.
 
     Returns
     -------

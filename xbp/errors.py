@@ -16,6 +16,7 @@ __all__ = [
     "BackendUnavailableError",
     "GradcheckError",
     "DivergenceError",
+    "CollectiveError",
 ]
 
 
@@ -49,3 +50,12 @@ class GradcheckError(XbpValueError):
 
 class DivergenceError(XbpValueError):
     """Training produced a NaN or Inf loss or gradient."""
+
+
+class CollectiveError(XbpValueError):
+    """An error every process of a data-parallel run raises at the same point.
+
+    It follows from settings the processes were checked to agree on (the
+    handshake before the first step), so no process is left waiting in a
+    collective for another: each raises it, none is aborted, and a script can
+    catch it on every rank (e.g. ``compile=True`` refused under MPI)."""

@@ -490,9 +490,13 @@ class BatchNorm(Layer):
 
     def _global_mean(self, ctx: Context, total: Any, rows: int) -> Any:
         """``total / rows`` over the global batch: ``total`` (this process's column sums)
-        and the row count summed over processes first."""
+        and the row count summed over processes first, in one reduction.
+
+        A process with no rows of the batch (an uneven share) sends zeros and divides
+        by the global count like the others; the global batch is never empty. Alone,
+        an empty batch has mean 0 (no division by zero)."""
         if ctx.reduce is None:
-            return total / rows
+            return total / max(rows, 1)
         xp = ctx.xp
         count = xp.full((1,), float(rows), dtype=total.dtype, device=ctx.device)
         both = ctx.reduce(xp.concat([total, count]))

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import XbpValueError
+
 __all__ = ["Strategy", "LocalStrategy"]
 
 Params = list[dict[str, Any]]
@@ -59,7 +61,17 @@ class Strategy:
 
     def reduce_stats(self, values: Any) -> Any:
         """Sum a device array over processes during a forward or backward pass (batch
-        statistics of the global batch; one process: unchanged)."""
+        statistics of the global batch, e.g. BatchNorm's; one process: unchanged).
+
+        Called on every process at the same point of the same layer, with the same
+        shape (a process with no rows of the batch sends zeros). A strategy that
+        ``reduces`` must implement it: local statistics would train another model."""
+        if self.reduces:
+            raise XbpValueError(
+                f"{type(self).__name__} combines processes (reduces=True) but does not "
+                "implement reduce_stats; BatchNorm needs its batch statistics summed over "
+                "processes: implement reduce_stats(values) -> their sum over processes"
+            )
         return values
 
     def reduce_sums(self, values: np.ndarray) -> np.ndarray:
