@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import xbp
-from xbp.dataset import BatchSource, HostData, prefetch, row_reader
+from xbp.hostrows import prefetch, row_reader
+from xbp.sources import BatchSource, HostData
 
 X, Y = xbp.data.make_blobs(230, centers=3, n_features=6, seed=3)
 

@@ -2,7 +2,7 @@
 
 :func:`fit` assembles a run from its parts and hands it to the loop: the
 options (:class:`xbp.TrainOptions`), the data on the device
-(:mod:`xbp.dataset`), the strategy (one process, or MPI through
+(:mod:`xbp.sources`), the strategy (one process, or MPI through
 ``comm=``/``strategy=``), the checkpoint callback and resume
 (:mod:`xbp.checkpoint`); then :meth:`xbp.Trainer.fit` trains.
 """
@@ -15,10 +15,13 @@ import numpy as np
 
 from .checkpoint import ModelCheckpoint
 from .checkpoint import resume as resume_run
-from .dataset import (
+from .distributed import data_fingerprint
+from .errors import XbpTypeError, XbpValueError
+from .hostrows import HostChunks
+from .network import EVAL_BATCH, Network
+from .sources import (
     BatchSource,
     DeviceData,
-    HostChunks,
     HostData,
     as_stream,
     class_weight_table,
@@ -29,9 +32,6 @@ from .dataset import (
     to_device,
     with_class_weight,
 )
-from .distributed import data_fingerprint
-from .errors import XbpTypeError, XbpValueError
-from .network import EVAL_BATCH, Network
 from .strategy import LocalStrategy, Strategy
 from .training import History, Trainer, TrainOptions
 from .validate import check_int, is_host_array
@@ -66,7 +66,7 @@ def fit(
         :class:`xbp.data.MappedRows`) as ``x`` is streamed: its rows stay on
         the host and move a batch at a time, prefetched. ``x`` may also be a
         re-iterable source of ``(x, y)`` batches with ``y`` omitted
-        (:class:`xbp.dataset.BatchSource` states the contract).
+        (:class:`xbp.sources.BatchSource` states the contract).
     options : TrainOptions, optional
         The run's options; keyword arguments override single fields. Every
         field of :class:`xbp.TrainOptions` is accepted as a keyword:

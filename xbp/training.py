@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from . import tree
-from .dataset import DeviceData, stream_sums
 from .errors import DivergenceError, XbpTypeError, XbpValueError
 from .network import (
     EVAL_BATCH,
@@ -35,6 +34,7 @@ from .network import (
 )
 from .optim import Optimizer, get_optimizer
 from .rng import MASK32, dropout_key
+from .sources import DeviceData, stream_sums
 from .step import Batch, Step, StepOut, all_finite
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
@@ -679,9 +679,9 @@ class Trainer:
     def run_stream_epoch(
         self, data: Any, perm: np.ndarray | None, check_each: bool = False
     ) -> dict[str, Any]:
-        """:meth:`run_epoch` over streamed data (see :mod:`xbp.dataset`): the batches of
+        """:meth:`run_epoch` over streamed data (see :mod:`xbp.sources`): the batches of
         the host permutation ``perm`` gathered on the host and prefetched to the device
-        (a :class:`~xbp.dataset.HostData`), or the batches a source yields (``perm``
+        (a :class:`~xbp.sources.HostData`), or the batches a source yields (``perm``
         None)."""
         xp = self.net.xp
         costs, corrects = [], []
