@@ -45,6 +45,7 @@ __all__ = [
     "HostData",
     "BatchSource",
     "forward_sums",
+    "close_batches",
     "to_device",
     "split_validation",
     "class_weight_table",
@@ -222,11 +223,11 @@ def forward_sums(net: Network, batches: Iterator[Batch]) -> tuple[Any, Any]:
             elif correct is not None:
                 correct = correct + count_correct(xp, out, batch.labels, batch.w)
     finally:
-        end(batches)
+        close_batches(batches)
     return cost_sum, correct
 
 
-def end(batches: Iterator[Any]) -> None:
+def close_batches(batches: Iterator[Any]) -> None:
     """Close a source's batch iterator (a generator stops its prefetch thread)."""
     close = getattr(batches, "close", None)
     if close is not None:

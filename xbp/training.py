@@ -36,7 +36,7 @@ from .network import (
 )
 from .optim import Optimizer, get_optimizer
 from .rng import MASK32, dropout_key
-from .sources import Plan, Source, end
+from .sources import Plan, Source, close_batches
 from .step import Batch, Step, StepOut, all_finite
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
@@ -677,7 +677,7 @@ class Trainer:
                 if self._bar is not None and not check_each:
                     self._bar.batches(1)
         finally:
-            end(batches)  # a generator stops its prefetch thread
+            close_batches(batches)  # a generator stops its prefetch thread
         return {
             "costs": xp.stack(costs),
             "corrects": xp.stack(corrects) if corrects and labelled else None,
