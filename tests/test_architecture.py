@@ -164,3 +164,80 @@ def test_the_private_use_check_flags_a_private_access() -> None:
     tree = ast.parse("net._params[0]\nself._ok = 1\nfrom .io import _read\n")
     assert [t for _, t in _private_uses(tree, set())] == ["net._params"]
     assert [t for _, t in _private_imports(tree)] == ["from io import _read"]
+
+
+# -- the training loop reads data through one protocol (xbp/sources.py) ----------------------------
+#: the data types of xbp.sources and xbp.hostrows, and what they wrap
+DATA_TYPES = {"Source", "DeviceData", "HostData", "BatchSource", "MappedRows", "memmap", "ndarray"}
+#: attributes a loop would ask about to tell data sources apart
+DATA_ATTRS = {"streamed", "source", "rows", "x", "y", "w", "labels", "n", "shape", "gather"}
+
+
+def _names(node: ast.AST) -> set[str]:
+    """Every name and attribute name mentioned in an expression."""
+    found = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            found.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            found.add(sub.attr)
+    return found
+
+
+def data_type_checks(tree: ast.Module) -> list[tuple[int, str]]:
+    """``isinstance``/``issubclass`` checks and ``type(...) is`` comparisons naming a data
+    type, and
+    ``getattr``/``hasattr`` probes of a data attribute (``"streamed"``, ``"source"``, ...)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and _names(node) & DATA_TYPES:
+            if any(
+                isinstance(c, ast.Call) and getattr(c.func, "id", None) == "type"
+                for c in [node.left, *node.comparators]
+            ):
+                found.append((node.lineno, ast.unparse(node)))  # type(data) is HostData
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            continue
+        name, args = node.func.id, node.args
+        if name in ("isinstance", "issubclass") and len(args) == 2:
+            if _names(args[1]) & DATA_TYPES:
+                found.append((node.lineno, ast.unparse(node)))
+        elif name in ("getattr", "hasattr") and len(args) >= 2:
+            attr = args[1]
+            if isinstance(attr, ast.Constant) and attr.value in DATA_ATTRS:
+                found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_training_loop_does_not_tell_data_sources_apart() -> None:
+    """training.py consumes every kind of data through the protocol of xbp.sources: no
+    ``getattr(data, "streamed")``/``"source"`` probes, no isinstance checks on data types,
+    no import of a concrete data type, and one epoch runner."""
+    path = PACKAGE / "training.py"
+    tree = ast.parse(path.read_text(), str(path))
+    bad = data_type_checks(tree)
+    assert not bad, f"training.py tells data sources apart: {bad}"
+    imported = {
+        a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("sources")
+        for a in node.names
+    }
+    assert imported and not imported & (DATA_TYPES - {"Source"}), imported
+    trainer = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    epoch_runners = [
+        f.name for f in trainer.body if isinstance(f, ast.FunctionDef) and "epoch" in f.name
+    ]
+    assert epoch_runners == ["run_epoch"], epoch_runners
+
+
+def test_the_data_type_check_finder_finds_checks() -> None:
+    tree = ast.parse(
+        'if getattr(train, "streamed", False): pass\n'
+        'if getattr(train, "source", None) is not None: pass\n'
+        "isinstance(data, (HostData, BatchSource))\n"
+        "isinstance(x, np.memmap)\n"
+        "if type(data) is DeviceData: pass\n"
+        'isinstance(cb, Callback)\ngetattr(net, "dropout")\nf"{type(cb).__name__}"\n'
+    )
+    assert sorted(line for line, _ in data_type_checks(tree)) == [1, 2, 3, 4, 5]

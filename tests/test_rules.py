@@ -20,7 +20,7 @@ from conftest import backend_or_skip, required_backends
 import xbp
 from xbp import optim
 from xbp.cli import main
-from xbp.dataset import split_validation, to_device
+from xbp.sources import split_validation, to_device
 
 
 class _Script(xbp.Callback):

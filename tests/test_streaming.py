@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import xbp
-from xbp.dataset import BatchSource, HostData, prefetch, row_reader
+from xbp.hostrows import prefetch, row_reader
+from xbp.sources import Batch, BatchSource, HostData, Plan, Source
 
 X, Y = xbp.data.make_blobs(230, centers=3, n_features=6, seed=3)
 
@@ -292,6 +293,79 @@ def test_idx_memmap_matches_the_loader(tmp_path: Path) -> None:
 
 def test_batch_source_contract_is_documented() -> None:
     assert "re-iterable" in (BatchSource.__doc__ or "")
+
+
+class HostRows(Source):
+    """A user's own data source: host arrays, moved to the device a batch at a time by
+    hand, in xbp's permutation and each process's share of it (the protocol, nothing
+    of xbp's own sources)."""
+
+    shareable = True
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y, self.n = x, y, len(x)
+        self.passes = 0
+
+    def permutation(self, rng: np.random.Generator, shuffle: bool) -> np.ndarray:
+        return rng.permutation(self.n) if shuffle else np.arange(self.n)
+
+    def batches(self, net: xbp.Network, plan: Plan):  # type: ignore[no-untyped-def]
+        self.passes += 1
+        assert plan.perm is not None
+        for s, e, lo, hi in plan.spans:
+            rows = plan.perm[lo:hi]
+            xb = net.check_inputs(self.x[rows])
+            yb = net.check_targets(self.y[rows], len(rows))
+            yield Batch(xb, yb, e - s, labels=net.class_labels(self.y[rows], yb))
+
+
+class Reversed(Source):
+    """A source of its own batches in its own order (no permutation), counting its rows."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, size: int) -> None:
+        self.x, self.y, self.size = x, y, size
+
+    def batches(self, net: xbp.Network, plan: Plan):  # type: ignore[no-untyped-def]
+        assert plan.perm is None  # its own order: xbp planned nothing
+        starts = list(range(0, len(self.x), self.size))[::-1]
+        for s in starts:
+            xb, yb = self.x[s : s + self.size], self.y[s : s + self.size]
+            yield Batch(net.check_inputs(xb), net.check_targets(yb, len(xb)), len(xb))
+        self.n = len(self.x)
+
+
+def test_a_users_own_source_trains_like_the_arrays(backend: xbp.Backend) -> None:
+    """The protocol is the loop's only way in: a source written here trains (shuffled,
+    with dropout, validated on a second source) to the weights of the same arrays."""
+    kw = {**OPTS, "progress": False}
+    a = xbp.mlp([6, 9, 3], "tanh", loss="cross_entropy", backend=backend, seed=5, dropout=0.3)
+    b = xbp.mlp([6, 9, 3], "tanh", loss="cross_entropy", backend=backend, seed=5, dropout=0.3)
+    ha = xbp.fit(a, X, Y, validation_data=(X[:50], Y[:50]), **kw)
+    train = HostRows(X, Y)
+    hb = xbp.fit(b, train, validation_data=(HostRows(X[:50], Y[:50]), None), **kw)
+    assert train.passes == OPTS["epochs"]
+    assert max_diff(a, b) <= 1e-12
+    assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-12)
+    assert ha["accuracy"] == pytest.approx(hb["accuracy"], rel=1e-12)
+    assert ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-12)
+    assert xbp.evaluate(b, HostRows(X, Y)) == pytest.approx(xbp.evaluate(b, X, Y), rel=1e-12)
+
+
+def test_a_source_of_its_own_order_trains_and_is_refused_what_it_cannot_do() -> None:
+    source = [(X[s : s + 23], np.eye(3)[Y[s : s + 23]]) for s in range(0, 230, 23)][::-1]
+    a, b = mlp(), mlp()
+    ha = xbp.fit(a, source, epochs=2, progress=False)
+    hb = xbp.fit(b, Reversed(X, np.eye(3)[Y], 23), epochs=2, progress=False)
+    assert max_diff(a, b) == 0.0
+    assert ha["loss"] == hb["loss"] and hb["accuracy"] == [None, None]  # no labels given
+    with pytest.raises(xbp.XbpValueError, match="compile=True needs the data on the device"):
+        xbp.fit(mlp(), Reversed(X, Y, 23), compile=True, progress=False)
+    with pytest.raises(xbp.XbpValueError, match="validation_split with a batch source"):
+        xbp.fit(mlp(), Reversed(X, Y, 23), validation_split=0.2, progress=False)
+    with pytest.raises(xbp.XbpTypeError, match="omit y"):
+        xbp.fit(mlp(), HostRows(X, Y), Y, progress=False)
+    with pytest.raises(xbp.XbpValueError, match="cannot take rows"):
+        xbp.fit(mlp(), HostRows(X, Y), validation_split=0.2, progress=False)
 
 
 MPI_SCRIPT = """

@@ -146,7 +146,7 @@ def xbp_contender(case: dict[str, Any], backend: str, device: Any = None) -> Con
 def xbp_compiled_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
     """xbp's own step compiled (``compile=True``): one call runs an epoch of
     COMPILED_STEPS batches through the compiled runner, reported per step."""
-    from xbp.dataset import DeviceData
+    from xbp.sources import DeviceData
 
     trainer = _trainer(case, backend, device, compile=True)
     net = trainer.net

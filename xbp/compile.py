@@ -69,7 +69,10 @@ def traced_step(
 
 
 class EpochRunner:
-    """Runs one epoch of compiled steps for a :class:`xbp.Trainer`."""
+    """Runs one epoch of compiled steps for a :class:`xbp.Trainer`, over the device
+    arrays of a data source (:meth:`xbp.sources.Source.device_arrays`: ``x``, ``y``,
+    ``w``, ``labels``, indexed inside the compiled code) in the order of a host
+    permutation."""
 
     def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
@@ -361,7 +364,7 @@ class CapturedEpochRunner(EpochRunner):
     def run_epoch(self, data: Any, host_perm: np.ndarray) -> dict[str, Any]:
         trainer = self.trainer
         if self.failed:
-            return trainer.run_epoch(data, trainer.net.backend.asarray(host_perm))
+            return trainer.run_epoch(data, host_perm)
         net, be, xp = trainer.net, trainer.net.backend, trainer.net.xp
         bs = trainer.options.batch_size
         n_full, rest = divmod(data.n, bs)
@@ -380,7 +383,7 @@ class CapturedEpochRunner(EpochRunner):
                     f"xbp: running eagerly, the capture of the step failed: {exc}", stacklevel=2
                 )
                 self.failed = True
-                return trainer.run_epoch(data, be.asarray(host_perm))
+                return trainer.run_epoch(data, host_perm)
             self.key = key
         out_costs, out_corrects = [], []
         keys = trainer.dropout_keys(trainer.step, [0] * (n_full + (1 if rest else 0)))

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .dataset import MappedRows
 from .errors import XbpError, XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+from .hostrows import MappedRows
 from .io import atomic_write
 from .mnist1d import load_mnist1d, load_mnist1d_joined
 from .paths import as_path, describe, input_file, sniff

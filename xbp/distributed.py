@@ -37,7 +37,6 @@ knows none of this: it calls the strategy (:mod:`xbp.strategy`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -444,15 +443,17 @@ def _disagreement(configs: list[dict[str, Any]]) -> str | None:
 def data_fingerprint(net: Network, train: Any, val: Any = None, rows: int = 1024) -> dict[str, Any]:
     """A cheap fingerprint of the data a rank trains on, for the ranks to compare.
 
-    Hashes the bytes of up to ``rows`` evenly spaced rows of the features and
-    targets (first and last included), as they lie on the device after
-    splitting and scaling, with the shapes: different files, splits, row
-    orders or scalings show; a change confined to rows not sampled does not.
+    Each data source hashes itself (:meth:`xbp.sources.Source.fingerprint`):
+    device arrays and memory maps hash the bytes of up to ``rows`` evenly spaced
+    rows of the features and targets (first and last included), as the device
+    sees them after splitting and scaling, with the shapes: different files,
+    splits, row orders or scalings show; a change confined to rows not sampled
+    does not.
 
     Parameters
     ----------
     net : Network
-    train, val : DeviceData (``val`` may be None)
+    train, val : data sources (``val`` may be None)
     rows : int
         Rows sampled from each data set.
 
@@ -461,22 +462,10 @@ def data_fingerprint(net: Network, train: Any, val: Any = None, rows: int = 1024
     dict
         ``{"train": hex digest, "validation": hex digest or None}``.
     """
-
-    def digest(data: Any) -> str | None:
-        if data is None:
-            return None
-        n = int(data.n)
-        h = hashlib.blake2b(digest_size=8)
-        h.update(repr((n, tuple(data.x.shape), tuple(data.y.shape))).encode())
-        if n:
-            take = np.unique(np.linspace(0, n - 1, min(n, rows)).round().astype(np.int64))
-            idx = net.backend.asarray(take)
-            for arr in (data.x, data.y):
-                sample = net.backend.to_host(net.xp.take(arr, idx, axis=0))
-                h.update(np.ascontiguousarray(sample).tobytes())
-        return h.hexdigest()
-
-    return {"train": digest(train), "validation": digest(val)}
+    return {
+        "train": train.fingerprint(net, rows),
+        "validation": None if val is None else val.fingerprint(net, rows),
+    }
 
 
 # -- failures: no rank is left waiting ---------------------------------------------------------

@@ -2,7 +2,7 @@
 
 :func:`fit` assembles a run from its parts and hands it to the loop: the
 options (:class:`xbp.TrainOptions`), the data on the device
-(:mod:`xbp.dataset`), the strategy (one process, or MPI through
+(:mod:`xbp.sources`), the strategy (one process, or MPI through
 ``comm=``/``strategy=``), the checkpoint callback and resume
 (:mod:`xbp.checkpoint`); then :meth:`xbp.Trainer.fit` trains.
 """
@@ -15,23 +15,20 @@ import numpy as np
 
 from .checkpoint import ModelCheckpoint
 from .checkpoint import resume as resume_run
-from .dataset import (
+from .distributed import data_fingerprint
+from .errors import XbpTypeError, XbpValueError
+from .hostrows import HostChunks, MappedRows
+from .network import EVAL_BATCH, Network
+from .sources import (
     BatchSource,
-    DeviceData,
-    HostChunks,
-    HostData,
+    Source,
     as_stream,
     class_weight_table,
     split_validation,
-    stream_fingerprint,
     stream_predict,
-    stream_sums,
     to_device,
     with_class_weight,
 )
-from .distributed import data_fingerprint
-from .errors import XbpTypeError, XbpValueError
-from .network import EVAL_BATCH, Network
 from .strategy import LocalStrategy, Strategy
 from .training import History, Trainer, TrainOptions
 from .validate import check_int, is_host_array
@@ -66,7 +63,7 @@ def fit(
         :class:`xbp.data.MappedRows`) as ``x`` is streamed: its rows stay on
         the host and move a batch at a time, prefetched. ``x`` may also be a
         re-iterable source of ``(x, y)`` batches with ``y`` omitted
-        (:class:`xbp.dataset.BatchSource` states the contract).
+        (:class:`xbp.sources.BatchSource` states the contract).
     options : TrainOptions, optional
         The run's options; keyword arguments override single fields. Every
         field of :class:`xbp.TrainOptions` is accepted as a keyword:
@@ -173,7 +170,7 @@ def _fit(
                 ModelCheckpoint(options.checkpoint, every=options.checkpoint_every),
             )
         )
-    train: Any = as_stream(net, x, y, "x", stream)
+    train: Source | None = as_stream(net, x, y, "x", stream)
     if train is None:
         if y is None:
             raise XbpTypeError("y is None; pass the targets (or a source of (x, y) batches as x)")
@@ -183,9 +180,9 @@ def _fit(
             "sample_weight and class_weight need the data in memory; streamed data (a memory "
             "map, a batch source or stream=True) trains unweighted: pass stream=False"
         )
-    _check_streamed(train, options, strategy)
+    _check_source(train, options, strategy)
     table = None if class_weight is None else class_weight_table(net, train, class_weight)
-    val: Any = None
+    val: Source | None = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise XbpTypeError(
@@ -197,14 +194,10 @@ def _fit(
         val = None if val_w is not None else as_stream(net, vx, vy, "x_val", stream)
         if val is None:
             val = to_device(net, vx, vy, "x_val", val_w)
+        _check_source(val, options, strategy, "validation_data")
     elif options.validation_split:
-        if isinstance(train, BatchSource):
-            raise XbpValueError(
-                "validation_split with a batch source: xbp cannot split a source; pass "
-                "validation_data=(x_val, y_val) or a second source"
-            )
         train, val = split_validation(net, train, options.validation_split, options.seed)
-        if getattr(val, "w", None) is not None and not val.weight_total > 0:
+        if val.weighted and not val.weight_total > 0:
             raise XbpValueError(
                 "sample_weight is zero on every validation row of validation_split; weight "
                 "some of them, or pass validation_data=(x_val, y_val, sample_weight_val)"
@@ -227,35 +220,20 @@ def _fit(
         net.precision = saved
 
 
-class _Selected:
-    """Rows ``rows`` of a host array, read a block at a time (for adapting)."""
-
-    def __init__(self, x: Any, rows: np.ndarray) -> None:
-        self.x, self.rows = x, np.sort(rows)
-        self.shape = (int(rows.shape[0]), int(x.shape[1]))
-
-    def __getitem__(self, block: slice) -> np.ndarray:
-        return np.asarray(self.x[self.rows[block]])
-
-
-def _adapt(net: Network, train: Any) -> None:
+def _adapt(net: Network, train: Source) -> None:
     """Adapt the network's :class:`~xbp.layers.Standardize` layers to the training rows
     (never the validation rows) before the first epoch."""
-    if isinstance(train, BatchSource):
+    rows = train.adapt_rows()
+    if rows is None:
         raise XbpValueError(
             "the network has a Standardize layer that is not adapted yet, and a batch source "
             "cannot be read ahead of training; call net.adapt(x_sample) on representative rows "
             "first"
         )
-    if isinstance(train, HostData):
-        net.adapt(train.x if train.rows is None else _Selected(train.x, train.rows))
-    else:
-        net.adapt(train.x)
+    net.adapt(rows)
 
 
-def run_config(
-    trainer: Trainer, train: DeviceData, val: DeviceData | None, ck: Any
-) -> dict[str, Any]:
+def run_config(trainer: Trainer, train: Source, val: Source | None, ck: Any) -> dict[str, Any]:
     """What every process of a run must agree on (compared before the first step)."""
     o = trainer.options
     return {
@@ -271,33 +249,29 @@ def run_config(
         "precision": o.precision or trainer.net.precision,
         "train_shape": [train.n, trainer.net.n_in],
         "validation_rows": None if val is None else val.n,
-        "weighted": [train.w is not None, val is not None and val.w is not None],
+        "weighted": [train.weighted, val is not None and val.weighted],
         "resume": None if ck is None else {"epoch": trainer.epoch, "step": trainer.step},
         "callbacks": [type(cb).__name__ for cb in trainer.callbacks],
         # a cheap hash of sampled rows, only where there are other processes to compare with
-        "data": _fingerprint(trainer.net, train, val) if trainer.strategy.size > 1 else None,
+        "data": data_fingerprint(trainer.net, train, val) if trainer.strategy.size > 1 else None,
     }
 
 
-def _fingerprint(net: Network, train: Any, val: Any) -> Any:
-    if isinstance(train, HostData) or isinstance(val, HostData):
-        return {"train": stream_fingerprint(net, train), "validation": stream_fingerprint(net, val)}
-    return data_fingerprint(net, train, val)
-
-
-def _check_streamed(train: Any, options: TrainOptions, strategy: Strategy) -> None:
-    """What streamed training cannot do, said before any work."""
-    if not getattr(train, "streamed", False):
-        return
-    if options.compile is True:
+def _check_source(
+    data: Source, options: TrainOptions, strategy: Strategy, argument: str = "x"
+) -> None:
+    """What a source cannot do, said before any work: compiled epochs need device
+    arrays (training data only), MPI needs rows every process can take its share of."""
+    if argument == "x" and options.compile is True and data.device_arrays() is None:
         raise XbpValueError(
             "compile=True needs the data on the device; streamed data (a memory map, a "
             "batch source or stream=True) trains eagerly: pass compile=None or stream=False"
         )
-    if isinstance(train, BatchSource) and strategy.size > 1:
+    if strategy.size > 1 and not data.shareable:
+        where = "" if argument == "x" else f"{argument}: "
         raise XbpValueError(
-            "a batch source cannot be shared between MPI processes (xbp does not know its "
-            "rows); pass an array or a memory map, which every process reads its share of"
+            f"{where}a batch source cannot be shared between MPI processes (xbp does not know "
+            "its rows); pass an array or a memory map, which every process reads its share of"
         )
 
 
@@ -331,21 +305,22 @@ def evaluate(
         raise XbpTypeError("y is None; pass the targets (or a source of (x, y) batches as x)")
     if sample_weight is not None:
         return net.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight)
-    data = _eval_stream(net, x, y, batch_size)
+    data = x if isinstance(x, Source) else _eval_stream(net, x, y, batch_size)
     if data is None:
         return net.evaluate(x, y, batch_size=batch_size)
-    cost, correct, n = stream_sums(net, data, 0, data.n or 0, batch_size)
+    cost, correct = data.evaluation_sums(net, 0, data.n or 0, batch_size)
+    n = data.weight_total  # a batch source's rows are counted during the pass
     sums = net.backend.to_host(
         net.xp.stack([cost, cost if correct is None else net.xp.astype(correct, cost.dtype)])
     )
     return {"loss": float(sums[0]) / n, "accuracy": None if correct is None else float(sums[1]) / n}
 
 
-def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> Any:
+def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> BatchSource | None:
     """Evaluation and prediction stream host data; device arrays are used where they are."""
     if y is None and not hasattr(x, "shape"):
         return BatchSource(x)
-    if not (is_host_array(x) or isinstance(x, HostData) or getattr(x, "streamed", False)):
+    if not (is_host_array(x) or isinstance(x, MappedRows)):
         return None
     host = x if hasattr(x, "shape") else np.asarray(x)
     if len(host.shape) != 2 or host.shape[0] == 0:
@@ -383,7 +358,7 @@ def predict(net: Network, x: Any, *, batch_size: int = EVAL_BATCH) -> Any:
         n = int(xd.shape[0])
         parts = [net.forward(xd[s : min(s + batch_size, n), ...]) for s in range(0, n, batch_size)]
         return parts[0] if len(parts) == 1 else net.xp.concat(parts, axis=0)
-    return stream_predict(net, data, batch_size)
+    return stream_predict(net, data)
 
 
 def predict_classes(net: Network, x: Any) -> Any:

@@ -6,8 +6,9 @@
 
 It is built from :meth:`xbp.Network.value_and_grad` (the backprop kernel), the
 strategy's gradient hook and reduction (:class:`xbp.Strategy`) and the
-optimizer (:mod:`xbp.optim`), and every loop drives it: the eager and the
-streamed epoch, the compiled runners (JAX ``jit``/``scan``, the CUDA-graph
+optimizer (:mod:`xbp.optim`), and every loop drives it: the eager epoch over
+any data source (:class:`xbp.sources.Source`, which yields each step's
+:class:`~xbp.sources.Batch`), the compiled runners (JAX ``jit``/``scan``, the CUDA-graph
 capture), data-parallel shares, fp16 loss scaling and the scikit-learn
 estimators. None of them keeps an update of its own.
 
@@ -37,26 +38,10 @@ import numpy as np
 from . import tree
 from .network import LOSS_SCALED, Network, Params, count_correct
 from .optim import Optimizer, apply_updates
+from .sources import Batch
 from .strategy import LocalStrategy, Strategy
 
 __all__ = ["Batch", "Step", "StepOut", "all_finite"]
-
-
-class Batch(NamedTuple):
-    """One step's data, on the device.
-
-    ``x``/``y``: the rows this process computes; ``n_total``: the divisor of the
-    batch average (the global batch's rows, or its weight sum with row weights
-    ``w``); ``key``: the step's dropout key (None: nothing is dropped);
-    ``labels``: the rows' class labels, for the correct count (None: no accuracy).
-    """
-
-    x: Any
-    y: Any
-    n_total: Any
-    w: Any = None
-    key: Any = None
-    labels: Any = None
 
 
 class StepOut(NamedTuple):

@@ -1,9 +1,11 @@
 """The training loop: mini-batch gradient descent with callbacks.
 
-The data set moves to the device once per :func:`fit`; batches are gathered
-with ``xp.take`` and device-side indices; per-step losses stay on the device
-and are read back once per epoch, together with a finiteness check of the
-weights, so the batch loop never waits for the device. When an epoch turns
+The loop reads any data source (:class:`xbp.sources.Source`: arrays moved to
+the device once and batched with ``xp.take`` of device indices, host rows
+prefetched a batch at a time, a source's own batches) through one epoch
+runner, :meth:`Trainer.run_epoch`; per-step losses stay on the device and are
+read back once per epoch, together with a finiteness check of the weights, so
+the batch loop never waits for the device. When an epoch turns
 out to have diverged, it is replayed step by step from its starting weights
 (the same batches, the same arithmetic) to find the exact step and the last
 good weights.
@@ -22,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from . import tree
-from .dataset import DeviceData, stream_sums
 from .errors import DivergenceError, XbpTypeError, XbpValueError
 from .network import (
     EVAL_BATCH,
@@ -35,10 +36,11 @@ from .network import (
 )
 from .optim import Optimizer, get_optimizer
 from .rng import MASK32, dropout_key
+from .sources import Plan, Source, close_batches
 from .step import Batch, Step, StepOut, all_finite
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
-from .weights import batch_weight_sum, take_batch
+from .weights import batch_weight_sum
 
 __all__ = [
     "History",
@@ -438,7 +440,7 @@ class _Progress:
 
 
 class Trainer:
-    """Runs a training loop over device data; callbacks receive it and may read or stop it.
+    """Runs a training loop over a data source; callbacks receive it and may read or stop it.
 
     Parameters
     ----------
@@ -633,79 +635,33 @@ class Trainer:
             self.step += 1
         return out
 
-    def _batches(self, n: int) -> list[tuple[int, int]]:
-        bs = self.options.batch_size
-        return [(s, min(s + bs, n)) for s in range(0, n, bs)]
-
-    def run_epoch(self, data: DeviceData, perm: Any, check_each: bool = False) -> dict[str, Any]:
-        """One eager pass over the data: per-step ``costs`` (cost times rows) and
-        ``corrects`` as 1-D device arrays. With ``check_each`` every step is checked
-        on the host (only when replaying a diverged epoch)."""
-        xp = self.net.xp
-        costs, corrects = [], []
-        share = self.strategy.share
-        batches = self._batches(data.n)
-        # one transfer per epoch; each step reads its row of keys on the device
-        keys = self.dropout_keys(self.step, [share(s, e)[0] - s for s, e in batches])
-        for b, (s, e) in enumerate(batches):
-            lo, hi = share(s, e)
-            idx = perm[lo:hi]
-            # the divisor: the global batch's rows, or its weight sum (every process has
-            # the whole data set, so it sums the global batch's weights itself)
-            xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, idx, e - s)
-            if wb is not None and (lo, hi) != (s, e):
-                total = batch_weight_sum(xp, xp.take(data.w, perm[s:e]))
-            before = self.copy_model() if check_each else None
-            key = None if keys is None else keys[b, ...]
-            labels = None if data.labels is None else xp.take(data.labels, idx, axis=0)
-            out = self.run_step(Batch(xb, yb, total, wb, key, labels))
-            if check_each:
-                bad = not math.isfinite(float(out.cost)) or not all_finite(xp, out.updates)
-                if bad:
-                    assert before is not None
-                    self.set_model(before)
-                    self.step -= 1
-                    return {"failed_batch": b}
-            costs.append(out.cost_sum)
-            if out.correct is not None:
-                corrects.append(out.correct)
-            if self._bar is not None and not check_each:
-                self._bar.batches(1)
-        return {
-            "costs": xp.stack(costs),
-            "corrects": xp.stack(corrects) if corrects else None,
-        }
-
-    def run_stream_epoch(
-        self, data: Any, perm: np.ndarray | None, check_each: bool = False
+    def run_epoch(
+        self, data: Source, perm: np.ndarray | None, check_each: bool = False
     ) -> dict[str, Any]:
-        """:meth:`run_epoch` over streamed data (see :mod:`xbp.dataset`): the batches of
-        the host permutation ``perm`` gathered on the host and prefetched to the device
-        (a :class:`~xbp.dataset.HostData`), or the batches a source yields (``perm``
-        None)."""
+        """One eager pass over ``data`` (any :class:`~xbp.sources.Source`) in the order
+        of the host permutation ``perm`` (None: the source's own batches): per-step
+        ``costs`` (cost times rows) and ``corrects`` as 1-D device arrays (None unless
+        every batch has class labels). With ``check_each`` every step is checked on
+        the host (only when replaying a diverged epoch)."""
         xp = self.net.xp
+        plan = Plan.of(perm, self.options.batch_size, self.strategy.share)
+        offsets = plan.offsets
+        # where the batches are known ahead, the epoch's dropout keys move in one
+        # transfer and each step reads its row, each process's rows drawing the mask of
+        # its own share of the batch; a source's batches are not: each step makes its key
+        keys = None if offsets is None else self.dropout_keys(self.step, offsets)
+        keyed_per_step = keys is None and any(self.net.dropout)
         costs, corrects = [], []
-        every_batch_labelled = True
-        plan = None
-        keys = None
-        if perm is not None:
-            plan, offsets = [], []
-            for s, e in self._batches(data.n):
-                lo, hi = self.strategy.share(s, e)
-                plan.append((perm[lo:hi], e - s))
-                offsets.append(lo - s)
-            # as run_epoch: the epoch's dropout keys in one transfer, each process's
-            # rows drawing the mask of its own share of the batch
-            keys = self.dropout_keys(self.step, offsets)
+        labelled = True
         batches = data.batches(self.net, plan)
         try:
-            for b, (xb, yb, labels, rows) in enumerate(batches):
+            for b, batch in enumerate(batches):
                 before = self.copy_model() if check_each else None
-                # a source's batches are not known ahead: train_step makes each key
-                key = None if keys is None else keys[b, ...]
-                if key is None and any(self.net.dropout):
-                    key = self.dropout_keys(self.step, [0])[0, ...]
-                out = self.run_step(Batch(xb, yb, rows, None, key, labels))
+                if keys is not None:
+                    batch = batch._replace(key=keys[b, ...])
+                elif keyed_per_step:
+                    batch = batch._replace(key=self.dropout_keys(self.step, [0])[0, ...])
+                out = self.run_step(batch)
                 if check_each and (
                     not math.isfinite(float(out.cost)) or not all_finite(xp, out.updates)
                 ):
@@ -714,23 +670,18 @@ class Trainer:
                     self.step -= 1
                     return {"failed_batch": b}
                 costs.append(out.cost_sum)
-                if labels is None:
-                    every_batch_labelled = False
+                if out.correct is None:
+                    labelled = False
                 else:
                     corrects.append(out.correct)
                 if self._bar is not None and not check_each:
                     self._bar.batches(1)
         finally:
-            batches.close()  # stops the prefetch thread
+            close_batches(batches)  # a generator stops its prefetch thread
         return {
             "costs": xp.stack(costs),
-            "corrects": xp.stack(corrects) if corrects and every_batch_labelled else None,
+            "corrects": xp.stack(corrects) if corrects and labelled else None,
         }
-
-    def _epoch(self, data: Any, perm: Any, check_each: bool = False) -> dict[str, Any]:
-        if getattr(data, "streamed", False):
-            return self.run_stream_epoch(data, perm, check_each)
-        return self.run_epoch(data, perm, check_each)
 
     def compiled_runner(self) -> Any:
         """The compiled epoch runner this run uses, or None when it runs eagerly.
@@ -748,18 +699,20 @@ class Trainer:
         return self._compiled or None
 
     # -- the loop ------------------------------------------------------
-    def fit(self, train: DeviceData, val: DeviceData | None, epochs: int) -> History:
-        """Train until ``epochs`` epochs are complete (or a callback stops the run)."""
+    def fit(self, train: Source, val: Source | None, epochs: int) -> History:
+        """Train on ``train`` until ``epochs`` epochs are complete (or a callback stops
+        the run), evaluating on ``val`` after each; both are data sources
+        (:mod:`xbp.sources`)."""
         xp = self.net.xp
         be = self.net.backend
         strategy = self.strategy
-        streamed = getattr(train, "streamed", False)
         if train.n is not None and self.options.batch_size > train.n:
             raise XbpValueError(
                 f"batch_size={self.options.batch_size} is larger than the {train.n} training "
                 f"rows; use batch_size <= {train.n}"
             )
-        runner = None if streamed else self.compiled_runner()
+        arrays = train.device_arrays()  # compiled epochs index device arrays directly
+        runner = None if arrays is None else self.compiled_runner()
         for cb in self.callbacks:
             cb.on_train_begin(self)
         n_batches = -(-(train.n or 0) // self.options.batch_size)
@@ -772,22 +725,15 @@ class Trainer:
                 t0 = time.perf_counter()
                 epoch_no = self.epoch + 1
                 lr = self.optimizer.learning_rate(self.opt_state) * self.lr_scale
-                if getattr(train, "source", None) is not None:
-                    host_perm = None  # a batch source: its batches, in its order
-                else:
-                    host_perm = (
-                        self.rng.permutation(train.n)
-                        if self.options.shuffle
-                        else np.arange(train.n)
-                    )
-                perm = host_perm if streamed else be.asarray(host_perm)
+                # the host order of the epoch's rows (None: a source's own batches)
+                perm = train.permutation(self.rng, self.options.shuffle)
                 snapshot = (self.copy_model(), self.copy_state(self.opt_state), self.step)
                 self._scaler_at_epoch = self.loss_scaler.state_dict()
                 if runner is not None:
-                    out = runner.run_epoch(train, host_perm)
+                    out = runner.run_epoch(arrays, perm)
                     bar.batches(n_batches)
                 else:
-                    out = self._epoch(train, perm)
+                    out = self.run_epoch(train, perm)
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
                 summary = epoch_summary(xp, self.net.params + self.net.state, out)
@@ -796,9 +742,8 @@ class Trainer:
                 n_steps = int(out["costs"].shape[0])
                 if out["corrects"] is not None:  # each process counted its own share
                     summary[n_steps:-1] = strategy.reduce_sums(summary[n_steps:-1])
-                step_costs = summary[:n_steps] / train.batch_sizes(self.options.batch_size)
                 if not np.isfinite(summary).all():
-                    self._diverged(train, perm, snapshot, step_costs, epoch_no)
+                    self._diverged(train, perm, snapshot, summary[:n_steps], epoch_no)
                     continue
                 loss = float(summary[:n_steps].sum()) / train.weight_total
                 acc = None
@@ -834,10 +779,10 @@ class Trainer:
 
     def _diverged(
         self,
-        train: DeviceData,
-        perm: Any,
+        train: Source,
+        perm: np.ndarray | None,
         snapshot: tuple[tuple[Params, Params], Any, int],
-        step_costs: np.ndarray,
+        step_sums: np.ndarray,
         epoch_no: int,
     ) -> None:
         model, opt_state, step0 = snapshot
@@ -847,11 +792,11 @@ class Trainer:
         self.set_model(self.copy_state(model))
         self.opt_state, self.step = self.copy_state(opt_state), step0
         self.loss_scaler.load_state_dict(self._scaler_at_epoch)
-        replay = self._epoch(train, perm, check_each=True)
+        replay = self.run_epoch(train, perm, check_each=True)
         batch = replay.get("failed_batch")
         if batch is None:  # the replay stayed finite: blame the first non-finite loss
-            bad = np.flatnonzero(~np.isfinite(step_costs))
-            batch = int(bad[0]) if bad.size else len(step_costs) - 1
+            bad = np.flatnonzero(~np.isfinite(step_sums))
+            batch = int(bad[0]) if bad.size else len(step_sums) - 1
         record = {
             "epoch": epoch_no,
             "step": self.step + 1,
@@ -887,19 +832,14 @@ class Trainer:
 
 
 def evaluate_data(
-    net: Network, data: DeviceData, strategy: Strategy | None = None, batch_size: int = EVAL_BATCH
+    net: Network, data: Source, strategy: Strategy | None = None, batch_size: int = EVAL_BATCH
 ) -> tuple[float, float | None]:
-    """Loss and accuracy (None where it does not apply) over device data, each
+    """Loss and accuracy (None where it does not apply) over a data source, each
     process evaluating its share in batches of ``batch_size`` rows."""
     strategy = LocalStrategy() if strategy is None else strategy
-    if getattr(data, "streamed", False):
-        lo, hi = strategy.share(0, data.n or 0)
-        cost, correct, rows = stream_sums(net, data, lo, hi, batch_size)
-        total: float = data.n or rows  # a source's rows are known once it has been read
-    else:
-        lo, hi = strategy.share(0, data.n)
-        cost, correct = net.evaluation_sums(data.x, data.y, data.labels, lo, hi, batch_size, data.w)
-        total = data.weight_total
+    lo, hi = strategy.share(0, data.n or 0)
+    cost, correct = data.evaluation_sums(net, lo, hi, batch_size)
+    total = data.weight_total  # a source's rows are known once it has been read
     xp = net.xp
     parts = [xp.reshape(cost, (1,))]
     if correct is not None:
