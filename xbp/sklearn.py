@@ -601,6 +601,7 @@ class _BaseMLP(BaseEstimator):
         epoch = self._compiled_epoch if compiled else self._eager_epoch
         data = _Data(xt, yt, wt, batch, float(self.alpha))
         sample_idx = np.arange(n, dtype=int)
+        step, rate = None, None
         self.n_iter_ = 0
         for _ in range(self.max_iter):
             if self.shuffle:
@@ -616,7 +617,9 @@ class _BaseMLP(BaseEstimator):
                 w = wt_host[sample_idx]
                 divisors = [float(batch_weight_sum(np, w[s : s + batch])) for s in starts]
             order = sample_idx if self.shuffle else None
-            losses = epoch(Step(net, solver.optimizer()), data, order, divisors)
+            if step is None or rate != solver.learning_rate:  # at the solver's current rate
+                step, rate = Step(net, solver.optimizer()), solver.learning_rate
+            losses = epoch(step, data, order, divisors)
             total = 0.0
             for loss, r in zip(losses, rows):  # scikit-learn's sum, in its order
                 total += loss * r

@@ -144,8 +144,9 @@ class Step:
         ``opt_state``, flattened (:func:`xbp.tree.flatten`), for compiled epochs;
         ``l2``: each step's per-step L2 coefficient (None: no such term)."""
         rows = []
+        arrays = tree.arrays(opt_state)
         for j in range(n_steps):
-            advanced = tree.rebuild(opt_state, tree.arrays(opt_state), j)
+            advanced = tree.rebuild(opt_state, arrays, j) if j else opt_state
             c = None if l2 is None else l2[j]
             rows.append(tree.flatten(self.scalars(advanced, lr_scale, l2=c)))
         return np.array(rows, dtype=np.float64)
