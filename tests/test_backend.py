@@ -101,6 +101,45 @@ def test_jax_float64_without_x64_raises() -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+@pytest.mark.parametrize("x64", [True, False], ids=["x64", "x32"])
+def test_jax_host_data_takes_one_device_put_with_the_generic_result(x64: bool) -> None:
+    """JAX's asarray moves host NumPy data with one device_put (the per-epoch row
+    orders and step scalars of compiled epochs); the result is what the generic
+    ``xp.asarray(data, dtype=, device=)`` gives: dtype (64-bit mode on and off), values,
+    device, committed, and it never shares the caller's host array."""
+    jax = pytest.importorskip("jax")
+    from xbp.backends import Library
+
+    be = backend_or_skip("jax-cpu", "jax", "cpu", set())
+    lib, xp = be.library, be.xp
+    jax.config.update("jax_enable_x64", x64)
+    try:
+        cases = [
+            (np.arange(5), None),
+            (np.linspace(0, 1, 7).reshape(7, 1), None),
+            (np.linspace(0, 1, 7), xp.float32),
+            (np.arange(6, dtype=np.int64), xp.int32),
+            (np.array(3.25), None),
+        ]
+        if x64:
+            cases.append((np.linspace(0, 1, 7, dtype=np.float32), xp.float64))
+        for data, dtype in cases:
+            fast = lib.asarray(xp, data, dtype, be.device, False)
+            generic = Library.asarray(lib, xp, data, dtype, be.device, False)
+            assert fast.dtype == generic.dtype and fast.shape == generic.shape
+            np.testing.assert_array_equal(np.asarray(fast), np.asarray(generic))
+            assert fast.devices() == {be.device} and fast.committed
+        # the CPU client shares a host buffer it finds aligned (a large array's always):
+        # fresh arrays, each written to after the move
+        for _ in range(4):
+            host = np.zeros(1 << 15)
+            dev = lib.asarray(xp, host, None, be.device, False)
+            host[0] = 5.0
+            assert float(dev[0]) == 0.0
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
 def test_require_backends_turns_skip_into_failure() -> None:
     assert is_required("torch-cpu", "torch", {"torch"})
     assert not is_required("torch-cuda", "torch", {"torch"})

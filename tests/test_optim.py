@@ -243,3 +243,98 @@ def test_l1_is_saved_with_the_optimizer(tmp_path) -> None:
     u, _ = optim.sgd(0.1, l1=0.5).update([{"W": np.zeros((1, 2)), "b": np.zeros(2)}],
                                          optim.sgd(0.1, l1=0.5).init(p), p)  # fmt: skip
     assert u[0]["W"].tolist() == [[0.0, -0.05]] and u[0]["b"].tolist() == [0.0, 0.0]
+
+
+# -- scikit-learn's update rules ----------------------------------------------------------
+def sklearn_by_hand(rule, w0, b0, gws, gbs, lrs, l2s, momentum=0.9, nesterov=True):
+    """scikit-learn's SGD and Adam written out in NumPy (the formulas of
+    sklearn.neural_network._stochastic_optimizers), with its L2 term on the weights."""
+    params = [w0.copy(), b0.copy()]
+    velocity = [np.zeros_like(p) for p in params]
+    ms = [np.zeros_like(p) for p in params]
+    vs = [np.zeros_like(p) for p in params]
+    b1, b2, eps = 0.8, 0.95, 1e-6
+    for t, (gw, gb, lr, c) in enumerate(zip(gws, gbs, lrs, l2s), start=1):
+        grads = [gw + c * params[0], gb]  # alpha W / sum(w_batch) on the weights only
+        if rule == "sgd":
+            velocity = [momentum * v - lr * g for v, g in zip(velocity, grads)]
+            if nesterov:
+                updates = [momentum * v - lr * g for v, g in zip(velocity, grads)]
+            else:
+                updates = velocity
+        else:
+            ms = [b1 * m + (1 - b1) * g for m, g in zip(ms, grads)]
+            vs = [b2 * v + (1 - b2) * g**2 for v, g in zip(vs, grads)]
+            lr_t = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+            updates = [-lr_t * m / (np.sqrt(v) + eps) for m, v in zip(ms, vs)]
+        params = [p + u for p, u in zip(params, updates)]
+    return params
+
+
+@pytest.mark.parametrize(
+    "rule, momentum, nesterov",
+    [("sgd", 0.9, True), ("sgd", 0.7, False), ("sgd", 0.0, True), ("adam", None, None)],
+    ids=["sgd-nesterov", "sgd-momentum", "sgd-no-momentum", "adam"],
+)
+def test_sklearn_rules_match_scikit_learns_formulas(
+    backend: xbp.Backend, rule: str, momentum: float, nesterov: bool
+) -> None:
+    """sklearn_sgd / sklearn_adam against the formulas by hand: the rate inside the
+    momentum (it changes between steps here, as scikit-learn's invscaling and adaptive
+    rates do, and the velocity keeps the old rate's share), the bias-corrected step size,
+    and a per-step L2 coefficient on the weights only; pure, like every rule."""
+    rng = np.random.default_rng(5)
+    w0, b0 = rng.normal(size=(3, 2)), rng.normal(size=2)
+    gws = [rng.normal(size=(3, 2)) for _ in range(5)]
+    gbs = [rng.normal(size=2) for _ in range(5)]
+    lrs = [0.1, 0.1, 0.02, 0.004, 0.004] if rule == "sgd" else [0.05] * 5
+    l2s = [0.01, 0.03, 0.0, 0.02, 0.005]
+
+    def make(lr: float) -> optim.Optimizer:
+        if rule == "sgd":
+            return optim.sklearn_sgd(lr, momentum=momentum, nesterov=nesterov)
+        return optim.sklearn_adam(lr, beta_1=0.8, beta_2=0.95, epsilon=1e-6)
+
+    dev = lambda a: backend.asarray(a, "float64", copy=True)  # noqa: E731
+    params = [{"W": dev(w0), "b": dev(b0)}]
+    state = make(lrs[0]).init(params)
+    for gw, gb, lr, c in zip(gws, gbs, lrs, l2s):
+        opt = make(lr)  # the rate changes on the host: a new optimizer, the same state
+        grads = [{"W": dev(gw), "b": dev(gb)}]
+        before = [np.array(backend.to_host(v)) for v in xbp.tree.leaves((grads, params))]
+        updates, state = opt.update(grads, state, params, scalars=opt.scalars(state, l2=c))
+        after = [backend.to_host(v) for v in xbp.tree.leaves((grads, params))]
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+        params = optim.apply_updates(params, updates)
+    ref_w, ref_b = sklearn_by_hand(rule, w0, b0, gws, gbs, lrs, l2s, momentum, nesterov)
+    np.testing.assert_allclose(backend.to_host(params[0]["W"]), ref_w, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(backend.to_host(params[0]["b"]), ref_b, rtol=1e-13, atol=1e-15)
+    assert state[-1].steps == 5
+
+
+def test_sklearn_rules_keep_the_scalar_conventions() -> None:
+    """The learning-rate scalar is the chain's last (``lr_scale`` multiplies it, Adam's
+    bias correction included), the per-step L2 coefficient its first; only the
+    scikit-learn rules take ``l2``; the compiled-step key leaves the rate out."""
+    p = [{"W": np.ones((2, 2)), "b": np.ones(2)}]
+    sgd = optim.sklearn_sgd(0.2)
+    state = sgd.init(p)
+    assert sgd.scalars(state) == ((0.0,), (-0.2,))
+    assert sgd.scalars(state, 0.5, l2=0.25) == ((0.25,), (-0.1,))
+    assert sgd.learning_rate(state) == 0.2 and not sgd.scale_only
+    adam = optim.sklearn_adam(0.1, beta_1=0.5, beta_2=0.75)
+    state = adam.init(p)
+    lr_1 = 0.1 * math.sqrt(1 - 0.75) / (1 - 0.5)
+    assert adam.scalars(state) == ((0.0,), (-lr_1,))
+    _, state = adam.update(p, state, p)
+    lr_2 = 0.1 * math.sqrt(1 - 0.75**2) / (1 - 0.5**2)
+    assert adam.scalars(state, 0.5) == ((0.0,), (-lr_2 * 0.5,))
+    with pytest.raises(XbpValueError, match=r"l2=0\.1: the adam optimizer has no per-step"):
+        optim.adam(0.1).scalars(optim.adam(0.1).init(p), l2=0.1)
+    assert optim.sklearn_sgd(0.1).key == optim.sklearn_sgd(0.5).key
+    assert optim.sklearn_sgd(0.1).key != optim.sklearn_sgd(0.1, momentum=0.5).key
+    assert optim.sklearn_sgd(0.1).key != optim.sklearn_sgd(0.1, nesterov=False).key
+    assert optim.sklearn_adam(0.1).key != optim.sklearn_adam(0.1, epsilon=1e-6).key
+    assert optim.adam(optim.cosine(0.1, 5)).key == optim.adam(0.3).key
+    assert optim.adam(0.1).key != optim.adam(0.1, weight_decay=0.01).key

@@ -475,31 +475,86 @@ def test_a_batch_of_zero_weights_leaves_no_nan() -> None:
     assert np.isfinite(est.loss_curve_).all()
 
 
-def test_partial_fit_builds_its_step_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Successive partial_fit calls reuse the step (on JAX: one trace, not one per call);
-    changing alpha between calls builds a new one, and the model still equals the
-    uncached one's."""
-    builds = []
-    original = MLPClassifier._make_step
-
-    def counting(self):  # type: ignore[no-untyped-def]
-        builds.append(1)
-        return original(self)
-
+def test_partial_fit_continues_the_optimizer_and_reads_alpha_each_call() -> None:
+    """Successive partial_fit calls continue one optimizer state; alpha changed between
+    calls takes effect at once (scikit-learn reads it at every step), and the model still
+    equals scikit-learn's."""
     x, y = iris()
-    ours = MLPClassifier(**SMALL)
-    ours.partial_fit(x, y, classes=[0, 1, 2])
-    monkeypatch.setattr(MLPClassifier, "_make_step", counting)
-    for _ in range(3):
-        ours.partial_fit(x, y)
-    assert builds == []
-    ours.set_params(alpha=0.5)
-    ours.partial_fit(x, y)
-    assert builds == [1]
-    theirs = SkClassifier(**SMALL)
-    theirs.partial_fit(x, y, classes=[0, 1, 2])
-    for _ in range(3):
-        theirs.partial_fit(x, y)
-    theirs.set_params(alpha=0.5)
-    theirs.partial_fit(x, y)
+    ours, theirs = MLPClassifier(**SMALL), SkClassifier(**SMALL)
+    for est in (ours, theirs):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+        for _ in range(3):
+            est.partial_fit(x, y)
+        est.set_params(alpha=0.5)
+        est.partial_fit(x, y)
     assert_same_model(ours, theirs)
+
+
+@pytest.fixture
+def jax_traces(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The JAX backend, with every trace of a compiled function counted (the Python body of
+    a jitted function runs once per trace) and the compiled-step cache emptied."""
+    from collections import OrderedDict
+
+    from xbp.step import Step
+
+    backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
+    traces: list[int] = []
+    real = xbp.Backend.jit
+
+    def counting(self, fn, donate_argnums=()):  # type: ignore[no-untyped-def]
+        def traced(*args):  # type: ignore[no-untyped-def]
+            traces.append(1)
+            return fn(*args)
+
+        return real(self, traced, donate_argnums)
+
+    monkeypatch.setattr(xbp.Backend, "jit", counting)
+    monkeypatch.setattr(Step, "_CACHE", OrderedDict())
+    return traces
+
+
+def test_jax_compiles_once_per_shape_across_fits_estimators_and_a_grid_search(
+    jax_traces: list[int],
+) -> None:
+    """On JAX the compiled epoch is cached by what it computes (Step.compiled): a second
+    fit, a new estimator and a 2x2 grid search over alpha and learning_rate_init (data to
+    the compiled step) trace once per distinct training-set shape; a reused trace still
+    trains with the new estimator's alpha and learning rates (equal to scikit-learn)."""
+    x, y = iris()
+    params = dict(SMALL, backend="jax", device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier(**params).fit(x, y)
+        est.fit(x, y)
+        MLPClassifier(**params).fit(x, y)
+        assert len(jax_traces) == 1  # 150 rows
+        grid = {"alpha": [1e-4, 1e-2], "learning_rate_init": [0.01, 0.05]}
+        GridSearchCV(MLPClassifier(**params), grid, cv=2).fit(x, y)
+        assert len(jax_traces) == 2  # the folds' 75 rows; the refit on 150 reuses the first
+        for other in (dict(alpha=0.5, learning_rate_init=0.05), dict(beta_1=0.8)):
+            ours = MLPClassifier(**params | other).fit(x, y)
+            assert_same_model(ours, SkClassifier(**SMALL | other).fit(x, y), 1e-9, 1e-10)
+        assert len(jax_traces) == 3  # beta_1 is the rule itself: a trace of its own
+        sgd = dict(solver="sgd", learning_rate="invscaling", power_t=0.3)
+        MLPClassifier(**params | sgd).fit(x, y)
+        n_sgd = len(jax_traces)
+        # the rate changes every epoch, and differs here: data, no trace
+        sgd["learning_rate_init"] = 0.2
+        ours = MLPClassifier(**params | sgd).fit(x, y)
+        assert_same_model(ours, SkClassifier(**SMALL | sgd).fit(x, y), 1e-9, 1e-10)
+        assert len(jax_traces) == n_sgd == 4
+
+
+def test_partial_fit_on_jax_traces_once(jax_traces: list[int]) -> None:
+    """partial_fit calls on JAX reuse one trace, alpha changed between them included."""
+    x, y = iris()
+    ours = MLPClassifier(**SMALL, backend="jax", device="cpu")
+    theirs = SkClassifier(**SMALL)
+    for est in (ours, theirs):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+        est.partial_fit(x, y)
+        est.set_params(alpha=0.5)
+        est.partial_fit(x, y)
+    assert len(jax_traces) == 1
+    assert_same_model(ours, theirs, weights=1e-9, values=1e-10)

@@ -7,6 +7,10 @@ chains of transforms. State is nested tuples of device arrays plus a Python
 step count (kept on the host, so schedules never force a device sync), so it
 saves and loads with :func:`state_to_host` / :func:`state_from_host`.
 
+:func:`sklearn_sgd` and :func:`sklearn_adam` are scikit-learn's own update
+rules (its ``MLPClassifier``/``MLPRegressor`` solvers), written the same way;
+the estimators of :mod:`xbp.sklearn` train with them.
+
 Examples
 --------
 >>> import numpy as np, xbp
@@ -46,6 +50,8 @@ __all__ = [
     "adam",
     "adamw",
     "rmsprop",
+    "sklearn_sgd",
+    "sklearn_adam",
     "apply_updates",
     "get_optimizer",
     "from_config",
@@ -351,6 +357,90 @@ def scale_by_learning_rate(schedule: Schedule) -> Transform:
     return Transform(lambda p: ScaleState(0), update, scalars)
 
 
+def add_l2_per_step() -> Transform:
+    """L2 whose coefficient is a per-step scalar: add ``c * W`` to each weight gradient
+    (biases untouched), where ``(c,)`` is the step's scalar.
+
+    scikit-learn divides its L2 term by each batch's weight sum (the batch's rows when
+    unweighted), so its coefficient ``alpha / sum(w_batch)`` changes from batch to batch;
+    it enters as data (``Optimizer.scalars(state, l2=...)``), never as a baked-in number.
+    Without one (``scalars=None``, or the host default) ``c`` is 0: nothing is added."""
+
+    def scalars(state: Any) -> tuple[float]:
+        return (0.0,)
+
+    def update(
+        grads: Params, state: Any, params: Params, scalars: Any = None
+    ) -> tuple[Params, Any]:
+        (c,) = (0.0,) if scalars is None else scalars
+        return [_decayed(g, p, lambda w: c * w) for g, p in zip(grads, params)], state
+
+    return Transform(lambda p: (), update, scalars)
+
+
+class SGDState(NamedTuple):
+    """scikit-learn's SGD: the update count and the velocities."""
+
+    steps: int
+    velocity: Params
+
+
+def scale_by_sklearn_sgd(schedule: Schedule, momentum: float, nesterov: bool) -> Transform:
+    """scikit-learn's SGD with the learning rate inside the momentum:
+    ``v <- momentum v - lr g``; the update is ``momentum v - lr g`` (Nesterov) or ``v``.
+
+    Its one scalar is ``-lr`` (the learning-rate scalar, so it ends a chain)."""
+    b = check_number(momentum, "momentum", low=0.0, low_open=False, high=1.0)
+
+    def init(params: Params) -> SGDState:
+        return SGDState(0, _zeros_like(params))
+
+    def scalars(state: SGDState) -> tuple[float]:
+        return (-schedule(state.steps),)
+
+    def update(
+        grads: Params, state: SGDState, params: Params, scalars: Any = None
+    ) -> tuple[Params, SGDState]:
+        (neg_lr,) = _scalars(state) if scalars is None else scalars
+        velocity = _map(lambda v, g: b * v + neg_lr * g, state.velocity, grads)
+        out = _map(lambda v, g: b * v + neg_lr * g, velocity, grads) if nesterov else velocity
+        return out, SGDState(state.steps + 1, velocity)
+
+    _scalars = scalars
+    return Transform(init, update, scalars)
+
+
+def scale_by_sklearn_adam(schedule: Schedule, b1: float, b2: float, eps: float) -> Transform:
+    """scikit-learn's Adam: the bias corrections folded into the step size,
+    ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``, the update ``-lr_t m / (sqrt(v) + eps)``
+    (``eps`` added to the uncorrected ``sqrt(v)``, unlike :func:`adam`).
+
+    Its one scalar is ``-lr_t`` (the learning-rate scalar, so it ends a chain)."""
+    b1 = check_number(b1, "beta_1", low=0.0, low_open=False, high=1.0, high_open=True)
+    b2 = check_number(b2, "beta_2", low=0.0, low_open=False, high=1.0, high_open=True)
+    eps = check_number(eps, "epsilon")
+
+    def init(params: Params) -> AdamState:
+        return AdamState(0, _zeros_like(params), _zeros_like(params))
+
+    def scalars(state: AdamState) -> tuple[float]:
+        t = state.steps + 1
+        return (-(schedule(state.steps) * math.sqrt(1 - b2**t) / (1 - b1**t)),)
+
+    def update(
+        grads: Params, state: AdamState, params: Params, scalars: Any = None
+    ) -> tuple[Params, AdamState]:
+        xp = _ns(grads)
+        (neg_lr,) = _scalars(state) if scalars is None else scalars
+        mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = _map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
+        out = _map(lambda m, v: neg_lr * m / (xp.sqrt(v) + eps), mu, nu)
+        return out, AdamState(state.steps + 1, mu, nu)
+
+    _scalars = scalars
+    return Transform(init, update, scalars)
+
+
 def chain(*transforms: Transform) -> Transform:
     def init(params: Params) -> tuple[Any, ...]:
         return tuple(t.init(params) for t in transforms)
@@ -382,13 +472,18 @@ class Optimizer:
     scale_only: bool = field(default=False, repr=False, compare=False)
     # built by this module from its config alone (so the config says what it computes)
     builtin: bool = field(default=False, repr=False, compare=False)
+    # the chain starts with add_l2_per_step: a per-step L2 coefficient (Optimizer.scalars' l2)
+    per_step_l2: bool = field(default=False, repr=False, compare=False)
 
     @property
     def key(self) -> Any:
         """What the update computes, hashable: the config of an optimizer this module
-        built (equal configs compute the same), else the transform object itself."""
+        built (equal configs compute the same), less its learning rate, which every
+        update reads as data (:meth:`scalars`), so optimizers that differ only in their
+        rate share a compiled step; else the transform object itself."""
         if self.builtin:
-            return (self.name, repr(self.config()))
+            rule = {k: v for k, v in self.config().items() if k != "learning_rate"}
+            return (self.name, repr(rule))
         return (self.name, self.transform)
 
     def init(self, params: Params) -> Any:
@@ -403,20 +498,38 @@ class Optimizer:
         the step count; compiled steps pass them as device scalars."""
         return self.transform.update(grads, state, params, scalars)
 
-    def scalars(self, state: Any, lr_scale: float = 1.0) -> tuple[Any, ...]:
+    def scalars(
+        self, state: Any, lr_scale: float = 1.0, *, l2: float | None = None
+    ) -> tuple[Any, ...]:
         """The step-dependent numbers of the next update (host floats, nested per
         transform). ``lr_scale`` multiplies the learning rate: a run that halved it
         after a divergence passes 0.5, so every optimizer and every compiled step
         sees the halved rate through the same input.
+
+        Two positions are fixed. The chain's *last* transform has one scalar, the
+        learning-rate scalar ``lr_scale`` multiplies: ``-lr`` of
+        :func:`scale_by_learning_rate`, or, for scikit-learn's rules, whose rate sits
+        inside the momentum, ``-lr`` of :func:`sklearn_sgd` and the bias-corrected
+        ``-lr_t`` of :func:`sklearn_adam`. An optimizer with a per-step L2 term
+        (:func:`sklearn_sgd`, :func:`sklearn_adam`) starts with it, and ``l2`` is
+        this step's coefficient (scikit-learn's ``alpha / sum(w_batch)``); without
+        ``l2`` the term adds nothing.
 
         For plain SGD (:attr:`scale_only`) the only number is ``-lr * lr_scale``:
         the training step folds it into the backward pass
         (``Network.value_and_grad(grad_scale=...)``), which is exact because the
         gradients are linear in the output error."""
         scalars = self.transform.scalars(state)
-        if lr_scale != 1.0:  # the learning-rate scaling is always the chain's last part
+        if lr_scale != 1.0:  # the learning-rate scalar is always the chain's last part
             (lr,) = scalars[-1]
             scalars = (*scalars[:-1], (lr * lr_scale,))
+        if l2 is not None:
+            if not self.per_step_l2:
+                raise XbpValueError(
+                    f"l2={l2!r}: the {self.name} optimizer has no per-step L2 term; pass "
+                    "l2 only to sklearn_sgd or sklearn_adam (weight_decay= for the others)"
+                )
+            scalars = ((l2,), *scalars[1:])
         return scalars
 
     def advanced(self, state: Any, steps: int = 1) -> Any:
@@ -581,6 +694,80 @@ def rmsprop(
         weight_decay,
         clip_norm,
         l1=l1,
+    )
+
+
+def sklearn_sgd(
+    learning_rate: Schedule | float = 0.001, momentum: float = 0.9, nesterov: bool = True
+) -> Optimizer:
+    """scikit-learn's SGD solver (``MLPClassifier(solver="sgd")``), number for number.
+
+    The gradient gets scikit-learn's L2 term, a per-step coefficient times ``W``
+    (:func:`add_l2_per_step`; ``Optimizer.scalars(state, l2=alpha / sum(w_batch))``),
+    then ``v <- momentum v - lr g`` and the update ``momentum v - lr g`` (``nesterov``)
+    or ``v``: the learning rate sits inside the momentum, so a changed rate leaves
+    the velocity as it is. scikit-learn's ``invscaling`` and ``adaptive`` rates are
+    host-side changes of ``learning_rate`` (the estimators of :mod:`xbp.sklearn` build
+    the optimizer with the new rate; the compiled step reads it as data).
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> opt = xbp.optim.sklearn_sgd(0.1, momentum=0.5)
+    >>> params = [{"W": np.ones((2, 2)), "b": np.zeros(2)}]
+    >>> state = opt.init(params)
+    >>> grads = [{"W": np.ones((2, 2)), "b": np.ones(2)}]
+    >>> updates, state = opt.update(grads, state, params, scalars=opt.scalars(state, l2=0.5))
+    >>> # W: g = 1 + 0.5 * 1, v = -0.1 g = -0.15, update 0.5 v - 0.1 g; b: no L2 term
+    >>> round(float(updates[0]["W"][0, 0]), 12), round(float(updates[0]["b"][0]), 12)
+    (-0.225, -0.15)
+    """
+    sched = as_schedule(learning_rate)
+    m = check_number(momentum, "momentum", low=0.0, low_open=False, high=1.0)
+    transform = chain(add_l2_per_step(), scale_by_sklearn_sgd(sched, m, bool(nesterov)))
+    return Optimizer(
+        "sklearn_sgd",
+        {"momentum": m, "nesterov": bool(nesterov)},
+        sched,
+        transform,
+        builtin=True,
+        per_step_l2=True,
+    )
+
+
+def sklearn_adam(
+    learning_rate: Schedule | float = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-8,
+) -> Optimizer:
+    """scikit-learn's Adam solver (``MLPClassifier(solver="adam")``), number for number.
+
+    The gradient gets scikit-learn's per-step L2 term (see :func:`sklearn_sgd`), then
+    ``m``, ``v`` as in :func:`adam` and the update ``-lr_t m / (sqrt(v) + epsilon)``
+    with ``lr_t = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)``: ``epsilon`` is added to the
+    uncorrected ``sqrt(v)``, so the two Adams differ slightly where ``v`` is tiny.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> opt = xbp.optim.sklearn_adam(0.1)
+    >>> params = [{"W": np.ones((1, 1)), "b": np.zeros(1)}]
+    >>> state = opt.init(params)
+    >>> grads = [{"W": np.full((1, 1), 2.0), "b": np.zeros(1)}]
+    >>> updates, state = opt.update(grads, state, params, scalars=opt.scalars(state))
+    >>> round(float(updates[0]["W"][0, 0]), 6)  # the first step moves by lr
+    -0.1
+    """
+    sched = as_schedule(learning_rate)
+    core = scale_by_sklearn_adam(sched, beta_1, beta_2, epsilon)
+    return Optimizer(
+        "sklearn_adam",
+        {"beta_1": float(beta_1), "beta_2": float(beta_2), "epsilon": float(epsilon)},
+        sched,
+        chain(add_l2_per_step(), core),
+        builtin=True,
+        per_step_l2=True,
     )
 
 

@@ -10,12 +10,17 @@ see :class:`xbp.Network`).
 With the same ``random_state`` the estimators train the same model as
 scikit-learn: the initial weights, the batch order and the early-stopping
 split are drawn from the estimator's ``RandomState`` in scikit-learn's order,
-and the update rules (SGD with momentum or Nesterov, Adam, the L2 term, the
-learning-rate schedules, the stopping rules) are scikit-learn's. The host
-drives the epoch loop (every random draw happens there); the weights, the
-optimizer state and every gradient (:meth:`xbp.Network.value_and_grad`) stay
-on the backend's device. ``solver="lbfgs"`` runs SciPy's L-BFGS-B on the host
-with the gradient from the device (not a GPU path). See ``docs/sklearn.md``.
+and the update rules are scikit-learn's: :func:`xbp.optim.sklearn_sgd` (momentum
+or Nesterov) and :func:`xbp.optim.sklearn_adam`, each with its per-batch L2 term.
+The host drives the epoch loop (every random draw, the learning-rate schedules
+and the stopping rules happen there); every update is one
+:class:`xbp.step.Step` (:meth:`xbp.Network.value_and_grad`, then the
+optimizer), and the weights, the optimizer state and every gradient stay on
+the backend's device. On JAX an epoch is one compiled function, cached by
+:meth:`xbp.step.Step.compiled`, so later fits and other estimators of the same
+shapes and solver settings reuse it. ``solver="lbfgs"`` runs SciPy's L-BFGS-B
+on the host with the gradient from the device (not a GPU path). See
+``docs/sklearn.md``.
 
 Array-API inputs follow scikit-learn's rule "everything follows X": torch or
 CuPy input trains on that library and device, and the fitted ``coefs_`` and
@@ -38,7 +43,7 @@ import numbers
 import warnings
 from collections.abc import Callable
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import array_api_compat
 import numpy as np
@@ -56,10 +61,12 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("xbp.sklearn needs scikit-learn: pip install 'xbp[sklearn]'") from exc
 
+from . import optim, tree
 from .backend import Backend
 from .backend import backend as resolve_backend
 from .errors import XbpValueError
 from .network import Dense, Network, Params, no_caches
+from .step import Batch, Step
 from .weights import batch_weight_sum
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -69,10 +76,9 @@ _SCHEDULES = ("constant", "invscaling", "adaptive")
 
 
 class _Layout:
-    """Every weight in one flat vector: all ``W`` (row-major) first, then all ``b``.
-
-    The optimizer updates the flat vector with a few element-wise operations;
-    the network reads ``W`` and ``b`` as slices of it."""
+    """Every weight in one flat vector: all ``W`` (row-major) first, then all ``b``
+    (``solver="lbfgs"``: SciPy's L-BFGS-B works on one vector; the network reads ``W``
+    and ``b`` as slices of it)."""
 
     def __init__(self, sizes: list[int]) -> None:
         self.shapes = [(a, b) for a, b in pairwise(sizes)] + [(b,) for b in sizes[1:]]
@@ -95,36 +101,34 @@ class _Layout:
         return xp.concat([xp.reshape(a, (-1,)) for a in leaves])
 
 
-class _SGD:
-    """scikit-learn's SGD: ``v <- momentum v - lr g``; Nesterov steps by ``momentum v - lr g``."""
+def _say(verbose: Any, msg: str) -> None:
+    if verbose:
+        print(msg)
 
-    def __init__(self, est: _BaseMLP, xp: Any, flat: Any) -> None:
+
+class _Solver:
+    """scikit-learn's stochastic solver on the host: its settings, taken when the
+    optimizer starts (as scikit-learn's optimizer object keeps them), and its learning
+    rate: constant, ``invscaling`` (set after each epoch) or ``adaptive`` (divided by 5
+    when training stalls). The update itself is :func:`xbp.optim.sklearn_sgd` /
+    :func:`xbp.optim.sklearn_adam`, run by :class:`xbp.step.Step`; this class holds no
+    array and does no update arithmetic."""
+
+    def __init__(self, est: _BaseMLP) -> None:
+        self.adam = est.solver == "adam"
         self.lr_init = float(est.learning_rate_init)
         self.learning_rate = self.lr_init
-        self.schedule, self.power_t = est.learning_rate, est.power_t
+        self.schedule = "constant" if self.adam else est.learning_rate
+        self.power_t = est.power_t
         self.momentum, self.nesterov = est.momentum, bool(est.nesterovs_momentum)
-        self.velocity = xp.zeros_like(flat)
+        self.betas = (est.beta_1, est.beta_2, est.epsilon)
 
-    def scalars(self) -> tuple[float, ...]:
-        return (self.learning_rate,)
-
-    def step(
-        self, xp: Any, g: Any, state: tuple[Any, ...], scalars: Any
-    ) -> tuple[Any, tuple[Any, ...]]:
-        (lr,) = scalars
-        scaled = lr * g
-        velocity = self.momentum * state[0] - scaled
-        update = self.momentum * velocity - scaled if self.nesterov else velocity
-        return update, (velocity,)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "velocity"}
-
-    def get_state(self) -> tuple[Any, ...]:
-        return (self.velocity,)
-
-    def set_state(self, state: tuple[Any, ...]) -> None:
-        (self.velocity,) = state
+    def optimizer(self) -> optim.Optimizer:
+        """The update rule at the current learning rate (the rate is data to a compiled
+        step: :attr:`xbp.optim.Optimizer.key` leaves it out)."""
+        if self.adam:
+            return optim.sklearn_adam(self.lr_init, *self.betas)
+        return optim.sklearn_sgd(self.learning_rate, self.momentum, self.nesterov)
 
     def iteration_ends(self, time_step: int) -> None:
         if self.schedule == "invscaling":
@@ -142,49 +146,80 @@ class _SGD:
         return False
 
 
-class _Adam:
-    """scikit-learn's Adam: the bias corrections folded into the step size."""
-
-    def __init__(self, est: _BaseMLP, xp: Any, flat: Any) -> None:
-        self.lr_init = float(est.learning_rate_init)
-        self.beta_1, self.beta_2, self.epsilon = est.beta_1, est.beta_2, est.epsilon
-        self.t = 0
-        self.m, self.v = xp.zeros_like(flat), xp.zeros_like(flat)
-
-    def scalars(self) -> tuple[float, ...]:
-        self.t += 1
-        lr = self.lr_init * np.sqrt(1 - self.beta_2**self.t) / (1 - self.beta_1**self.t)
-        return (float(-lr),)
-
-    def step(
-        self, xp: Any, g: Any, state: tuple[Any, ...], scalars: Any
-    ) -> tuple[Any, tuple[Any, ...]]:
-        (neg_lr,) = scalars
-        m = self.beta_1 * state[0] + (1 - self.beta_1) * g
-        v = self.beta_2 * state[1] + (1 - self.beta_2) * (g * g)
-        update = neg_lr * m / (xp.sqrt(v) + self.epsilon)
-        return update, (m, v)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("m", "v")}
-
-    def get_state(self) -> tuple[Any, ...]:
-        return (self.m, self.v)
-
-    def set_state(self, state: tuple[Any, ...]) -> None:
-        self.m, self.v = state
-
-    def iteration_ends(self, time_step: int) -> None:
-        pass
-
-    def trigger_stopping(self, msg: str, verbose: bool) -> bool:
-        _say(verbose, msg + " Stopping.")
-        return True
+def _l2_penalty(xp: Any, params: Params, alpha: Any, divisor: Any) -> Any:
+    """scikit-learn's L2 term of a batch's loss: ``(alpha / 2) ||W||^2 / sum(w_batch)``."""
+    values: Any = 0.0
+    for p in params:
+        r = xp.reshape(p["W"], (-1,))
+        values = values + r @ r
+    return (0.5 * alpha) * values / divisor
 
 
-def _say(verbose: Any, msg: str) -> None:
-    if verbose:
-        print(msg)
+class _Data(NamedTuple):
+    """An estimator's training rows on the device, its batch size and ``alpha``."""
+
+    x: Any
+    y: Any
+    w: Any
+    batch_size: int
+    alpha: float
+
+
+def _build_epoch(step: Step, template: Any, bs: int, per_output: int) -> Any:
+    """A compiled epoch of scikit-learn's training: :class:`xbp.step.Step` over every
+    batch of the row order ``perm`` (``scan`` over the full batches, then the short last
+    one); row j of ``host`` holds step j's scalars (:meth:`xbp.step.Step.scalar_rows`),
+    its divisor (the batch's weight sum) and ``alpha``. Returns the new
+    weights, the optimizer's arrays and each batch's loss with scikit-learn's L2 term.
+
+    What it bakes in is what :meth:`xbp.step.Step.compiled` keys it by (the network's
+    parts, the optimizer's rule, the state's structure) and ``bs``, ``per_output``."""
+    net = step.net
+    be, xp = net.backend, net.xp
+
+    def one(params, arrays, x, y, w, idx, row, d, alpha):  # type: ignore[no-untyped-def]
+        xb, yb = xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
+        wb = None if w is None else xp.take(w, idx, axis=0)
+        with no_caches(), be.precision_scope(net.precision):
+            penalty = _l2_penalty(xp, params, alpha, d)
+            state = tree.rebuild(template, list(arrays))
+            out = step(params, state, Batch(xb, yb, d, wb), step.unpack(template, row))
+        cost = out.cost if per_output == 1 else out.cost / per_output
+        return out.params, tree.arrays(out.opt_state), cost + penalty
+
+    def epoch(params, arrays, x, y, w, perm, host):  # type: ignore[no-untyped-def]
+        # host: one row per step, its scalars, then its divisor and alpha
+        scal, divisors, alpha = host[:, :-2], host[:, -2], host[0, -1]
+        n_full, rest = divmod(perm.shape[0], bs)
+        losses = []
+        if n_full:
+            idx_mat = xp.reshape(perm[: n_full * bs], (n_full, bs))
+
+            def body(carry, inp):  # type: ignore[no-untyped-def]
+                p, a = carry
+                p, a, loss = one(p, a, x, y, w, inp[0], inp[1], inp[2], alpha)
+                return (p, a), loss
+
+            xs = (idx_mat, scal[:n_full, ...], divisors[:n_full])
+            (params, arrays), full = be.scan(body, (params, arrays), xs)
+            losses.append(full)
+        if rest:
+            params, arrays, loss = one(
+                params,
+                arrays,
+                x,
+                y,
+                w,
+                perm[n_full * bs :],
+                scal[n_full, ...],
+                divisors[n_full],
+                alpha,
+            )
+            losses.append(xp.reshape(loss, (1,)))
+        return params, arrays, xp.concat(losses)
+
+    # the weights and the optimizer state are donated: the device may update them in place
+    return be.jit(epoch, (0, 1))
 
 
 class _BaseMLP(BaseEstimator):
@@ -382,8 +417,9 @@ class _BaseMLP(BaseEstimator):
             host.append({"W": w, "b": b})
         net.params = host
         self._net, self._be = net, be
-        self._layout = _Layout(sizes)
-        self._opt: _SGD | _Adam | None = None
+        self._layout = _Layout(sizes)  # lbfgs: SciPy's flat vector
+        self._solver: _Solver | None = None
+        self._opt_state: Any = None
         self.n_iter_ = 0
         self.t_ = 0
         self.n_layers_ = len(sizes)
@@ -391,9 +427,9 @@ class _BaseMLP(BaseEstimator):
         self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax"}.get(
             self._output()[0], "identity"
         )
-        flat = self._layout.pack(net.xp, net.params)
-        self._best: Any = flat
-        self._best_is_current = False
+        # the weights early stopping restores (None: the current ones, which is what
+        # scikit-learn's shared arrays mean after a restore)
+        self._best: Params | None = self._copy_params() if self.early_stopping else None
         if self.solver != "lbfgs":
             self.loss_curve_: list[float] = []
             self._no_improvement_count = 0
@@ -406,11 +442,14 @@ class _BaseMLP(BaseEstimator):
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
 
-    def _load_params(self) -> Any:
-        """The flat weights from ``coefs_`` / ``intercepts_`` (a user may have set them)."""
-        net = self._net
-        net.params = [{"W": w, "b": b} for w, b in zip(self.coefs_, self.intercepts_)]
-        return self._layout.pack(net.xp, net.params)
+    def _load_params(self) -> None:
+        """The weights from ``coefs_`` / ``intercepts_`` (a user may have set them)."""
+        self._net.params = [{"W": w, "b": b} for w, b in zip(self.coefs_, self.intercepts_)]
+
+    def _copy_params(self) -> Params:
+        """A copy of the network's weights (the step may update them in place)."""
+        xp = self._net.xp
+        return [{k: xp.asarray(v, copy=True) for k, v in p.items()} for p in self._net.params]
 
     def _loss_and_grad(self) -> Callable[..., tuple[Any, Any]]:
         """``f(flat, x, y, w, sw) -> (loss, grad)``: scikit-learn's objective on one batch.
@@ -444,50 +483,6 @@ class _BaseMLP(BaseEstimator):
 
         return loss_and_grad
 
-    def _make_optimizer(self, flat: Any) -> _SGD | _Adam:
-        xp = self._net.xp
-        return _Adam(self, xp, flat) if self.solver == "adam" else _SGD(self, xp, flat)
-
-    def _train_step(self) -> Callable[..., tuple[Any, tuple[Any, ...], Any]]:
-        """``step(flat, state, x, y, w, sw, scalars) -> (flat, state, loss)``: one update,
-        compiled where the backend traces (``compile``). Built once per network and
-        optimizer: ``partial_fit`` calls reuse it (no retracing per call)."""
-        # what the step bakes in: the network, the optimizer, alpha, precision, compile
-        key = (id(self._net), id(self._opt), float(self.alpha), self._net.precision, self.compile)
-        cached = self.__dict__.get("_step_cache")
-        if cached is not None and cached[0] == key:  # its closure keeps both alive
-            return cached[1]  # type: ignore[no-any-return]
-        made = self._make_step()
-        self._step_cache = (key, made)
-        return made
-
-    def _make_step(self) -> Callable[..., tuple[Any, tuple[Any, ...], Any]]:
-        loss_and_grad, opt, xp = self._loss_and_grad(), self._opt, self._net.xp
-        assert opt is not None
-
-        def step(
-            flat: Any, state: tuple[Any, ...], x: Any, y: Any, w: Any, sw: Any, scalars: Any
-        ) -> tuple[Any, tuple[Any, ...], Any]:
-            loss, g = loss_and_grad(flat, x, y, w, sw)
-            update, state = opt.step(xp, g, state, scalars)
-            return flat + update, state, loss
-
-        be = self._be
-        if self.compile is False or be.compiler() != "trace":
-            if self.compile is True:
-                raise XbpValueError(
-                    f"compile=True, but {be!r} has no tracing compiler for the estimator's "
-                    "step (JAX has one); use compile=None or False"
-                )
-            return step
-        jitted = be.jit(step)
-
-        def compiled(*args: Any) -> tuple[Any, tuple[Any, ...], Any]:
-            with no_caches():
-                return jitted(*args)  # type: ignore[no-any-return]
-
-        return compiled
-
     # -- fitting -------------------------------------------------------------
     def _fit(
         self,
@@ -509,17 +504,18 @@ class _BaseMLP(BaseEstimator):
         if first:
             self._initialize(X.shape[1], targets.shape[1], be, dtype, rs)
             self._host = host
-            flat = self._layout.pack(self._net.xp, self._net.params)
         else:
-            flat = self._load_params()
+            self._load_params()
         net = self._net
+        xp = net.xp
         xd = be.asarray(X, net.dtype) if host else be.xp.astype(X, net.dtype)
         if self.solver == "lbfgs":
-            flat = self._fit_lbfgs(flat, xd, targets, sw)
+            layout = self._layout
+            flat = self._fit_lbfgs(layout.pack(xp, net.params), xd, targets, sw)
+            net.adopt_params(layout.split(xp, flat))
         else:
-            flat = self._fit_stochastic(flat, xd, targets, sw, rs, incremental)
-        self._set_flat(flat)
-        if not bool(net.xp.all(net.xp.isfinite(flat))):
+            self._fit_stochastic(xd, targets, sw, rs, incremental)
+        if not all(bool(xp.all(xp.isfinite(v))) for p in net.params for v in p.values()):
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may contain "
                 "large values and need to be preprocessed."
@@ -527,25 +523,41 @@ class _BaseMLP(BaseEstimator):
         self._export()
         return self
 
-    def _set_flat(self, flat: Any) -> None:
-        self._net.adopt_params(self._layout.split(self._net.xp, flat))
+    def _compiled(self) -> bool:
+        """Whether the step runs compiled: ``compile=None`` where the backend traces
+        (JAX), ``True`` there or an error, ``False`` never."""
+        be = self._be
+        if self.compile is False:
+            return False
+        if be.compiler() != "trace":
+            if self.compile is True:
+                raise XbpValueError(
+                    f"compile=True, but {be!r} has no tracing compiler for the estimator's "
+                    "step (JAX has one); use compile=None or False"
+                )
+            return False
+        return True
 
     def _fit_stochastic(
         self,
-        flat: Any,
         xd: Any,
         targets: np.ndarray,
         sw: np.ndarray | None,
         rs: Any,
         incremental: bool,
-    ) -> Any:
+    ) -> None:
+        """scikit-learn's epochs: its random draws and stopping rules on the host, every
+        update one :class:`xbp.step.Step` of :func:`xbp.optim.sklearn_sgd` /
+        :func:`xbp.optim.sklearn_adam` (one compiled epoch on JAX)."""
         be, net = self._be, self._net
         xp = net.xp
-        if not incremental or self._opt is None:
-            self._opt = self._make_optimizer(flat)
-        opt = self._opt
+        compiled = self._compiled()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if not incremental or self._solver is None:
+            self._solver = _Solver(self)
+            self._opt_state = self._solver.optimizer().init(net.params)
+        solver = self._solver
         n_all = xd.shape[0]
         val = None
         idx_train = None
@@ -584,48 +596,47 @@ class _BaseMLP(BaseEstimator):
                     stacklevel=4,
                 )
             batch = int(np.clip(self.batch_size, 1, n))
-        step = self._train_step()
-        state = opt.get_state()
+        starts = range(0, n, batch)
+        rows = [min(s + batch, n) - s for s in starts]
+        epoch = self._compiled_epoch if compiled else self._eager_epoch
+        data = _Data(xt, yt, wt, batch, float(self.alpha))
         sample_idx = np.arange(n, dtype=int)
+        step, rate = None, None
         self.n_iter_ = 0
         for _ in range(self.max_iter):
             if self.shuffle:
                 # the draw of sklearn.utils.shuffle (a shuffled arange), without its
                 # per-call argument validation
                 sample_idx = sample_idx[rs.permutation(n)]
-                perm = be.asarray(sample_idx)
-                xe, ye = xp.take(xt, perm, axis=0), xp.take(yt, perm, axis=0)
-                we = None if wt is None else xp.take(wt, perm, axis=0)
+            # each batch divides by its weight sum (scikit-learn's sw_sum, summed on the
+            # host as there), by its rows when unweighted; an all-zero batch divides by 1,
+            # not 0 (as xbp.fit; scikit-learn raises ZeroDivisionError there)
+            if wt_host is None:
+                divisors = [float(r) for r in rows]
             else:
-                xe, ye, we = xt, yt, wt
-            total: Any = 0.0
-            for start in range(0, n, batch):
-                sl = slice(start, min(start + batch, n))
-                wb = None if we is None else we[sl]
-                rows = sl.stop - sl.start
-                # an all-zero batch divides by 1, not 0 (as xbp.fit; scikit-learn raises
-                # ZeroDivisionError there)
-                divisor = rows if wb is None else batch_weight_sum(xp, wb)
-                flat, state, loss = step(
-                    flat, state, xe[sl, ...], ye[sl, ...], wb, divisor, opt.scalars()
-                )
-                total = total + loss * rows
-            opt.set_state(state)
-            self._set_flat(flat)
+                w = wt_host[sample_idx]
+                divisors = [float(batch_weight_sum(np, w[s : s + batch])) for s in starts]
+            order = sample_idx if self.shuffle else None
+            if step is None or rate != solver.learning_rate:  # at the solver's current rate
+                step, rate = Step(net, solver.optimizer()), solver.learning_rate
+            losses = epoch(step, data, order, divisors)
+            total = 0.0
+            for loss, r in zip(losses, rows):  # scikit-learn's sum, in its order
+                total += loss * r
             self.n_iter_ += 1
-            self.loss_ = float(total) / n
+            self.loss_ = total / n
             self.t_ += n
             self.loss_curve_.append(self.loss_)
             _say(self.verbose, f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-            flat = self._update_no_improvement_count(flat, val)
-            opt.iteration_ends(self.t_)
+            self._update_no_improvement_count(val)
+            solver.iteration_ends(self.t_)
             if self._no_improvement_count > self.n_iter_no_change:
                 what = "Validation score" if self.early_stopping else "Training loss"
                 msg = (
                     f"{what} did not improve more than tol={self.tol:f} for "
                     f"{self.n_iter_no_change} consecutive epochs."
                 )
-                if opt.trigger_stopping(msg, self.verbose):
+                if solver.trigger_stopping(msg, self.verbose):
                     break
                 self._no_improvement_count = 0
             if incremental:
@@ -637,15 +648,80 @@ class _BaseMLP(BaseEstimator):
                     ConvergenceWarning,
                     stacklevel=4,
                 )
-        if self.early_stopping:
+        if self.early_stopping and self._best is not None:
             # the best weights come back; until a better epoch they are also the
             # current ones (scikit-learn restores by sharing the arrays)
-            if not self._best_is_current:
-                flat = self._best
-            self._best_is_current = True
-        return flat
+            net.adopt_params(self._best)
+            self._best = None
 
-    def _update_no_improvement_count(self, flat: Any, val: Any) -> Any:
+    def _per_output(self) -> int:
+        # scikit-learn's squared error averages over the outputs too (its gradient does not)
+        return 1 if self._classifier else self._net.n_out
+
+    def _eager_epoch(
+        self, step: Step, data: _Data, order: np.ndarray | None, divisors: list[float]
+    ) -> list[float]:
+        """One epoch, a :class:`xbp.step.Step` per batch; each batch's loss (with
+        scikit-learn's L2 term) as host floats, read once at the end."""
+        net, be = self._net, self._be
+        xp = net.xp
+        x, y, w, bs, alpha = data
+        if order is not None:  # the epoch's batch order: one gather, then slices
+            perm = be.asarray(order)
+            x, y = xp.take(x, perm, axis=0), xp.take(y, perm, axis=0)
+            w = None if w is None else xp.take(w, perm, axis=0)
+        n, per_output = x.shape[0], self._per_output()
+        params, state = net.params, self._opt_state
+        losses = []
+        with be.precision_scope(net.precision):  # the L2 term's dot products too
+            for j, start in enumerate(range(0, n, bs)):
+                sl = slice(start, min(start + bs, n))
+                d = divisors[j]
+                batch = Batch(x[sl, ...], y[sl, ...], d, None if w is None else w[sl])
+                # before the step, which may update the weights in place
+                penalty = _l2_penalty(xp, params, alpha, d)
+                out = step(params, state, batch, step.scalars(state, l2=alpha / d))
+                cost = out.cost if per_output == 1 else out.cost / per_output
+                losses.append(cost + penalty)
+                params, state = out.params, out.opt_state
+        net.adopt_params(params)
+        self._opt_state = state
+        return [float(v) for v in np.asarray(be.to_host(xp.stack(losses)))]
+
+    def _compiled_epoch(
+        self, step: Step, data: _Data, order: np.ndarray | None, divisors: list[float]
+    ) -> list[float]:
+        """One epoch as one compiled function (JAX: ``jit`` of ``scan`` over the full
+        batches, then the short last batch), cached by :meth:`xbp.step.Step.compiled`:
+        a later fit, or another estimator with the same network parts, solver settings
+        and batch size, reuses it (the learning rate, ``alpha`` and each batch's divisor
+        are data, so they never retrace)."""
+        net, be = self._net, self._be
+        x, y, w, bs, alpha = data
+        n = x.shape[0]
+        state = self._opt_state
+        fn = step.compiled(
+            state,
+            ("sklearn epoch", bs, self._per_output()),
+            lambda: _build_epoch(step, state, bs, self._per_output()),
+        )
+        # the epoch's host numbers in one transfer: each step's scalars, its divisor, alpha
+        scal = step.scalar_rows(state, len(divisors), l2=[alpha / d for d in divisors])
+        host = np.column_stack([scal, divisors, np.full(len(divisors), alpha)])
+        params, arrays, losses = fn(
+            [dict(p) for p in net.params],
+            tree.arrays(state),
+            x,
+            y,
+            w,
+            be.asarray(np.arange(n) if order is None else order),
+            be.asarray(host, net.dtype),
+        )
+        net.adopt_params(params)
+        self._opt_state = tree.rebuild(state, arrays, len(divisors))
+        return [float(v) for v in np.asarray(be.to_host(losses))]
+
+    def _update_no_improvement_count(self, val: Any) -> None:
         if val is None:
             last = self.loss_curve_[-1]
             if last > self.best_loss_ - self.tol:  # type: ignore[operator]
@@ -654,7 +730,7 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if last < self.best_loss_:  # type: ignore[operator]
                 self.best_loss_ = last
-            return flat
+            return
         score = self._val_score(*val)
         assert self.validation_scores_ is not None
         self.validation_scores_.append(score)
@@ -666,8 +742,7 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0
         if score > best:  # type: ignore[operator]
             self.best_validation_score_ = score
-            self._best, self._best_is_current = flat, False
-        return flat
+            self._best = self._copy_params()
 
     def _fit_lbfgs(self, flat: Any, xd: Any, targets: np.ndarray, sw: np.ndarray | None) -> Any:
         """SciPy's L-BFGS-B on the host; every loss and gradient comes from the device."""
@@ -734,25 +809,28 @@ class _BaseMLP(BaseEstimator):
 
     def __getstate__(self) -> dict[str, Any]:
         # xbp's own files never pickle; scikit-learn's convention is pickling, so the
-        # network travels as its config, the weights (coefs_) and the optimizer state
-        # as host arrays, and is rebuilt on load
+        # network travels as its config, the weights (coefs_), the best weights and the
+        # optimizer state as host arrays (the solver's settings and learning rate as they
+        # are), and is rebuilt on load
         state = self.__dict__.copy()
-        state.pop("_step_cache", None)  # a compiled function: rebuilt after loading
         net = state.pop("_net", None)
         be = state.pop("_be", None)
-        opt = state.pop("_opt", None)
+        opt_state = state.pop("_opt_state", None)
         best = state.pop("_best", None)
         if net is not None:
-            to_host = be.to_host
+
+            def to_host(a: Any) -> np.ndarray:
+                return np.array(be.to_host(a))
+
             state["_net_state"] = {
                 "config": net.config(),
                 "params": net.host_params(),
                 "backend": be.name,
                 "device": str(be.device),
-                "best": None if best is None else np.array(to_host(best)),
-                "opt": None
-                if opt is None
-                else (opt, [np.array(to_host(a)) for a in opt.get_state()]),
+                "best": None
+                if best is None
+                else [{k: to_host(v) for k, v in p.items()} for p in best],
+                "opt": None if opt_state is None else optim.state_to_host(opt_state, to_host),
             }
         return state
 
@@ -766,16 +844,19 @@ class _BaseMLP(BaseEstimator):
         except XbpValueError:
             be = resolve_backend("numpy")
             self._host = True
-        self._net = Network.from_config(saved["config"], backend=be)
-        self._net.params = saved["params"]
+        net = self._net = Network.from_config(saved["config"], backend=be)
+        net.params = saved["params"]
         self._be = be
-        asarray = lambda a: be.asarray(a, self._net.dtype)  # noqa: E731
-        self._best = None if saved["best"] is None else asarray(saved["best"])
-        self._opt = None
-        if saved["opt"] is not None:
-            opt, arrays = saved["opt"]
-            opt.set_state(tuple(asarray(a) for a in arrays))
-            self._opt = opt
+        best = saved["best"]
+        self._best = (
+            None
+            if best is None
+            else [{k: be.asarray(v, net.dtype, copy=True) for k, v in p.items()} for p in best]
+        )
+        self._opt_state = None
+        if saved["opt"] is not None and self._solver is not None:
+            template = self._solver.optimizer().init(net.params)
+            self._opt_state = optim.state_from_host(template, saved["opt"], be.asarray)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()

@@ -486,7 +486,10 @@ class HostData(Source):
                 for s, e, lo, hi in plan.spans:
                     positions, rows = perm[lo:hi], e - s
                     where = (
-                        f"in rows {int(positions.min())}..{int(positions.max())}" if rows else ""
+                        # a process may have no rows of a batch (an uneven share)
+                        f"in rows {int(positions.min())}..{int(positions.max())}"
+                        if positions.size
+                        else ""
                     )
                     block = (
                         self.gather(positions, reader)

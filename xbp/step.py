@@ -10,7 +10,9 @@ optimizer (:mod:`xbp.optim`), and every loop drives it: the eager epoch over
 any data source (:class:`xbp.sources.Source`, which yields each step's
 :class:`~xbp.sources.Batch`), the compiled runners (JAX ``jit``/``scan``, the CUDA-graph
 capture), data-parallel shares, fp16 loss scaling and the scikit-learn
-estimators. None of them keeps an update of its own.
+estimators (:mod:`xbp.sklearn`, with scikit-learn's rules
+:func:`xbp.optim.sklearn_sgd` / :func:`xbp.optim.sklearn_adam`). None of them
+keeps an update of its own.
 
 The step's host numbers (the learning rate of a schedule, Adam's bias
 corrections, the divergence halving of the learning rate, fp16's loss scale)
@@ -21,16 +23,16 @@ and a schedule never retraces.
 Compiled functions are cached here, keyed by what they compute: the
 network's parts themselves (layers, activation and loss objects, dtype,
 precision, device; see :meth:`xbp.Network.parts`) and the optimizer's rule
-(:attr:`xbp.optim.Optimizer.key`), never by names, so re-registering a part
-under the same name never runs the old rule, and a new network of the same
-structure reuses the compiled step.
+(:attr:`xbp.optim.Optimizer.key`, which leaves out the learning rate: it is
+data), never by names, so re-registering a part under the same name never runs
+the old rule, and a new network of the same structure reuses the compiled step.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -105,20 +107,34 @@ class Step:
 
     # -- host side -----------------------------------------------------------------
     def scalars(
-        self, opt_state: Any, lr_scale: float = 1.0, loss_scale: float | None = None
+        self,
+        opt_state: Any,
+        lr_scale: float = 1.0,
+        loss_scale: float | None = None,
+        *,
+        l2: float | None = None,
     ) -> tuple[Any, ...]:
         """The next step's host numbers: the optimizer's (with ``lr_scale`` on the
-        learning rate) and, for fp16, the loss scale."""
-        opt = self.optimizer.scalars(opt_state, lr_scale)
+        learning rate and ``l2``, the coefficient of a per-step L2 term, see
+        :meth:`xbp.optim.Optimizer.scalars`) and, for fp16, the loss scale."""
+        opt = self.optimizer.scalars(opt_state, lr_scale, l2=l2)
         return (opt, () if loss_scale is None else (loss_scale,))
 
-    def scalar_rows(self, opt_state: Any, n_steps: int, lr_scale: float = 1.0) -> np.ndarray:
+    def scalar_rows(
+        self,
+        opt_state: Any,
+        n_steps: int,
+        lr_scale: float = 1.0,
+        l2: Sequence[float] | None = None,
+    ) -> np.ndarray:
         """``(n_steps, k)`` float64: :meth:`scalars` of ``n_steps`` consecutive steps from
-        ``opt_state``, flattened (:func:`xbp.tree.flatten`), for compiled epochs."""
+        ``opt_state``, flattened (:func:`xbp.tree.flatten`), for compiled epochs;
+        ``l2``: each step's per-step L2 coefficient (None: no such term)."""
         rows = []
         for j in range(n_steps):
-            advanced = self.optimizer.advanced(opt_state, j)
-            rows.append(tree.flatten(self.scalars(advanced, lr_scale)))
+            advanced = self.optimizer.advanced(opt_state, j) if j else opt_state
+            c = None if l2 is None else l2[j]
+            rows.append(tree.flatten(self.scalars(advanced, lr_scale, l2=c)))
         return np.array(rows, dtype=np.float64)
 
     def unpack(self, opt_state: Any, row: Any) -> tuple[Any, ...]:

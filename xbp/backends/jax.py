@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from ..errors import BackendUnavailableError, XbpValueError
 from . import MIXED_PRECISIONS, Library, gpu_index
@@ -25,6 +26,18 @@ class JaxLibrary(Library):
     module = "jax"
     extra = "jax"
     mutable_arrays = False
+
+    def asarray(self, xp: Any, data: Any, dtype: Any, device: Any, copy: bool) -> Any:
+        import jax
+
+        if isinstance(data, np.ndarray):
+            # host data: one device_put (jnp.asarray(..., device=) dispatches a conversion
+            # with a sharding constraint, ~10x the host time for the small per-epoch
+            # arrays). The CPU client may keep using the host buffer instead of copying
+            # it (even with may_alias=False), so it gets a private copy nobody writes to.
+            host = np.array(data, dtype=None if dtype is None else np.dtype(dtype), copy=True)
+            return jax.device_put(host, device)
+        return super().asarray(xp, data, dtype, device, copy)
 
     def namespace(self) -> Any:
         # jax.numpy implements the array API itself; array_api_compat has no wrapper for it
