@@ -300,8 +300,33 @@ class Dense(Layer):
         return d, grads
 
 
+class _SameWidth(Layer):
+    """A layer whose output has its input's width ``n`` (a dataclass field)."""
+
+    n: int
+
+    @property
+    def n_in(self) -> int:  # type: ignore[override]
+        return self.n
+
+    @property
+    def n_out(self) -> int:  # type: ignore[override]
+        return self.n
+
+
+class _ScaleShift(_SameWidth):
+    """A normalisation with a learnable per-feature scale ``gamma`` (1) and shift
+    ``beta`` (0)."""
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gamma": (self.n,), "beta": (self.n,)}
+
+    def init_params(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+        return {"gamma": np.ones(self.n), "beta": np.zeros(self.n)}
+
+
 @dataclass(frozen=True)
-class Dropout(Layer):
+class Dropout(_SameWidth):
     """Inverted dropout: in training each value is zeroed with probability ``rate`` and
     the others scaled by ``1/(1 - rate)``; evaluation and prediction pass values through.
 
@@ -327,14 +352,6 @@ class Dropout(Layer):
         object.__setattr__(self, "rate", check_dropout(self.rate, "Dropout.rate"))
         if self.n:
             object.__setattr__(self, "n", check_int(self.n, "Dropout.n"))
-
-    @property
-    def n_in(self) -> int:  # type: ignore[override]
-        return self.n
-
-    @property
-    def n_out(self) -> int:  # type: ignore[override]
-        return self.n
 
     @property
     def dropout(self) -> float:  # type: ignore[override]
@@ -369,7 +386,7 @@ def _row_stats(xp: Any, a: Any, axis: int) -> tuple[Any, Any]:
 
 
 @dataclass(frozen=True)
-class LayerNorm(Layer):
+class LayerNorm(_ScaleShift):
     """Per-row normalisation with a learnable scale and shift:
     ``y = gamma * (a - mean_row) / sqrt(var_row + eps) + beta`` (means over features).
 
@@ -388,20 +405,6 @@ class LayerNorm(Layer):
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", check_int(self.n, "LayerNorm.n"))
         object.__setattr__(self, "eps", check_number(self.eps, "LayerNorm.eps"))
-
-    @property
-    def n_in(self) -> int:  # type: ignore[override]
-        return self.n
-
-    @property
-    def n_out(self) -> int:  # type: ignore[override]
-        return self.n
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"gamma": (self.n,), "beta": (self.n,)}
-
-    def init_params(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
-        return {"gamma": np.ones(self.n), "beta": np.zeros(self.n)}
 
     def describe(self) -> str:
         return "layer norm"
@@ -430,7 +433,7 @@ class LayerNorm(Layer):
 
 
 @dataclass(frozen=True)
-class BatchNorm(Layer):
+class BatchNorm(_ScaleShift):
     """Batch normalisation: ``y = gamma * (a - mean) / sqrt(var + eps) + beta`` with
     the batch's per-feature mean and (biased) variance in training and the running
     statistics in inference (evaluation, prediction, validation).
@@ -465,22 +468,8 @@ class BatchNorm(Layer):
         )
         object.__setattr__(self, "eps", check_number(self.eps, "BatchNorm.eps"))
 
-    @property
-    def n_in(self) -> int:  # type: ignore[override]
-        return self.n
-
-    @property
-    def n_out(self) -> int:  # type: ignore[override]
-        return self.n
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"gamma": (self.n,), "beta": (self.n,)}
-
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"mean": (self.n,), "var": (self.n,)}
-
-    def init_params(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
-        return {"gamma": np.ones(self.n), "beta": np.zeros(self.n)}
 
     def init_state(self) -> dict[str, np.ndarray]:
         return {"mean": np.zeros(self.n), "var": np.ones(self.n)}
@@ -544,7 +533,7 @@ class BatchNorm(Layer):
 
 
 @dataclass(frozen=True)
-class Standardize(Layer):
+class Standardize(_SameWidth):
     """Input standardisation inside the model (Keras' ``Normalization``):
     ``y = (a - mean) / std``, with ``mean`` and ``std`` non-trainable state adapted
     from training data (:meth:`xbp.Network.adapt`; :func:`xbp.fit` adapts a layer that
@@ -567,14 +556,6 @@ class Standardize(Layer):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", check_int(self.n, "Standardize.n"))
-
-    @property
-    def n_in(self) -> int:  # type: ignore[override]
-        return self.n
-
-    @property
-    def n_out(self) -> int:  # type: ignore[override]
-        return self.n
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"mean": (self.n,), "std": (self.n,), "count": (1,)}
