@@ -42,8 +42,9 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, NamedTuple
+from typing import Any
 
 import array_api_compat
 import numpy as np
@@ -155,14 +156,18 @@ def _l2_penalty(xp: Any, params: Params, alpha: Any, divisor: Any) -> Any:
     return (0.5 * alpha) * values / divisor
 
 
-class _Data(NamedTuple):
-    """An estimator's training rows on the device, its batch size and ``alpha``."""
+@dataclass
+class _Data:
+    """One fit's training rows on the device, its batch size and ``alpha``, and the
+    compiled epoch once looked up (it serves every epoch of the fit: the learning rate
+    is not part of its key)."""
 
     x: Any
     y: Any
     w: Any
     batch_size: int
     alpha: float
+    compiled: Any = None
 
 
 def _build_epoch(step: Step, template: Any, bs: int, per_output: int) -> Any:
@@ -665,7 +670,7 @@ class _BaseMLP(BaseEstimator):
         scikit-learn's L2 term) as host floats, read once at the end."""
         net, be = self._net, self._be
         xp = net.xp
-        x, y, w, bs, alpha = data
+        x, y, w, bs, alpha = data.x, data.y, data.w, data.batch_size, data.alpha
         if order is not None:  # the epoch's batch order: one gather, then slices
             perm = be.asarray(order)
             x, y = xp.take(x, perm, axis=0), xp.take(y, perm, axis=0)
@@ -697,14 +702,16 @@ class _BaseMLP(BaseEstimator):
         and batch size, reuses it (the learning rate, ``alpha`` and each batch's divisor
         are data, so they never retrace)."""
         net, be = self._net, self._be
-        x, y, w, bs, alpha = data
+        x, y, w, bs, alpha = data.x, data.y, data.w, data.batch_size, data.alpha
         n = x.shape[0]
         state = self._opt_state
-        fn = step.compiled(
-            state,
-            ("sklearn epoch", bs, self._per_output()),
-            lambda: _build_epoch(step, state, bs, self._per_output()),
-        )
+        if data.compiled is None:
+            data.compiled = step.compiled(
+                state,
+                ("sklearn epoch", bs, self._per_output()),
+                lambda: _build_epoch(step, state, bs, self._per_output()),
+            )
+        fn = data.compiled
         # the epoch's host numbers in one transfer: each step's scalars, its divisor, alpha
         scal = step.scalar_rows(state, len(divisors), l2=[alpha / d for d in divisors])
         host = np.column_stack([scal, divisors, np.full(len(divisors), alpha)])
