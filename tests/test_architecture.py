@@ -241,3 +241,48 @@ def test_the_data_type_check_finder_finds_checks() -> None:
         'isinstance(cb, Callback)\ngetattr(net, "dropout")\nf"{type(cb).__name__}"\n'
     )
     assert sorted(line for line, _ in data_type_checks(tree)) == [1, 2, 3, 4, 5]
+
+
+def weight_updates(tree: ast.Module) -> list[int]:
+    """Lines that update weights: a call of ``apply_updates`` or of an optimizer's
+    ``update(...)`` with the gradients (``.update(grads, ...)``/``scalars=``)."""
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else None
+        if isinstance(node.func, ast.Name):
+            name = node.func.id
+        if name == "apply_updates":
+            lines.append(node.lineno)
+        elif name == "update" and isinstance(node.func, ast.Attribute):
+            owner = ast.unparse(node.func.value)
+            if "optim" in owner or owner in ("opt", "self.transform"):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_weights_change_in_one_place() -> None:
+    """The one training step (xbp/step.py) is the only caller of an optimizer's update
+    and of apply_updates outside xbp/optim.py: no loop keeps an update of its own."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("optim.py", "step.py"):
+            continue
+        lines = weight_updates(ast.parse(path.read_text(), str(path)))
+        if lines:
+            found[str(path.relative_to(PACKAGE))] = lines
+    assert not found, f"weights are updated outside xbp/step.py: {found}"
+    step = ast.parse((PACKAGE / "step.py").read_text())
+    assert len(weight_updates(step)) == 2  # the optimizer's update, then apply_updates
+
+
+def test_the_weight_update_finder_finds_updates() -> None:
+    tree = ast.parse(
+        "params = apply_updates(params, u)\n"
+        "u, s = self.optimizer.update(g, s, params)\n"
+        "u, s = opt.update(g, s, p, scalars=x)\n"
+        "d.update(other)\n"
+        "logs.update(epoch=1)\n"
+    )
+    assert weight_updates(tree) == [1, 2, 3]
