@@ -558,3 +558,19 @@ def test_partial_fit_on_jax_traces_once(jax_traces: list[int]) -> None:
         est.partial_fit(x, y)
     assert len(jax_traces) == 1
     assert_same_model(ours, theirs, weights=1e-9, values=1e-10)
+
+
+def test_a_pickled_jax_estimator_comes_back_on_jax_and_trains_on() -> None:
+    """The saved device (``str`` of a JAX CPU device, "cpu:0") resolves again, so the
+    estimator is not silently moved to NumPy and a later partial_fit continues it,
+    equal to scikit-learn's."""
+    backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
+    x, y = iris()
+    ours = MLPClassifier(**SMALL, backend="jax", device="cpu")
+    theirs = SkClassifier(**SMALL)
+    for est in (ours, theirs):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+    back = pickle.loads(pickle.dumps(ours))
+    for est in (back, theirs):
+        est.partial_fit(x, y)
+    assert_same_model(back, theirs)

@@ -110,8 +110,16 @@ class JaxLibrary(Library):
             return jax.devices()[0]
         if isinstance(spec, jax.Device):
             return spec
-        if str(spec) == "cpu":
+        text = str(spec)
+        if text == "cpu":
             return jax.devices("cpu")[0]
+        if text.startswith("cpu:") and text[4:].isdigit():  # str() of a CPU device, as saved
+            cpus = jax.devices("cpu")
+            if int(text[4:]) >= len(cpus):
+                raise XbpValueError(
+                    f"device={spec!r}: jax sees {len(cpus)} CPU device(s); use device='cpu'"
+                )
+            return cpus[int(text[4:])]
         index = gpu_index(spec, self.name)
         try:
             gpus = jax.devices("gpu")
