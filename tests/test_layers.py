@@ -12,22 +12,20 @@ written out here.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 from conftest import backend_or_skip, required_backends
+from ranks_in_threads import fit_in_threads
 from test_compile import fake_capture  # noqa: F401  (a fixture: torch-cpu posing as a capture)
 from test_dropout import py_mask
 
 import xbp
 from xbp import optim
-from xbp.distributed import MPIStrategy
 from xbp.errors import XbpError, XbpFileError, XbpTypeError, XbpValueError
 from xbp.layers import Context, unregister_layer
-from xbp.strategy import Strategy
 
 NP = xbp.backend("numpy")
 
@@ -729,72 +727,14 @@ def test_a_registered_layer_saves_and_loads_by_name(scale_layer: Any, tmp_path: 
     assert xbp.load(path).layers == net.layers
 
 
-class _Threads(Strategy):
-    """Data parallelism between threads of one process (MPIStrategy's row shares): sums
-    every layer's gradients, whatever its parameter names, and the batch statistics."""
-
-    reduces = True
-
-    def __init__(self, rank: int, size: int, board: dict[str, Any]) -> None:
-        self.rank, self.size, self.board = rank, size, board
-
-    share = MPIStrategy.share
-
-    def _allsum(self, value: Any) -> Any:
-        b = self.board
-        b["slots"][self.rank] = np.array(value, dtype=np.float64)
-        b["barrier"].wait()
-        total = sum(b["slots"][1:], b["slots"][0])
-        b["barrier"].wait()
-        return total
-
-    def reduce_grads(self, cost: Any, grads: Any) -> tuple[Any, Any]:
-        keys = [(l, k) for l, g in enumerate(grads) for k in sorted(g)]
-        flat = np.concatenate([np.ravel(grads[l][k]) for l, k in keys] + [np.reshape(cost, 1)])
-        total = self._allsum(flat)
-        out: list[dict[str, Any]] = [{} for _ in grads]
-        i = 0
-        for l, k in keys:
-            size = grads[l][k].size
-            out[l][k] = total[i : i + size].reshape(grads[l][k].shape)
-            i += size
-        return np.asarray(total[-1]), out
-
-    def reduce_stats(self, values: Any) -> Any:
-        return self._allsum(values)
-
-    def reduce_sums(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(self._allsum(values))
-
-    def any(self, flag: bool) -> bool:
-        return bool(self._allsum(np.array([float(flag)]))[0])
-
-
 def test_a_registered_layer_trains_in_shares_like_one_process(scale_layer: Any) -> None:
     x, y = _data(37)
     args: dict[str, Any] = dict(epochs=3, batch_size=8, seed=2, optimizer=optim.momentum(0.2),
                                 validation_split=0.2, progress=False)  # fmt: skip
     single = _user_net()
     h_single = xbp.fit(single, x, y, **args)
-    size = 2
-    board: dict[str, Any] = {"slots": [None] * size, "barrier": threading.Barrier(size)}
-    nets = [_user_net() for _ in range(size)]
-    hists: list[Any] = [None] * size
-    errors: list[BaseException] = []
-
-    def work(rank: int) -> None:
-        try:
-            hists[rank] = xbp.fit(nets[rank], x, y, strategy=_Threads(rank, size, board), **args)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-            board["barrier"].abort()
-
-    threads = [threading.Thread(target=work, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    nets = [_user_net() for _ in range(2)]
+    hists = fit_in_threads(nets, x, y, args)
     for net, hist in zip(nets, hists):
         assert _max_rel(single, net) <= 1e-12
         np.testing.assert_allclose(hist["loss"], h_single["loss"], rtol=1e-12)
