@@ -30,6 +30,7 @@ from .sources import (
     with_class_weight,
 )
 from .strategy import LocalStrategy, Strategy
+from .targets import infer_targets
 from .training import History, Trainer, TrainOptions
 from .validate import check_int, is_host_array
 
@@ -170,6 +171,8 @@ def _fit(
                 ModelCheckpoint(options.checkpoint, every=options.checkpoint_every),
             )
         )
+    if resume is None:
+        _record(net, x, y)
     train: Source | None = as_stream(net, x, y, "x", stream)
     if train is None:
         if y is None:
@@ -218,6 +221,25 @@ def _fit(
         return trainer.fit(train, val, options.epochs)
     finally:
         net.precision = saved
+
+
+def _record(net: Network, x: Any, y: Any) -> None:
+    """What the model keeps about its data: a DataFrame's column names, and the class
+    names of named labels (strings, booleans) the first time it trains on them."""
+    net.record_inputs(x)
+    kind = getattr(getattr(y, "dtype", None), "kind", None)
+    if isinstance(y, list) and y and isinstance(y[0], (str, bool)):
+        kind = "U"
+    if net.classes is not None or kind not in ("O", "U", "S", "b") or getattr(y, "ndim", 1) != 1:
+        return
+    spec = infer_targets(y, loss=net.loss.name, task="classification")
+    if spec.classes is None or spec.n_out != net.n_out:
+        raise XbpValueError(
+            f"y holds {len(spec.classes or ())} classes {list(spec.classes or ())[:5]} but the "
+            f"network has {net.n_out} output(s) for loss={net.loss.name!r}; build it with "
+            f"{spec.n_out} outputs (xbp.infer_targets(y) says what fits)"
+        )
+    net.classes = spec.classes
 
 
 def _adapt(net: Network, train: Source) -> None:
