@@ -218,3 +218,55 @@ def test_cli_keeps_whole_number_classes_on_the_model(tmp_path) -> None:
     assert main(["predict", str(model), "--data", data, "--out", str(out)]) == 0
     assert set(np.load(out).tolist()) <= {1, 2, 3}
     assert main(["evaluate", str(model), "--data", data]) == 0
+
+
+# -- resume checks live in the library: fit(resume=...) refuses what xbp train refuses --
+def _run(tmp_path, **kw):
+    x, y = xbp.data.make_blobs(n=64, seed=0)
+    net = xbp.mlp([x.shape[1], 4, int(y.max()) + 1], activation="tanh", loss="cross_entropy")
+    ck = tmp_path / "ck.npz"
+    opts = {"epochs": 2, "batch_size": 8, "seed": 3, "progress": False, **kw}
+    xbp.fit(net, x, y, checkpoint=ck, **opts)
+    return net, x, y, ck, opts
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"batch_size": 16}, r"batch_size=16 contradicts .* trained with batch_size=8"),
+        ({"seed": 4}, r"seed=4 contradicts .* seed=3"),
+        ({"shuffle": False, "seed": 4}, r"shuffle=False, seed=4 contradicts"),
+        ({"validation_split": 0.25}, "validation_split=0.25"),
+        ({"epochs": 2}, r"epochs=2 is not beyond the 2 epochs"),
+    ],
+)
+def test_fit_resume_refuses_contradicting_settings(tmp_path, change, match) -> None:
+    net, x, y, ck, opts = _run(tmp_path)
+    with pytest.raises(XbpValueError, match=match):
+        xbp.fit(net, x, y, resume=ck, **{**opts, "epochs": 4, **change})
+    xbp.fit(net, x, y, resume=ck, **{**opts, "epochs": 4})  # the same run continues
+
+
+def test_fit_resume_refuses_other_data(tmp_path) -> None:
+    net, x, y, ck, opts = _run(tmp_path)
+    x2 = x.copy()
+    x2[0, 0] += 1.0
+    with pytest.raises(XbpValueError, match="training data .* differ from what"):
+        xbp.fit(net, x2, y, resume=ck, **{**opts, "epochs": 4})
+    with pytest.raises(XbpValueError, match="validation data differ"):
+        xbp.fit(net, x, y, resume=ck, validation_data=(x[:8], y[:8]), **{**opts, "epochs": 4})
+
+
+def test_cli_resume_on_changed_data_is_refused_by_the_library(tmp_path, capsys) -> None:
+    data = tmp_path / "d.csv"
+    _csv(data, np.arange(60) % 3)
+    ck = tmp_path / "ck.npz"
+    argv = ["train", "--data", str(data), "--layers", "3", "--schedule", "constant", "--quiet"]
+    assert main([*argv, "--epochs", "1", "--checkpoint", str(ck)]) == 0
+    lines = data.read_text().splitlines()
+    lines[5] = "9.0," + lines[5].split(",", 1)[1]  # one feature value changes
+    data.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ck), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the training data (--data) differ from what" in err and len(err.splitlines()) == 1

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import io
 import os
 import sys
@@ -775,15 +774,6 @@ def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:
     return _Loaded(np.asarray(x), np.asarray(y))
 
 
-def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for a in (x, y):
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes() if not a.flags.c_contiguous else a.data.cast("B"))
-    return h.hexdigest()
-
-
 TASKS = {"auto": "auto", "classify": "classification", "regress": "regression"}
 
 # The library's keywords as the command line spells them: library errors name the
@@ -791,6 +781,10 @@ TASKS = {"auto": "auto", "classify": "classification", "regress": "regression"}
 FLAGS: dict[str, tuple[str, dict[Any, str]]] = {
     "loss": ("--loss", {}),
     "task": ("--task", {v: k for k, v in TASKS.items()}),
+    "x": ("--data", {}),
+    "epochs": ("--epochs", {}),
+    "batch_size": ("--batch-size", {}),
+    "seed": ("--seed", {}),
 }
 
 
@@ -1122,12 +1116,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     # 3. the data, checked against the loss before anything is built
     data = _load_training(args, fmt)
     x, y = data.x, data.y
-    fingerprint = _fingerprint(x, y)
-    if ck is not None and ck.metadata.get("data_fingerprint") not in (None, fingerprint):
-        raise XbpValueError(
-            f"--data {args.data!r} is not the data {args.resume!r} was trained on (its contents "
-            "changed); resume with the same data, or start a new run"
-        )
     spec = _targets(y, args.loss, _task_choice(args, ck, data.classes))
     y, n_out, task, args.loss = spec.y, spec.n_out, spec.task, spec.loss
     classes = data.classes if data.classes is not None else spec.classes
@@ -1162,7 +1150,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         opt = _make_optimizer(run, len(ytr))
     meta: dict[str, Any] = {
         "data": args.data,
-        "data_fingerprint": fingerprint,
         "features": {"count": int(xtr.shape[1]), "names": data.feature_names},
         "label": {"name": data.label_name, "index": data.label_index, "columns": data.columns},
         "classes": data.classes,  # the label column's names (the model keeps its classes)

@@ -9,11 +9,12 @@ options (:class:`xbp.TrainOptions`), the data on the device
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from .checkpoint import ModelCheckpoint
+from .checkpoint import ModelCheckpoint, check_resumed_run, run_record
 from .checkpoint import resume as resume_run
 from .distributed import data_fingerprint
 from .errors import XbpTypeError, XbpValueError
@@ -210,9 +211,14 @@ def _fit(
     if resume is None and not net.adapted:
         _adapt(net, train)
     trainer = Trainer(net, options, strategy=strategy)
+    trainer.run_record = run_record(trainer, options.epochs, data_fingerprint(net, train, val))
     ck = None
     if resume is not None:
         ck = resume_run(trainer, resume)
+        where = (
+            "resume" if not isinstance(resume, (str, os.PathLike)) else f"resume={str(resume)!r}"
+        )
+        check_resumed_run(ck, trainer.run_record, where)
     strategy.setup(net, run_config(trainer, train, val, ck))
     saved = net.precision
     if options.precision is not None:

@@ -274,6 +274,11 @@ def _column(a: np.ndarray, loss: str | None, task: str, argument: str) -> Target
         return Targets("regression", 1, loss or "quadratic", None, None, a.astype(np.float64))
     classes, codes = np.unique(a, return_inverse=True)
     k, n = int(classes.size), int(a.shape[0])
+    if k == 1 and n > 1:
+        raise XbpValueError(
+            f"{argument} holds the same value ({classes[0]:g}) in every row: a single class, "
+            "nothing to learn; check the label column and the data"
+        )
     labels = k >= 2 and (k == 2 or _contiguous(classes)) and n >= MIN_ROWS_PER_CLASS * k
     if labels and loss in (None, *_CLASS_LOSSES, "quadratic"):
         return _classes(classes, codes.reshape(-1), loss, argument, named=False)
