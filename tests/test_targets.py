@@ -270,3 +270,26 @@ def test_cli_resume_on_changed_data_is_refused_by_the_library(tmp_path, capsys) 
     assert main(["train", "--resume", str(ck), "--epochs", "2", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "the training data (--data) differ from what" in err and len(err.splitlines()) == 1
+
+
+# -- one verb, one behaviour: predict streams host rows in bounded memory -------------
+@pytest.mark.parametrize("spelling", ["method", "function"])
+def test_predict_never_holds_a_whole_hidden_layer(spelling) -> None:
+    import tracemalloc
+
+    rows, width = 40_000, 256
+    x = np.random.default_rng(0).normal(size=(rows, 10))
+    net = xbp.mlp([10, width, 2], activation="relu", loss="cross_entropy")
+    whole_layer = rows * width * 8  # 82 MB: what an unbatched forward pass allocates
+    tracemalloc.start()
+    try:
+        if spelling == "method":
+            out = net.predict(x, batch_size=1000)
+        else:
+            out = xbp.predict(net, x, batch_size=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < whole_layer / 8, peak  # the result (0.6 MB) and one batch's layers
+    np.testing.assert_allclose(out, net.forward(x), rtol=1e-12)
+    assert out.shape == (rows, 2)

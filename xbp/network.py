@@ -918,14 +918,38 @@ class Network:
         """
         return self._run(self.check_inputs(x))
 
-    def predict(self, x: Any) -> Any:
-        """The output for ``x``, returned where ``x`` came from.
+    def predict(self, x: Any, *, batch_size: int = EVAL_BATCH) -> Any:
+        """The output for ``x``, returned where ``x`` came from, ``batch_size`` rows at a
+        time.
 
-        NumPy input gives a NumPy result on every backend; an array of the
-        network's backend gives an array on the same device.
+        NumPy input (arrays, memory maps, a pandas DataFrame) gives a NumPy
+        result on every backend and moves to the device one batch at a time: the
+        extra memory is the result plus one batch's layers, whatever the rows.
+        An array of the network's backend gives an array on the same device.
+        :func:`xbp.predict` is the same call (it also takes batch sources).
         """
-        out = self.forward(x)
-        return self.backend.to_host(out) if is_host_array(x) else out
+        batch_size = check_int(batch_size, "batch_size")
+        if hasattr(x, "columns") and hasattr(x, "iloc"):  # a pandas DataFrame
+            if self._feature_names is not None:
+                self._check_names(x.columns, "x")
+            x = x.to_numpy()
+        n = int(getattr(x, "shape", (0,))[0]) if getattr(x, "ndim", 0) >= 1 else 0
+        if n <= batch_size:
+            out = self.forward(x)
+            return self.backend.to_host(out) if is_host_array(x) else out
+        if not is_host_array(x):
+            xd = self.check_inputs(x)
+            parts = [
+                self._run(xd[s : min(s + batch_size, n), ...]) for s in range(0, n, batch_size)
+            ]
+            return self.xp.concat(parts, axis=0)
+        result = None
+        for s in range(0, n, batch_size):
+            part = self.backend.to_host(self.forward(x[s : min(s + batch_size, n)]))
+            if result is None:
+                result = np.empty((n, part.shape[1]), dtype=part.dtype)
+            result[s : s + part.shape[0]] = part
+        return result
 
     def layer_outputs(self, x: Any) -> list[tuple[Any, Any]]:
         """``[(Z_1, A_1), ..., (Z_L, A_L)]`` for ``x``: every layer's net input and output.
@@ -982,15 +1006,16 @@ class Network:
         Returned where ``x`` came from (NumPy in, NumPy out); a network with
         :attr:`classes` returns those labels, as a NumPy array.
         """
-        xp = self.backend.xp
-        out = self.forward(x)
+        host = is_host_array(x) or hasattr(x, "iloc")
+        out = self.predict(x)
+        xp = np if host else self.backend.xp
         if out.shape[1] > 1:
             labels = xp.argmax(out, axis=1)
         else:
             labels = xp.astype(out[:, 0] > 0.5, xp.int64)
         if self._classes is not None:  # names live on the host
-            return np.asarray(self._classes)[self.backend.to_host(labels)]
-        return self.backend.to_host(labels) if is_host_array(x) else labels
+            return np.asarray(self._classes)[labels if host else self.backend.to_host(labels)]
+        return labels
 
     def class_labels(self, y_in: Any, y_dev: Any) -> Any:
         """Class labels of checked targets ``y_dev`` when accuracy applies, else None.

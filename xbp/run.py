@@ -380,13 +380,11 @@ def predict(net: Network, x: Any, *, batch_size: int = EVAL_BATCH) -> Any:
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
     batch_size = check_int(batch_size, "batch_size")
-    data = _eval_stream(net, x, None, batch_size)
-    if data is None:
-        xd = net.check_inputs(x)
-        n = int(xd.shape[0])
-        parts = [net.forward(xd[s : min(s + batch_size, n), ...]) for s in range(0, n, batch_size)]
-        return parts[0] if len(parts) == 1 else net.xp.concat(parts, axis=0)
-    return stream_predict(net, data)
+    if isinstance(x, MappedRows) or not hasattr(x, "shape"):  # row readers, batch sources
+        data = _eval_stream(net, x, None, batch_size)
+        assert data is not None
+        return stream_predict(net, data)
+    return net.predict(x, batch_size=batch_size)  # arrays: one verb, one implementation
 
 
 def predict_classes(net: Network, x: Any) -> Any:
