@@ -693,13 +693,11 @@ def _check_outputs(
     writes: dict[str, Any],
     allowed: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Every output's directory, name and kind, then no output may hit an input or another."""
-    from .paths import check_distinct, output_file
+    """Every output's directory, name and kind, then no output may hit an input or another
+    (the library's one rule, :func:`xbp.paths.check_files`, which ``fit`` applies too)."""
+    from .paths import check_files
 
-    for name, path in writes.items():
-        if path is not None:
-            output_file(path, name)
-    check_distinct(reads, writes, allowed)
+    check_files(reads, writes, allowed)
 
 
 def _reads(files: list[Path], **more: Any) -> dict[str, Any]:

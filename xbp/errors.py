@@ -17,6 +17,7 @@ __all__ = [
     "GradcheckError",
     "DivergenceError",
     "CollectiveError",
+    "Terminated",
 ]
 
 
@@ -59,3 +60,16 @@ class CollectiveError(XbpValueError):
     handshake before the first step), so no process is left waiting in a
     collective for another: each raises it, none is aborted, and a script can
     catch it on every rank (e.g. ``compile=True`` refused under MPI)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """A run ended by SIGTERM (what a preempting scheduler sends), raised like Ctrl-C.
+
+    While :func:`xbp.fit` trains or :func:`xbp.save` writes, SIGTERM raises this
+    :class:`KeyboardInterrupt` subclass instead of killing the process at once, so
+    the same clean-up runs as for Ctrl-C: a file being written is left as it was
+    (its temporary removed), the last checkpoint stays whole and resumable, and
+    run locks are released. ``xbp`` commands exit with status 143 (128 + 15).
+    """
+
+    signal_number = 15
