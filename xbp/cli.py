@@ -1947,8 +1947,14 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     _finish_args(args)
+    from .errors import Terminated
+    from .signals import terminate_as_interrupt
+
     try:
-        return COMMANDS[args.command](args)
+        # SIGTERM (a scheduler's preemption) takes Ctrl-C's clean-up path: a file being
+        # written is left as it was, the last checkpoint stays whole and resumable
+        with terminate_as_interrupt():
+            return COMMANDS[args.command](args)
     except XbpError as exc:
         if args.debug:
             raise
@@ -1958,8 +1964,19 @@ def _main(argv: list[str]) -> int:
     except BrokenPipeError:
         _quiet_broken_pipe()
         return 141  # as if killed by SIGPIPE, like other tools in a pipeline
+    except Terminated:
+        print(
+            f"xbp {args.command}: terminated by SIGTERM (exit status 143); files written "
+            "before it are whole (resume from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return 143
     except KeyboardInterrupt:
-        print(f"xbp {args.command}: interrupted", file=sys.stderr)
+        print(
+            f"xbp {args.command}: interrupted (exit status 130); files written before it "
+            "are whole (resume from the last checkpoint)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -452,7 +452,7 @@ def _training_problem(training: dict[str, Any]) -> str | None:
         value: Any = training[key]
         if isinstance(value, bool) or not isinstance(value, types):
             return f"'{key}' is {value!r}"
-        if key in ("epoch", "step", "retries", "seed") and value < 0:
+        if key in ("epoch", "step", "retries", "seed") and isinstance(value, int) and value < 0:
             return f"'{key}' is {value!r}, a negative count"
     lr_scale: Any = training.get("lr_scale")
     # halvings after a divergence only ever lower the rate: 0 < scale <= 1; anything
@@ -490,14 +490,11 @@ def _training_problem(training: dict[str, Any]) -> str | None:
         limits: dict[str, Any] = {"scale": 0.0, "growth_interval": 1, "good_steps": 0, "skipped": 0}
         for key, low in limits.items():
             found: Any = scaler.get(key, low if key != "scale" else 1.0)
-            kinds: tuple[type, ...] = (int, float) if key == "scale" else (int,)
-            if (
-                isinstance(found, bool)
-                or not isinstance(found, kinds)
-                or not math.isfinite(found)
-                or found < low
-                or (key == "scale" and found == 0)
-            ):
+            whole = isinstance(found, int) and not isinstance(found, bool)
+            number = whole or (key == "scale" and isinstance(found, float))
+            if not number or not math.isfinite(found) or found < low:
+                return f"the fp16 loss scaler's '{key}' is {found!r}"
+            if key == "scale" and found == 0:
                 return f"the fp16 loss scaler's '{key}' is {found!r}"
     return None
 

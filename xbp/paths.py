@@ -272,9 +272,9 @@ def backing_file(data: Any) -> str | None:
     obj = data
     while obj is not None and seen < 64:  # a chain of views; bounded against cycles
         seen += 1
-        name = getattr(obj, "filename", None)
-        if isinstance(name, str) and name:
-            return name
+        name = getattr(obj, "filename", None)  # a str or Path, as np.load was given it
+        if isinstance(name, (str, os.PathLike)) and os.fspath(name):
+            return str(os.fspath(name))
         nxt = getattr(obj, "raw", None)  # MappedRows reads ``raw``
         if nxt is None:
             base = getattr(obj, "base", None)

@@ -164,6 +164,11 @@ class Callback:
     def on_train_begin(self, trainer: Trainer) -> None:
         pass
 
+    def on_resume(self, trainer: Trainer) -> None:
+        """After a resumed run gave this callback its saved state: check the state fits
+        the run (an :class:`xbp.XbpValueError` if not) and take what it needs onto the
+        run's device."""
+
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         pass
 
@@ -260,8 +265,8 @@ class EarlyStopping(Callback):
                 trainer.stop_training = True
                 trainer.history.stopped_early = True
 
-    def on_train_begin(self, trainer: Trainer) -> None:
-        if self._best_host is not None:  # resumed: the checkpoint's best weights
+    def on_resume(self, trainer: Trainer) -> None:
+        if self._best_host is not None:  # the checkpoint's best weights, on the device
             self._best_params = _model_to_device(trainer.net, self._best_host)
             self._to_host = trainer.net.backend.to_host
             self._best_host = None
@@ -671,6 +676,7 @@ class Trainer:
                     pairs.append((cb, queue.pop(0)))
         for cb, cb_state in pairs:
             cb.load_state_dict(cb_state)
+            cb.on_resume(self)
         self.loss_scaler.load_state_dict(state.get("loss_scaler", {}))
 
     # -- the step ------------------------------------------------------
