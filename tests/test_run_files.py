@@ -46,9 +46,7 @@ def small(be: xbp.Backend, seed: int = 0) -> xbp.Network:
 
 def same_weights(a: xbp.Network, b: xbp.Network) -> bool:
     return all(
-        np.array_equal(p[k], q[k])
-        for p, q in zip(a.host_params(), b.host_params())
-        for k in p
+        np.array_equal(p[k], q[k]) for p, q in zip(a.host_params(), b.host_params()) for k in p
     )
 
 
@@ -240,8 +238,10 @@ class _Signal(xbp.Callback):
 
     def on_epoch_end(self, trainer, logs) -> None:
         if logs["epoch"] == self.at:
+            # without a handler SIGTERM would end the test process itself: fail instead
+            assert signal.getsignal(self.sig) is not signal.SIG_DFL, "SIGTERM is not handled"
             os.kill(os.getpid(), self.sig)
-            time.sleep(1)  # the handler runs here; never reached without one
+            time.sleep(1)  # the handler runs here
 
 
 def _run(be, epochs, callbacks=(), **kw):
@@ -355,10 +355,14 @@ def test_ctrl_c_during_the_cli_start_up_import_is_one_line(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 130, proc.stderr
-    assert proc.stderr.strip() == "xbp: interrupted while starting (exit status 130); nothing was run"
+    assert (
+        proc.stderr.strip() == "xbp: interrupted while starting (exit status 130); nothing was run"
+    )
     # and a real SIGINT at moments of the import (once the launcher runs): one line
-    launcher = "import sys, xbp_start; print(flush=True); sys.argv[1:] = ['backends']; " \
+    launcher = (
+        "import sys, xbp_start; print(flush=True); sys.argv[1:] = ['backends']; "
         "sys.exit(xbp_start.main())"
+    )
     for delay in (0.0, 0.1, 0.3):
         p = subprocess.Popen([sys.executable, "-c", launcher], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
