@@ -780,6 +780,18 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.load(edited(t, "v.npz", lambda m: m["architecture"].update(
          layers=[[3, 10**9, "tanh"], [10**9, 2, "softmax"]])), backend=be),
      XbpFileError, "its header gives layer 0 'W' the shape (3, 1000000000)"),
+    # -- sizes no memory could hold: refused before anything is allocated ---------------------
+    ("mlp-too-big", lambda be, t: xbp.mlp([3, 10**7, 10**6, 2], backend=be), XbpValueError,
+     "a network of 10,000,043,000,002 parameters"),
+    ("dense-dropout-too-big",
+     lambda be, t: xbp.Network([xbp.Dense(3, 10**12, dropout=0.5), xbp.Dense(10**12, 2)],
+                               backend=be), XbpValueError, "use smaller layers"),
+    ("make-blobs-too-big", lambda be, t: xbp.data.make_blobs(10**13), XbpValueError,
+     "make_blobs(n=10000000000000"),
+    ("make-moons-too-big", lambda be, t: xbp.data.make_moons(10**15), XbpValueError,
+     "ask for fewer rows"),
+    ("one-hot-too-many-classes", lambda be, t: xbp.data.one_hot(np.array([0, 1]), 10**13),
+     XbpValueError, "one_hot of 2 labels into 10000000000000 classes"),
     ("header-format-version-type",
      lambda be, t: xbp.load(edited(t, "l.npz", lambda m: m.update(format_version="1")),
                             backend=be),
