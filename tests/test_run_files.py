@@ -289,6 +289,11 @@ def test_sigterm_during_a_save_leaves_the_old_file_and_no_temporary(tmp_path) ->
             f.write(b"x" * 1_000_000)
             os.kill(os.getpid(), signal.SIGTERM)
             f.write(b"y" * 1_000_000)
+        real_unlink = os.unlink
+        def unlink(path):  # a second SIGTERM while the temporary is being removed
+            os.kill(os.getpid(), signal.SIGTERM)
+            real_unlink(path)
+        os.unlink = unlink
         try:
             atomic_write({str(target)!r}, write)
         except KeyboardInterrupt as exc:
@@ -510,6 +515,8 @@ DAMAGE = [
         W={"__xbp_array__": "train.99"}), None, "refers to the array 'train.99'"),
     ("stop-weights-shape", None, lambda a: a.update({"train.0": np.zeros((2, 2))}),
      "EarlyStopping's saved best weights[0]['W'] has shape (2, 2)"),
+    ("stop-weights-nan", None, lambda a: a.update({"train.0": np.full_like(a["train.0"], np.nan)}),
+     "best weights[0]['W'] holds NaN or Inf"),
     ("stop-weights-text", None, lambda a: a.update({"train.0": np.array(["a"])}),
      "does not hold as numbers"),
     ("optimizer-leaf-shape", None, lambda a: a.update({"opt.1": np.zeros((3, 3))}),

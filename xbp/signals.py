@@ -27,6 +27,9 @@ __all__ = ["terminate_as_interrupt"]
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM must not cut short the clean-up the first one started (a
+    # temporary file being removed); the block's exit restores the previous handler
+    signal.signal(signum, signal.SIG_IGN)
     raise Terminated(f"terminated by signal {signum} (SIGTERM)")
 
 

@@ -309,7 +309,7 @@ class EarlyStopping(Callback):
             and len(model) == 2
             and all(isinstance(part, list) for part in model)
             and all(isinstance(d, dict) for part in model for d in part)
-            and all(isinstance(a, np.ndarray) for part in model for d in part for a in d.values())
+            and all(hasattr(a, "dtype") for part in model for d in part for a in d.values())
         ):
             raise XbpValueError("EarlyStopping's saved best weights are not lists of arrays")
         self.reset()
@@ -338,6 +338,10 @@ def _model_to_device(
                     raise XbpValueError(
                         f"EarlyStopping's saved best {what}[{i}]['{k}'] has shape "
                         f"{tuple(v.shape)} ({v.dtype}); this network has {tuple(b[k].shape)}"
+                    )
+                if not np.isfinite(v).all():  # saved weights are finite (save refuses others)
+                    raise XbpValueError(
+                        f"EarlyStopping's saved best {what}[{i}]['{k}'] holds NaN or Inf"
                     )
                 layer[k] = be.asarray(v, be.dtype_name(b[k].dtype), copy=True)
             moved.append(layer)
