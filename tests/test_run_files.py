@@ -523,6 +523,8 @@ DAMAGE = [
      "a saved optimizer array has shape (3, 3)"),
     ("optimizer-count", None, lambda a: a.update({"opt.0": np.zeros(4, np.int64)}),
      "a saved optimizer count"),
+    ("optimizer-count-shape", None, lambda a: a.update({"opt.0": np.array([[1]])}),
+     "a saved optimizer count"),
     ("optimizer-count-negative", None, lambda a: a.update({"opt.0": np.array(-5)}),
      "a saved optimizer count"),
     ("optimizer-leaf-text", None, lambda a: a.update({"opt.1": np.full((4, 6), "a")}),
@@ -531,13 +533,13 @@ DAMAGE = [
 
 
 @pytest.mark.parametrize("case", DAMAGE, ids=[c[0] for c in DAMAGE])
-def test_a_damaged_training_state_is_one_line_before_training(tmp_path, case) -> None:
+def test_a_damaged_training_state_is_one_line_before_training(tmp_path, case, be) -> None:
     _, change, arrays_change, text = case
     bad = _damaged(tmp_path, change, arrays_change)
     before = bad.read_bytes()
     x, y = blobs()
     with pytest.raises(xbp.XbpFileError) as info:
-        xbp.fit(small("numpy"), x, y, epochs=6, batch_size=8, optimizer=optim.adam(0.01),
+        xbp.fit(small(be), x, y, epochs=6, batch_size=8, optimizer=optim.adam(0.01),
                 progress=False, resume=bad, validation_split=0.25,
                 callbacks=[xbp.EarlyStopping(patience=5)])  # fmt: skip
     message = str(info.value)
