@@ -38,12 +38,11 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 def digits_scaled() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All digits and the test split, standardised by the training rows as the CLI does."""
+    """All digits and the test split as the CLI splits them (raw: the model standardises
+    its inputs itself, by its Standardize layer)."""
     x, y = xbp.data.load_digits()
-    (xtr, _), (xva, _), (xte, yte) = xbp.data.train_val_test_split(x, y, val=0.1, test=0.2, seed=0)
-    mean, std = xtr.mean(axis=0), xtr.std(axis=0)
-    std[std == 0] = 1.0  # constant columns are only centred
-    return (x - mean) / std, y, (xte - mean) / std, yte
+    (_, _), (_, _), (xte, yte) = xbp.data.train_val_test_split(x, y, val=0.1, test=0.2, seed=0)
+    return x, y, xte, yte
 
 
 def numpy_scores(net: xbp.Network, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -63,7 +62,15 @@ def test_train_prints_what_the_saved_model_scores(digits_model) -> None:
     assert (model.parent / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the saved model, scored here on the same test split, gives the printed numbers
     net = xbp.load(model)
-    assert net.sizes == [64, 32, 10]
+    assert [d.kind for d in net.layers] == ["standardize", "dense", "dense"]
+    assert net.sizes == [64, 64, 32, 10]
+    # its Standardize layer holds the training rows' statistics (constant columns: std 1)
+    x, y = xbp.data.load_digits()
+    (xtr, _), _, _ = xbp.data.train_val_test_split(x, y, val=0.1, test=0.2, seed=0)
+    std = xtr.std(axis=0)
+    std[std == 0] = 1.0
+    np.testing.assert_allclose(net.host_state()[0]["mean"], xtr.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(net.host_state()[0]["std"], std, rtol=1e-12)
     _, _, xte, yte = digits_scaled()
     loss, acc = numpy_scores(net, xte, yte)
     assert printed_number(out, "test accuracy ") == pytest.approx(acc, abs=5e-5)
@@ -272,13 +279,14 @@ def _int_csv(path: Path, labels: np.ndarray) -> Path:
     [
         # whole-number prices: one real-valued target, not 500 classes
         (np.arange(60) * 7 + 200, "auto", 1, "regression"),
-        # 1..k (no class 0) and a gap are not class labels 0..k-1 either
-        (np.arange(60) % 3 + 1, "auto", 1, "regression"),
-        (np.arange(60) % 3 * 2, "auto", 1, "regression"),
-        # digits-style labels 0..k-1, every class present: the seed's one-hot classes
+        # a gap between whole numbers: a measurement, not class labels
+        (np.arange(60) % 3 * 2 + 5, "auto", 1, "regression"),
+        # digits-style labels 0..k-1 and wine-style 1..k: one-hot classes
         (np.arange(60) % 3, "auto", 3, "classification"),
+        (np.arange(60) % 3 + 1, "auto", 3, "classification"),
         (np.arange(60) % 3, "regress", 1, "regression"),
-        (np.arange(60) % 3 + 1, "classify", 4, "classification"),
+        # --task classify: one class per distinct value, kept on the model
+        (np.arange(60) % 3 * 2 + 5, "classify", 3, "classification"),
     ],
 )
 def test_whole_number_targets_under_quadratic(
@@ -298,8 +306,8 @@ def test_whole_number_targets_under_quadratic(
     pred = np.load(out)
     if want_task == "regression":  # real values, the network's own output
         x = np.loadtxt(data, delimiter=",", skiprows=1)[:, :2]
-        mean, std = np.asarray(meta["standardize"]["mean"]), np.asarray(meta["standardize"]["std"])
-        want = net.predict((x - mean) / std).reshape(-1)
+        assert net.layers[0].kind == "standardize"  # the model scales raw features itself
+        want = net.predict(x).reshape(-1)
         np.testing.assert_allclose(pred.reshape(-1), want, rtol=1e-10)
     else:
         assert pred.dtype.kind in "iu"

@@ -33,6 +33,7 @@ from .losses import LOSSES, register_loss
 from .network import Dense, Network, StepResult, mlp
 from .run import evaluate, fit, predict, predict_classes
 from .strategy import LocalStrategy, Strategy
+from .targets import infer_targets
 from .training import Callback, EarlyStopping, History, Trainer, TrainOptions
 
 __version__ = "0.1.0"
@@ -81,6 +82,7 @@ __all__ = [
     "export_onnx",
     "fit",
     "gradcheck",
+    "infer_targets",
     "load",
     "load_checkpoint",
     "optim",

@@ -10,19 +10,27 @@ callbacks' state and the history, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from .errors import XbpFileError, XbpTypeError, XbpValueError
+from .errors import XbpFileError, XbpTypeError, XbpValueError, arg
 from .io import Checkpoint, check_same_architecture, load_checkpoint, save
 from .optim import state_from_host, state_to_host
 from .paths import output_file
 from .training import Callback, Trainer, monitor_value
 from .validate import check_int
 
-__all__ = ["ModelCheckpoint", "save_checkpoint", "resume", "read_checkpoint"]
+__all__ = [
+    "ModelCheckpoint",
+    "save_checkpoint",
+    "resume",
+    "read_checkpoint",
+    "check_resumed_run",
+    "run_record",
+]
 
 
 def save_checkpoint(trainer: Trainer, path: str | os.PathLike[str]) -> None:
@@ -151,3 +159,71 @@ def resume(trainer: Trainer, source: Any, argument: str = "resume") -> Checkpoin
             f"{where} has a corrupt training state: {exc}; use a checkpoint written by fit"
         ) from None
     return ck
+
+
+# the settings of fit that define a run: a resume must not contradict them
+RUN_SETTINGS = (
+    "batch_size",
+    "validation_split",
+    "shuffle",
+    "seed",
+    "precision",
+    "on_divergence",
+    "max_retries",
+)
+
+
+def run_record(trainer: Trainer, epochs: int, data: dict[str, Any]) -> dict[str, Any]:
+    """What defines ``trainer``'s run: its settings, planned epochs and data
+    fingerprint (:func:`xbp.distributed.data_fingerprint`), JSON-able."""
+    o = trainer.options
+    record: dict[str, Any] = {name: getattr(o, name) for name in RUN_SETTINGS}
+    record["precision"] = o.precision if o.precision is not None else trainer.net.precision
+    record["epochs"] = int(epochs)
+    record["data"] = data
+    return record
+
+
+def check_resumed_run(ck: Checkpoint, current: dict[str, Any], where: str) -> None:
+    """Refuse a resume whose settings or data contradict the checkpoint's run.
+
+    Every contradicting setting is named in one line (in the caller's words,
+    :func:`xbp.errors.arg`); data whose fingerprint differs (other rows, another
+    split or order) is refused; so is a run already at or beyond ``epochs``.
+    A checkpoint of an xbp that recorded no run is checked for the epochs only.
+    """
+    done = int(ck.training.get("epoch", 0))
+    if current["epochs"] <= done:
+        raise XbpValueError(
+            f"{arg('epochs', current['epochs'])} is not beyond the {done} epochs {where} has "
+            f"done; ask for more (e.g. {arg('epochs', done + max(current['epochs'], 1))}) to "
+            "continue the run"
+        )
+    stored = ck.training.get("run")
+    if not isinstance(stored, dict) or not stored:
+        return
+    clashes = [
+        name
+        for name in RUN_SETTINGS
+        if name in stored and _same(stored[name]) != _same(current[name])
+    ]
+    if clashes:
+        now = ", ".join(arg(n, current[n]) for n in clashes)
+        then = ", ".join(arg(n, stored[n]) for n in clashes)
+        raise XbpValueError(
+            f"{now} contradicts {where}, which was trained with {then}; pass the same to "
+            "continue the run, or start a new run without resuming"
+        )
+    if "data" in stored and stored["data"] != current["data"]:
+        then, now = stored["data"], current["data"]
+        which = [k for k in ("train", "validation") if then.get(k) != now.get(k)]
+        what = {"train": f"the training data ({arg('x')})", "validation": "the validation data"}
+        raise XbpValueError(
+            f"{' and '.join(what[k] for k in which)} differ from what {where} was trained on "
+            "(other rows, values, split or order); resume with the same data, or start a new run"
+        )
+
+
+def _same(value: Any) -> Any:
+    """Settings compared as JSON stores them (tuples become lists, floats stay exact)."""
+    return json.loads(json.dumps(value))

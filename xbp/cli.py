@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import io
 import os
 import sys
@@ -25,7 +24,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import backends
-from .errors import XbpError, XbpFileError, XbpValueError
+from .errors import XbpError, XbpFileError, XbpValueError, spelled
 
 EXAMPLES = {
     "export": """examples:
@@ -124,11 +123,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "delimiter": ",",
         "x_key": "x",
         "y_key": "y",
-        "task": "auto",  # whole-number labels under quadratic: see _quadratic_task
+        "task": "auto",  # the library's rule: xbp.targets.infer_targets
         "layers": [256],
         "activation": "relu",
-        "output": None,  # fits the loss: softmax, sigmoid, identity for regression
-        "loss": "cross_entropy",
+        "output": None,  # fits the task and loss (xbp.targets.infer_targets)
+        "loss": None,  # the task's: cross_entropy for classes, quadratic for real targets
         "init": "auto",
         "dtype": "float64",
         "seed": LIBRARY,
@@ -404,8 +403,8 @@ def _add_data(o: _Options, *, required: bool = False, label_default: str | None 
 def _add_task(o: _Options) -> None:
     o.add(
         "--task",
-        "classify or regress; auto: with --loss quadratic, whole-number labels are classes "
-        "only when they are exactly 0..k-1",
+        "classify or regress; auto: names are classes; whole numbers are classes when "
+        "they are 2 values or 0..k-1/1..k with 2+ rows per class, otherwise one real target",
         choices=list(TASKS),
     )
 
@@ -427,7 +426,12 @@ def _add_model(o: _Options) -> None:
         "fits the loss: softmax, sigmoid, or identity for real-valued targets",
         choices=sorted(ACTIVATIONS),
     )
-    o.add("--loss", "cost", choices=sorted(LOSSES) + ["mse"])
+    o.add(
+        "--loss",
+        "cost",
+        "the task's: cross_entropy for class labels, quadratic for real-valued targets",
+        choices=sorted(LOSSES) + ["mse"],
+    )
     o.add("--init", "weight initialisation", choices=["auto", *INITS])
     o.add("--dtype", "floating-point type", choices=["float32", "float64"])
     o.add("--seed", "seeds weights, shuffling and splits (an integer >= 0)", type=_nonneg_int)
@@ -768,124 +772,26 @@ def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:
     return _Loaded(np.asarray(x), np.asarray(y))
 
 
-def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for a in (x, y):
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes() if not a.flags.c_contiguous else a.data.cast("B"))
-    return h.hexdigest()
+TASKS = {"auto": "auto", "classify": "classification", "regress": "regression"}
+
+# The library's keywords as the command line spells them: library errors name the
+# keyword through xbp.errors.arg, and read in these words under every command.
+FLAGS: dict[str, tuple[str, dict[Any, str]]] = {
+    "loss": ("--loss", {}),
+    "task": ("--task", {v: k for k, v in TASKS.items()}),
+    "x": ("--data", {}),
+    "epochs": ("--epochs", {}),
+    "batch_size": ("--batch-size", {}),
+    "seed": ("--seed", {}),
+}
 
 
-TASKS = {"auto": None, "classify": "classification", "regress": "regression"}
+def _targets(y: np.ndarray, loss: str | None, task: str = "auto") -> Any:
+    """The library's task and target rules (:func:`xbp.targets.infer_targets`) for
+    ``--data``'s labels under ``--loss`` and ``--task``."""
+    from .targets import infer_targets
 
-
-def _quadratic_task(y: np.ndarray) -> str:
-    """``--task auto`` under the quadratic cost for one column of whole numbers: class
-    labels only when they are exactly 0..k-1 (every class present, contiguous, k > 2
-    and at least two rows per class, as digits and MNIST are); anything else (prices,
-    counts, years) is one real-valued target."""
-    classes = np.unique(y)
-    k = int(classes.size)
-    labels = k > 2 and int(classes[0]) == 0 and int(classes[-1]) == k - 1 and 2 * k <= y.shape[0]
-    return "classification" if labels else "regression"
-
-
-def _targets(y: np.ndarray, loss: str, task: str = "auto") -> tuple[int, str]:
-    """Check the targets against the loss and ``--task``; return (output width, task).
-
-    The task is ``"classification"`` (class labels, 0/1 or one-hot targets) or
-    ``"regression"`` (real-valued targets, quadratic loss only).
-    """
-    where = "--data's labels"
-    want = TASKS[task]
-    if want == "regression" and loss != "quadratic":
-        raise XbpValueError(
-            f"--task regress needs --loss quadratic, not {loss}; for class labels use "
-            "--task classify or auto"
-        )
-    if want is not None and y.ndim == 2 and y.shape[0] and loss == "quadratic":
-        return int(y.shape[1]), want
-    if want == "regression" and y.ndim == 1 and y.shape[0] and y.dtype.kind in "iuf":
-        if not np.isfinite(y).all():
-            raise XbpValueError(f"{where} contain NaN or Inf; clean the label column first")
-        return 1, "regression"
-    if y.ndim == 0 or y.ndim > 2 or y.shape[0] == 0:
-        raise XbpValueError(f"{where} have shape {y.shape}; need one label or target per sample")
-    if y.dtype.kind not in "iuf":
-        raise XbpValueError(f"{where} have dtype {y.dtype}; need numbers or class names")
-    if not np.isfinite(y).all():
-        raise XbpValueError(f"{where} contain NaN or Inf; clean the label column first")
-    lo, hi = float(y.min()), float(y.max())
-    binary = bool(np.all((y == 0) | (y == 1)))
-    if y.ndim == 2:
-        if loss == "cross_entropy" and y.shape[1] < 2:
-            raise XbpValueError(
-                f"{where} have 1 column but cross_entropy needs at least 2 classes; for 0/1 "
-                "targets pass --loss binary_cross_entropy"
-            )
-        if loss == "cross_entropy" and lo < 0:
-            raise XbpValueError(
-                f"{where} hold negative targets (down to {lo:g}); cross_entropy needs class "
-                "probabilities >= 0"
-            )
-        if loss == "binary_cross_entropy" and (lo < 0 or hi > 1):
-            raise XbpValueError(
-                f"{where} range from {lo:g} to {hi:g} but binary_cross_entropy needs targets in "
-                "[0, 1]; for class labels use --loss cross_entropy"
-            )
-        task = "regression" if loss == "quadratic" and not binary else "classification"
-        return int(y.shape[1]), task
-    integer = y.dtype.kind in "iu"
-    if loss == "cross_entropy":
-        if not integer:
-            sample = y[np.flatnonzero(y != np.round(y))[:1]]
-            raise XbpValueError(
-                f"{where} are not whole numbers (e.g. {float(sample[0]) if sample.size else lo:g}) "
-                "but cross_entropy needs class labels 0..k-1; for real-valued targets pass "
-                "--loss quadratic (regression), or choose the right --label-column"
-            )
-        if lo < 0:
-            raise XbpValueError(
-                f"{where} include negative class labels ({int(lo)}); class labels must be "
-                "0..k-1 (or names)"
-            )
-        classes = np.unique(y)
-        if classes.size < 2:
-            raise XbpValueError(
-                f"{where} hold a single class ({int(classes[0])}); a classifier needs at least 2 "
-                "classes (check --label-column and the data)"
-            )
-        return int(hi) + 1, "classification"
-    if loss == "binary_cross_entropy":
-        if lo < 0 or hi > 1:
-            hint = (
-                f"for {int(hi) + 1} classes use --loss cross_entropy"
-                if integer
-                else "scale them into [0, 1] or use --loss quadratic"
-            )
-            raise XbpValueError(
-                f"{where} range from {lo:g} to {hi:g} but binary_cross_entropy needs 0/1 labels "
-                f"or probabilities in [0, 1]; {hint}"
-            )
-        return 1, "classification"
-    # quadratic: labels exactly 0..k-1 are classes (one-hot); otherwise one real target
-    if want == "classification":
-        if not integer and not bool(np.all(y == np.round(y))):
-            raise XbpValueError(
-                f"{where} are not whole numbers but --task classify needs class labels 0..k-1; "
-                "use --task regress or auto"
-            )
-        if lo < 0:
-            raise XbpValueError(
-                f"{where} include negative class labels ({lo:g}); --task classify needs "
-                "labels 0..k-1; use --task regress"
-            )
-        return (1 if binary else int(hi) + 1), "classification"
-    if integer and lo >= 0 and hi > 1:
-        task = _quadratic_task(y)
-        return (int(hi) + 1 if task == "classification" else 1), task
-    return 1, "classification" if binary else "regression"
+    return infer_targets(y, loss=loss, task=TASKS[task], argument="--data's labels")
 
 
 def _task_choice(args: argparse.Namespace, ck: Any = None, classes: Any = None) -> str:
@@ -937,10 +843,9 @@ def _stored_scaling(meta: dict[str, Any], n_in: int, argument: str) -> Any:
 def _build_network(args: argparse.Namespace, n_in: int, n_out: int, output: str | None) -> Any:
     from .network import mlp
 
-    if output is None and args.loss in ("quadratic", "mse"):
-        output = args.activation  # the CLI's rule for classes under the quadratic cost
     return mlp(
         [n_in, *args.layers, n_out],
+        standardize=not getattr(args, "no_standardize", True),
         activation=args.activation,
         output=output,
         loss=args.loss,
@@ -1209,16 +1114,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     # 3. the data, checked against the loss before anything is built
     data = _load_training(args, fmt)
     x, y = data.x, data.y
-    fingerprint = _fingerprint(x, y)
-    if ck is not None and ck.metadata.get("data_fingerprint") not in (None, fingerprint):
-        raise XbpValueError(
-            f"--data {args.data!r} is not the data {args.resume!r} was trained on (its contents "
-            "changed); resume with the same data, or start a new run"
-        )
-    n_out, task = _targets(y, args.loss, _task_choice(args, ck, data.classes))
-    if task == "regression" and y.dtype.kind != "f":
-        y = y.astype(np.float64)  # whole-number targets: no stratified split, no one-hot
-    (xtr, ytr), (xva, yva), (xte, yte), scaling = _split_and_scale(args, x, y)
+    spec = _targets(y, args.loss, _task_choice(args, ck, data.classes))
+    y, n_out, task, args.loss = spec.y, spec.n_out, spec.task, spec.loss
+    classes = data.classes if data.classes is not None else spec.classes
+    (xtr, ytr), (xva, yva), (xte, yte) = _split(args, x, y)
+    # the model standardises its inputs itself (a Standardize layer adapted from the
+    # training rows by fit); a checkpoint of an older xbp recorded the scaling instead
+    scaling = None if ck is None else ck.metadata.get("standardize")
+    if ck is not None and scaling:
+        stored = _stored_scaling(ck.metadata, xtr.shape[1], "--resume")
+        xtr, xva, xte = (_scaled(part, stored) for part in (xtr, xva, xte))
+    if classes is not None:  # the model keeps its class labels: train on them
+        names = np.asarray(classes)
+        ytr, yva, yte = names[ytr], names[yva], names[yte]
     # 4. the network and optimizer: new, or the checkpoint's
     if ck is not None:
         net = ck.network
@@ -1227,23 +1135,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         opt = _check_schedule_extension(args, ck, run, len(ytr))
         if opt is not ck.optimizer:
             ck = ck._replace(optimizer=opt)
+        if net.classes is None and classes is not None:
+            net.classes = classes  # a checkpoint written before models kept their classes
         if net.n_in != xtr.shape[1] or net.n_out != n_out:
             raise XbpValueError(
                 f"--resume {args.resume!r} holds a {net.sizes} network but --data gives "
                 f"{xtr.shape[1]} features and {n_out} outputs; resume with the same data"
             )
     else:
-        output = args.output
-        if output is None and task == "regression":
-            output = "identity"  # real-valued targets: no squashing of the output
-        net = _build_network(args, xtr.shape[1], n_out, output)
+        net = _build_network(args, xtr.shape[1], n_out, args.output or spec.output)
+        net.classes = classes
         opt = _make_optimizer(run, len(ytr))
     meta: dict[str, Any] = {
         "data": args.data,
-        "data_fingerprint": fingerprint,
         "features": {"count": int(xtr.shape[1]), "names": data.feature_names},
         "label": {"name": data.label_name, "index": data.label_index, "columns": data.columns},
-        "classes": data.classes,
+        "classes": data.classes,  # the label column's names (the model keeps its classes)
         "task": task,
         "standardize": scaling,
         "cli": _run_options(args),  # what a --resume compares its flags with
@@ -1317,31 +1224,19 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
-def _split_and_scale(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
-    """(train, validation, test) pairs, scaled by the training rows' statistics, and the
-    scaling the model file records (None with --no-standardize)."""
-    from .data import standardize, train_val_test_split
+def _split(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
+    """The (train, validation, test) pairs of ``--data``."""
+    from .data import train_val_test_split
 
     if x.dtype.kind != "f":
         x = x.astype(np.float64)
     split = train_val_test_split(x, y, val=args.val_split, test=args.test_split, seed=args.seed)
-    (xtr, ytr), (xva, yva), (xte, yte) = split
-    if args.batch_size > len(ytr):
+    if args.batch_size > len(split[0][1]):
         raise XbpValueError(
-            f"--batch-size {args.batch_size} is larger than the {len(ytr)} training rows; use "
-            f"--batch-size {len(ytr)} or less"
+            f"--batch-size {args.batch_size} is larger than the {len(split[0][1])} training "
+            f"rows; use --batch-size {len(split[0][1])} or less"
         )
-    if args.no_standardize:
-        return (xtr, ytr), (xva, yva), (xte, yte), None
-    xtr, xva, xte, mean, std = standardize(xtr, xva, xte)
-    for part, name in ((xtr, "training"), (xva, "validation"), (xte, "test")):
-        if part.size and not np.isfinite(part).all():
-            raise XbpValueError(
-                f"--data: {name} features are not finite after standardising (a column is "
-                "nearly constant in the training rows); pass --no-standardize or rescale"
-            )
-    scaling = {"mean": mean.tolist(), "std": std.tolist()}
-    return (xtr, ytr), (xva, yva), (xte, yte), scaling
+    return split
 
 
 def _report_early_stopping(stopper: Any, hist: Any) -> None:
@@ -1478,6 +1373,8 @@ def _read_chunks(
             raise _width_error(x.shape[1] if x.ndim == 2 else 1, n_in, "")
         if x.dtype.kind not in "fiu":
             raise XbpValueError(f"--data has features of dtype {x.dtype}; need numbers")
+        if y is not None and classes and net.classes is not None:
+            y = np.asarray(classes)[y]  # the names iter_table coded, for the model's classes
         return _scaled(x, scaling), y
 
     if fmt == "csv":
@@ -1636,6 +1533,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     net, meta = _load_model(args, args.model, _model_option(args))
     classify = _task(net, meta) == "classification"
     classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
+    if net.classes is not None:
+        classes = list(net.classes)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         for x, _ in _data_chunks(args, fmt, net, meta, need_labels=False):
@@ -1808,9 +1707,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         data = _load_training(args, fmt)
         x, y = data.x, data.y
         x = _scaled(np.asarray(x), None)
-        n_out, task = _targets(np.asarray(y), args.loss, _task_choice(args, None, data.classes))
-        output = args.output or ("identity" if task == "regression" else None)
-        net = _build_network(args, x.shape[1], n_out, output)
+        spec = _targets(np.asarray(y), args.loss, _task_choice(args, None, data.classes))
+        y, args.loss = spec.y, spec.loss
+        net = _build_network(args, x.shape[1], spec.n_out, args.output or spec.output)
     if not -len(x) <= args.index < len(x):
         raise XbpValueError(
             f"--sample {args.index} is outside the {len(x)} samples; use -{len(x)}..{len(x) - 1}"
@@ -1953,7 +1852,7 @@ def _main(argv: list[str]) -> int:
     try:
         # SIGTERM (a scheduler's preemption) takes Ctrl-C's clean-up path: a file being
         # written is left as it was, the last checkpoint stays whole and resumable
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(), spelled(FLAGS):
             return COMMANDS[args.command](args)
     except XbpError as exc:
         if args.debug:

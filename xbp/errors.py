@@ -7,6 +7,11 @@ derives from the matching built-in (``ValueError``, ``TypeError``,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 __all__ = [
     "XbpError",
     "XbpValueError",
@@ -60,6 +65,49 @@ class CollectiveError(XbpValueError):
     handshake before the first step), so no process is left waiting in a
     collective for another: each raises it, none is aborted, and a script can
     catch it on every rank (e.g. ``compile=True`` refused under MPI)."""
+
+
+# -- how an error names the caller's arguments -------------------------------------
+# A library message names its keyword (``loss='quadratic'``); a front end that spells
+# its arguments otherwise (the command line's ``--loss quadratic``) installs its own
+# table for the duration of a call, and the same message reads in its words. No
+# message is ever rewritten after the fact.
+_NO_VALUE = object()
+_Table = Mapping[str, tuple[str, Mapping[Any, str]]]
+_SPELLING: contextvars.ContextVar[_Table | None] = contextvars.ContextVar(
+    "xbp_argument_spelling", default=None
+)
+
+
+def arg(name: str, value: Any = _NO_VALUE) -> str:
+    """The caller's spelling of keyword ``name`` (with ``value``), for error messages.
+
+    Examples
+    --------
+    >>> from xbp.errors import arg, spelled
+    >>> arg("loss", "quadratic")
+    "loss='quadratic'"
+    >>> with spelled({"loss": ("--loss", {})}):
+    ...     arg("loss", "quadratic")
+    '--loss quadratic'
+    """
+    spelling = (_SPELLING.get() or {}).get(name)
+    if spelling is None:
+        return name if value is _NO_VALUE else f"{name}={value!r}"
+    flag, values = spelling
+    if value is _NO_VALUE:
+        return flag
+    return f"{flag} {values.get(value, value)}"
+
+
+@contextlib.contextmanager
+def spelled(table: _Table) -> Iterator[None]:
+    """Spell keywords as ``table`` says (``{"loss": ("--loss", {})}``) within the block."""
+    token = _SPELLING.set({**(_SPELLING.get() or {}), **table})
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
 
 
 class Terminated(KeyboardInterrupt):

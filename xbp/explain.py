@@ -25,7 +25,9 @@ import numpy as np
 from .activations import get_activation
 from .errors import XbpTypeError, XbpValueError
 from .gradcheck import gradcheck
+from .layers import Standardize
 from .network import Network
+from .targets import encode_labels
 from .validate import check_int, check_number
 
 __all__ = ["explain", "DERIVATIVES"]
@@ -124,6 +126,15 @@ def explain(
     limit = check_int(limit, "limit")
     if not 2 <= digits <= 17:
         raise XbpValueError(f"digits={digits} must lie in 2..17 (float64 holds 17 digits)")
+    if len(net.layers) > 1 and isinstance(net.layers[0], Standardize):
+        tail, xs, ys = _after_standardize(net, x, y)
+        text = explain(
+            tail, xs, ys, learning_rate=learning_rate, digits=digits, limit=limit, check=check
+        )
+        return (
+            "x is first standardised by the model's Standardize layer, x <- (x - mean) / std "
+            "(no parameters, so no gradient); the steps below start from that x\n" + text
+        )
     if not net.plain:
         raise XbpValueError(
             "explain writes out the equations of Dense layers only; this network has "
@@ -280,3 +291,23 @@ def _phi_prime(act: Any, z: np.ndarray, a: np.ndarray) -> np.ndarray:
     if act.derivative is None:
         return np.ones_like(a)
     return np.asarray(act.derivative(cnp, (z if act.from_z else a) + 0))
+
+
+def _after_standardize(net: Network, x: Any, y: Any) -> tuple[Network, np.ndarray, Any]:
+    """The network after its leading Standardize layer (sharing its parameters), the
+    standardised sample, and the targets as that network takes them."""
+    state = net.host_state()[0]
+    xs = np.asarray(net.backend.to_host(net.check_inputs(x)), dtype=np.float64) - state["mean"]
+    xs = xs / state["std"]
+    tail = Network(
+        net.layers[1:],
+        loss=net.loss.name,
+        backend=net.backend,
+        dtype=net.backend.dtype_name(net.dtype),
+        seed=net.seed,
+        init=net.init,
+    )
+    tail.params = [dict(p) for p in net.host_params()[1:]]
+    if net.classes is not None and getattr(y, "ndim", 1) == 1:
+        y = encode_labels(y, net.classes)
+    return tail, xs, y

@@ -385,6 +385,8 @@ def _build(
             init=arch.get("init", "auto"),
         )
         net.restore_precision(arch.get("precision", "exact"))
+        net.classes = arch.get("classes")
+        net.feature_names = arch.get("feature_names")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, XbpFileError) or isinstance(exc, XbpError) and "backend" in str(exc):
             raise

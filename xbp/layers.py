@@ -581,7 +581,15 @@ class Standardize(_SameWidth):
         for s in range(0, n, 65536):
             c = np.asarray(x[s : s + 65536], dtype=np.float64) - mean
             sq += (c * c).sum(axis=0)
-        std = np.sqrt(sq / n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            std = np.sqrt(sq / n)
+        bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+        if bad.size:
+            raise XbpValueError(
+                f"Standardize: feature column {int(bad[0])} cannot be standardised: its values "
+                "overflow float64 when squared; rescale that column first (or build the "
+                "network without standardize)"
+            )
         std[std == 0] = 1.0
         return {"mean": mean, "std": std, "count": np.array([float(n)])}
 

@@ -39,6 +39,7 @@ from .layers import (
 )
 from .losses import Loss, check_pair, check_targets, default_output, get_loss
 from .summary import summarize
+from .targets import encode_labels
 from .validate import as_features, as_targets, check_int, check_memory, is_host_array
 from .weights import check_sample_weight
 
@@ -175,6 +176,8 @@ class Network:
         seed: int | None = 0,
         init: str = "auto",
         precision: str = "exact",
+        classes: Sequence[Any] | None = None,
+        feature_names: Sequence[str] | None = None,
     ) -> None:
         layers = list(layers) if not isinstance(layers, Layer) else [layers]
         if not layers:
@@ -230,6 +233,8 @@ class Network:
         if init != "auto" and init not in INITS:
             raise XbpValueError(f"init={init!r} is not known; use 'auto' or one of {list(INITS)}")
         self.init = init
+        self.classes = classes  # checked against the output width by the setter
+        self.feature_names = feature_names
         self.backend: Backend = resolve_backend(backend, device)
         self.precision = precision  # checked against the backend by the setter
         self.seed = seed
@@ -345,6 +350,8 @@ class Network:
             "precision": self.precision,
             "seed": self.seed,
             **extra,
+            **({"classes": list(self.classes)} if self.classes is not None else {}),
+            **({"feature_names": list(self.feature_names)} if self.feature_names else {}),
         }
 
     @staticmethod
@@ -822,18 +829,98 @@ class Network:
         return ones
 
     # -- public API ----------------------------------------------------
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        """The class labels the outputs stand for, in output order, or None.
+
+        Set when the network trains on class names (``fit(net, x, ["cat", "dog",
+        ...])``) or on whole numbers other than ``0..k-1``; saved with the model.
+        With classes, targets are given as those labels and
+        :meth:`predict_classes` returns them.
+        """
+        return self._classes
+
+    @classes.setter
+    def classes(self, value: Sequence[Any] | None) -> None:
+        if value is None:
+            self._classes: tuple[Any, ...] | None = None
+            return
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+            raise XbpTypeError(f"classes={value!r} must be a list of class labels, e.g. ['a', 'b']")
+        labels = tuple(v.item() if hasattr(v, "item") else v for v in value)
+        width = 2 if self.n_out == 1 else self.n_out
+        if len(labels) != width or len(set(labels)) != len(labels):
+            raise XbpValueError(
+                f"classes={list(labels)[:10]} must name {width} distinct labels, one per output "
+                f"class of this {self.n_out}-output network"
+            )
+        self._classes = labels
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        """The input columns' names, recorded from a pandas DataFrame by :func:`xbp.fit`
+        and checked on every DataFrame given later (same names, same order); None when
+        the network trained on plain arrays. Saved with the model."""
+        return self._feature_names
+
+    @feature_names.setter
+    def feature_names(self, value: Sequence[str] | None) -> None:
+        if value is None:
+            self._feature_names: tuple[str, ...] | None = None
+            return
+        names = tuple(str(v) for v in value)
+        if len(names) != self.n_in:
+            raise XbpValueError(
+                f"feature_names lists {len(names)} names but the network takes {self.n_in} "
+                "features; give one name per input column"
+            )
+        self._feature_names = names
+
+    def record_inputs(self, x: Any, argument: str = "x") -> None:
+        """Record a DataFrame's column names as :attr:`feature_names` (first fit), or
+        check them against the recorded ones."""
+        columns = getattr(x, "columns", None)
+        if columns is None or not hasattr(x, "iloc"):
+            return
+        if self._feature_names is None:
+            self.feature_names = [str(c) for c in columns]
+        else:
+            self._check_names(columns, argument)
+
+    def _check_names(self, columns: Any, argument: str) -> None:
+        names = tuple(str(c) for c in columns)
+        if names != self._feature_names:
+            want = list(self._feature_names or ())
+            missing = [n for n in want if n not in names][:3]
+            extra = [n for n in names if n not in want][:3]
+            what = f"lacks {missing} and has {extra}" if missing or extra else "reorders them"
+            raise XbpValueError(
+                f"{argument}'s columns do not match the features the network was trained on: "
+                f"it {what}; select the training columns in their order ({want[:5]}...)"
+            )
+
     def check_inputs(self, x: Any, argument: str = "x") -> Any:
         """``x`` checked (2-D, ``n_in`` columns, floating, finite) and on this device and dtype.
 
         Host data is moved; an array of this backend on this device is used as
         it is (cast when its dtype differs); anything else is a one-line error
-        naming ``argument``.
+        naming ``argument``. A pandas DataFrame's columns must match
+        :attr:`feature_names` when the network recorded them.
         """
+        if hasattr(x, "columns") and hasattr(x, "iloc"):  # a pandas DataFrame
+            if self._feature_names is not None:
+                self._check_names(x.columns, argument)
+            x = x.to_numpy()
         return as_features(self.backend, x, self.dtype, self.n_in, argument)
 
     def check_targets(self, y: Any, n_rows: int, argument: str = "y") -> Any:
         """``y`` as ``(n_rows, n_out)`` targets on this device; ``(n,)`` integer labels
-        are one-hot encoded. The loss's own rule on target values is applied."""
+        are one-hot encoded (class labels of :attr:`classes` first become their codes).
+        The loss's own rule on target values is applied."""
+        if hasattr(y, "iloc") and hasattr(y, "to_numpy"):  # a pandas Series / DataFrame
+            y = y.to_numpy()
+        if self._classes is not None and getattr(y, "ndim", 1) == 1:
+            y = encode_labels(y, self._classes, argument)
         yd = as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument)
         check_targets(self.loss, self.backend.xp, yd, argument)
         return yd
@@ -906,7 +993,8 @@ class Network:
     def predict_classes(self, x: Any) -> Any:
         """Class labels: argmax of the outputs, or ``output > 0.5`` for one output.
 
-        Returned where ``x`` came from (NumPy in, NumPy out).
+        Returned where ``x`` came from (NumPy in, NumPy out); a network with
+        :attr:`classes` returns those labels, as a NumPy array.
         """
         xp = self.backend.xp
         out = self.forward(x)
@@ -914,6 +1002,8 @@ class Network:
             labels = xp.argmax(out, axis=1)
         else:
             labels = xp.astype(out[:, 0] > 0.5, xp.int64)
+        if self._classes is not None:  # names live on the host
+            return np.asarray(self._classes)[self.backend.to_host(labels)]
         return self.backend.to_host(labels) if is_host_array(x) else labels
 
     def class_labels(self, y_in: Any, y_dev: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import ModelCheckpoint
+from .checkpoint import ModelCheckpoint, check_resumed_run, run_record
 from .checkpoint import resume as resume_run
 from .distributed import data_fingerprint
 from .errors import XbpTypeError, XbpValueError
@@ -33,6 +33,7 @@ from .sources import (
     with_class_weight,
 )
 from .strategy import LocalStrategy, Strategy
+from .targets import infer_targets
 from .training import History, Trainer, TrainOptions
 from .validate import check_int, is_host_array
 
@@ -212,6 +213,8 @@ def _fit(
 ) -> History:
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
+    if resume is None:
+        _record(net, x, y)
     train: Source | None = as_stream(net, x, y, "x", stream)
     if train is None:
         if y is None:
@@ -249,9 +252,14 @@ def _fit(
     if resume is None and not net.adapted:
         _adapt(net, train)
     trainer = Trainer(net, options, strategy=strategy)
+    trainer.run_record = run_record(trainer, options.epochs, data_fingerprint(net, train, val))
     ck = None
     if resume is not None:
         ck = resume_run(trainer, resume)
+        where = (
+            "resume" if not isinstance(resume, (str, os.PathLike)) else f"resume={str(resume)!r}"
+        )
+        check_resumed_run(ck, trainer.run_record, where)
     strategy.setup(net, run_config(trainer, train, val, ck))
     saved = net.precision
     if options.precision is not None:
@@ -260,6 +268,25 @@ def _fit(
         return trainer.fit(train, val, options.epochs)
     finally:
         net.precision = saved
+
+
+def _record(net: Network, x: Any, y: Any) -> None:
+    """What the model keeps about its data: a DataFrame's column names, and the class
+    names of named labels (strings, booleans) the first time it trains on them."""
+    net.record_inputs(x)
+    kind = getattr(getattr(y, "dtype", None), "kind", None)
+    if isinstance(y, list) and y and isinstance(y[0], (str, bool)):
+        kind = "U"
+    if net.classes is not None or kind not in ("O", "U", "S", "b") or getattr(y, "ndim", 1) != 1:
+        return
+    spec = infer_targets(y, loss=net.loss.name, task="classification")
+    if spec.classes is None or spec.n_out != net.n_out:
+        raise XbpValueError(
+            f"y holds {len(spec.classes or ())} classes {list(spec.classes or ())[:5]} but the "
+            f"network has {net.n_out} output(s) for loss={net.loss.name!r}; build it with "
+            f"{spec.n_out} outputs (xbp.infer_targets(y) says what fits)"
+        )
+    net.classes = spec.classes
 
 
 def _adapt(net: Network, train: Source) -> None:

@@ -603,6 +603,9 @@ class Trainer:
         self.step = 0
         self.stop_training = False
         self.metadata: dict[str, Any] = dict(self.options.metadata or {})
+        # what defines the run (settings, data fingerprint), saved with checkpoints so a
+        # resume can refuse what contradicts it (xbp.checkpoint.check_resumed_run)
+        self.run_record: dict[str, Any] = {}
         self._compiled: Any = None  # the compiled epoch runner, built on first use
         self.loss_scaler = LossScaler()  # used by fp16 steps only
         self._scaler_at_epoch: dict[str, Any] = self.loss_scaler.state_dict()
@@ -655,6 +658,7 @@ class Trainer:
             "callbacks": [cb.state_dict() for cb in self.callbacks],
             "callback_types": [type(cb).__name__ for cb in self.callbacks],
             "loss_scaler": self.loss_scaler.state_dict(),
+            "run": self.run_record,
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
