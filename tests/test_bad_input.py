@@ -314,6 +314,12 @@ def mapped(tmp: Path, x: np.ndarray = X) -> np.ndarray:
     return np.load(tmp / "sub" / "stream.npy", mmap_mode="r")
 
 
+def locked_run(be, tmp: Path, **kw):
+    """``fit`` while this process holds the run lock of ``c3.npz`` (as another run would)."""
+    with xbp.paths.RunLock({"checkpoint": tmp / "c3.npz"}):
+        return fit(be, **kw)
+
+
 def packed(tmp: Path) -> Path:
     """An .npz written compressed (it cannot be memory-mapped)."""
     np.savez_compressed(tmp / "sub" / "packed.npz", x=X, y=Y)
@@ -449,6 +455,34 @@ CASES: list[tuple[str, Any, type, str]] = [
          loss="huber_x")), backend=be), XbpFileError, "xbp.register_loss('huber_x'"),
     ("checkpoint-missing-dir", lambda be, t: fit(be, checkpoint=t / "nope" / "c.npz"),
      XbpFileNotFoundError, "checkpoint="),
+    # -- a run's files: one output rule, locks, logs --------------------------------------------
+    ("checkpoint-is-mmap-input",
+     lambda be, t: fit(be, x=mapped(t), checkpoint=t / "sub" / "stream.npy"), XbpValueError,
+     "is the same file as x"),
+    ("checkpoint-is-mmap-view",
+     lambda be, t: fit(be, x=np.asarray(mapped(t))[2:], y=Y[2:],
+                       checkpoint=t / "sub" / "stream.npy"), XbpValueError,
+     "is the same file as x"),
+    ("csvlogger-is-mmap-input",
+     lambda be, t: fit(be, x=mapped(t), callbacks=[xbp.CSVLogger(t / "sub" / "stream.npy")]),
+     XbpValueError, "CSVLogger path"),
+    ("csvlogger-is-resume",
+     lambda be, t: fit(be, resume=t / "ck.npz", epochs=2, callbacks=[xbp.CSVLogger(t / "ck.npz")]),
+     XbpValueError, "is the same file as resume"),
+    ("csvlogger-new-run-foreign-csv",
+     lambda be, t: fit(be, callbacks=[xbp.CSVLogger(t / "iris.csv")]), XbpFileError,
+     "a new run replaces only a CSVLogger's own log"),
+    ("csvlogger-new-run-binary",
+     lambda be, t: fit(be, callbacks=[xbp.CSVLogger(t / "model.npz")]), XbpFileError,
+     "cannot be read as a CSVLogger's log"),
+    ("checkpoint-locked", lambda be, t: locked_run(be, t, checkpoint=t / "c3.npz"),
+     XbpFileError, "is in use by another run"),
+    ("csvlogger-locked",
+     lambda be, t: locked_run(be, t, callbacks=[xbp.CSVLogger(t / "c3.npz")]),
+     XbpFileError, "CSVLogger path="),
+    ("paths-check-files",
+     lambda be, t: xbp.paths.check_files({"x": t / "iris.csv"}, {"checkpoint": t / "iris.csv"}),
+     XbpValueError, "checkpoint"),
     # -- dropout, L1, sample and class weights -----------------------------------------------
     ("dropout-one", lambda be, t: xbp.Dense(3, 2, dropout=1.0), XbpValueError,
      "Dense.dropout=1.0 must be < 1"),
@@ -718,6 +752,47 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.load_checkpoint(
          edited(t, "k.npz", lambda m: m["training"].update(rng=5)), backend=be),
      XbpFileError, "'rng' is 5"),
+    ("header-lr-scale-negative",
+     lambda be, t: xbp.load_checkpoint(
+         edited(t, "p.npz", lambda m: m["training"].update(lr_scale=-1.0)), backend=be),
+     XbpFileError, "'lr_scale' is -1.0"),
+    ("header-lr-scale-nan",
+     lambda be, t: fit(be, epochs=2, resume=edited(
+         t, "q.npz", lambda m: m["training"].update(lr_scale=float("nan")))),
+     XbpFileError, "'lr_scale' is nan"),
+    ("header-rng-state",
+     lambda be, t: xbp.load_checkpoint(
+         edited(t, "r.npz", lambda m: m["training"]["rng"].update(state=3)), backend=be),
+     XbpFileError, "'rng' is not a random generator's state"),
+    ("header-history",
+     lambda be, t: xbp.load_checkpoint(
+         edited(t, "s.npz", lambda m: m["training"]["history"].update(epochs=5)), backend=be),
+     XbpFileError, "'history' epochs are not a list"),
+    ("header-loss-scaler",
+     lambda be, t: xbp.load_checkpoint(
+         edited(t, "t.npz", lambda m: m["training"].update(loss_scaler={"scale": 0})),
+         backend=be), XbpFileError, "loss scaler's 'scale' is 0"),
+    ("header-callback-array",
+     lambda be, t: xbp.load_checkpoint(
+         edited(t, "u.npz", lambda m: m["training"].update(
+             callbacks=[{"best_model": {"__xbp_array__": "train.7"}}])), backend=be),
+     XbpFileError, "refers to the array 'train.7'"),
+    ("header-huge-layers",
+     lambda be, t: xbp.load(edited(t, "v.npz", lambda m: m["architecture"].update(
+         layers=[[3, 10**9, "tanh"], [10**9, 2, "softmax"]])), backend=be),
+     XbpFileError, "its header gives layer 0 'W' the shape (3, 1000000000)"),
+    # -- sizes no memory could hold: refused before anything is allocated ---------------------
+    ("mlp-too-big", lambda be, t: xbp.mlp([3, 10**7, 10**6, 2], backend=be), XbpValueError,
+     "a network of 10,000,043,000,002 parameters"),
+    ("dense-dropout-too-big",
+     lambda be, t: xbp.Network([xbp.Dense(3, 10**12, dropout=0.5), xbp.Dense(10**12, 2)],
+                               backend=be), XbpValueError, "use smaller layers"),
+    ("make-blobs-too-big", lambda be, t: xbp.data.make_blobs(10**13), XbpValueError,
+     "make_blobs(n=10000000000000"),
+    ("make-moons-too-big", lambda be, t: xbp.data.make_moons(10**15), XbpValueError,
+     "ask for fewer rows"),
+    ("one-hot-too-many-classes", lambda be, t: xbp.data.one_hot(np.array([0, 1]), 10**13),
+     XbpValueError, "one_hot of 2 labels into 10000000000000 classes"),
     ("header-format-version-type",
      lambda be, t: xbp.load(edited(t, "l.npz", lambda m: m.update(format_version="1")),
                             backend=be),
@@ -880,7 +955,7 @@ INPUTS = {
         "packed.npz",
         "labels.gz",
     )
-} | {f"sub/{c}.npz" for c in "abcdefghijklmno"}
+} | {f"sub/{c}.npz" for c in "abcdefghijklmnopqrstuv"}
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -1081,6 +1156,7 @@ def test_every_entry_point_has_a_bad_input_case(
     # helpers with nothing a user can get wrong
     expected -= {"data.load_digits", "data.make_xor", "paths.describe", "paths.label",
                  "paths.new_file_mode", "paths.write_target", "paths.name_max", "paths.sniff",
+                 "paths.backing_file",
                  "io.check_same_architecture", "losses.check_pair"}  # fmt: skip
     missing = sorted(expected - called)
     assert not missing, f"no bad-input case reaches {missing}"

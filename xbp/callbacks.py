@@ -52,7 +52,9 @@ class CSVLogger(Callback):
     Parameters
     ----------
     path : str or Path
-        The CSV file. A new run replaces it (atomically) unless ``append``.
+        The CSV file. A new run replaces it (atomically) unless ``append``; a
+        file that is not a CSVLogger's log (another header, not CSV) is never
+        replaced: the run stops before its first epoch with a one-line error.
     append : bool
         Keep the rows already in the file and add the new run's below them
         (the file must have been written by a CSVLogger: same header).
@@ -89,18 +91,40 @@ class CSVLogger(Callback):
         target = write_target(Path(self.path))
         if not target.exists():
             return None, []
+        fix = (
+            "log to another file"
+            if done or self.append
+            else "log to another file (a new run replaces only a CSVLogger's own log)"
+        )
         try:
             with open(target, newline="", encoding="utf-8") as f:
-                table = list(csv.reader(f))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise XbpFileError(f"CSVLogger path={self.path!r} cannot be read ({exc})") from None
-        if not table:
+                reader = csv.reader(f)
+                # the header first: a big file that is not a log is refused unread
+                header = next(reader, None)
+                if header is not None:
+                    self._check_header(header, fix)
+                    table = [header, *reader]
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise XbpFileError(
+                f"CSVLogger path={self.path!r} cannot be read as a CSVLogger's log ({exc}); {fix}"
+            ) from None
+        if header is None:
             return None, []
-        header = table[0]
-        fix = "log to another file" if done else "log to another file, or pass append=False"
+        rows = []
+        for n, values in enumerate(table[1:], start=2):
+            if len(values) != len(header) or not values[0].isdigit():
+                if n == len(table) and (done or len(values) < len(header)):
+                    break  # the partial row a killed run was writing
+                raise XbpFileError(
+                    f"CSVLogger path={self.path!r} line {n} is not a row of its header; {fix}"
+                )
+            rows.append(dict(zip(header, values)))
+        return header, rows
+
+    def _check_header(self, header: list[str], fix: str) -> None:
         if not header or header[0] != "epoch":
             raise XbpFileError(
-                f"CSVLogger path={self.path!r} holds a CSV that a CSVLogger did not write (its "
+                f"CSVLogger path={self.path!r} holds a file that a CSVLogger did not write (its "
                 f"first column is not 'epoch'); {fix}"
             )
         if tuple(header[: len(HISTORY_COLUMNS)]) != HISTORY_COLUMNS:
@@ -108,16 +132,13 @@ class CSVLogger(Callback):
                 f"CSVLogger path={self.path!r} has the header {','.join(header)}, not a "
                 f"CSVLogger's ({','.join(HISTORY_COLUMNS)}, ...); {fix}"
             )
-        rows = []
-        for n, values in enumerate(table[1:], start=2):
-            if len(values) != len(header) or not values[0].isdigit():
-                if done and n == len(table):
-                    break  # the partial row of an epoch after the checkpoint's
-                raise XbpFileError(
-                    f"CSVLogger path={self.path!r} line {n} is not a row of its header; {fix}"
-                )
-            rows.append(dict(zip(header, values)))
-        return header, rows
+
+    def outputs(self) -> dict[str, Any]:
+        return {"CSVLogger path": self.path}
+
+    def reset(self) -> None:
+        self.columns = None
+        self._active = False
 
     def _check_checkpoints(self, trainer: Trainer) -> None:
         """Refuse a log written to a checkpoint's file: each write would replace the other."""
@@ -132,11 +153,13 @@ class CSVLogger(Callback):
         output_file(Path(self.path), "CSVLogger path")
         self._check_checkpoints(trainer)
         done = int(trainer.epoch)  # > 0 when the run resumes from a checkpoint
-        header: list[str] | None = None
+        # read even for a new run: a file that is not a CSVLogger's log is never replaced
+        header, rows = self._read(done)
         keep: list[dict[str, str]] = []
         if self.append or done:
-            header, rows = self._read(done)
             keep = [r for r in rows if not done or int(r["epoch"]) <= done]
+        else:
+            header = None
         self.columns = header
         if header is None:
             self._rewrite(None, [])

@@ -11,11 +11,12 @@ callbacks' state and the history, so a resumed run continues exactly.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from .errors import XbpTypeError, XbpValueError, arg
+from .errors import XbpFileError, XbpTypeError, XbpValueError, arg
 from .io import Checkpoint, check_same_architecture, load_checkpoint, save
 from .optim import state_from_host, state_to_host
 from .paths import output_file
@@ -68,6 +69,14 @@ class ModelCheckpoint(Callback):
         self.monitor = monitor
         self.best: float | None = None
 
+    writes_run_state = True
+
+    def reset(self) -> None:
+        self.best = None
+
+    def outputs(self) -> dict[str, Any]:
+        return {"checkpoint": self.path}
+
     def on_train_begin(self, trainer: Trainer) -> None:
         output_file(Path(self.path), "checkpoint")
 
@@ -88,7 +97,12 @@ class ModelCheckpoint(Callback):
         return {"best": self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = state.get("best")
+        best = state.get("best")
+        if best is not None and (
+            isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best)
+        ):
+            raise XbpValueError(f"ModelCheckpoint's saved best value is {best!r}, not a number")
+        self.best = None if best is None else float(best)
 
 
 def read_checkpoint(source: Any, trainer: Trainer, argument: str = "resume") -> Checkpoint:
@@ -101,7 +115,7 @@ def read_checkpoint(source: Any, trainer: Trainer, argument: str = "resume") -> 
             "xbp.Checkpoint from xbp.load_checkpoint"
         )
     net = trainer.net
-    return load_checkpoint(source, backend=net.backend)
+    return load_checkpoint(source, backend=net.backend, argument=argument)
 
 
 def resume(trainer: Trainer, source: Any, argument: str = "resume") -> Checkpoint:
@@ -138,7 +152,12 @@ def resume(trainer: Trainer, source: Any, argument: str = "resume") -> Checkpoin
                 lambda a, dt: be.asarray(a, dt, copy=True),
             )
         trainer.opt_state = state
-    trainer.load_training_state(ck.training)
+    try:
+        trainer.load_training_state(ck.training)
+    except XbpValueError as exc:  # a callback's saved state that does not fit it
+        raise XbpFileError(
+            f"{where} has a corrupt training state: {exc}; use a checkpoint written by fit"
+        ) from None
     return ck
 
 

@@ -697,13 +697,11 @@ def _check_outputs(
     writes: dict[str, Any],
     allowed: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Every output's directory, name and kind, then no output may hit an input or another."""
-    from .paths import check_distinct, output_file
+    """Every output's directory, name and kind, then no output may hit an input or another
+    (the library's one rule, :func:`xbp.paths.check_files`, which ``fit`` applies too)."""
+    from .paths import check_files
 
-    for name, path in writes.items():
-        if path is not None:
-            output_file(path, name)
-    check_distinct(reads, writes, allowed)
+    check_files(reads, writes, allowed)
 
 
 def _reads(files: list[Path], **more: Any) -> dict[str, Any]:
@@ -1848,8 +1846,13 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return 2
     _finish_args(args)
+    from .errors import Terminated
+    from .signals import terminate_as_interrupt
+
     try:
-        with spelled(FLAGS):
+        # SIGTERM (a scheduler's preemption) takes Ctrl-C's clean-up path: a file being
+        # written is left as it was, the last checkpoint stays whole and resumable
+        with terminate_as_interrupt(), spelled(FLAGS):
             return COMMANDS[args.command](args)
     except XbpError as exc:
         if args.debug:
@@ -1860,8 +1863,19 @@ def _main(argv: list[str]) -> int:
     except BrokenPipeError:
         _quiet_broken_pipe()
         return 141  # as if killed by SIGPIPE, like other tools in a pipeline
+    except Terminated:
+        print(
+            f"xbp {args.command}: terminated by SIGTERM (exit status 143); files written "
+            "before it are whole (resume from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return 143
     except KeyboardInterrupt:
-        print(f"xbp {args.command}: interrupted", file=sys.stderr)
+        print(
+            f"xbp {args.command}: interrupted (exit status 130); files written before it "
+            "are whole (resume from the last checkpoint)",
+            file=sys.stderr,
+        )
         return 130
 
 

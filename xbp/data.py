@@ -23,7 +23,7 @@ from .hostrows import MappedRows
 from .io import atomic_write
 from .mnist1d import load_mnist1d, load_mnist1d_joined
 from .paths import as_path, describe, input_file, sniff
-from .validate import check_int, check_number
+from .validate import check_int, check_memory, check_number
 
 __all__ = [
     "load_digits",
@@ -874,6 +874,7 @@ def make_spirals(
     """Two interleaved spirals, ``n`` points, integer labels 0/1."""
     n = check_int(n, "n", low=2)
     check_number(noise, "noise", low=0.0, low_open=False)
+    check_memory(8 * 6 * n, f"make_spirals(n={n})", "ask for fewer rows")
     seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     k = n // 2
@@ -890,6 +891,7 @@ def make_moons(
     """Two interleaving half circles, integer labels 0/1."""
     n = check_int(n, "n", low=2)
     check_number(noise, "noise", low=0.0, low_open=False)
+    check_memory(8 * 6 * n, f"make_moons(n={n})", "ask for fewer rows")
     seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     k = n // 2
@@ -910,6 +912,11 @@ def make_blobs(
     n_features = check_int(n_features, "n_features")
     check_number(spread, "spread")
     seed = _check_seed(seed)
+    check_memory(
+        8 * (n + centers) * n_features + 8 * n,
+        f"make_blobs(n={n}, centers={centers}, n_features={n_features})",
+        "ask for fewer rows or features",
+    )
     rng = np.random.default_rng(seed)
     mu = rng.uniform(-10, 10, size=(centers, n_features))
     y = np.arange(n) % centers
@@ -966,7 +973,12 @@ def one_hot(y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     k = int(y.max()) + 1 if n_classes is None else check_int(n_classes, "n_classes")
     if y.size and (y.min() < 0 or y.max() >= k):
         raise XbpValueError(f"y holds labels outside 0..{k - 1}")
-    return np.eye(k)[y]
+    check_memory(
+        8 * y.size * k, f"one_hot of {y.size} labels into {k} classes", "pass fewer classes"
+    )
+    out = np.zeros((y.size, k))  # not np.eye(k): k * k numbers for any number of labels
+    out[np.arange(y.size), y] = 1.0
+    return out
 
 
 def train_val_test_split(

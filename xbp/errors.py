@@ -22,6 +22,7 @@ __all__ = [
     "GradcheckError",
     "DivergenceError",
     "CollectiveError",
+    "Terminated",
 ]
 
 
@@ -107,3 +108,16 @@ def spelled(table: _Table) -> Iterator[None]:
         yield
     finally:
         _SPELLING.reset(token)
+
+
+class Terminated(KeyboardInterrupt):
+    """A run ended by SIGTERM (what a preempting scheduler sends), raised like Ctrl-C.
+
+    While :func:`xbp.fit` trains or :func:`xbp.save` writes, SIGTERM raises this
+    :class:`KeyboardInterrupt` subclass instead of killing the process at once, so
+    the same clean-up runs as for Ctrl-C: a file being written is left as it was
+    (its temporary removed), the last checkpoint stays whole and resumable, and
+    run locks are released. ``xbp`` commands exit with status 143 (128 + 15).
+    """
+
+    signal_number = 15

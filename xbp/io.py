@@ -17,6 +17,7 @@ must fit exactly.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -33,6 +34,7 @@ from .network import Network
 from .optim import Optimizer, from_config, state_from_host, state_to_host
 from .paths import as_path, describe, input_file, new_file_mode, output_file, sniff, write_target
 from .paths import label as name_file
+from .signals import terminate_as_interrupt
 
 __all__ = ["save", "load", "load_checkpoint", "Checkpoint", "FORMAT_VERSION", "atomic_write"]
 
@@ -76,23 +78,29 @@ def atomic_write(
     parent = output_file(given, argument)
     target = write_target(given)
     mode = new_file_mode(target)
-    # a short temporary name: a target name near the file system's limit must still work
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name[:32]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
+    tmp: str | None = None
+    # SIGTERM mid-write is handled like Ctrl-C: the temporary goes, the old file stays
+    with terminate_as_interrupt():
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise XbpFileError(f"{argument}={str(given)!r} could not be written: {exc}") from None
-        raise
+            # a short temporary name: a target name near the file system's limit must work
+            fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name[:32]}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException as exc:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            if isinstance(exc, OSError):
+                raise XbpFileError(
+                    f"{argument}={str(given)!r} could not be written: {exc}"
+                ) from None
+            raise
     try:  # make the rename itself durable
         dfd = os.open(parent, os.O_RDONLY)
         try:
@@ -199,6 +207,7 @@ def save(
         "training": training or {},
         "metadata": metadata or {},
     }
+    meta["training"] = _arrays_out(meta["training"], arrays)
     if optimizer is not None:
         meta["optimizer"] = optimizer.config()
         if optimizer_state is not None:
@@ -218,6 +227,45 @@ def save(
 
 
 _MODEL = "an xbp model file (an .npz written by xbp.save)"
+
+# how the JSON header refers to an array of the training state stored beside it
+_ARRAY_REF = "__xbp_array__"
+
+
+def _arrays_out(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """``obj`` with each NumPy array in it (a callback's best weights) moved into
+    ``arrays`` as ``train.N`` and replaced by a reference the header can hold."""
+    if isinstance(obj, np.ndarray):
+        key = f"train.{sum(k.startswith('train.') for k in arrays)}"
+        arrays[key] = obj
+        return {_ARRAY_REF: key}
+    if isinstance(obj, dict):
+        return {k: _arrays_out(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_arrays_out(v, arrays) for v in obj]
+    return obj
+
+
+def _arrays_in(obj: Any, files: dict[str, np.ndarray], argument: str, depth: int = 0) -> Any:
+    """The inverse of :func:`_arrays_out` on a loaded header: every reference must name
+    a numeric array of the file."""
+    if depth > 64:
+        raise XbpFileError(f"{argument} has a corrupt training state (nested too deeply)")
+    if isinstance(obj, dict):
+        if set(obj) == {_ARRAY_REF}:
+            key = obj[_ARRAY_REF]
+            array = files.get(key) if isinstance(key, str) and key.startswith("train.") else None
+            if array is None or array.dtype.kind not in "fiu":
+                raise XbpFileError(
+                    f"{argument} has a corrupt training state: it refers to the array "
+                    f"{key!r}, which the file does not hold as numbers; use a checkpoint "
+                    "written by fit"
+                )
+            return array
+        return {k: _arrays_in(v, files, argument, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_arrays_in(v, files, argument, depth + 1) for v in obj]
+    return obj
 
 
 def _read(
@@ -299,6 +347,25 @@ def _check_parts(arch: Any, argument: str) -> None:
             ) from None
 
 
+def _check_stored_shapes(layers: list[Any], files: dict[str, np.ndarray], argument: str) -> None:
+    """Every parameter and state array the header's layers need is stored, with the
+    shape they need: a header that claims huge layers is refused before a network of
+    that size is built and initialised."""
+    for i, layer in enumerate(layers):
+        for kind, shapes in (("parameters", layer.param_shapes()), ("state", layer.state_shapes())):
+            prefix = "param" if kind == "parameters" else "state"
+            for key, shape in shapes.items():
+                stored = files.get(f"{prefix}.{i}.{key}")
+                if stored is None:
+                    raise XbpFileError(f"{argument} lacks the {kind} of layer {i} ('{key}')")
+                if tuple(stored.shape) != tuple(shape):
+                    raise XbpFileError(
+                        f"{argument} does not match its own architecture: its header gives "
+                        f"layer {i} '{key}' the shape {tuple(shape)} but the file stores "
+                        f"{tuple(stored.shape)}; the file was edited or damaged"
+                    )
+
+
 def _build(
     meta: dict[str, Any], files: dict[str, np.ndarray], backend: Any, device: Any, argument: str
 ) -> Network:
@@ -306,6 +373,8 @@ def _build(
     try:
         arch = meta["architecture"]
         layers = Network.layers_from_config(arch, f"{argument}'s architecture")
+        # the header's sizes against the arrays stored, before anything is allocated
+        _check_stored_shapes(layers, files, argument)
         net = Network(
             layers,
             loss=arch["loss"],
@@ -319,7 +388,7 @@ def _build(
         net.classes = arch.get("classes")
         net.feature_names = arch.get("feature_names")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, XbpError) and "backend" in str(exc):
+        if isinstance(exc, XbpFileError) or isinstance(exc, XbpError) and "backend" in str(exc):
             raise
         if isinstance(exc, XbpError) and "not registered" in str(exc):
             raise XbpFileError(str(exc)) from None
@@ -367,22 +436,78 @@ _TRAINING_TYPES: dict[str, tuple[type, ...]] = {
     "rng": (dict,),
     "history": (dict,),
     "callbacks": (list,),
+    "callback_types": (list,),
     "lr_scale": (int, float),
     "retries": (int,),
+    "dropout_seed": (int,),
+    "seed": (int,),
+    "loss_scaler": (dict,),
 }
 
 
-def _check_training(training: dict[str, Any], argument: str) -> None:
+def _training_problem(training: dict[str, Any]) -> str | None:
+    """What is wrong with a loaded training state (None: nothing), checked before a
+    network is built: every value resuming would use, with its type and range."""
     for key, types in _TRAINING_TYPES.items():
         if key not in training or training[key] is None and key not in ("epoch", "step"):
             continue
         value: Any = training[key]
-        negative = isinstance(value, int) and value < 0 and key in ("epoch", "step")
-        if isinstance(value, bool) or not isinstance(value, types) or negative:
-            raise XbpFileError(
-                f"{argument} has a corrupt training state: '{key}' is {value!r}; the file was "
-                "not written by xbp (or was edited); use a checkpoint written by fit"
-            )
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"'{key}' is {value!r}"
+        if key in ("epoch", "step", "retries", "seed") and isinstance(value, int) and value < 0:
+            return f"'{key}' is {value!r}, a negative count"
+    lr_scale: Any = training.get("lr_scale")
+    # halvings after a divergence only ever lower the rate: 0 < scale <= 1; anything
+    # else would train with a rate nobody chose (a negative one climbs the loss)
+    if lr_scale is not None and not (math.isfinite(lr_scale) and 0 < lr_scale <= 1):
+        return f"'lr_scale' is {lr_scale!r}, not a learning-rate factor in (0, 1]"
+    seed: Any = training.get("dropout_seed")
+    if seed is not None and not 0 <= seed < 2**32:
+        return f"'dropout_seed' is {seed!r}, not a 32-bit seed"
+    rng = training.get("rng")
+    if rng is not None:
+        try:  # the generator resuming restores: its own check of the state
+            np.random.default_rng(0).bit_generator.state = rng
+        except Exception as exc:  # numpy raises TypeError, ValueError or KeyError here
+            return f"'rng' is not a random generator's state ({type(exc).__name__}: {exc})"
+    history = training.get("history")
+    if history is not None:
+        epochs, diverged = history.get("epochs", []), history.get("diverged", [])
+        if not isinstance(epochs, list) or not all(isinstance(r, dict) for r in epochs):
+            return "'history' epochs are not a list of records"
+        if not isinstance(diverged, list) or not all(isinstance(r, dict) for r in diverged):
+            return "'history' divergences are not a list of records"
+        if not isinstance(history.get("stopped_early", False), bool):
+            return f"'history' stopped_early is {history['stopped_early']!r}"
+    callbacks = training.get("callbacks")
+    if callbacks is not None and not all(isinstance(c, dict) for c in callbacks):
+        return "'callbacks' is not a list of callback states"
+    names = training.get("callback_types")
+    if names is not None and (
+        not all(isinstance(n, str) for n in names) or len(names) != len(callbacks or [])
+    ):
+        return "'callback_types' does not name each saved callback state"
+    scaler = training.get("loss_scaler")
+    if scaler is not None:
+        limits: dict[str, Any] = {"scale": 0.0, "growth_interval": 1, "good_steps": 0, "skipped": 0}
+        for key, low in limits.items():
+            found: Any = scaler.get(key, low if key != "scale" else 1.0)
+            whole = isinstance(found, int) and not isinstance(found, bool)
+            number = whole or (key == "scale" and isinstance(found, float))
+            if not number or not math.isfinite(found) or found < low:
+                return f"the fp16 loss scaler's '{key}' is {found!r}"
+            if key == "scale" and found == 0:
+                return f"the fp16 loss scaler's '{key}' is {found!r}"
+    return None
+
+
+def _check_training(training: dict[str, Any], argument: str) -> None:
+    problem = _training_problem(training)
+    if problem is not None:
+        raise XbpFileError(
+            f"{argument} has a corrupt training state: {problem}; the file was not written "
+            "by xbp (or was edited or damaged); use a checkpoint written by fit"
+        )
 
 
 def load_checkpoint(
@@ -396,6 +521,8 @@ def load_checkpoint(
     """
     meta, files = _read(path, argument)
     argument = name_file(argument, path)
+    training = _arrays_in(meta.get("training", {}), files, argument)
+    _check_training(training, argument)  # before a network of the header's size exists
     net = _build(meta, files, backend, device, argument)
     optimizer = state = None
     if "optimizer" in meta:
@@ -424,8 +551,6 @@ def load_checkpoint(
                 )
             except XbpFileError as exc:
                 raise XbpFileError(f"{argument}: {exc}") from None
-    training = meta.get("training", {})
-    _check_training(training, argument)
     return Checkpoint(net, optimizer, state, training, meta.get("metadata", {}))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -39,7 +40,7 @@ from .layers import (
 from .losses import Loss, check_pair, check_targets, default_output, get_loss
 from .summary import summarize
 from .targets import encode_labels
-from .validate import as_features, as_targets, check_int, is_host_array
+from .validate import as_features, as_targets, check_int, check_memory, is_host_array
 from .weights import check_sample_weight
 
 __all__ = [
@@ -238,6 +239,19 @@ class Network:
         self.precision = precision  # checked against the backend by the setter
         self.seed = seed
         self.dtype = self.backend.dtype(dtype)
+        # the weights are drawn on the host in float64: refuse sizes no memory could hold
+        # before drawing (Python integers: no overflow)
+        count = sum(
+            math.prod(shape)
+            for layer in chained
+            for shape in (*layer.param_shapes().values(), *layer.state_shapes().values())
+        )
+        check_memory(
+            8 * count,
+            f"a network of {count:,} parameters ({' -> '.join(str(d.n_in) for d in chained)} "
+            f"-> {chained[-1].n_out})",
+            "use smaller layers",
+        )
         rng = np.random.default_rng(seed)
         host = [layer.init_params(rng, init) for layer in chained]
         self._params: Params = self._to_device(host, "params")

@@ -835,12 +835,22 @@ def state_from_host(
         )
 
     def fill(t: Any) -> Any:
-        saved = next(it)
-        if isinstance(t, int):
+        saved = np.asarray(next(it))
+        if isinstance(t, int):  # a count (Adam's steps): one whole number >= 0
+            if saved.shape != () or saved.dtype.kind not in "iu" or int(saved) < 0:
+                raise XbpFileError(
+                    f"a saved optimizer count is {saved.dtype} {saved.shape} "
+                    f"({saved.reshape(-1)[:3].tolist()}), not one whole number >= 0"
+                )
             return int(saved)
         if tuple(saved.shape) != tuple(t.shape):
             raise XbpFileError(
                 f"a saved optimizer array has shape {saved.shape}, expected {tuple(t.shape)}"
+            )
+        if saved.dtype.kind not in "fiu":
+            raise XbpFileError(
+                f"a saved optimizer array of shape {saved.shape} holds {saved.dtype} values, "
+                "not numbers"
             )
         return to_device(saved, t.dtype)
 

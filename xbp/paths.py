@@ -8,7 +8,13 @@
   path is not a directory or a special file.
 * :func:`check_distinct` compares every path a command writes with every path
   it reads and every other path it writes (after symlinks), so no output can
-  destroy an input or another output.
+  destroy an input or another output; :func:`check_files` is the whole output
+  rule (each output writable, then distinct), the one function the library
+  (:func:`xbp.fit`) and the CLI both apply, and :func:`backing_file` names the
+  file behind a memory-mapped input, so a memory map counts as a read.
+* :class:`RunLock` holds an advisory lock (``fcntl.flock``) on a run's outputs,
+  so two runs started together with the same checkpoint or log cannot
+  interleave their epochs.
 * :func:`sniff` names a file's format from its first bytes, for error
   messages that say what a file is and what was expected.
 
@@ -31,6 +37,9 @@ __all__ = [
     "output_file",
     "write_target",
     "check_distinct",
+    "check_files",
+    "backing_file",
+    "RunLock",
     "sniff",
     "describe",
     "label",
@@ -217,6 +226,172 @@ def check_distinct(
                     f"{wname} {str(wpath)!r} and {oname} {str(opath)!r} are the same file; "
                     "one output would replace the other; give them different paths"
                 )
+
+
+def check_files(
+    reads: Mapping[str, Any],
+    writes: Mapping[str, Any],
+    allowed: Iterable[tuple[str, str]] = (),
+) -> None:
+    """The output rule of every command and run, applied before any work.
+
+    Each output (a None entry is skipped) must be writable (:func:`output_file`),
+    then no output may name an input or another output (:func:`check_distinct`).
+    :func:`xbp.fit` applies it to its checkpoint and logs against its
+    memory-mapped inputs and ``resume`` file, ``xbp train`` to every flag.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> try:
+    ...     check_files({"x": "d.npy"}, {"checkpoint": "d.npy"})
+    ... except xbp.XbpValueError as exc:
+    ...     print(str(exc).split(";")[0])
+    checkpoint 'd.npy' is the same file as x 'd.npy'
+    """
+    for name, path in writes.items():
+        if path is not None:
+            output_file(path, name)
+    check_distinct(reads, writes, allowed)
+
+
+def backing_file(data: Any) -> str | None:
+    """The file a memory-mapped input reads from, or None for data in memory.
+
+    Follows views (``xm[:100]``, ``np.asarray(xm)``, a :class:`xbp.data.MappedRows`
+    over a map, a torch tensor made by ``torch.from_numpy``) down to the
+    ``numpy.memmap`` they share memory with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> backing_file(np.zeros(3)) is None
+    True
+    """
+    seen = 0
+    obj = data
+    while obj is not None and seen < 64:  # a chain of views; bounded against cycles
+        seen += 1
+        name = getattr(obj, "filename", None)  # a str or Path, as np.load was given it
+        if isinstance(name, (str, os.PathLike)) and os.fspath(name):
+            return str(os.fspath(name))
+        nxt = getattr(obj, "raw", None)  # MappedRows reads ``raw``
+        if nxt is None:
+            base = getattr(obj, "base", None)
+            nxt = base if base is not obj else None
+        if nxt is None and not isinstance(obj, memoryview):
+            # a tensor sharing a NumPy array's memory: look through its buffer
+            try:
+                nxt = memoryview(obj).obj  # type: ignore[arg-type]
+            except TypeError:
+                nxt = None
+            if nxt is obj:
+                nxt = None
+        obj = nxt
+    return None
+
+
+class RunLock:
+    """An advisory, non-blocking lock on a run's output files (checkpoint, log).
+
+    Each path gets a hidden lock file beside it (``.NAME.lock``, holding the
+    owner's process id) locked with ``fcntl.flock``; a second run asking for a
+    path another run holds gets a one-line :class:`xbp.XbpFileError` naming that
+    run's lock, before it writes anything. The lock files are removed when the
+    run ends; a killed run's lock is released by the system (a stale lock file
+    is reused). Where ``fcntl`` does not exist (Windows) nothing is locked.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "ck.npz")
+    >>> with RunLock({"checkpoint": path}):
+    ...     try:
+    ...         RunLock({"checkpoint": path}).acquire()
+    ...     except XbpFileError as exc:
+    ...         print(str(exc).split(" (")[0])
+    checkpoint='...ck.npz' is in use by another run
+    """
+
+    def __init__(self, paths: Mapping[str, Any]) -> None:
+        self.paths = {k: v for k, v in paths.items() if v is not None}
+        self._held: list[tuple[int, str]] = []
+
+    @staticmethod
+    def lock_path(path: Any) -> str:
+        """The lock file of ``path``: ``.NAME.lock`` beside the file it names."""
+        target = write_target(Path(os.fspath(path)))
+        return str(target.with_name(f".{target.name[:200]}.lock"))
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: nothing to hold
+            return self
+        taken: set[str] = set()
+        try:
+            for argument, path in self.paths.items():
+                where = self.lock_path(path)
+                if where in taken:
+                    continue
+                self._held.append((self._lock_one(fcntl, where, argument, path), where))
+                taken.add(where)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    @staticmethod
+    def _lock_one(fcntl: Any, where: str, argument: str, path: Any) -> int:
+        for _ in range(100):  # another run may remove the lock file between open and lock
+            try:
+                fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise XbpFileError(
+                    f"{label(argument, path)}: its lock file {where!r} cannot be created "
+                    f"({exc.strerror}); choose a writable directory"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                except OSError:
+                    owner = ""
+                os.close(fd)
+                who = f"process {owner}" if owner.isdigit() else "another process"
+                raise XbpFileError(
+                    f"{label(argument, path)} is in use by another run ({who} holds its lock "
+                    f"{where!r}); wait for that run to end, or give this run another path"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(where).st_ino
+            except OSError:
+                same = False
+            if not same:  # locked a file its owner had just removed: try again
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        raise XbpFileError(f"{label(argument, path)}: its lock {where!r} could not be taken")
+
+    def release(self) -> None:
+        """Remove the lock files and release the locks (removed first: no other run
+        can lock a file that is about to disappear)."""
+        while self._held:
+            fd, where = self._held.pop()
+            try:
+                os.unlink(where)
+            except OSError:
+                pass
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 _MAGIC = (

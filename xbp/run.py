@@ -20,6 +20,8 @@ from .distributed import data_fingerprint
 from .errors import XbpTypeError, XbpValueError
 from .hostrows import HostChunks, MappedRows
 from .network import EVAL_BATCH, Network
+from .paths import RunLock, backing_file, check_files
+from .signals import terminate_as_interrupt
 from .sources import (
     BatchSource,
     Source,
@@ -133,22 +135,68 @@ def fit(
         )
     if stream not in (None, True, False):
         raise XbpValueError(f"stream={stream!r}; use None (memory maps), True or False")
-    try:
-        return _fit(
-            net,
-            x,
-            y,
-            options,
-            validation_data,
-            resume,
-            strategy,
-            sample_weight,
-            class_weight,
-            stream,
+    if options.checkpoint is not None:
+        options = options.replace(
+            callbacks=(
+                *options.callbacks,
+                ModelCheckpoint(options.checkpoint, every=options.checkpoint_every),
+            )
         )
+    try:
+        # SIGTERM (a scheduler's preemption) ends the run as Ctrl-C does: the last
+        # checkpoint stays whole, a file being written is left as it was
+        with terminate_as_interrupt():
+            writes = _check_run_files(options, x, y, validation_data, resume, sample_weight)
+            # two runs started together on one checkpoint or log: the second stops here
+            with RunLock(writes if strategy.is_root else {}):
+                return _fit(
+                    net,
+                    x,
+                    y,
+                    options,
+                    validation_data,
+                    resume,
+                    strategy,
+                    sample_weight,
+                    class_weight,
+                    stream,
+                )
     except BaseException as exc:
         strategy.abort(exc)  # never leave the other processes waiting in a collective
         raise
+
+
+def _check_run_files(
+    options: TrainOptions,
+    x: Any,
+    y: Any,
+    validation_data: Any,
+    resume: Any,
+    sample_weight: Any,
+) -> dict[str, Any]:
+    """The files a run writes (its callbacks' outputs), checked with the CLI's one rule
+    (:func:`xbp.paths.check_files`) against the files it reads: memory-mapped inputs and
+    the ``resume`` file. A resumed run may keep writing the checkpoint it resumes from."""
+    writes: dict[str, Any] = {}
+    for cb in options.callbacks:
+        for name, path in cb.outputs().items():
+            key, n = name, 1
+            while key in writes:  # two checkpoints: 'checkpoint', 'checkpoint (2)'
+                n += 1
+                key = f"{name} ({n})"
+            writes[key] = path
+    if not writes:
+        return writes
+    reads: dict[str, Any] = {"x": backing_file(x), "y": backing_file(y)}
+    reads["sample_weight"] = backing_file(sample_weight)
+    if isinstance(validation_data, (tuple, list)):
+        for name, part in zip(("x_val", "y_val", "sample_weight_val"), validation_data):
+            reads[name] = backing_file(part)
+    if isinstance(resume, (str, os.PathLike)):
+        reads["resume"] = resume
+    allowed = [(key, "resume") for key in writes if key.startswith("checkpoint")]
+    check_files(reads, writes, allowed)
+    return writes
 
 
 def _fit(
@@ -165,13 +213,6 @@ def _fit(
 ) -> History:
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
-    if options.checkpoint is not None:
-        options = options.replace(
-            callbacks=(
-                *options.callbacks,
-                ModelCheckpoint(options.checkpoint, every=options.checkpoint_every),
-            )
-        )
     if resume is None:
         _record(net, x, y)
     train: Source | None = as_stream(net, x, y, "x", stream)

@@ -139,10 +139,35 @@ class LossScaler:
 
 
 class Callback:
-    """Hooks called by :class:`Trainer`; override what you need."""
+    """Hooks called by :class:`Trainer`; override what you need.
+
+    A run starts each callback afresh: :meth:`reset` is called when a
+    :class:`Trainer` (one per :func:`xbp.fit`) takes it, so an object reused for
+    a second run carries nothing over from the first; a resumed run then loads
+    the state its checkpoint saved (:meth:`state_dict`, which may hold NumPy
+    arrays: they are stored in the checkpoint's arrays, bit-exact).
+    :meth:`outputs` names the files a callback writes, so that
+    :func:`xbp.fit` checks them against its inputs and locks them for the run.
+    """
+
+    #: True for a callback that writes the run's state (:class:`xbp.ModelCheckpoint`):
+    #: at each epoch's end it runs after the others, so it saves their final state.
+    writes_run_state = False
+
+    def reset(self) -> None:
+        """Forget everything learnt in an earlier run (called as a run begins)."""
+
+    def outputs(self) -> dict[str, Any]:
+        """``{argument name: path}`` of the files this callback writes."""
+        return {}
 
     def on_train_begin(self, trainer: Trainer) -> None:
         pass
+
+    def on_resume(self, trainer: Trainer) -> None:
+        """After a resumed run gave this callback its saved state: check the state fits
+        the run (an :class:`xbp.XbpValueError` if not) and take what it needs onto the
+        run's device."""
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         pass
@@ -209,10 +234,16 @@ class EarlyStopping(Callback):
         self.monitor = monitor
         self.mode = mode
         self.restore_best = restore_best
+        self.reset()
+
+    def reset(self) -> None:
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
         self._best_params: tuple[Params, Params] | None = None
+        # best weights read from a checkpoint, on the host until the run begins
+        self._best_host: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self._to_host: Any = None
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -227,22 +258,95 @@ class EarlyStopping(Callback):
             self.best, self.best_epoch, self.wait = value, logs["epoch"], 0
             if self.restore_best:
                 self._best_params = trainer.copy_model()
+                self._to_host = trainer.net.backend.to_host
         else:
             self.wait += 1
             if self.wait > self.patience:
                 trainer.stop_training = True
                 trainer.history.stopped_early = True
 
+    def on_resume(self, trainer: Trainer) -> None:
+        if self._best_host is not None:  # the checkpoint's best weights, on the device
+            self._best_params = _model_to_device(trainer.net, self._best_host)
+            self._to_host = trainer.net.backend.to_host
+            self._best_host = None
+
     def on_train_end(self, trainer: Trainer) -> None:
         if self.restore_best and self._best_params is not None:
             trainer.set_model(self._best_params)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        state: dict[str, Any] = {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+        }
+        if self._best_params is not None:  # saved as arrays of the checkpoint, bit-exact
+            to_host = self._to_host
+            params, layer_state = self._best_params
+            state["best_model"] = [
+                [{k: np.array(to_host(v)) for k, v in p.items()} for p in params],
+                [{k: np.array(to_host(v)) for k, v in p.items()} for p in layer_state],
+            ]
+        elif self._best_host is not None:
+            state["best_model"] = [list(self._best_host[0]), list(self._best_host[1])]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
-        self.wait = int(state.get("wait", 0))
+        best, epoch, wait = state.get("best"), state.get("best_epoch"), state.get("wait", 0)
+        model = state.get("best_model")
+        if best is not None and (
+            isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best)
+        ):
+            raise XbpValueError(f"EarlyStopping's saved best value is {best!r}, not a number")
+        for name, value in (("best_epoch", epoch), ("wait", wait)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise XbpValueError(f"EarlyStopping's saved {name} is {value!r}, not a count")
+        if model is not None and not (
+            isinstance(model, list)
+            and len(model) == 2
+            and all(isinstance(part, list) for part in model)
+            and all(isinstance(d, dict) for part in model for d in part)
+            and all(hasattr(a, "dtype") for part in model for d in part for a in d.values())
+        ):
+            raise XbpValueError("EarlyStopping's saved best weights are not lists of arrays")
+        self.reset()
+        self.best = None if best is None else float(best)
+        self.best_epoch, self.wait = epoch, int(wait)
+        self._best_host = None if model is None else (model[0], model[1])
+
+
+def _model_to_device(
+    net: Network, host: tuple[list[dict[str, Any]], list[dict[str, Any]]]
+) -> tuple[Params, Params]:
+    """Host copies of weights and layer state (as a checkpoint stores them) on ``net``'s
+    device, after checking that every array fits the network's own."""
+    be = net.backend
+    out: list[Params] = []
+    for what, saved, own in (("weights", host[0], net.params), ("state", host[1], net.state)):
+        if len(saved) != len(own) or any(set(a) != set(b) for a, b in zip(saved, own)):
+            raise XbpValueError(
+                f"EarlyStopping's saved best {what} do not fit this network's layers"
+            )
+        moved = []
+        for i, (a, b) in enumerate(zip(saved, own)):
+            layer = {}
+            for k, v in a.items():
+                if tuple(v.shape) != tuple(b[k].shape) or v.dtype.kind not in "fiu":
+                    raise XbpValueError(
+                        f"EarlyStopping's saved best {what}[{i}]['{k}'] has shape "
+                        f"{tuple(v.shape)} ({v.dtype}); this network has {tuple(b[k].shape)}"
+                    )
+                if not np.isfinite(v).all():  # saved weights are finite (save refuses others)
+                    raise XbpValueError(
+                        f"EarlyStopping's saved best {what}[{i}]['{k}'] holds NaN or Inf"
+                    )
+                layer[k] = be.asarray(v, be.dtype_name(b[k].dtype), copy=True)
+            moved.append(layer)
+        out.append(moved)
+    return out[0], out[1]
 
 
 @dataclass(frozen=True)
@@ -492,6 +596,8 @@ class Trainer:
         self.retries = 0
         self.lr_scale = 1.0
         self.callbacks: list[Callback] = list(self.options.callbacks)
+        for cb in self.callbacks:  # a callback reused from an earlier run starts afresh
+            cb.reset()
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -550,6 +656,7 @@ class Trainer:
             "dropout_seed": self.dropout_seed,
             "history": self.history.to_dict(),
             "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "callback_types": [type(cb).__name__ for cb in self.callbacks],
             "loss_scaler": self.loss_scaler.state_dict(),
             "run": self.run_record,
         }
@@ -562,8 +669,22 @@ class Trainer:
         self.retries = int(state.get("retries", 0))
         self.dropout_seed = int(state.get("dropout_seed", self.dropout_seed))
         self.history = History.from_dict(state.get("history", {}))
-        for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
+        saved = state.get("callbacks", [])
+        types = state.get("callback_types")
+        if types is None:  # files written before the types were recorded: by position
+            pairs = list(zip(self.callbacks, saved))
+        else:  # the k-th callback of a type takes the k-th saved state of that type
+            by_type: dict[str, list[Any]] = {}
+            for name, cb_state in zip(types, saved):
+                by_type.setdefault(name, []).append(cb_state)
+            pairs = []
+            for cb in self.callbacks:
+                queue = by_type.get(type(cb).__name__, [])
+                if queue:
+                    pairs.append((cb, queue.pop(0)))
+        for cb, cb_state in pairs:
             cb.load_state_dict(cb_state)
+            cb.on_resume(self)
         self.loss_scaler.load_state_dict(state.get("loss_scaler", {}))
 
     # -- the step ------------------------------------------------------
@@ -770,7 +891,8 @@ class Trainer:
                 self.epoch = epoch_no
                 logs["seconds"] = time.perf_counter() - t0
                 self.history.epochs.append(logs)
-                for cb in self.callbacks:
+                # those that save the run go last: they save every other's state of this epoch
+                for cb in sorted(self.callbacks, key=lambda c: c.writes_run_state):
                     cb.on_epoch_end(self, logs)
                 # a stop on any process stops every process: none is left in a collective
                 self.stop_training = strategy.any(self.stop_training)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 import array_api_compat
@@ -18,7 +19,67 @@ import numpy as np
 from .backend import Backend, backend
 from .errors import XbpTypeError, XbpValueError
 
-__all__ = ["as_features", "as_targets", "check_number", "check_int", "is_host_array"]
+__all__ = [
+    "as_features",
+    "as_targets",
+    "check_number",
+    "check_int",
+    "check_memory",
+    "is_host_array",
+    "memory_limit",
+]
+
+
+def memory_limit() -> int | None:
+    """The most bytes this process could allocate: the machine's physical memory, or
+    a lower address-space limit (``ulimit -v``); None where neither can be read."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            limits.append(int(soft))
+    except (ImportError, ValueError, OSError, AttributeError):
+        pass
+    return min(limits) if limits else None
+
+
+def _size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} EiB"  # pragma: no cover - the loop always returns
+
+
+def check_memory(nbytes: int, what: str, fix: str) -> None:
+    """Refuse, before allocating, what could never fit in this machine's memory.
+
+    ``nbytes`` is counted with Python integers (no overflow); ``what`` says what would be
+    allocated and from which arguments, ``fix`` what to do. Sizes that fit are left to
+    the allocator (memory other processes use is not counted).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> try:
+    ...     check_memory(2**80, "sizes=[3, 2**40]", "use smaller layers")
+    ... except xbp.XbpValueError as exc:
+    ...     print(str(exc).split(" of memory")[0].split(",")[0])
+    sizes=[3
+    """
+    limit = memory_limit()
+    if limit is not None and nbytes > limit:
+        raise XbpValueError(
+            f"{what} would need {_size(nbytes)}, more than the {_size(limit)} of memory this "
+            f"process can have; {fix}"
+        )
 
 
 def is_host_array(data: Any) -> bool:
