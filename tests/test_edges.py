@@ -447,7 +447,9 @@ class TestResume:
         text = data.read_text().splitlines()
         text[0] = "9.0,9.0,1"
         data.write_text("\n".join(text) + "\n")
-        fails("train", "--resume", ck, "--epochs", "3", "--extend-schedule", match="differ from what")
+        fails(
+            "train", "--resume", ck, "--epochs", "3", "--extend-schedule", match="differ from what"
+        )
 
 
 # -- 5. early checks ------------------------------------------------------------------------------
