@@ -1,6 +1,6 @@
 """xbp: neural networks trained by explicit backpropagation on any array library."""
 
-from . import data, optim, tree
+from . import data, metrics, optim, tree
 from .activations import ACTIVATIONS, register_activation
 from .backend import (
     BACKEND_NAMES,
@@ -83,6 +83,7 @@ __all__ = [
     "gradcheck",
     "load",
     "load_checkpoint",
+    "metrics",
     "optim",
     "tree",
     "predict",

@@ -16,9 +16,10 @@ from typing import Any
 
 from .errors import XbpTypeError, XbpValueError
 from .io import Checkpoint, check_same_architecture, load_checkpoint, save
+from .metrics import metric_mode
 from .optim import state_from_host, state_to_host
 from .paths import output_file
-from .training import Callback, Trainer, monitor_value
+from .training import Callback, Trainer, monitor_mode, monitor_value
 from .validate import check_int
 
 __all__ = ["ModelCheckpoint", "save_checkpoint", "resume", "read_checkpoint"]
@@ -42,7 +43,9 @@ class ModelCheckpoint(Callback):
     """Write a checkpoint every ``every`` epochs, or only when ``monitor`` improves.
 
     A checkpoint resumes a run exactly (see ``fit(..., resume=path)``). Files
-    are replaced atomically.
+    are replaced atomically. With ``best_only`` the ``monitor`` (the loss or any
+    metric of ``fit(metrics=[...])``) is watched in its own direction (``mode``
+    None) or the one given (``"min"``/``"max"``).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class ModelCheckpoint(Callback):
         every: int = 1,
         best_only: bool = False,
         monitor: str = "val_loss",
+        mode: str | None = None,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise XbpTypeError(f"path is a {type(path).__name__}; pass a file path")
@@ -58,6 +62,8 @@ class ModelCheckpoint(Callback):
         self.every = check_int(every, "every")
         self.best_only = best_only
         self.monitor = monitor
+        # the loss's or the metric's own direction; another logged value: lower is better
+        self.mode = monitor_mode(monitor, mode) if mode or metric_mode(monitor) else "min"
         self.best: float | None = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
@@ -67,7 +73,7 @@ class ModelCheckpoint(Callback):
         if self.best_only:
             value = monitor_value(logs, self.monitor, "ModelCheckpoint monitor")
             better = self.best is None or (
-                value > self.best if "accuracy" in self.monitor else value < self.best
+                value > self.best if self.mode == "max" else value < self.best
             )
             if not better:
                 return

@@ -18,6 +18,7 @@ from .checkpoint import resume as resume_run
 from .distributed import data_fingerprint
 from .errors import XbpTypeError, XbpValueError
 from .hostrows import HostChunks, MappedRows
+from .metrics import MetricSet
 from .network import EVAL_BATCH, Network
 from .sources import (
     BatchSource,
@@ -30,7 +31,7 @@ from .sources import (
     with_class_weight,
 )
 from .strategy import LocalStrategy, Strategy
-from .training import History, Trainer, TrainOptions
+from .training import History, Trainer, TrainOptions, evaluate_metrics
 from .validate import check_int, is_host_array
 
 __all__ = ["fit", "evaluate", "predict", "predict_classes"]
@@ -282,9 +283,15 @@ def evaluate(
     *,
     batch_size: int = EVAL_BATCH,
     sample_weight: Any = None,
-) -> dict[str, float | None]:
+    metrics: Any = None,
+) -> dict[str, Any]:
     """Loss and (where it applies) accuracy of ``net`` on ``(x, y)``, ``batch_size`` rows
     at a time; see :meth:`xbp.Network.evaluate` (``sample_weight`` weights both).
+
+    ``metrics`` (names or :class:`xbp.metrics.Metric` objects, e.g.
+    ``["f1_macro", "roc_auc_ovr", "confusion_matrix"]`` or ``["r2", "rmse"]``)
+    adds each metric's value, computed in the same pass and weighted by
+    ``sample_weight`` (see :mod:`xbp.metrics`).
 
     Host data (NumPy arrays, memory maps, :class:`xbp.data.MappedRows`) moves to
     the device one batch at a time, so the extra memory does not grow with the
@@ -303,6 +310,8 @@ def evaluate(
     batch_size = check_int(batch_size, "batch_size")
     if y is None and hasattr(x, "shape"):
         raise XbpTypeError("y is None; pass the targets (or a source of (x, y) batches as x)")
+    if metrics is not None:
+        return _evaluate_metrics(net, x, y, batch_size, sample_weight, metrics)
     if sample_weight is not None:
         return net.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight)
     data = x if isinstance(x, Source) else _eval_stream(net, x, y, batch_size)
@@ -314,6 +323,22 @@ def evaluate(
         net.xp.stack([cost, cost if correct is None else net.xp.astype(correct, cost.dtype)])
     )
     return {"loss": float(sums[0]) / n, "accuracy": None if correct is None else float(sums[1]) / n}
+
+
+def _evaluate_metrics(
+    net: Network, x: Any, y: Any, batch_size: int, sample_weight: Any, metrics: Any
+) -> dict[str, Any]:
+    """:func:`evaluate` with metrics: one forward pass over any kind of data."""
+    chosen = MetricSet(metrics)
+    chosen.check(net.n_out)
+    data: Source | None
+    if sample_weight is not None:
+        data = to_device(net, x, y, sample_weight=sample_weight)
+    else:
+        data = x if isinstance(x, Source) else _eval_stream(net, x, y, batch_size)
+        if data is None:
+            data = to_device(net, x, y)
+    return evaluate_metrics(net, data, chosen, batch_size)
 
 
 def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> BatchSource | None:
