@@ -10,7 +10,7 @@ from .backend import (
     backend,
     default_backend,
 )
-from .callbacks import CSVLogger
+from .callbacks import CSVLogger, ReduceLROnPlateau
 from .checkpoint import ModelCheckpoint
 from .errors import (
     BackendUnavailableError,
@@ -50,6 +50,7 @@ __all__ = [
     "History",
     "LocalStrategy",
     "ModelCheckpoint",
+    "ReduceLROnPlateau",
     "StepResult",
     "Strategy",
     "Trainer",

@@ -1,4 +1,6 @@
-"""Callbacks beyond the loop's own: :class:`CSVLogger` writes one row per epoch."""
+"""Callbacks beyond the loop's own: :class:`CSVLogger` writes one row per epoch,
+:class:`ReduceLROnPlateau` lowers the learning rate when a metric stalls,
+:class:`TensorBoard` writes TensorBoard event files."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from .checkpoint import ModelCheckpoint
 from .errors import XbpFileError, XbpTypeError
 from .io import atomic_write
 from .paths import check_distinct, output_file, write_target
-from .training import Callback, Trainer
+from .training import Callback, Trainer, monitor_mode, monitor_value
+from .validate import check_int, check_number
 
-__all__ = ["CSVLogger", "HISTORY_COLUMNS"]
+__all__ = ["CSVLogger", "HISTORY_COLUMNS", "ReduceLROnPlateau"]
 
 #: The columns of :class:`xbp.History`, in the order a CSV row holds them.
 HISTORY_COLUMNS = (
@@ -182,3 +185,111 @@ class CSVLogger(Callback):
             raise XbpFileError(
                 f"CSVLogger path={self.path!r} could not be written: {exc}"
             ) from None
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs (Keras' rule).
+
+    The reduction is the run's learning-rate scale (``trainer.lr_scale``): the one
+    number every step multiplies its schedule's rate by (:meth:`xbp.optim.Optimizer.scalars`),
+    which the divergence halving (``on_divergence="halve"``) also multiplies. So it
+    composes with any optimizer and schedule (a cosine schedule keeps its shape,
+    scaled), reaches compiled steps as data, and is saved in checkpoints with the
+    callback's own counters: a resumed run continues with the reduced rate.
+
+    Parameters
+    ----------
+    monitor : str
+        The loss or any metric of ``fit(metrics=[...])`` (``"val_loss"``,
+        ``"val_f1_macro"``, ...), watched in its own direction (``mode`` None).
+    factor : float
+        In (0, 1): the new rate is ``factor`` times the current one.
+    patience : int
+        The rate is reduced at the end of the ``patience``-th epoch in a row without
+        improvement (0 and 1: the first such epoch).
+    min_delta : float
+        An improvement must beat the best value by more than this.
+    cooldown : int
+        The ``cooldown`` epochs after a reduction do not count towards the wait
+        (an improvement in them still sets the best value).
+    min_lr : float
+        The rate is never reduced below this.
+    mode : "min", "max" or None
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> x, y = xbp.data.make_xor()
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> plateau = xbp.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1.0)
+    >>> hist = xbp.fit(net, x, y, epochs=3, batch_size=4, learning_rate=0.2,
+    ...                callbacks=[plateau], progress=False)
+    >>> [round(r, 3) for r in hist["learning_rate"]]  # epoch 1 sets the best; 2 did not beat it
+    [0.2, 0.2, 0.1]
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        mode: str | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.mode = monitor_mode(monitor, mode)
+        self.factor = check_number(factor, "factor", high=1.0, high_open=True)
+        self.patience = check_int(patience, "patience", low=0)
+        self.min_delta = check_number(min_delta, "min_delta", low_open=False)
+        self.cooldown = check_int(cooldown, "cooldown", low=0)
+        self.min_lr = check_number(min_lr, "min_lr", low_open=False)
+        self.best: float | None = None
+        self.wait = 0
+        self.cooldown_left = 0
+        self.reductions: list[int] = []  # the epochs after which the rate was reduced
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        value = monitor_value(logs, self.monitor, "ReduceLROnPlateau monitor")
+        improved = self._better(value)
+        if improved:
+            self.best, self.wait = value, 0
+        if self.cooldown_left > 0:  # the epochs just after a reduction do not count
+            self.cooldown_left -= 1
+            return
+        if improved:
+            return
+        self.wait += 1
+        if self.wait < self.patience:
+            return
+        self.wait = 0
+        rate = trainer.optimizer.learning_rate(trainer.opt_state) * trainer.lr_scale
+        if rate <= self.min_lr:
+            return
+        new = max(rate * self.factor, self.min_lr)
+        trainer.lr_scale *= new / rate
+        self.cooldown_left = self.cooldown
+        self.reductions.append(int(logs["epoch"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "wait": self.wait,
+            "cooldown_left": self.cooldown_left,
+            "reductions": list(self.reductions),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+        self.wait = int(state.get("wait", 0))
+        self.cooldown_left = int(state.get("cooldown_left", 0))
+        self.reductions = [int(e) for e in state.get("reductions", [])]

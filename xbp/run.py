@@ -20,6 +20,7 @@ from .errors import XbpTypeError, XbpValueError
 from .hostrows import HostChunks, MappedRows
 from .metrics import MetricSet
 from .network import EVAL_BATCH, Network
+from .optim import Optimizer
 from .sources import (
     BatchSource,
     Source,
@@ -207,7 +208,9 @@ def _fit(
         train = with_class_weight(net, train, table)
     if resume is None and not net.adapted:
         _adapt(net, train)
-    trainer = Trainer(net, options, strategy=strategy)
+    trainer = Trainer(
+        net, options, strategy=strategy, optimizer=_optimizer_in_steps(options, train)
+    )
     ck = None
     if resume is not None:
         ck = resume_run(trainer, resume)
@@ -219,6 +222,20 @@ def _fit(
         return trainer.fit(train, val, options.epochs)
     finally:
         net.precision = saved
+
+
+def _optimizer_in_steps(options: TrainOptions, train: Source) -> Optimizer:
+    """The run's optimizer, a schedule in epochs (``cosine(0.1, epochs=40)``) turned into
+    steps: ``ceil(rows / batch_size)`` updates per epoch."""
+    opt = options.make_optimizer()
+    if not opt.schedule.in_epochs:
+        return opt
+    if train.n is None:
+        raise XbpValueError(
+            "the learning-rate schedule is given in epochs, but a batch source does not say "
+            "how many batches an epoch has; give the schedule's length in steps"
+        )
+    return opt.in_steps(-(-train.n // options.batch_size))
 
 
 def _adapt(net: Network, train: Source) -> None:
