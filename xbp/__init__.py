@@ -10,7 +10,7 @@ from .backend import (
     backend,
     default_backend,
 )
-from .callbacks import CSVLogger, ReduceLROnPlateau
+from .callbacks import CSVLogger, ReduceLROnPlateau, TensorBoard
 from .checkpoint import ModelCheckpoint
 from .errors import (
     BackendUnavailableError,
@@ -51,6 +51,7 @@ __all__ = [
     "LocalStrategy",
     "ModelCheckpoint",
     "ReduceLROnPlateau",
+    "TensorBoard",
     "StepResult",
     "Strategy",
     "Trainer",

@@ -582,6 +582,8 @@ class Trainer:
         self.loss_scaler = LossScaler()  # used by fp16 steps only
         self._scaler_at_epoch: dict[str, Any] = self.loss_scaler.state_dict()
         self._bar: _Progress | None = None
+        #: the training data of the running fit (callbacks may read a batch of it)
+        self.train_data: Source | None = None
         # the dropout masks' seed: the run's seed, or one drawn now (saved for resume)
         seed = self.options.seed
         if seed is None:
@@ -803,6 +805,7 @@ class Trainer:
                 "share of the rows); evaluate the trained model with xbp.evaluate(..., "
                 "metrics=[...]) on one process instead"
             )
+        self.train_data = train
         arrays = train.device_arrays()  # compiled epochs index device arrays directly
         runner = None if arrays is None else self.compiled_runner()
         for cb in self.callbacks:
