@@ -22,7 +22,7 @@ from .paths import output_file
 from .training import Callback, Trainer, monitor_mode, monitor_value
 from .validate import check_int
 
-__all__ = ["ModelCheckpoint", "save_checkpoint", "resume", "read_checkpoint"]
+__all__ = ["ModelCheckpoint", "save_checkpoint", "resume", "read_checkpoint", "checkpoint_epoch"]
 
 
 def save_checkpoint(trainer: Trainer, path: str | os.PathLike[str]) -> None:
@@ -138,3 +138,14 @@ def resume(trainer: Trainer, source: Any, argument: str = "resume") -> Checkpoin
         trainer.opt_state = state
     trainer.load_training_state(ck.training)
     return ck
+
+
+def checkpoint_epoch(path: str | os.PathLike[str]) -> int | None:
+    """The epoch a checkpoint file holds, or None when there is no readable checkpoint
+    there (not written yet, a plain model file)."""
+    try:
+        ck = load_checkpoint(path)
+    except (OSError, ValueError):
+        return None
+    epoch = (ck.training or {}).get("epoch")
+    return None if epoch is None else int(epoch)

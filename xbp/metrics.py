@@ -64,9 +64,15 @@ __all__ = [
     "Metric",
     "MetricSet",
     "METRIC_NAMES",
+    "classification_report",
     "get_metric",
+    "headline_metrics",
+    "output_names",
     "metric_mode",
+    "regression_report",
+    "summary_line",
     "top_k_accuracy",
+    "trivial_warning",
 ]
 
 #: every metric name :func:`get_metric` knows (``top_<k>_accuracy`` takes any k >= 1)
@@ -591,3 +597,208 @@ class MetricSet:
             at += size
             out[m.name] = float(part[0]) if not shape else part.reshape(shape).tolist()
         return out
+
+
+def headline_metrics(task: str) -> list[str]:
+    """The metrics ``xbp train`` and ``xbp evaluate`` report for a task: accuracy and
+    macro F1 for ``"classification"``, R², RMSE and MAE for ``"regression"``.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> xbp.metrics.headline_metrics("regression")
+    ['r2', 'rmse', 'mae']
+    """
+    if task == "classification":
+        return ["accuracy", "f1_macro", "confusion_matrix"]
+    if task == "regression":
+        return ["r2", "rmse", "mae"]
+    raise XbpValueError(f"task={task!r}; use 'classification' or 'regression'")
+
+
+def classification_report(
+    confusion: Sequence[Sequence[float]] | np.ndarray,
+    class_names: Sequence[Any] | None = None,
+    digits: int = 4,
+) -> str:
+    """Per-class precision, recall, F1 and support from a confusion matrix (rows: true
+    class), with accuracy and macro/weighted averages, laid out like
+    ``sklearn.metrics.classification_report`` (classes that never occur are left out).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> print(xbp.metrics.classification_report([[3, 1], [0, 4]], ["no", "yes"], digits=2))
+                  precision  recall  f1-score  support
+    <BLANKLINE>
+              no       1.00    0.75      0.86        4
+             yes       0.80    1.00      0.89        4
+    <BLANKLINE>
+        accuracy                         0.88        8
+       macro avg       0.90    0.88      0.87        8
+    weighted avg       0.90    0.88      0.87        8
+    """
+    c = np.asarray(confusion, dtype=np.float64)
+    k = c.shape[0]
+    names = [str(n) for n in (class_names if class_names is not None else range(k))]
+    tp, true, pred = np.diag(c), c.sum(axis=1), c.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(pred > 0, tp / np.where(pred > 0, pred, 1), 0.0)
+        recall = np.where(true > 0, tp / np.where(true > 0, true, 1), 0.0)
+        f1 = np.where(true + pred > 0, 2 * tp / np.where(true + pred > 0, true + pred, 1), 0.0)
+    present = (true + pred) > 0
+    width = max(12, *(len(n) for n in names))
+    head = f"{'':>{width}}  precision  recall  f1-score  support"
+    lines = [head, ""]
+
+    def row(name: str, p: float | None, r: float | None, f: float, s: float) -> str:
+        cells = f"{p:>9.{digits}f}  {r:>6.{digits}f}" if p is not None else f"{'':>9}  {'':>6}"
+        support = f"{s:.0f}" if float(s).is_integer() else f"{s:.{digits}g}"
+        return f"{name:>{width}}  {cells}  {f:>8.{digits}f}  {support:>7}"
+
+    for i in range(k):
+        if present[i]:
+            lines.append(row(names[i], precision[i], recall[i], f1[i], true[i]))
+    total = float(true.sum())
+    lines.append("")
+    lines.append(row("accuracy", None, None, float(tp.sum()) / total if total else 0.0, total))
+    m = present
+    lines.append(row("macro avg", precision[m].mean(), recall[m].mean(), f1[m].mean(), total))
+    w = true / total if total else true
+    lines.append(
+        row("weighted avg", (precision * w).sum(), (recall * w).sum(), (f1 * w).sum(), total)
+    )
+    return "\n".join(lines)
+
+
+def regression_report(values: dict[str, Any], target_names: Sequence[str] | None = None) -> str:
+    """One line: R², RMSE and MAE (and any other regression metric in ``values``).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> xbp.metrics.regression_report({"r2": 0.5, "rmse": 2.0, "mae": 1.5, "loss": 2.0})
+    'R² 0.5000  RMSE 2  MAE 1.5'
+    """
+    label = {"r2": "R²", "rmse": "RMSE", "mae": "MAE", "mse": "MSE", "explained_variance": "EV"}
+    parts = []
+    for key in ("r2", "rmse", "mae", "mse", "explained_variance"):
+        if values.get(key) is not None:
+            v = float(values[key])
+            parts.append(
+                f"{label[key]} {v:.4f}"
+                if key in ("r2", "explained_variance")
+                else f"{label[key]} {v:.6g}"
+            )
+    return "  ".join(parts)
+
+
+def summary_line(values: dict[str, Any], task: str, prefix: str = "") -> str:
+    """The headline of an evaluation in one line: ``accuracy``, ``F1 (macro)`` and the
+    loss for classification, ``R²``, ``RMSE``, ``MAE`` and the loss for regression,
+    then any other scalar metric in ``values``; each name after ``prefix``.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> xbp.metrics.summary_line({"loss": 0.25, "accuracy": 0.9, "f1_macro": 0.88},
+    ...                          "classification", "test ")
+    'test accuracy 0.9000  test F1 (macro) 0.8800  test loss 0.2500'
+    """
+    shown = {"loss", "accuracy", "f1_macro", "r2", "rmse", "mae", "confusion_matrix"}
+    parts = []
+    if task == "classification":
+        for key, label in (("accuracy", "accuracy"), ("f1_macro", "F1 (macro)")):
+            if values.get(key) is not None:
+                parts.append(f"{prefix}{label} {values[key]:.4f}")
+    else:
+        for key, label in (("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE")):
+            if values.get(key) is not None:
+                v = float(values[key])
+                parts.append(
+                    f"{prefix}{label} {v:.4f}" if key == "r2" else f"{prefix}{label} {v:.6g}"
+                )
+    if values.get("loss") is not None:
+        parts.append(f"{prefix}loss {values['loss']:.4f}")
+    for key, v in values.items():
+        if key not in shown and isinstance(v, float):
+            parts.append(f"{prefix}{key} {v:.4f}")
+    return "  ".join(parts)
+
+
+def output_names(
+    n_out: int, task: str, classes: Sequence[Any] | None = None, targets: Any = None
+) -> list[str]:
+    """Names for a model's output columns (prediction files): for classification the
+    class each probability belongs to, in the model's class order (one sigmoid output is
+    the probability of the second class); for regression the target columns' names;
+    ``out0, out1, ...`` where nothing names them.
+
+    Examples
+    --------
+    >>> from xbp.metrics import output_names
+    >>> output_names(3, "classification", ["setosa", "versicolor", "virginica"])
+    ['setosa', 'versicolor', 'virginica']
+    >>> output_names(1, "classification", ["no", "yes"]), output_names(1, "regression", None, "y")
+    (['yes'], ['y'])
+    """
+    if task == "classification":
+        names = [str(c) for c in classes] if classes else [str(i) for i in range(max(n_out, 2))]
+        if n_out == 1 and len(names) == 2:
+            return [names[1]]
+        if len(names) == n_out:
+            return names
+    elif targets is not None:
+        names = [str(targets)] if isinstance(targets, str) else [str(t) for t in targets]
+        if len(names) == n_out:
+            return names
+    return [f"out{i}" for i in range(n_out)]
+
+
+def trivial_warning(
+    task: str, y_train: Any, y_eval: Any, values: dict[str, Any], where: str = "validation"
+) -> str | None:
+    """A warning when a model scores worse on ``y_eval`` than the trivial predictor fitted
+    to ``y_train`` (host arrays, as the command line holds them), else None.
+
+    The trivial predictor is the training targets' mean for ``"regression"``
+    (compared by the quadratic loss, ``values["loss"]``, half the squared error
+    summed over outputs) and the training rows' most frequent class for
+    ``"classification"`` (compared by ``values["accuracy"]``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp.metrics import trivial_warning
+    >>> w = trivial_warning("regression", np.array([1.0, 3.0]), np.array([2.0, 2.0]),
+    ...                     {"loss": 0.5})
+    >>> w.split(";")[0]
+    'the validation loss 0.5 is worse than predicting the training mean (0)'
+    >>> trivial_warning("classification", np.array([0, 0, 1]), np.array([0, 1]),
+    ...                 {"accuracy": 0.5}) is None
+    True
+    """
+    yt, ye = np.asarray(y_train), np.asarray(y_eval)
+    if ye.shape[0] == 0 or yt.shape[0] == 0:
+        return None
+    if task == "regression" and values.get("loss") is not None:
+        yt2 = yt.reshape(yt.shape[0], -1).astype(np.float64)
+        ye2 = ye.reshape(ye.shape[0], -1).astype(np.float64)
+        base = 0.5 * float(np.mean(np.sum((ye2 - yt2.mean(axis=0)) ** 2, axis=1)))
+        if float(values["loss"]) > base:
+            return (
+                f"the {where} loss {float(values['loss']):.4g} is worse than predicting the "
+                f"training mean ({base:.4g}); the model learned less than nothing: train "
+                "longer, lower the learning rate, or check the data"
+            )
+    if task == "classification" and values.get("accuracy") is not None and yt.ndim == 1:
+        classes, counts = np.unique(yt, return_counts=True)
+        majority = classes[np.argmax(counts)]
+        base = float(np.mean(ye == majority))
+        if float(values["accuracy"]) < base:
+            return (
+                f"the {where} accuracy {float(values['accuracy']):.4f} is below always "
+                f"predicting the most frequent training class ({base:.4f}); train longer, "
+                "change the learning rate, or check the labels"
+            )
+    return None

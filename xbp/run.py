@@ -35,7 +35,7 @@ from .strategy import LocalStrategy, Strategy
 from .training import History, Trainer, TrainOptions, evaluate_metrics
 from .validate import check_int, is_host_array
 
-__all__ = ["fit", "evaluate", "predict", "predict_classes"]
+__all__ = ["fit", "evaluate", "evaluate_chunks", "predict", "predict_classes"]
 
 
 def fit(
@@ -356,6 +356,34 @@ def _evaluate_metrics(
         if data is None:
             data = to_device(net, x, y)
     return evaluate_metrics(net, data, chosen, batch_size)
+
+
+def evaluate_chunks(
+    net: Network,
+    chunks: Any,
+    *,
+    metrics: Any = (),
+    batch_size: int = EVAL_BATCH,
+) -> dict[str, Any]:
+    """:func:`evaluate` over ``(x, y)`` chunks read one after the other (a file too big
+    to hold): each chunk moves to the device, is evaluated in batches and dropped; the
+    loss, accuracy and ``metrics`` cover every row, read back once at the end.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> x, y = xbp.data.make_xor()
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> whole = xbp.evaluate(net, x, y, metrics=["f1"])
+    >>> parts = xbp.run.evaluate_chunks(net, [(x[:2], y[:2]), (x[2:], y[2:])], metrics=["f1"])
+    >>> bool(np.isclose(whole["f1"], parts["f1"]) and np.isclose(whole["loss"], parts["loss"]))
+    True
+    """
+    chosen = MetricSet(metrics)
+    chosen.check(net.n_out)
+    batch_size = check_int(batch_size, "batch_size")
+    sources = (to_device(net, x, y) for x, y in chunks)
+    return evaluate_metrics(net, sources, chosen, batch_size)
 
 
 def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> BatchSource | None:

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -959,11 +960,15 @@ def evaluate_data(
 
 
 def evaluate_metrics(
-    net: Network, data: Source, metrics: MetricSet, batch_size: int = EVAL_BATCH
+    net: Network,
+    data: Source | Iterable[Source],
+    metrics: MetricSet,
+    batch_size: int = EVAL_BATCH,
 ) -> dict[str, Any]:
     """Loss, accuracy (None where it does not apply) and every metric of ``metrics``
-    over a data source in one forward pass (one host read), batches of ``batch_size``
-    rows; see :mod:`xbp.metrics`."""
+    over a data source, or over several one after the other (chunks of a file too big
+    to hold), in one forward pass and one host read, batches of ``batch_size`` rows;
+    see :mod:`xbp.metrics`."""
     xp = net.xp
     states = metrics.start(net)
 
@@ -971,8 +976,19 @@ def evaluate_metrics(
         nonlocal states
         states = metrics.update(xp, states, out, batch.y, batch.labels, batch.w)
 
-    plan = Plan(None) if data.n is None else Plan.rows(0, data.n, batch_size)
-    cost, correct = forward_sums(net, data.batches(net, plan), observe)
+    cost: Any = None
+    correct: Any = None
+    labelled = True
+    total = 0.0
+    for part in [data] if isinstance(data, Source) else data:
+        plan = Plan(None) if part.n is None else Plan.rows(0, part.n, batch_size)
+        c, k = forward_sums(net, part.batches(net, plan), observe)
+        cost = c if cost is None else cost + c
+        labelled = labelled and k is not None
+        correct = None if not labelled else (k if correct is None else correct + k)
+        total += part.weight_total  # a batch source's rows are counted during its pass
+    if cost is None:
+        raise XbpValueError("the data has no rows; evaluate at least one sample")
     parts = [xp.reshape(cost, (1,))]
     if correct is not None:
         parts.append(xp.reshape(correct, (1,)))
@@ -980,7 +996,6 @@ def evaluate_metrics(
     if vec is not None:
         parts.append(xp.astype(vec, cost.dtype))
     sums = np.array(net.backend.to_host(xp.concat(parts)), dtype=np.float64)
-    total = data.weight_total
     at = 2 if correct is not None else 1
     result: dict[str, Any] = {
         "loss": float(sums[0]) / total,
