@@ -29,12 +29,14 @@ import numpy as np
 
 from . import backends
 from .errors import XbpError, XbpFileError, XbpValueError
+from .init import output_bias_at_mean
 from .metrics import (
     classification_report,
     headline_metrics,
     output_names,
     regression_report,
     summary_line,
+    trivial_warning,
 )
 
 EXAMPLES = {
@@ -761,7 +763,7 @@ def cpu_threads(environ: Any = None) -> int:
     ``XBP_THREADS``. Tiny and mid MLP steps are dominated by per-operation overhead
     that a pool's synchronisation adds to: on a busy 2-core machine, 3 epochs of the
     digits network took 2.1-2.5 s with one torch thread and 37-43 s with torch's
-    default (docs/precision.md)."""
+    default (``scripts/bench_threads.py``)."""
     env = os.environ if environ is None else environ
     text = env.get("XBP_THREADS", "").strip()
     if not text:
@@ -1290,6 +1292,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if output is None and task == "regression":
             output = "identity"  # real-valued targets: no squashing of the output
         net = _build_network(args, xtr.shape[1], n_out, output)
+        if task == "regression" and output == "identity":
+            output_bias_at_mean(net, ytr)  # start at the mean: learn the variation, not the offset
         opt = _make_optimizer(run, len(ytr))
     meta: dict[str, Any] = {
         "data": args.data,
@@ -1362,6 +1366,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if stopper is not None and not args.quiet:
         _report_early_stopping(stopper, hist)
+    held, where = ((xva, yva), "validation") if len(yva) else ((xte, yte), "test")
+    if len(held[1]):
+        scores = result if where == "test" else xbp.evaluate(net, *held)
+        warning = trivial_warning(task, ytr, held[1], scores, where)
+        if warning is not None:
+            print(f"xbp train: warning: {warning}", file=sys.stderr)
     print(f"{summary_line(result, task, 'test ')}  ({len(hist)} epochs, {seconds:.1f} s)".strip())
     if args.save:
         save(net, args.save, optimizer=opt, training={"history": hist.to_dict()}, metadata=meta)

@@ -788,8 +788,8 @@ def trivial_warning(
         if float(values["loss"]) > base:
             return (
                 f"the {where} loss {float(values['loss']):.4g} is worse than predicting the "
-                f"training mean ({base:.4g}); the model learned less than nothing: train "
-                "longer, lower the learning rate, or check the data"
+                f"training mean ({base:.4g}); train longer, change the learning rate, or "
+                "check the data"
             )
     if task == "classification" and values.get("accuracy") is not None and yt.ndim == 1:
         classes, counts = np.unique(yt, return_counts=True)
