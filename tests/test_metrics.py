@@ -363,3 +363,11 @@ def test_regression_sums_are_centred(backend: xbp.Backend) -> None:
             st = ms.update(net.xp, st, o, t, None, None)
         got = ms.decode(backend.to_host(ms.vector(net.xp, st)))[name]
         assert np.isclose(got, sklearn_regression(name, y, out, None), rtol=1e-12, atol=0)
+
+
+def test_progress_lines_show_the_metrics(capsys) -> None:
+    x, y = xbp.data.make_xor()
+    net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    hist = xbp.fit(net, x, y, epochs=1, batch_size=4, metrics=["f1"], progress="lines")
+    line = capsys.readouterr().out.strip()
+    assert f"f1 {hist['f1'][0]:.4f}" in line and "confusion" not in line

@@ -74,7 +74,8 @@ def fit(
         ``seed`` (0), ``callbacks``, ``progress`` ("auto"), ``checkpoint``,
         ``checkpoint_every`` (1), ``on_divergence`` ("raise"), ``max_retries``
         (3), ``compile`` (None: where supported), ``precision`` (None: the
-        network's), ``metadata``.
+        network's), ``metadata``, ``metrics`` (e.g. ``["f1_macro"]``, logged
+        per epoch for training and validation; :mod:`xbp.metrics`).
     validation_data : (x_val, y_val) or (x_val, y_val, sample_weight_val), optional
         Validation rows; with a third element their loss and accuracy are
         weighted by it. With ``validation_split`` instead, the held-out rows
@@ -355,7 +356,7 @@ def _evaluate_metrics(
         data = x if isinstance(x, Source) else _eval_stream(net, x, y, batch_size)
         if data is None:
             data = to_device(net, x, y)
-    return evaluate_metrics(net, data, chosen, batch_size)
+    return evaluate_metrics(net, [data], chosen, batch_size)
 
 
 def evaluate_chunks(

@@ -499,6 +499,9 @@ class _Progress:
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if logs.get(key) is not None:
                 parts.append(f"{key} {logs[key]:.4f}")
+        for key, value in logs.items():  # the metrics of fit(metrics=[...])
+            if key not in _HISTORY_COLUMNS and isinstance(value, float):
+                parts.append(f"{key} {value:.4f}")
         parts.append(f"lr {logs['learning_rate']:.3g}")
         parts.append(f"{logs['seconds']:.2f}s")
         return "  ".join(parts)
@@ -867,7 +870,7 @@ class Trainer:
                     logs["loss_scale"] = self.loss_scaler.scale
                 logs.update(train_metrics)
                 if val is not None and self.metric_set:
-                    scores = evaluate_metrics(self.net, val, self.metric_set)
+                    scores = evaluate_metrics(self.net, [val], self.metric_set)
                     logs.update({f"val_{k}": v for k, v in scores.items()})
                 elif val is not None:
                     logs["val_loss"], logs["val_accuracy"] = evaluate_data(self.net, val, strategy)
@@ -961,13 +964,13 @@ def evaluate_data(
 
 def evaluate_metrics(
     net: Network,
-    data: Source | Iterable[Source],
+    parts: Iterable[Source],
     metrics: MetricSet,
     batch_size: int = EVAL_BATCH,
 ) -> dict[str, Any]:
     """Loss, accuracy (None where it does not apply) and every metric of ``metrics``
-    over a data source, or over several one after the other (chunks of a file too big
-    to hold), in one forward pass and one host read, batches of ``batch_size`` rows;
+    over data sources taken one after the other (one source, or the chunks of a file too
+    big to hold), in one forward pass and one host read, batches of ``batch_size`` rows;
     see :mod:`xbp.metrics`."""
     xp = net.xp
     states = metrics.start(net)
@@ -980,7 +983,7 @@ def evaluate_metrics(
     correct: Any = None
     labelled = True
     total = 0.0
-    for part in [data] if isinstance(data, Source) else data:
+    for part in parts:
         plan = Plan(None) if part.n is None else Plan.rows(0, part.n, batch_size)
         c, k = forward_sums(net, part.batches(net, plan), observe)
         cost = c if cost is None else cost + c
