@@ -371,3 +371,14 @@ def test_progress_lines_show_the_metrics(capsys) -> None:
     hist = xbp.fit(net, x, y, epochs=1, batch_size=4, metrics=["f1"], progress="lines")
     line = capsys.readouterr().out.strip()
     assert f"f1 {hist['f1'][0]:.4f}" in line and "confusion" not in line
+
+
+def test_metrics_in_a_data_parallel_run_are_refused() -> None:
+    class Two(xbp.LocalStrategy):
+        size = 2  # what an MPI strategy of two processes says; nothing is exchanged here
+
+    x, y = xbp.data.make_xor()
+    net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    with pytest.raises(XbpValueError, match="metrics= is not supported in data-parallel runs"):
+        xbp.fit(net, x, y, epochs=1, batch_size=4, metrics=["f1"], strategy=Two(),
+                progress=False)  # fmt: skip
