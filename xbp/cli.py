@@ -1532,6 +1532,7 @@ def _read_chunks(
     args: argparse.Namespace, fmt: str, net: Any, meta: dict[str, Any], need_labels: bool
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     from .data import csv_columns, iter_table, load_dataset, load_npz
+    from .hostrows import HostChunks
 
     n_in, names = _model_features(meta, net)
     scaling = _stored_scaling(meta, n_in, f"model {args.model!r}")
@@ -1625,10 +1626,10 @@ def _read_chunks(
         raise XbpValueError(f"--data has features of shape {x.shape}; need (samples, features)")
     if x.shape[1] != n_in:
         raise _width_error(x.shape[1], n_in, "")
-    for s in range(0, x.shape[0], bs):
-        yield finish(
-            np.asarray(x[s : s + bs]), None if y is None or not need_labels else y[s : s + bs]
-        )
+    # a memory map is read from its file a chunk at a time (HostChunks' pread), so its
+    # pages never pile up in this process (peak RSS: a chunk, not the file)
+    for xb, yb in HostChunks(x, y if need_labels else None, bs):
+        yield finish(np.asarray(xb), None if yb is None else np.asarray(yb))
 
 
 def _stored_plain(path: str) -> bool:
