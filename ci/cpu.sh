@@ -12,7 +12,7 @@ python -m pip install -q --upgrade pip
 # the CPU build of torch first: a plain 'torch' requirement would pull a CUDA build
 python -m pip install -q torch==2.13.0
 # cupy installs without a GPU; the tests check that xbp reports why it is unusable
-python -m pip install -q -e '.[test,jax,plot,sklearn,mpi]' cupy-cuda12x
+python -m pip install -q -e '.[test,jax,plot,sklearn,mpi,tensorboard]' cupy-cuda12x
 echo "install: $(( $(date +%s) - start )) s"
 ruff check xbp xbp_start tests scripts
 ruff format --check xbp xbp_start tests scripts

@@ -262,7 +262,9 @@ class TestNewData:
         out = iris / "p.csv"
         assert run("predict", model, "--data", iris / "iris.csv", "--out", out)[0] == 0
         rows = out.read_text().splitlines()
-        assert rows[0] == "label,out0,out1,out2" and rows[1].split(",")[0] in SPECIES
+        # the probability columns are named after the classes, in the model's class order
+        classes = sorted(SPECIES)  # the model's class order: the sorted names
+        assert rows[0] == "label," + ",".join(classes) and rows[1].split(",")[0] in SPECIES
         assert len(rows) == 91
 
     def test_unknown_class_in_evaluate_is_named(self, iris: Path) -> None:

@@ -3,6 +3,8 @@ model, through the library call and through the command line."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -293,3 +295,14 @@ def test_predict_never_holds_a_whole_hidden_layer(spelling) -> None:
     assert peak < whole_layer / 8, peak  # the result (0.6 MB) and one batch's layers
     np.testing.assert_allclose(out, net.forward(x), rtol=1e-12)
     assert out.shape == (rows, 2)
+
+
+def test_onnx_export_carries_the_models_class_and_feature_names(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    x, y = _named_data()
+    net = xbp.mlp([3, 4, 2], activation="tanh", loss="cross_entropy", standardize=True)
+    xbp.fit(net, x, y, epochs=1, progress=False)
+    path = xbp.export_onnx(net, tmp_path / "m.onnx")
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(props["xbp_classes"]) == ["short", "tall"]
+    assert json.loads(props["xbp_feature_names"]) == ["height", "weight", "age"]

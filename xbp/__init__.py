@@ -1,6 +1,6 @@
 """xbp: neural networks trained by explicit backpropagation on any array library."""
 
-from . import data, optim, tree
+from . import data, metrics, optim, tree
 from .activations import ACTIVATIONS, register_activation
 from .backend import (
     BACKEND_NAMES,
@@ -10,7 +10,7 @@ from .backend import (
     backend,
     default_backend,
 )
-from .callbacks import CSVLogger
+from .callbacks import CSVLogger, ReduceLROnPlateau, TensorBoard
 from .checkpoint import ModelCheckpoint
 from .errors import (
     BackendUnavailableError,
@@ -51,6 +51,8 @@ __all__ = [
     "History",
     "LocalStrategy",
     "ModelCheckpoint",
+    "ReduceLROnPlateau",
+    "TensorBoard",
     "StepResult",
     "Strategy",
     "Trainer",
@@ -85,6 +87,7 @@ __all__ = [
     "infer_targets",
     "load",
     "load_checkpoint",
+    "metrics",
     "optim",
     "tree",
     "predict",

@@ -18,9 +18,10 @@ from typing import Any
 
 from .errors import XbpFileError, XbpTypeError, XbpValueError, arg
 from .io import Checkpoint, check_same_architecture, load_checkpoint, save
+from .metrics import metric_mode
 from .optim import state_from_host, state_to_host
 from .paths import output_file
-from .training import Callback, Trainer, monitor_value
+from .training import Callback, Trainer, monitor_mode, monitor_value
 from .validate import check_int
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "read_checkpoint",
     "check_resumed_run",
     "run_record",
+    "checkpoint_epoch",
 ]
 
 
@@ -51,7 +53,9 @@ class ModelCheckpoint(Callback):
     """Write a checkpoint every ``every`` epochs, or only when ``monitor`` improves.
 
     A checkpoint resumes a run exactly (see ``fit(..., resume=path)``). Files
-    are replaced atomically.
+    are replaced atomically. With ``best_only`` the ``monitor`` (the loss or any
+    metric of ``fit(metrics=[...])``) is watched in its own direction (``mode``
+    None) or the one given (``"min"``/``"max"``).
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class ModelCheckpoint(Callback):
         every: int = 1,
         best_only: bool = False,
         monitor: str = "val_loss",
+        mode: str | None = None,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise XbpTypeError(f"path is a {type(path).__name__}; pass a file path")
@@ -67,6 +72,8 @@ class ModelCheckpoint(Callback):
         self.every = check_int(every, "every")
         self.best_only = best_only
         self.monitor = monitor
+        # the loss's or the metric's own direction; another logged value: lower is better
+        self.mode = monitor_mode(monitor, mode) if mode or metric_mode(monitor) else "min"
         self.best: float | None = None
 
     writes_run_state = True
@@ -84,7 +91,7 @@ class ModelCheckpoint(Callback):
         if self.best_only:
             value = monitor_value(logs, self.monitor, "ModelCheckpoint monitor")
             better = self.best is None or (
-                value > self.best if "accuracy" in self.monitor else value < self.best
+                value > self.best if self.mode == "max" else value < self.best
             )
             if not better:
                 return
@@ -227,3 +234,14 @@ def check_resumed_run(ck: Checkpoint, current: dict[str, Any], where: str) -> No
 def _same(value: Any) -> Any:
     """Settings compared as JSON stores them (tuples become lists, floats stay exact)."""
     return json.loads(json.dumps(value))
+
+
+def checkpoint_epoch(path: str | os.PathLike[str]) -> int | None:
+    """The epoch a checkpoint file holds, or None when there is no readable checkpoint
+    there (not written yet, a plain model file)."""
+    try:
+        ck = load_checkpoint(path)
+    except (OSError, ValueError):
+        return None
+    epoch = (ck.training or {}).get("epoch")
+    return None if epoch is None else int(epoch)

@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import io
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,15 @@ import numpy as np
 
 from . import backends
 from .errors import XbpError, XbpFileError, XbpValueError, spelled
+from .init import output_bias_at_mean
+from .metrics import (
+    classification_report,
+    headline_metrics,
+    output_names,
+    regression_report,
+    summary_line,
+    trivial_warning,
+)
 
 EXAMPLES = {
     "export": """examples:
@@ -156,6 +166,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "progress": LIBRARY,
         "compile": LIBRARY,
         "precision": None,  # the model's own: "exact" for a new network
+        "metrics": None,  # the task's headline metrics on the test rows
+        "tensorboard": None,
     },
     "evaluate": {
         "backend": "numpy",
@@ -313,6 +325,18 @@ _positive_float = _number(float, 0.0, False)
 _nonneg_float = _number(float, 0.0, True)
 
 
+def _metric_names(text: str) -> list[str]:
+    from .metrics import get_metric
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    try:
+        for name in names:
+            get_metric(name)
+    except XbpError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -447,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'xbp COMMAND --help' for a command's options and examples.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"xbp {__version__}")
     parser.add_argument(
         "--import",
         dest="imports",
@@ -533,6 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
     )
     t.add("--distributed", "data-parallel over MPI ranks (run under mpiexec)", action="store_true")
+    t.add(
+        "--metrics",
+        "comma list of metrics logged per epoch and reported on the test rows "
+        "(e.g. f1_macro,roc_auc_ovr or r2,rmse; see docs/metrics.md)",
+        "the task's headline: accuracy and f1_macro, or r2, rmse and mae",
+        type=_metric_names,
+    )
+    t.add("--tensorboard", "write TensorBoard event files to DIR", "not written", metavar="DIR")
     t.add("--quiet", "print only the final result", action="store_true")
     t.add(
         "--progress",
@@ -720,6 +755,22 @@ def _use_jax_x64(args: argparse.Namespace) -> None:
     except XbpError:
         return  # the backend check says what is known
     library.enable_float64()  # a no-op where float64 always works
+    library.set_cpu_threads(cpu_threads())
+
+
+def cpu_threads(environ: Any = None) -> int:
+    """The CPU threads of xbp's own runs for libraries with a thread pool (torch): 1, or
+    ``XBP_THREADS``. Tiny and mid MLP steps are dominated by per-operation overhead
+    that a pool's synchronisation adds to: on a busy 2-core machine, 3 epochs of the
+    digits network took 2.1-2.5 s with one torch thread and 37-43 s with torch's
+    default (``scripts/bench_threads.py``)."""
+    env = os.environ if environ is None else environ
+    text = env.get("XBP_THREADS", "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise XbpValueError(f"XBP_THREADS={text!r}; give a whole number of threads >= 1")
+    return int(text)
 
 
 # -- data ------------------------------------------------------------------------------
@@ -1145,6 +1196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         net = _build_network(args, xtr.shape[1], n_out, args.output or spec.output)
         net.classes = classes
+        if task == "regression" and net.layers[-1].activation == "identity":
+            output_bias_at_mean(net, ytr)  # start at the mean: learn the variation, not the offset
         opt = _make_optimizer(run, len(ytr))
     meta: dict[str, Any] = {
         "data": args.data,
@@ -1158,12 +1211,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         "layout": {"delimiter": args.delimiter, "x_key": args.x_key, "y_key": args.y_key},
     }
     callbacks: list[Any] = []
+    extra: dict[str, Any] = {}
     stopper = None
     if args.early_stopping is not None:
         stopper = xbp.EarlyStopping(patience=args.early_stopping)
         callbacks.append(stopper)
     if args.log_csv is not None:
         callbacks.append(xbp.CSVLogger(args.log_csv))
+    if args.tensorboard is not None:
+        callbacks.append(xbp.TensorBoard(args.tensorboard))
+    if args.metrics and comm is None:  # data-parallel runs report them on the test rows only
+        extra["metrics"] = args.metrics
     quiet = args.quiet or not root
     if not quiet:
         resumed = "" if ck is None else f"; resuming at epoch {ck.training['epoch']}"
@@ -1173,7 +1231,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{args.batch_size}{resumed}",
             flush=True,
         )
-    extra: dict[str, Any] = {}
     if compile_flag is not None:
         extra["compile"] = compile_flag
     if args.precision is not None:
@@ -1202,15 +1259,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             **extra,
         )
     seconds = time.perf_counter() - t0
-    result = xbp.evaluate(net, xte, yte) if len(yte) else {"loss": None, "accuracy": None}
+    wanted = [*headline_metrics(task), *(args.metrics or [])]
+    result = (
+        xbp.evaluate(net, xte, yte, metrics=wanted)
+        if len(yte)
+        else {"loss": None, "accuracy": None}
+    )
     if not root:
         return 0
     if stopper is not None and not args.quiet:
         _report_early_stopping(stopper, hist)
-    acc = result["accuracy"]
-    acc_text = f"test accuracy {acc:.4f}" if acc is not None else ""
-    loss_text = f"test loss {result['loss']:.4f}" if result["loss"] is not None else ""
-    print(f"{acc_text}  {loss_text}  ({len(hist)} epochs, {seconds:.1f} s)".strip())
+    held, where = ((xva, yva), "validation") if len(yva) else ((xte, yte), "test")
+    if len(held[1]):
+        scores = result if where == "test" else xbp.evaluate(net, *held)
+        warning = trivial_warning(task, ytr, held[1], scores, where)
+        if warning is not None:
+            print(f"xbp train: warning: {warning}", file=sys.stderr)
+    print(f"{summary_line(result, task, 'test ')}  ({len(hist)} epochs, {seconds:.1f} s)".strip())
     if args.save:
         save(net, args.save, optimizer=opt, training={"history": hist.to_dict()}, metadata=meta)
         print(f"saved {args.save}")
@@ -1358,6 +1423,7 @@ def _read_chunks(
     args: argparse.Namespace, fmt: str, net: Any, meta: dict[str, Any], need_labels: bool
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     from .data import csv_columns, iter_table, load_dataset, load_npz
+    from .hostrows import HostChunks
 
     n_in, names = _model_features(meta, net)
     scaling = _stored_scaling(meta, n_in, f"model {args.model!r}")
@@ -1453,10 +1519,10 @@ def _read_chunks(
         raise XbpValueError(f"--data has features of shape {x.shape}; need (samples, features)")
     if x.shape[1] != n_in:
         raise _width_error(x.shape[1], n_in, "")
-    for s in range(0, x.shape[0], bs):
-        yield finish(
-            np.asarray(x[s : s + bs]), None if y is None or not need_labels else y[s : s + bs]
-        )
+    # a memory map is read from its file a chunk at a time (HostChunks' pread), so its
+    # pages never pile up in this process (peak RSS: a chunk, not the file)
+    for xb, yb in HostChunks(x, y if need_labels else None, bs):
+        yield finish(np.asarray(xb), None if yb is None else np.asarray(yb))
 
 
 def _stored_plain(path: str) -> bool:
@@ -1486,28 +1552,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     input_file(args.model, "model", "a model file written by xbp train --save")
     _use_jax_x64(args)
     net, meta = _load_model(args, args.model, _model_option(args))
+    task = _task(net, meta)
     rows = 0
-    loss_sum = 0.0
-    correct: float | None = 0.0
-    for x, y in _data_chunks(args, fmt, net, meta, need_labels=True):
-        assert y is not None
-        result = xbp.evaluate(net, x, y)
-        n = len(x)
-        rows += n
-        loss_sum += float(result["loss"] or 0.0) * n
-        accuracy = result["accuracy"]
-        if accuracy is None or correct is None:
-            correct = None
-        else:
-            correct += accuracy * n
-    if rows == 0:
-        raise XbpValueError("--data has no rows; give at least one sample")
-    acc = None if correct is None else correct / rows
+
+    def counted() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        nonlocal rows
+        rows = 0
+        for x, y in _data_chunks(args, fmt, net, meta, need_labels=True):
+            rows += len(x)
+            yield x, y
+
+    try:
+        try:
+            result = xbp.run.evaluate_chunks(net, counted(), metrics=headline_metrics(task))
+        except XbpValueError as exc:
+            if "needs class labels" not in str(exc):
+                raise
+            # targets that are not classes (real values under a classifier's loss)
+            result = xbp.run.evaluate_chunks(net, counted())
+            task = "other"
+    except XbpValueError as exc:
+        if "has no rows" in str(exc):
+            raise XbpValueError("--data has no rows; give at least one sample") from None
+        raise
     print(
-        f"loss {loss_sum / rows:.6f}"
-        + (f"  accuracy {acc:.4f}" if acc is not None else "")
+        f"loss {result['loss']:.6f}"
+        + (f"  accuracy {result['accuracy']:.4f}" if result.get("accuracy") is not None else "")
         + f"  ({rows} samples{_test_set_note(args, fmt)}, {net.backend.name})"
     )
+    if task == "classification":
+        classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
+        print(classification_report(result["confusion_matrix"], classes))
+    elif task == "regression":
+        print(regression_report(result))
     return 0
 
 
@@ -1566,9 +1643,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             header = None
             for out, labels in batches():
                 if header is None:
-                    header = (["label"] if labels is not None else []) + [
-                        f"out{i}" for i in range(out.shape[1])
-                    ]
+                    names = output_names(
+                        out.shape[1],
+                        "classification" if classify else "regression",
+                        classes,
+                        (meta.get("label") or {}).get("name"),
+                    )
+                    header = (["label"] if labels is not None else []) + names
                     table.writerow(header)
                 values = [[f"{v:.8g}" for v in row] for row in out]
                 if labels is not None:
@@ -1779,6 +1860,27 @@ def _quiet_broken_pipe() -> None:
         pass  # stdout is not a file descriptor (captured in-process)
 
 
+def interrupted_message(
+    args: argparse.Namespace, what: str = "interrupted", status: int = 130
+) -> str:
+    """What Ctrl-C (or SIGTERM) leaves behind: the exit status, the checkpoint to resume
+    from and the command that does it, or that nothing resumable was written."""
+    head = f"{what} (exit status {status})"
+    if args.command != "train":
+        return f"{head}; files written before it are whole"
+    path = args.checkpoint if args.checkpoint is not None else args.resume
+    from .checkpoint import checkpoint_epoch
+
+    epoch = None if path is None else checkpoint_epoch(path)
+    if epoch is None:
+        hint = " (pass --checkpoint FILE to make a run resumable)" if path is None else ""
+        return f"{head}; no checkpoint was written{hint}"
+    return (
+        f"{head}; the checkpoint {path} holds epoch {epoch}: continue with "
+        f"xbp train --resume {shlex.quote(str(path))}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``xbp`` command; returns the exit status (2 for a user error).
 
@@ -1787,6 +1889,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     (a bad flag, missing data, an error after training) ends every rank.
     """
     words = list(sys.argv[1:] if argv is None else argv)
+    from .distributed import launcher
+
+    found = launcher()
+    if found is not None and "--distributed" not in words:
+        name, size = found
+        print(
+            f"xbp: error: running under {name} with {size} processes but without "
+            "--distributed: each process would run its own copy of the command; add "
+            "--distributed (xbp train), or start one process",
+            file=sys.stderr,
+        )
+        return 2
     if "--distributed" in words:
         from .distributed import run_collectively
 
@@ -1865,17 +1979,12 @@ def _main(argv: list[str]) -> int:
         return 141  # as if killed by SIGPIPE, like other tools in a pipeline
     except Terminated:
         print(
-            f"xbp {args.command}: terminated by SIGTERM (exit status 143); files written "
-            "before it are whole (resume from the last checkpoint)",
+            f"xbp {args.command}: {interrupted_message(args, 'terminated by SIGTERM', 143)}",
             file=sys.stderr,
         )
         return 143
     except KeyboardInterrupt:
-        print(
-            f"xbp {args.command}: interrupted (exit status 130); files written before it "
-            "are whole (resume from the last checkpoint)",
-            file=sys.stderr,
-        )
+        print(f"xbp {args.command}: {interrupted_message(args)}", file=sys.stderr)
         return 130
 
 

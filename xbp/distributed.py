@@ -112,6 +112,38 @@ def local_device(backend: str, comm: Any = None) -> Any:
     return library.local_device(local_rank(comm))
 
 
+# the environment each launcher gives its processes: (variable holding the process count, name)
+_LAUNCHERS = (
+    ("OMPI_COMM_WORLD_SIZE", "mpiexec (Open MPI)"),
+    ("PMI_SIZE", "mpiexec (MPICH)"),
+    ("PMIX_SIZE", "mpiexec (PMIx)"),
+    ("MV2_COMM_WORLD_SIZE", "mpiexec (MVAPICH)"),
+    ("WORLD_SIZE", "torchrun"),
+)
+
+
+def launcher(environ: dict[str, str] | None = None) -> tuple[str, int] | None:
+    """The parallel launcher this process runs under and its process count, when it
+    started more than one (``mpiexec -n 2``, ``torchrun --nproc_per_node 2``), read from
+    the environment it sets; None otherwise.
+
+    Examples
+    --------
+    >>> from xbp.distributed import launcher
+    >>> launcher({"OMPI_COMM_WORLD_SIZE": "2"}), launcher({"PMI_SIZE": "1"})
+    (('mpiexec (Open MPI)', 2), None)
+    """
+    env = os.environ if environ is None else environ
+    for variable, name in _LAUNCHERS:
+        try:
+            size = int(env.get(variable, "1"))
+        except ValueError:
+            continue
+        if size > 1:
+            return name, size
+    return None
+
+
 def cuda_aware() -> bool:
     """Whether the MPI library can read CUDA device buffers directly."""
     MPI = _mpi()

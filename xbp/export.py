@@ -347,7 +347,13 @@ def _check_standardize(standardize: Any, n_in: int, argument: str) -> Any:
     return mean, std
 
 
-def build_model(net: Network, *, opset: int = OPSET, standardize: Any = None) -> Any:
+def build_model(
+    net: Network,
+    *,
+    opset: int = OPSET,
+    standardize: Any = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
     """The ``onnx.ModelProto`` of ``net`` (checked by ``onnx.checker``), not written anywhere.
 
     See :func:`export_onnx` for the graph it holds and the arguments.
@@ -440,6 +446,8 @@ def build_model(net: Network, *, opset: int = OPSET, standardize: Any = None) ->
             "xbp_loss": net.loss.name,
             "xbp_dtype": dtype_name,
             "xbp_standardized_input": str(_standardizes_input(net, scaling)).lower(),
+            **{str(k): json.dumps(v) for k, v in _names_of(net).items()},
+            **{str(k): json.dumps(v) for k, v in (metadata or {}).items()},
         },
     )
     try:
@@ -474,6 +482,35 @@ def _name_output(graph: OnnxGraph, helper: Any, src: str) -> None:
                     names[k] = "y"
 
 
+def _names_of(net: Network) -> dict[str, Any]:
+    """The class and feature names the network keeps, as ONNX metadata entries."""
+    out: dict[str, Any] = {}
+    if net.classes is not None:
+        out["xbp_classes"] = [str(c) for c in net.classes]
+    if net.feature_names is not None:
+        out["xbp_feature_names"] = list(net.feature_names)
+    return out
+
+
+def _names_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The names ``xbp train`` recorded beside a model, as ONNX metadata entries."""
+    out: dict[str, Any] = {}
+    if isinstance(meta.get("classes"), list):
+        out["xbp_classes"] = [str(c) for c in meta["classes"]]
+    features = meta.get("features")
+    if isinstance(features, dict) and isinstance(features.get("names"), list):
+        out["xbp_feature_names"] = [str(n) for n in features["names"]]
+    label = meta.get("label")
+    if (
+        isinstance(label, dict)
+        and label.get("name") is not None
+        and meta.get("task") == "regression"
+    ):
+        name = label["name"]
+        out["xbp_target_names"] = [str(name)] if isinstance(name, str) else [str(n) for n in name]
+    return out
+
+
 def export_onnx(
     net: Network,
     path: str | os.PathLike[str],
@@ -481,6 +518,7 @@ def export_onnx(
     opset: int = OPSET,
     standardize: Any = None,
     argument: str = "path",
+    metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``net`` as an ONNX model to ``path`` (atomically) and return the path.
 
@@ -519,6 +557,11 @@ def export_onnx(
     overrides it). With ``standardize=(mean, std)`` the graph first computes
     ``(x - mean) / std`` (``Sub``, ``Div``), so it takes raw features as
     ``xbp predict`` does for a model trained by ``xbp train``.
+    ``metadata`` adds JSON-able entries to the model's metadata (JSON text per
+    key); :func:`export_file` (``xbp export``) writes the class names
+    (``xbp_classes``, in the order of the output columns), the feature names
+    (``xbp_feature_names``) and the target names (``xbp_target_names``) that
+    ``xbp train`` recorded.
 
     onnxruntime has no double-precision ``Softplus``, so a float64 softplus
     layer is written as ``Relu(z) + Log(1 + Exp(-Abs(z)))``, the formula xbp
@@ -570,7 +613,7 @@ def export_onnx(
     given = as_path(path, argument)
     # before any work: a bad directory or name fails at once, not after building the model
     output_file(given, argument)
-    model = build_model(net, opset=opset, standardize=standardize)
+    model = build_model(net, opset=opset, standardize=standardize, metadata=metadata)
     data = model.SerializeToString()
 
     from .io import atomic_write
@@ -637,7 +680,14 @@ def export_file(
             scaling = _check_standardize((scaling["mean"], scaling["std"]), net.n_in, where)
         except XbpValueError as exc:
             raise XbpFileError(str(exc)) from None
-    written = export_onnx(net, dst, opset=opset, standardize=scaling, argument=onnx_argument)
+    written = export_onnx(
+        net,
+        dst,
+        opset=opset,
+        standardize=scaling,
+        argument=onnx_argument,
+        metadata=_names_metadata(loaded.metadata),
+    )
     n_params = sum(v.size for p in net.host_params() for v in p.values())
     size = os.path.getsize(written)
     acts = ", ".join(d.describe() for d in net.layers)

@@ -81,6 +81,73 @@ class Schedule:
             out["base"] = out["base"].config()
         return {"kind": self.kind, **out}
 
+    @property
+    def in_epochs(self) -> bool:
+        """Whether a length is given in epochs (``epochs=``), to be turned into steps by
+        :meth:`in_steps` once the batches per epoch are known (``fit`` does it)."""
+        return "epochs" in self.args or (
+            isinstance(self.args.get("base"), Schedule) and self.args["base"].in_epochs
+        )
+
+    def in_steps(self, steps_per_epoch: int) -> Schedule:
+        """This schedule with every length in epochs turned into steps
+        (``epochs * steps_per_epoch``); a schedule in steps is returned as it is.
+
+        Examples
+        --------
+        >>> from xbp import optim
+        >>> optim.cosine(0.1, epochs=40).in_steps(81).config()["decay_steps"]
+        3240
+        """
+        if not self.in_epochs:
+            return self
+        cfg = self.config()
+        return as_schedule(_epochs_to_steps(cfg, check_int(steps_per_epoch, "steps_per_epoch")))
+
+
+# the argument in steps that each schedule's ``epochs=`` stands for
+_STEPS_ARGUMENT = {
+    "step": "step_size",
+    "exponential": "decay_steps",
+    "cosine": "decay_steps",
+    "warmup": "warmup_steps",
+}
+
+
+def _epochs_to_steps(cfg: dict[str, Any], per_epoch: int) -> dict[str, Any]:
+    cfg = dict(cfg)
+    if isinstance(cfg.get("base"), dict):
+        cfg["base"] = _epochs_to_steps(cfg["base"], per_epoch)
+    epochs = cfg.pop("epochs", None)
+    if epochs is not None:
+        cfg[_STEPS_ARGUMENT[cfg["kind"]]] = int(epochs) * per_epoch
+    return cfg
+
+
+def _steps_or_epochs(
+    kind: str, steps: int | None, epochs: int | None, argument: str
+) -> dict[str, int]:
+    """Exactly one of a length in steps (``argument``) and in ``epochs``, checked."""
+    if (steps is None) == (epochs is None):
+        raise XbpValueError(
+            f"{kind}: pass {argument}= (in steps) or epochs= (in epochs, turned into steps by "
+            "fit from the batches per epoch), exactly one of them"
+        )
+    if epochs is not None:
+        return {"epochs": check_int(epochs, "epochs")}
+    assert steps is not None
+    return {argument: check_int(steps, argument)}
+
+
+def _unresolved(kind: str) -> Callable[[int], float]:
+    def fn(count: int) -> float:
+        raise XbpValueError(
+            f"the {kind} schedule is given in epochs; it becomes a schedule in steps in fit "
+            "(or call schedule.in_steps(steps_per_epoch) first)"
+        )
+
+    return fn
+
 
 def constant(learning_rate: float) -> Schedule:
     """The same rate at every step."""
@@ -88,52 +155,94 @@ def constant(learning_rate: float) -> Schedule:
     return Schedule("constant", {"learning_rate": lr}, lambda c: lr)
 
 
-def step(learning_rate: float, step_size: int, gamma: float = 0.1) -> Schedule:
-    """Multiply the rate by ``gamma`` every ``step_size`` steps."""
+def step(
+    learning_rate: float,
+    step_size: int | None = None,
+    gamma: float = 0.1,
+    *,
+    epochs: int | None = None,
+) -> Schedule:
+    """Multiply the rate by ``gamma`` every ``step_size`` steps (or every ``epochs``
+    epochs)."""
     lr = check_number(learning_rate, "learning_rate")
-    every = check_int(step_size, "step_size")
+    length = _steps_or_epochs("step", step_size, epochs, "step_size")
     g = check_number(gamma, "gamma")
-    return Schedule(
-        "step",
-        {"learning_rate": lr, "step_size": every, "gamma": g},
-        lambda c: lr * g ** (c // every),
-    )
+    args = {"learning_rate": lr, **length, "gamma": g}
+    if epochs is not None:
+        return Schedule("step", args, _unresolved("step"))
+    every = length["step_size"]
+    return Schedule("step", args, lambda c: lr * g ** (c // every))
 
 
-def exponential(learning_rate: float, decay_rate: float, decay_steps: int = 1) -> Schedule:
-    """``lr * decay_rate ** (count / decay_steps)``."""
+def exponential(
+    learning_rate: float,
+    decay_rate: float,
+    decay_steps: int | None = None,
+    *,
+    epochs: int | None = None,
+) -> Schedule:
+    """``lr * decay_rate ** (count / decay_steps)``: ``decay_rate`` per ``decay_steps``
+    steps (default 1), or per ``epochs`` epochs."""
     lr = check_number(learning_rate, "learning_rate")
     d = check_number(decay_rate, "decay_rate")
-    n = check_int(decay_steps, "decay_steps")
-    return Schedule(
+    length = _steps_or_epochs(
         "exponential",
-        {"learning_rate": lr, "decay_rate": d, "decay_steps": n},
-        lambda c: lr * d ** (c / n),
+        1 if decay_steps is None and epochs is None else decay_steps,
+        epochs,
+        "decay_steps",
     )
+    args = {"learning_rate": lr, "decay_rate": d, **length}
+    if epochs is not None:
+        return Schedule("exponential", args, _unresolved("exponential"))
+    n = length["decay_steps"]
+    return Schedule("exponential", args, lambda c: lr * d ** (c / n))
 
 
-def cosine(learning_rate: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
-    """Cosine decay from ``lr`` to ``alpha * lr`` over ``decay_steps``, then flat."""
+def cosine(
+    learning_rate: float,
+    decay_steps: int | None = None,
+    alpha: float = 0.0,
+    *,
+    epochs: int | None = None,
+) -> Schedule:
+    """Cosine decay from ``lr`` to ``alpha * lr`` over ``decay_steps`` steps (or over
+    ``epochs`` epochs: ``fit`` turns them into steps from its batches per epoch), then
+    flat.
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> sched = optim.cosine(0.1, epochs=40)  # no hand-computed step count
+    >>> sched.in_steps(81)(40 * 81), optim.cosine(0.1, decay_steps=10)(5)
+    (0.0, 0.05)
+    """
     lr = check_number(learning_rate, "learning_rate")
-    n = check_int(decay_steps, "decay_steps")
+    length = _steps_or_epochs("cosine", decay_steps, epochs, "decay_steps")
     a = check_number(alpha, "alpha", low=0.0, low_open=False, high=1.0)
+    args = {"learning_rate": lr, **length, "alpha": a}
+    if epochs is not None:
+        return Schedule("cosine", args, _unresolved("cosine"))
+    n = length["decay_steps"]
 
     def fn(c: int) -> float:
         t = min(c, n) / n
         return lr * ((1 - a) * 0.5 * (1 + math.cos(math.pi * t)) + a)
 
-    return Schedule("cosine", {"learning_rate": lr, "decay_steps": n, "alpha": a}, fn)
+    return Schedule("cosine", args, fn)
 
 
-def warmup(base: Schedule | float, warmup_steps: int) -> Schedule:
-    """Rise linearly from 0 to ``base`` over ``warmup_steps``, then follow ``base``."""
+def warmup(
+    base: Schedule | float, warmup_steps: int | None = None, *, epochs: int | None = None
+) -> Schedule:
+    """Rise linearly from 0 to ``base`` over ``warmup_steps`` (or ``epochs`` epochs),
+    then follow ``base``."""
     sched = as_schedule(base)
-    n = check_int(warmup_steps, "warmup_steps")
-    return Schedule(
-        "warmup",
-        {"base": sched, "warmup_steps": n},
-        lambda c: sched(c) * min(1.0, (c + 1) / n),
-    )
+    length = _steps_or_epochs("warmup", warmup_steps, epochs, "warmup_steps")
+    args = {"base": sched, **length}
+    if epochs is not None or sched.in_epochs:
+        return Schedule("warmup", args, _unresolved("warmup"))
+    n = length["warmup_steps"]
+    return Schedule("warmup", args, lambda c: sched(c) * min(1.0, (c + 1) / n))
 
 
 _SCHEDULES: dict[str, Callable[..., Schedule]] = {
@@ -537,6 +646,21 @@ class Optimizer:
         if self.scale_only:  # (ScaleState,): the one count, without a tree walk
             return (ScaleState(state[0].steps + steps),)
         return tree.rebuild(state, tree.arrays(state), steps)
+
+    def in_steps(self, steps_per_epoch: int) -> Optimizer:
+        """This optimizer with a schedule given in epochs (``cosine(0.1, epochs=40)``)
+        turned into steps; itself when its schedule is in steps already. :func:`xbp.fit`
+        calls it with its batches per epoch."""
+        if not self.schedule.in_epochs:
+            return self
+        if not self.builtin:
+            raise XbpValueError(
+                f"the {self.name} optimizer was not built by xbp.optim, so its schedule in "
+                "epochs cannot be rebuilt in steps; give the schedule's length in steps"
+            )
+        cfg = self.config()
+        cfg["learning_rate"] = self.schedule.in_steps(steps_per_epoch).config()
+        return from_config(cfg)
 
     def learning_rate(self, state: Any) -> float:
         """The rate the next update will use (the schedule at the current count)."""

@@ -19,7 +19,9 @@ from .checkpoint import resume as resume_run
 from .distributed import data_fingerprint
 from .errors import XbpTypeError, XbpValueError
 from .hostrows import HostChunks, MappedRows
+from .metrics import MetricSet
 from .network import EVAL_BATCH, Network
+from .optim import Optimizer
 from .paths import RunLock, backing_file, check_files
 from .signals import terminate_as_interrupt
 from .sources import (
@@ -34,10 +36,10 @@ from .sources import (
 )
 from .strategy import LocalStrategy, Strategy
 from .targets import infer_targets
-from .training import History, Trainer, TrainOptions
+from .training import History, Trainer, TrainOptions, evaluate_metrics
 from .validate import check_int, is_host_array
 
-__all__ = ["fit", "evaluate", "predict", "predict_classes"]
+__all__ = ["fit", "evaluate", "evaluate_chunks", "predict", "predict_classes"]
 
 
 def fit(
@@ -76,7 +78,8 @@ def fit(
         ``seed`` (0), ``callbacks``, ``progress`` ("auto"), ``checkpoint``,
         ``checkpoint_every`` (1), ``on_divergence`` ("raise"), ``max_retries``
         (3), ``compile`` (None: where supported), ``precision`` (None: the
-        network's), ``metadata``.
+        network's), ``metadata``, ``metrics`` (e.g. ``["f1_macro"]``, logged
+        per epoch for training and validation; :mod:`xbp.metrics`).
     validation_data : (x_val, y_val) or (x_val, y_val, sample_weight_val), optional
         Validation rows; with a third element their loss and accuracy are
         weighted by it. With ``validation_split`` instead, the held-out rows
@@ -251,7 +254,9 @@ def _fit(
         train = with_class_weight(net, train, table)
     if resume is None and not net.adapted:
         _adapt(net, train)
-    trainer = Trainer(net, options, strategy=strategy)
+    trainer = Trainer(
+        net, options, strategy=strategy, optimizer=_optimizer_in_steps(options, train)
+    )
     trainer.run_record = run_record(trainer, options.epochs, data_fingerprint(net, train, val))
     ck = None
     if resume is not None:
@@ -287,6 +292,20 @@ def _record(net: Network, x: Any, y: Any) -> None:
             f"{spec.n_out} outputs (xbp.infer_targets(y) says what fits)"
         )
     net.classes = spec.classes
+
+
+def _optimizer_in_steps(options: TrainOptions, train: Source) -> Optimizer:
+    """The run's optimizer, a schedule in epochs (``cosine(0.1, epochs=40)``) turned into
+    steps: ``ceil(rows / batch_size)`` updates per epoch."""
+    opt = options.make_optimizer()
+    if not opt.schedule.in_epochs:
+        return opt
+    if train.n is None:
+        raise XbpValueError(
+            "the learning-rate schedule is given in epochs, but a batch source does not say "
+            "how many batches an epoch has; give the schedule's length in steps"
+        )
+    return opt.in_steps(-(-train.n // options.batch_size))
 
 
 def _adapt(net: Network, train: Source) -> None:
@@ -351,9 +370,15 @@ def evaluate(
     *,
     batch_size: int = EVAL_BATCH,
     sample_weight: Any = None,
-) -> dict[str, float | None]:
+    metrics: Any = None,
+) -> dict[str, Any]:
     """Loss and (where it applies) accuracy of ``net`` on ``(x, y)``, ``batch_size`` rows
     at a time; see :meth:`xbp.Network.evaluate` (``sample_weight`` weights both).
+
+    ``metrics`` (names or :class:`xbp.metrics.Metric` objects, e.g.
+    ``["f1_macro", "roc_auc_ovr", "confusion_matrix"]`` or ``["r2", "rmse"]``)
+    adds each metric's value, computed in the same pass and weighted by
+    ``sample_weight`` (see :mod:`xbp.metrics`).
 
     Host data (NumPy arrays, memory maps, :class:`xbp.data.MappedRows`) moves to
     the device one batch at a time, so the extra memory does not grow with the
@@ -372,6 +397,8 @@ def evaluate(
     batch_size = check_int(batch_size, "batch_size")
     if y is None and hasattr(x, "shape"):
         raise XbpTypeError("y is None; pass the targets (or a source of (x, y) batches as x)")
+    if metrics is not None:
+        return _evaluate_metrics(net, x, y, batch_size, sample_weight, metrics)
     if sample_weight is not None:
         return net.evaluate(x, y, batch_size=batch_size, sample_weight=sample_weight)
     data = x if isinstance(x, Source) else _eval_stream(net, x, y, batch_size)
@@ -383,6 +410,50 @@ def evaluate(
         net.xp.stack([cost, cost if correct is None else net.xp.astype(correct, cost.dtype)])
     )
     return {"loss": float(sums[0]) / n, "accuracy": None if correct is None else float(sums[1]) / n}
+
+
+def _evaluate_metrics(
+    net: Network, x: Any, y: Any, batch_size: int, sample_weight: Any, metrics: Any
+) -> dict[str, Any]:
+    """:func:`evaluate` with metrics: one forward pass over any kind of data."""
+    chosen = MetricSet(metrics)
+    chosen.check(net.n_out)
+    data: Source | None
+    if sample_weight is not None:
+        data = to_device(net, x, y, sample_weight=sample_weight)
+    else:
+        data = x if isinstance(x, Source) else _eval_stream(net, x, y, batch_size)
+        if data is None:
+            data = to_device(net, x, y)
+    return evaluate_metrics(net, [data], chosen, batch_size)
+
+
+def evaluate_chunks(
+    net: Network,
+    chunks: Any,
+    *,
+    metrics: Any = (),
+    batch_size: int = EVAL_BATCH,
+) -> dict[str, Any]:
+    """:func:`evaluate` over ``(x, y)`` chunks read one after the other (a file too big
+    to hold): each chunk moves to the device, is evaluated in batches and dropped; the
+    loss, accuracy and ``metrics`` cover every row, read back once at the end.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> x, y = xbp.data.make_xor()
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> whole = xbp.evaluate(net, x, y, metrics=["f1"])
+    >>> parts = xbp.run.evaluate_chunks(net, [(x[:2], y[:2]), (x[2:], y[2:])], metrics=["f1"])
+    >>> bool(np.isclose(whole["f1"], parts["f1"]) and np.isclose(whole["loss"], parts["loss"]))
+    True
+    """
+    chosen = MetricSet(metrics)
+    chosen.check(net.n_out)
+    batch_size = check_int(batch_size, "batch_size")
+    sources = (to_device(net, x, y) for x, y in chunks)
+    return evaluate_metrics(net, sources, chosen, batch_size)
 
 
 def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> BatchSource | None:

@@ -201,10 +201,15 @@ class Source:
         return None
 
 
-def forward_sums(net: Network, batches: Iterator[Batch]) -> tuple[Any, Any]:
+def forward_sums(
+    net: Network,
+    batches: Iterator[Batch],
+    observe: Callable[[Any, Batch], None] | None = None,
+) -> tuple[Any, Any]:
     """Summed cost and correct predictions over ``batches`` (forward only), as
     :meth:`Source.evaluation_sums` returns them; accuracy applies only where every
-    batch has class labels."""
+    batch has class labels. ``observe(output, batch)`` sees each batch's output
+    (metrics accumulate from it)."""
     xp = net.xp
     cost_sum = xp.zeros((), dtype=net.dtype, device=net.device)
     correct: Any = xp.zeros((), dtype=net.dtype, device=net.device)
@@ -218,6 +223,8 @@ def forward_sums(net: Network, batches: Iterator[Batch]) -> tuple[Any, Any]:
                     batch.x, batch.y, forward_only=True, sample_weight=batch.w, n_total=1
                 )
             cost_sum = cost_sum + part
+            if observe is not None:
+                observe(out, batch)
             if batch.labels is None:
                 correct = None
             elif correct is not None:

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from . import tree
 from .errors import DivergenceError, XbpTypeError, XbpValueError
+from .metrics import MetricSet, metric_mode
 from .network import (
     EVAL_BATCH,
     LOSS_SCALED,
@@ -36,7 +38,7 @@ from .network import (
 )
 from .optim import Optimizer, get_optimizer
 from .rng import MASK32, dropout_key
-from .sources import Plan, Source, close_batches
+from .sources import Plan, Source, close_batches, forward_sums
 from .step import Batch, Step, StepOut, all_finite
 from .strategy import LocalStrategy, Strategy
 from .validate import check_int, check_number
@@ -50,8 +52,24 @@ __all__ = [
     "TrainOptions",
     "Trainer",
     "evaluate_data",
+    "evaluate_metrics",
+    "monitor_mode",
     "monitor_value",
 ]
+
+
+# every run's columns, and fp16's, in the order an epoch's logs hold them
+_HISTORY_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+    "skipped_steps",
+    "loss_scale",
+)
 
 
 @dataclass
@@ -61,8 +79,25 @@ class History:
     ``skipped_steps`` (updates skipped for overflow in that epoch) and
     ``loss_scale`` (at its end); None where they do not apply.
 
-    ``history["loss"]`` gives one column; ``history.epochs`` the rows.
+    With ``metrics=[...]`` each metric is a column too (``f1_macro``,
+    ``val_f1_macro``; see :mod:`xbp.metrics`).
+
+    A read-only mapping of column name to per-epoch values, like Keras'
+    ``History.history``: ``history["loss"]`` gives one column, ``keys()``,
+    ``values()``, ``items()``, ``get()`` and ``in`` work on the columns;
+    ``len(history)`` is the number of epochs and ``history.epochs`` the rows.
     ``diverged`` says at which epoch and step a run hit NaN/Inf, if it did.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.make_xor()
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> hist = xbp.fit(net, x, y, epochs=2, batch_size=4, progress=False)
+    >>> list(hist.keys())[:3], len(hist)
+    (['epoch', 'loss', 'accuracy'], 2)
+    >>> "val_loss" in hist, hist.get("no_such_column") is None
+    (True, True)
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -70,10 +105,33 @@ class History:
     diverged: list[dict[str, Any]] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> list[Any]:
+        # the documented columns are always there (None where they do not apply); no
+        # epochs yet: every column is empty
+        if self.epochs and key not in self and key not in _HISTORY_COLUMNS:
+            raise KeyError(f"{key!r} is not a column of this History; its columns: {self.keys()}")
         return [row.get(key) for row in self.epochs]
 
     def __len__(self) -> int:
         return len(self.epochs)
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in row for row in self.epochs)
+
+    def keys(self) -> list[str]:
+        """The column names, in the order the epochs' logs first hold them."""
+        names: dict[str, None] = {}
+        for row in self.epochs:
+            names.update(dict.fromkeys(row))
+        return list(names)
+
+    def values(self) -> list[list[Any]]:
+        return [self[k] for k in self.keys()]
+
+    def items(self) -> list[tuple[str, list[Any]]]:
+        return [(k, self[k]) for k in self.keys()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -200,15 +258,35 @@ def monitor_value(logs: dict[str, Any], monitor: str, owner: str = "monitor") ->
     return float(value)
 
 
+def monitor_mode(monitor: str, mode: str | None = None) -> str:
+    """Whether a larger ``monitor`` is better (``"max"``) or a smaller (``"min"``):
+    ``mode`` when given, else the loss's and each metric's own direction
+    (:func:`xbp.metrics.metric_mode`: ``val_loss``, ``log_loss``, ``rmse`` min;
+    ``accuracy``, ``f1_macro``, ``r2``, ``roc_auc`` max)."""
+    if mode is None:
+        found = metric_mode(monitor) if isinstance(monitor, str) else None
+        if found is None:
+            raise XbpValueError(
+                f"monitor={monitor!r} is neither the loss nor a metric xbp knows; use "
+                "'val_loss', 'loss' or a metric name such as 'val_accuracy' or 'val_f1_macro' "
+                "(with metrics=[...]), or name mode='min'/'max' for a value a callback logs"
+            )
+        return found
+    if mode not in ("min", "max"):
+        raise XbpValueError(f"mode={mode!r}; use 'min' or 'max'")
+    return mode
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
     At the end of training the best weights are restored, whether or not the
     run stopped early (``restore_best=False`` keeps the last ones).
     ``monitor`` is ``"val_loss"`` (falls back to ``"loss"`` without
-    validation data), ``"loss"``, ``"val_accuracy"`` or ``"accuracy"``; any
-    other key a callback adds to the epoch's logs works with ``mode="min"``
-    or ``"max"``.
+    validation data), ``"loss"``, ``"val_accuracy"``, ``"accuracy"`` or any
+    metric of ``fit(metrics=[...])`` (``"val_f1_macro"``, ``"val_r2"``, ...),
+    each watched in its own direction; any other key a callback adds to the
+    epoch's logs works with ``mode="min"`` or ``"max"``.
     """
 
     def __init__(
@@ -221,18 +299,8 @@ class EarlyStopping(Callback):
     ) -> None:
         self.patience = check_int(patience, "patience", low=0)
         self.min_delta = check_number(min_delta, "min_delta", low_open=False)
-        known = ("loss", "val_loss", "accuracy", "val_accuracy")
-        if mode is None:
-            if monitor not in known:
-                raise XbpValueError(
-                    f"monitor={monitor!r}; use 'loss', 'val_loss', 'accuracy' or "
-                    "'val_accuracy', or name mode='min'/'max' for a metric a callback logs"
-                )
-            mode = "max" if "accuracy" in monitor else "min"
-        elif mode not in ("min", "max"):
-            raise XbpValueError(f"mode={mode!r}; use 'min' or 'max'")
         self.monitor = monitor
-        self.mode = mode
+        self.mode = monitor_mode(monitor, mode)
         self.restore_best = restore_best
         self.reset()
 
@@ -392,6 +460,11 @@ class TrainOptions:
         ``net.precision``); see :class:`xbp.Network`.
     metadata : dict, optional
         JSON-able data written into every checkpoint (e.g. input scaling).
+    metrics : sequence of str or xbp.metrics.Metric
+        Metrics logged for the training rows (accumulated over each epoch's steps,
+        as the loss) and the validation rows (``val_`` prefix), e.g.
+        ``["f1_macro", "roc_auc_ovr"]`` or ``["r2", "rmse"]``; see :mod:`xbp.metrics`.
+        Training metrics run the epoch eagerly (``compile=True`` is refused).
 
     Examples
     --------
@@ -417,6 +490,7 @@ class TrainOptions:
     compile: bool | None = None
     precision: str | None = None
     metadata: dict[str, Any] | None = None
+    metrics: Any = ()
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs")
@@ -465,6 +539,12 @@ class TrainOptions:
             if not isinstance(cb, Callback):
                 raise XbpTypeError(f"callbacks holds a {type(cb).__name__}; pass xbp Callbacks")
         object.__setattr__(self, "callbacks", callbacks)
+        object.__setattr__(self, "metrics", tuple(MetricSet(self.metrics).metrics))
+        if self.metrics and self.compile is True:
+            raise XbpValueError(
+                "compile=True with metrics=: training metrics are accumulated by the eager "
+                "epoch; pass compile=None (eager with metrics) or drop metrics"
+            )
         self.make_optimizer()  # refuse a bad optimizer/learning_rate pair now
 
     def replace(self, **changes: Any) -> TrainOptions:
@@ -523,6 +603,9 @@ class _Progress:
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if logs.get(key) is not None:
                 parts.append(f"{key} {logs[key]:.4f}")
+        for key, value in logs.items():  # the metrics of fit(metrics=[...])
+            if key not in _HISTORY_COLUMNS and isinstance(value, float):
+                parts.append(f"{key} {value:.4f}")
         parts.append(f"lr {logs['learning_rate']:.3g}")
         parts.append(f"{logs['seconds']:.2f}s")
         return "  ".join(parts)
@@ -598,6 +681,8 @@ class Trainer:
         self.callbacks: list[Callback] = list(self.options.callbacks)
         for cb in self.callbacks:  # a callback reused from an earlier run starts afresh
             cb.reset()
+        self.metric_set = MetricSet(self.options.metrics)
+        self.metric_set.check(net.n_out)
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -610,6 +695,8 @@ class Trainer:
         self.loss_scaler = LossScaler()  # used by fp16 steps only
         self._scaler_at_epoch: dict[str, Any] = self.loss_scaler.state_dict()
         self._bar: _Progress | None = None
+        #: the training data of the running fit (callbacks may read a batch of it)
+        self.train_data: Source | None = None
         # the dropout masks' seed: the run's seed, or one drawn now (saved for resume)
         seed = self.options.seed
         if seed is None:
@@ -778,6 +865,8 @@ class Trainer:
         keyed_per_step = keys is None and any(self.net.dropout)
         costs, corrects = [], []
         labelled = True
+        metrics = self.metric_set if self.metric_set and not check_each else None
+        mstate: Any = None if metrics is None else metrics.start(self.net)
         batches = data.batches(self.net, plan)
         try:
             for b, batch in enumerate(batches):
@@ -795,6 +884,8 @@ class Trainer:
                     self.step -= 1
                     return {"failed_batch": b}
                 costs.append(out.cost_sum)
+                if metrics is not None:  # the step's own output, as the loss (Keras' rule)
+                    mstate = metrics.update(xp, mstate, out.output, batch.y, batch.labels, batch.w)
                 if out.correct is None:
                     labelled = False
                 else:
@@ -806,6 +897,7 @@ class Trainer:
         return {
             "costs": xp.stack(costs),
             "corrects": xp.stack(corrects) if corrects and labelled else None,
+            "metrics": None if metrics is None else metrics.vector(xp, mstate),
         }
 
     def compiled_runner(self) -> Any:
@@ -815,7 +907,7 @@ class Trainer:
         can (see :mod:`xbp.compile`), True requires it (an error saying why not),
         False never compiles."""
         want = self.options.compile
-        if want is False:
+        if want is False or self.metric_set:  # training metrics accumulate eagerly
             return None
         if self._compiled is None:
             from .compile import compiled_epoch_runner  # compile.py sits below this module
@@ -836,6 +928,13 @@ class Trainer:
                 f"batch_size={self.options.batch_size} is larger than the {train.n} training "
                 f"rows; use batch_size <= {train.n}"
             )
+        if self.metric_set and strategy.size > 1:
+            raise XbpValueError(
+                "metrics= is not supported in data-parallel runs yet (each process sees its "
+                "share of the rows); evaluate the trained model with xbp.evaluate(..., "
+                "metrics=[...]) on one process instead"
+            )
+        self.train_data = train
         arrays = train.device_arrays()  # compiled epochs index device arrays directly
         runner = None if arrays is None else self.compiled_runner()
         for cb in self.callbacks:
@@ -862,8 +961,16 @@ class Trainer:
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
                 summary = epoch_summary(xp, self.net.params + self.net.state, out)
+                mvec = out.get("metrics")
+                if mvec is not None:  # the metrics ride on the same read
+                    summary = xp.concat([summary, xp.astype(mvec, summary.dtype)])
                 summary = np.array(be.to_host(summary))
                 summary = summary.astype(np.float64)
+                train_metrics: dict[str, Any] = {}
+                if mvec is not None:
+                    n_metric = int(mvec.shape[0])
+                    train_metrics = self.metric_set.decode(summary[-n_metric:])
+                    summary = summary[:-n_metric]
                 n_steps = int(out["costs"].shape[0])
                 if out["corrects"] is not None:  # each process counted its own share
                     summary[n_steps:-1] = strategy.reduce_sums(summary[n_steps:-1])
@@ -886,7 +993,11 @@ class Trainer:
                     skipped = self.loss_scaler.skipped - self._scaler_at_epoch["skipped"]
                     logs["skipped_steps"] = skipped
                     logs["loss_scale"] = self.loss_scaler.scale
-                if val is not None:
+                logs.update(train_metrics)
+                if val is not None and self.metric_set:
+                    scores = evaluate_metrics(self.net, [val], self.metric_set)
+                    logs.update({f"val_{k}": v for k, v in scores.items()})
+                elif val is not None:
                     logs["val_loss"], logs["val_accuracy"] = evaluate_data(self.net, val, strategy)
                 self.epoch = epoch_no
                 logs["seconds"] = time.perf_counter() - t0
@@ -975,3 +1086,49 @@ def evaluate_data(
     loss = float(sums[0]) / total
     acc = float(sums[1]) / total if correct is not None else None
     return loss, acc
+
+
+def evaluate_metrics(
+    net: Network,
+    parts: Iterable[Source],
+    metrics: MetricSet,
+    batch_size: int = EVAL_BATCH,
+) -> dict[str, Any]:
+    """Loss, accuracy (None where it does not apply) and every metric of ``metrics``
+    over data sources taken one after the other (one source, or the chunks of a file too
+    big to hold), in one forward pass and one host read, batches of ``batch_size`` rows;
+    see :mod:`xbp.metrics`."""
+    xp = net.xp
+    states = metrics.start(net)
+
+    def observe(out: Any, batch: Any) -> None:
+        nonlocal states
+        states = metrics.update(xp, states, out, batch.y, batch.labels, batch.w)
+
+    cost: Any = None
+    correct: Any = None
+    labelled = True
+    total = 0.0
+    for part in parts:
+        plan = Plan(None) if part.n is None else Plan.rows(0, part.n, batch_size)
+        c, k = forward_sums(net, part.batches(net, plan), observe)
+        cost = c if cost is None else cost + c
+        labelled = labelled and k is not None
+        correct = None if not labelled else (k if correct is None else correct + k)
+        total += part.weight_total  # a batch source's rows are counted during its pass
+    if cost is None:
+        raise XbpValueError("the data has no rows; evaluate at least one sample")
+    parts = [xp.reshape(cost, (1,))]
+    if correct is not None:
+        parts.append(xp.reshape(correct, (1,)))
+    vec = metrics.vector(xp, states)
+    if vec is not None:
+        parts.append(xp.astype(vec, cost.dtype))
+    sums = np.array(net.backend.to_host(xp.concat(parts)), dtype=np.float64)
+    at = 2 if correct is not None else 1
+    result: dict[str, Any] = {
+        "loss": float(sums[0]) / total,
+        "accuracy": float(sums[1]) / total if correct is not None else None,
+    }
+    result.update(metrics.decode(sums[at:]))
+    return result

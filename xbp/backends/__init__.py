@@ -261,6 +261,11 @@ class Library(abc.ABC):
         """Wait for work queued on ``device`` (for timing); a no-op by default."""
         return None  # CPU libraries compute synchronously
 
+    def set_cpu_threads(self, threads: int) -> None:
+        """Use ``threads`` CPU threads for this library's own operations (where it has
+        a pool of its own to size); a no-op by default."""
+        return None
+
     def precision_scope(self, policy: str, device: Any) -> contextlib.AbstractContextManager[Any]:
         """A context in which this library's matrix products follow ``policy``.
 

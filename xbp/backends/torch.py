@@ -37,6 +37,11 @@ class TorchLibrary(Library):
         # torch also runs on the CPU: a rank without a GPU says so explicitly
         return "cpu" if count == 0 else f"cuda:{local_rank % count}"
 
+    def set_cpu_threads(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
     def compiler(self, device: Any) -> str | None:
         # CUDA graphs replay a captured step; on the CPU there is nothing to capture
         return "capture" if device.type == "cuda" else None
