@@ -38,7 +38,7 @@ from .layers import (
 )
 from .losses import Loss, check_pair, check_targets, default_output, get_loss
 from .summary import summarize
-from .validate import as_features, as_targets, check_int, is_host_array
+from .validate import as_features, as_targets, check_int, dtype_limit, is_host_array
 from .weights import check_sample_weight
 
 __all__ = [
@@ -259,6 +259,12 @@ class Network:
             low = self.backend.library.mixed_dtype(value, self.backend.device)
         self._precision = value
         self._low = low
+        # inputs beyond the low type's range would enter the first product as Inf
+        self._low_limit: tuple[float, str] | None = (
+            None
+            if low is None
+            else (float(self.backend.xp.finfo(low).max), f"{value} ({MIXED_PRECISIONS[value]})")
+        )
 
     @property
     def xp(self) -> Any:
@@ -815,7 +821,13 @@ class Network:
         it is (cast when its dtype differs); anything else is a one-line error
         naming ``argument``.
         """
-        return as_features(self.backend, x, self.dtype, self.n_in, argument)
+        return as_features(self.backend, x, self.dtype, self.n_in, argument, self._low_limit)
+
+    def input_limit(self) -> tuple[float, str]:
+        """``(largest finite value, type name)`` of the type inputs are computed in: the
+        network's dtype, or float16 under ``precision='fp16'``. Larger inputs are refused."""
+        limit = self._low_limit
+        return dtype_limit(self.backend, self.dtype) if limit is None else limit
 
     def check_targets(self, y: Any, n_rows: int, argument: str = "y") -> Any:
         """``y`` as ``(n_rows, n_out)`` targets on this device; ``(n,)`` integer labels

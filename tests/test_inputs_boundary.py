@@ -1,0 +1,163 @@
+"""Inputs at the boundary: detached, never aliased where xbp writes, refused when the
+network's type cannot hold them (issue 26). Each class runs on numpy and torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import BACKEND_SPECS, backend_or_skip, required_backends
+
+import xbp
+from xbp.errors import XbpTypeError, XbpValueError
+
+SPECS = [s for s in BACKEND_SPECS if s[0] in ("numpy", "torch-cpu")]
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(12, 3))
+Y = np.arange(12) % 2
+
+
+@pytest.fixture(params=SPECS, ids=[s[0] for s in SPECS])
+def be(request: pytest.FixtureRequest) -> xbp.Backend:
+    return backend_or_skip(*request.param, required_backends())
+
+
+def net(be: xbp.Backend, dtype: str = "float64", **kw) -> xbp.Network:
+    return xbp.mlp([3, 4, 2], activation="tanh", loss="cross_entropy", backend=be, seed=0,
+                   dtype=dtype, **kw)  # fmt: skip
+
+
+def on(be: xbp.Backend, a: np.ndarray) -> object:
+    """``a`` as an array of ``be`` (device data), keeping its dtype."""
+    return be.asarray(a) if a.dtype.kind != "f" else be.xp.asarray(a, device=be.device)
+
+
+def fit(n: xbp.Network, x, y, **kw) -> xbp.History:
+    return xbp.fit(n, x, y, epochs=1, batch_size=4, progress=False, **kw)
+
+
+# -- float64 values beyond the network's type -----------------------------------------------
+@pytest.mark.parametrize("where", ["host", "device"])
+def test_float64_beyond_float32_is_refused(be, where) -> None:
+    big = X.copy()
+    big[5, 1] = 4e38  # just above float32's largest finite value (3.4028e38)
+    x = big if where == "host" else on(be, big)
+    with pytest.raises(XbpValueError, match=r"x holds values up to 4e\+38 .* float32"):
+        fit(net(be, "float32"), x, Y)
+    # the threshold: float32's largest value itself trains (no Inf, no refusal)
+    ok = X.copy()
+    ok[5, 1] = 3.4e38
+    n = net(be, "float32")
+    xbp.evaluate(n, ok if where == "host" else on(be, ok), Y)
+    # and a float64 network takes the 4e38
+    fit(net(be, "float64"), x, Y)
+
+
+def test_float64_targets_beyond_float32_are_refused(be) -> None:
+    n = xbp.mlp([3, 2], loss="quadratic", backend=be, dtype="float32", seed=0)
+    y = np.zeros((12, 2))
+    y[3, 0] = -1e39
+    with pytest.raises(XbpValueError, match="y holds values up to 1e\\+39"):
+        fit(n, X, y)
+
+
+def test_streamed_batches_are_checked_before_the_cast(be) -> None:
+    big = X.copy()
+    big[7, 0] = 1e300
+    with pytest.raises(XbpValueError, match=r"x \(in rows .*\) holds values up to 1e\+300"):
+        fit(net(be, "float32"), big, Y, stream=True)
+
+
+def test_fp16_inputs_beyond_float16_are_refused() -> None:
+    be = backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    n = net(be, "float32", precision="fp16")
+    big = X.copy()
+    big[0, 0] = 7e4  # float16's largest finite value is 65504
+    with pytest.raises(XbpValueError, match=r"computes in fp16 \(float16\)"):
+        fit(n, big, Y)
+    big[0, 0] = 6e4
+    fit(n, big, Y)  # within float16's range: trains
+
+
+# -- complex values --------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["host", "device"])
+def test_complex_inputs_are_refused(be, where) -> None:
+    xc = X.astype(np.complex128)
+    x = xc if where == "host" else be.xp.asarray(xc, device=be.device)
+    with pytest.raises(XbpTypeError, match="x has complex dtype"):
+        fit(net(be), x, Y)
+    yc = np.eye(2)[Y].astype(np.complex64)
+    y = yc if where == "host" else be.xp.asarray(yc, device=be.device)
+    with pytest.raises(XbpTypeError, match="y has complex dtype"):
+        fit(net(be), X, y)
+
+
+# -- masked arrays ---------------------------------------------------------------------------
+def test_masked_values_are_refused_and_unmasked_arrays_used(be) -> None:
+    xm = np.ma.masked_array(X, mask=X > 1.0)
+    with pytest.raises(XbpValueError, match=r"x is a NumPy masked array with \d+ masked"):
+        fit(net(be), xm, Y)
+    ym = np.ma.masked_array(Y, mask=np.arange(12) == 3)
+    with pytest.raises(XbpValueError, match="y is a NumPy masked array with 1 masked"):
+        fit(net(be), X, ym)
+    with pytest.raises(XbpValueError, match="masked array"):
+        net(be).predict(xm)
+    # the documented rule: a masked array with nothing masked is its values
+    clear = np.ma.masked_array(X, mask=np.zeros_like(X, bool))
+    np.testing.assert_array_equal(net(be).predict(clear), net(be).predict(X))
+
+
+# -- autograd and aliasing -------------------------------------------------------------------
+def test_torch_inputs_requiring_grad_leave_the_weights_plain() -> None:
+    be = backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(X, requires_grad=True)
+    y = torch.tensor(np.eye(2)[Y], requires_grad=True)
+    n = net(be)
+    fit(n, x, y, validation_data=(x, y))
+    cost, grads = n.backprop(x, y)
+    for p in n.params:
+        for w in p.values():
+            assert not w.requires_grad and w.grad_fn is None
+    assert cost.grad_fn is None and all(g.grad_fn is None for gp in grads for g in gp.values())
+    assert n.predict(x).grad_fn is None
+    assert x.grad is None  # nothing was differentiated through the user's graph
+
+
+def test_user_arrays_are_never_written(be) -> None:
+    x, y, w = X.copy(), Y.copy(), np.linspace(0.5, 2, 12)
+    xd = be.xp.asarray(X, device=be.device)
+    before = be.to_host(xd).copy()
+    n = net(be)
+    fit(n, x, y, sample_weight=w, validation_split=0.25)
+    fit(n, xd, y)
+    xbp.evaluate(n, x, y)
+    xbp.predict(n, xd)
+    n.backprop(x, y)
+    np.testing.assert_array_equal(x, X)
+    np.testing.assert_array_equal(y, Y)
+    np.testing.assert_array_equal(w, np.linspace(0.5, 2, 12))
+    np.testing.assert_array_equal(be.to_host(xd), before)
+
+
+# -- lists of rows and evaluation chunks ------------------------------------------------------
+def test_predict_takes_a_list_of_rows(be) -> None:
+    n = net(be)
+    rows = X.tolist()
+    np.testing.assert_array_equal(xbp.predict(n, rows, batch_size=5), n.predict(X))
+    np.testing.assert_array_equal(xbp.predict(n, list(X)), n.predict(X))  # 1-D arrays
+    with pytest.raises(XbpValueError, match="x could not be read as an array"):
+        xbp.predict(n, [[1.0, 2.0, 3.0], [1.0]])
+    with pytest.raises(XbpTypeError, match="batch 0 is a NoneType"):
+        xbp.predict(n, [[None, 1.0]])
+
+
+def test_evaluate_names_rows_of_the_users_arrays(be) -> None:
+    y = Y.copy()
+    y[10] = 5
+    with pytest.raises(XbpValueError, match=r"^y\[8:12\] holds class labels") as info:
+        xbp.evaluate(net(be), X, y, batch_size=4)
+    assert "batch" not in str(info.value)
+    x = X.copy()
+    x[5, 0] = np.nan
+    with pytest.raises(XbpValueError, match=r"^x\[4:8\] contains NaN"):
+        xbp.predict(net(be), x, batch_size=4)
