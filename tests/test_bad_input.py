@@ -203,6 +203,15 @@ CLI_CASES: list[tuple[str, Any, type, str]] = [
     ("cli-predict-csv-width",
      lambda be, t: ["predict", t / "iris.npz", "--data", t / "two.csv"],
      XbpValueError, "has 2 columns but the model takes 4"),
+    ("cli-predict-extra-column",
+     lambda be, t: ["predict", t / "model.npz", "--data", t / "ids.csv"],
+     XbpValueError, "records no label column"),
+    ("cli-csv-latin1", lambda be, t: ["train", "--data", t / "latin1.csv"], XbpFileError,
+     "8-bit encoding such as Latin-1"),
+    ("cli-csv-labels-beyond-outputs",
+     lambda be, t: ["train", "--data", t / "bigint.csv", "--loss", "cross_entropy",
+                    "--batch-size", "2"],
+     XbpValueError, "go up to 9007199254740993, which would need 9007199254740994 outputs"),
     ("cli-evaluate-no-labels",
      lambda be, t: ["evaluate", t / "iris.npz", "--data", t / "feats.csv"],
      XbpValueError, "no label column"),
@@ -360,6 +369,8 @@ CASES: list[tuple[str, Any, type, str]] = [
      "x is a NumPy masked array with"),
     ("y-masked", lambda be, t: fit(be, y=np.ma.masked_array(Y, Y > 0)), XbpValueError,
      "y is a NumPy masked array with 6 masked"),
+    ("csv-latin1-further-on", lambda be, t: xbp.data.load_csv(t / "latin1_late.csv"),
+     XbpFileError, "is not UTF-8 text further on (byte 0xe9"),
     ("predict-ragged-rows", lambda be, t: xbp.predict(net(be), [[1.0, 2.0, 3.0], [1.0]]),
      XbpValueError, "x could not be read as an array"),
     ("predict-rows-of-none", lambda be, t: xbp.predict(net(be), [[None, 1.0]]), XbpTypeError,
@@ -917,6 +928,11 @@ def _cli_files(root: Path) -> None:
     (root / "typo.csv").write_text("\n".join(rows).replace("virginica", "virginia") + "\n")
     (root / "feats.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows[1:]) + "\n")
     (root / "two.csv").write_text("1,2\n3,4\n")
+    (root / "ids.csv").write_text("".join(f"{i},0.1,0.2,0.3\n" for i in range(5)))
+    (root / "latin1.csv").write_bytes("caf\xe9,b,label\n1,2,0\n3,4,1\n".encode("latin-1"))
+    late = "a,b,label\n" + "1,2,0\n" * 400 + "3,4,caf\xe9\n"
+    (root / "latin1_late.csv").write_bytes(late.encode("latin-1"))
+    (root / "bigint.csv").write_text("".join(f"{i},{i},{2**53 + i % 2}\n" for i in range(6)))
     n = rng.normal(size=(30, 2))
     np.savetxt(root / "reg.csv", np.column_stack([n, n[:, 0] * 1.5]), delimiter=",", fmt="%.5f")
     np.savetxt(root / "one.csv", np.column_stack([n, np.zeros(30)]), delimiter=",", fmt="%.5f")

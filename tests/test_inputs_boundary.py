@@ -161,3 +161,23 @@ def test_evaluate_names_rows_of_the_users_arrays(be) -> None:
     x[5, 0] = np.nan
     with pytest.raises(XbpValueError, match=r"^x\[4:8\] contains NaN"):
         xbp.predict(net(be), x, batch_size=4)
+
+
+# -- exact integers from files -----------------------------------------------------------------
+@pytest.mark.parametrize("engine", ["pandas", "numpy", "python"])
+def test_csv_labels_above_2_53_stay_distinct(tmp_path, engine) -> None:
+    path = tmp_path / "big.csv"
+    labels = [2**53 + 1, 2**53, 2**53 + 1, 3, -(2**62)]
+    path.write_text("".join(f"{i},{i},{v}\n" for i, v in enumerate(labels)))
+    x, y = xbp.data.load_csv(path, engine=engine)
+    assert y.dtype == np.int64 and y.tolist() == labels
+    assert np.unique(y).size == 4  # 2**53 and 2**53 + 1 are two classes
+    # whole floats are still labels; beyond 2**53 they are real-valued targets
+    path.write_text("1,2,3.0\n3,4,1.0\n")
+    assert load_y(path, engine).dtype == np.int64
+    path.write_text("1,2,1e17\n3,4,1.0\n")
+    assert load_y(path, engine).dtype == np.float64
+
+
+def load_y(path, engine):
+    return xbp.data.load_csv(path, engine=engine)[1]

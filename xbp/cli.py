@@ -780,6 +780,8 @@ def _fingerprint(x: np.ndarray, y: np.ndarray) -> str:
 
 
 TASKS = {"auto": None, "classify": "classification", "regress": "regression"}
+#: the most outputs class labels 0..k-1 may ask for; larger labels are codes, not classes
+MAX_CLASSES = 1 << 16
 
 
 def _quadratic_task(y: np.ndarray) -> str:
@@ -857,6 +859,12 @@ def _targets(y: np.ndarray, loss: str, task: str = "auto") -> tuple[int, str]:
             raise XbpValueError(
                 f"{where} hold a single class ({int(classes[0])}); a classifier needs at least 2 "
                 "classes (check --label-column and the data)"
+            )
+        if hi >= MAX_CLASSES:  # labels are output indices: a sparse code is not a class count
+            raise XbpValueError(
+                f"{where} go up to {int(y.max())}, which would need {int(y.max()) + 1} outputs "
+                f"(at most {MAX_CLASSES}); class labels are 0..k-1: renumber them (e.g. "
+                "np.unique(y, return_inverse=True)) or write them as names"
             )
         return int(hi) + 1, "classification"
     if loss == "binary_cross_entropy":
@@ -1498,8 +1506,14 @@ def _read_chunks(
         elif width == n_in + n_labels:
             if isinstance(index, list) and all(isinstance(i, int) for i in index):
                 column = index
-            else:
-                column = index if isinstance(index, int) and 0 <= index < width else -1
+            elif isinstance(index, int) and 0 <= index < width:
+                column = index
+            else:  # trained on arrays (.npz, a named dataset): any column could be the extra one
+                raise XbpValueError(
+                    f"--data has {width} columns, {n_labels} more than the model's {n_in} "
+                    "features, and the model records no label column (it was not trained on a "
+                    "CSV); name the extra column with --label-column (e.g. -1 or 0), or drop it"
+                )
         else:
             raise XbpValueError(
                 f"--data has {width} columns but the model takes {n_in} features (with "

@@ -234,6 +234,10 @@ _DESCRIPTIONS = {
     "png": "a PNG image",
     "empty": "an empty file",
     "text": "a text file",
+    "legacy-text": (
+        "text in an 8-bit encoding such as Latin-1 or Windows-1252, not UTF-8 (re-save it as "
+        "UTF-8, e.g. iconv -f latin1 -t utf-8)"
+    ),
     "binary": "a binary file of unknown format",
 }
 
@@ -242,6 +246,7 @@ def sniff(path: Path) -> str:
     """The format of a regular file from its first bytes.
 
     One of ``"npz"``, ``"npy"``, ``"gzip"``, ``"png"``, ``"empty"``, ``"text"``,
+    ``"legacy-text"`` (printable text that is not UTF-8: Latin-1 and its kin),
     ``"binary"``. Call :func:`input_file` first: this opens the file.
     """
     try:
@@ -261,7 +266,10 @@ def sniff(path: Path) -> str:
         try:
             text = head[:-3].decode("utf-8")
         except UnicodeDecodeError:
-            return "binary"
+            # every byte is a Latin-1 character: printable text there is an 8-bit encoding
+            legacy = head.decode("latin-1")
+            printable = all(c.isprintable() or c in "\r\n\t" for c in legacy)
+            return "legacy-text" if printable else "binary"
     if all(c.isprintable() or c in "\r\n\t" for c in text):
         return "text"
     return "binary"
