@@ -120,6 +120,16 @@ def device1_x_cpu_y():
     return strict.asarray(X, device=strict.Device("device1")), strict.asarray(Y)
 
 
+def in_place_relu(xp, z):
+    z[z < 0] = 0  # writes into its argument
+    return z
+
+
+def in_place_cost(xp, a, y):
+    a -= y  # writes into the network's output
+    return a * a
+
+
 def adam_state(be):
     n = net(be)
     return optim.adam(0.01).init(n.params)
@@ -564,6 +574,12 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.register_activation("summed_back", lambda xp, z: z, None,
                                            backward=lambda xp, d, a: xp.sum(d)),
      XbpValueError, "returned shape"),
+    ("register-activation-in-place",
+     lambda be, t: xbp.register_activation("inplace", in_place_relu, None), XbpValueError,
+     "in_place_relu modified its argument 1 in place"),
+    ("register-loss-in-place",
+     lambda be, t: xbp.register_loss("inplace_loss", in_place_cost, lambda xp, a, y: a - y),
+     XbpValueError, "in_place_cost modified its argument 1 in place"),
     ("register-activation-not-finite",
      lambda be, t: xbp.register_activation("infz", lambda xp, z: z + xp.inf, None),
      XbpValueError, "returned NaN or Inf"),

@@ -181,3 +181,140 @@ def test_csv_labels_above_2_53_stay_distinct(tmp_path, engine) -> None:
 
 def load_y(path, engine):
     return xbp.data.load_csv(path, engine=engine)[1]
+
+
+# -- custom parts: independent buffers, checked results ---------------------------------------
+@pytest.fixture
+def registries():
+    """The part registries restored after the test."""
+    from xbp.activations import ACTIVATIONS
+    from xbp.losses import LOSSES
+
+    acts, losses = dict(ACTIVATIONS), dict(LOSSES)
+    yield
+    ACTIVATIONS.clear()
+    ACTIVATIONS.update(acts)
+    LOSSES.clear()
+    LOSSES.update(losses)
+
+
+def tanh_prime_z(xp, z):
+    t = xp.tanh(z)
+    return 1 - t * t
+
+
+def test_in_place_rules_are_refused_at_registration(registries) -> None:
+    def doubles(xp, z):
+        z *= 2  # writes into xbp's array
+        return xp.tanh(z)
+
+    with pytest.raises(XbpValueError, match="doubles modified its argument 1 in place"):
+        xbp.register_activation("doubles_t", doubles, tanh_prime_z, from_z=True)
+
+    def clears_y(xp, a, y):
+        y[...] = 0
+        return (a - y) ** 2
+
+    with pytest.raises(XbpValueError, match="clears_y modified its argument 2 in place"):
+        xbp.register_loss("clears_t", clears_y, lambda xp, a, y: 2 * (a - y))
+
+
+def scribbles(xp, z):
+    """tanh, and on large values (the registration probe stays below them) it scribbles
+    over its argument: without its own buffer, the backward pass reads zeros."""
+    out = xp.tanh(z)
+    if bool(xp.any(z > 4)):
+        z[...] = 0
+    return out
+
+
+def test_a_rule_writing_its_argument_runs_on_its_own_copy(be, registries) -> None:
+    xbp.register_activation("scribbles_t", scribbles, tanh_prime_z, from_z=True)
+    xbp.register_activation("clean_t", lambda xp, z: xp.tanh(z), tanh_prime_z, from_z=True)
+    x = X * 20  # pre-activations well above 4
+    y = np.eye(2)[Y]
+    grads = {}
+    for act in ("scribbles_t", "clean_t"):
+        n = xbp.mlp([3, 4, 2], activation=act, loss="quadratic", backend=be, seed=0)
+        _, g = n.backprop(x, y)
+        grads[act] = [be.to_host(p["W"]) for p in g]
+    for a, b in zip(grads["scribbles_t"], grads["clean_t"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_loss_writing_its_targets_leaves_them_intact(be, registries) -> None:
+    def value(xp, a, y):
+        out = (a - y) ** 2
+        if bool(xp.any(a > 0.999)):  # never in the probe; always below
+            y[...] = 0
+        return out
+
+    xbp.register_loss("scribble_loss_t", value, lambda xp, a, y: 2 * (a - y))
+    xbp.register_loss("clean_loss_t", lambda xp, a, y: (a - y) ** 2, lambda xp, a, y: 2 * (a - y))
+    yd = be.xp.asarray(np.eye(2)[Y] * 5, device=be.device)  # device targets, used as they are
+    before = be.to_host(yd).copy()
+    costs = {}
+    for loss in ("scribble_loss_t", "clean_loss_t"):
+        n = xbp.mlp([3, 4, 2], output="identity", loss=loss, backend=be, seed=0)
+        costs[loss] = [float(n.backprop(X * 100, yd)[0]) for _ in range(2)]
+    np.testing.assert_array_equal(be.to_host(yd), before)
+    assert costs["scribble_loss_t"] == costs["clean_loss_t"]
+
+
+def test_a_rule_returning_the_wrong_shape_or_dtype_is_one_line(be, registries) -> None:
+    def per_batch(xp, z):  # right on the 2x3 probe, wrong on a real layer
+        return xp.tanh(z) if z.shape[0] == 2 else xp.tanh(z)[:, :1]
+
+    xbp.register_activation("per_batch_t", per_batch, tanh_prime_z, from_z=True)
+    n = xbp.mlp([3, 4, 2], activation="per_batch_t", backend=be, seed=0)
+    want = r"activation 'per_batch_t' \(per_batch\) returned shape \(12, 1\) for inputs of shape"
+    with pytest.raises(XbpValueError, match=want):
+        n.predict(X)
+
+    def widens(xp, a, y):
+        d = a - y
+        return d * d if a.dtype == xp.float64 else xp.astype(d * d, xp.float64)
+
+    xbp.register_loss("widens_t", widens, lambda xp, a, y: 2 * (a - y))
+    n32 = xbp.mlp([3, 4, 2], loss="widens_t", output="identity", backend=be, dtype="float32")
+    with pytest.raises(XbpValueError, match=r"loss 'widens_t' \(widens\) returned dtype "):
+        n32.backprop(X.astype(np.float32), np.eye(2, dtype=np.float32)[Y])
+
+
+def test_a_registered_layer_runs_on_its_own_input_and_is_checked(be) -> None:
+    import dataclasses
+
+    from xbp.layers import unregister_layer
+
+    @xbp.register_layer
+    @dataclasses.dataclass(frozen=True)
+    class DoubleInPlace(xbp.Layer):
+        kind = "double_in_place_t"
+        n: int
+        wrong: bool = False
+        n_in = property(lambda self: self.n)
+        n_out = property(lambda self: self.n)
+
+        def forward(self, ctx, p, s, a, l):
+            a *= 2  # in place: on the user's own array, were it passed through
+            return (a[:, :1] if self.wrong else a), None, None
+
+        def backward(self, ctx, p, saved, d, need_input):
+            return (2.0 * d if need_input else None), {}
+
+    try:
+        x = X.copy()
+        xd = be.xp.asarray(X, device=be.device)
+        n = xbp.Network([DoubleInPlace(3), xbp.Dense(3, 2, "identity")], backend=be)
+        ref = xbp.Network([xbp.Dense(3, 2, "identity")], backend=be)
+        ref.params = [{"W": 2 * n.params[1]["W"], "b": n.params[1]["b"]}]
+        for inp in (x, xd):
+            np.testing.assert_allclose(be.to_host(n.forward(inp)), be.to_host(ref.forward(X)))
+        np.testing.assert_array_equal(x, X)  # the user's arrays are untouched
+        np.testing.assert_array_equal(be.to_host(xd), X)
+        bad = xbp.Network([DoubleInPlace(3, wrong=True), xbp.Dense(3, 2, "identity")], backend=be)
+        want = r"layer 'double_in_place_t' \(DoubleInPlace\.forward\) returned shape \(12, 1\)"
+        with pytest.raises(XbpValueError, match=want + r" where \(12, 3\) was due"):
+            bad.predict(X)
+    finally:
+        unregister_layer("double_in_place_t")

@@ -267,7 +267,7 @@ def register_loss(
                 f"pass delta=(xp, z, a, y) -> dC/dZ instead"
             )
     _probe_loss(value, grad, delta)
-    value = guard_rule("loss", name, value)
+    value = guard_rule("loss", name, value, per_row=True)
     grad = None if grad is None else guard_rule("loss", name, grad)
     delta = None if delta is None else guard_rule("loss", name, delta)
 
