@@ -318,3 +318,77 @@ def test_a_registered_layer_runs_on_its_own_input_and_is_checked(be) -> None:
             bad.predict(X)
     finally:
         unregister_layer("double_in_place_t")
+
+
+# -- one-line errors instead of tracebacks ------------------------------------------------------
+@pytest.mark.parametrize("policy", ["bf16", "fp16"])
+def test_explain_on_a_mixed_precision_network(policy) -> None:
+    be = backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    n = net(be, "float32", precision=policy)
+    before = [be.to_host(p["W"]).copy() for p in n.params]
+    text = xbp.explain(n, X[:1], Y[:1])
+    assert f"trains with precision={policy!r}" in text and "exact float32" in text
+    assert n.precision == policy  # put back
+    exact = xbp.explain(net(be, "float32"), X[:1], Y[:1]).splitlines()
+    assert [t for t in text.splitlines() if not t.startswith("precision:")] == exact
+    for b, p in zip(before, n.params):
+        np.testing.assert_array_equal(b, be.to_host(p["W"]))
+
+
+def test_explain_says_when_dropout_is_left_out(be) -> None:
+    layers = [xbp.Dense(3, 4, "tanh", dropout=0.25), xbp.Dense(4, 2, "softmax")]
+    n = xbp.Network(layers, loss="cross_entropy", backend=be)
+    assert "dropout (layer 1: 0.25): training zeroes inputs at random" in xbp.explain(
+        n, X[:1], Y[:1]
+    )
+    assert "dropout" not in xbp.explain(net(be), X[:1], Y[:1])
+
+
+def test_fp16_loss_scale_stops_before_zero() -> None:
+    from xbp.errors import DivergenceError
+    from xbp.training import MIN_LOSS_SCALE, LossScaler
+
+    s = LossScaler()
+    while s.scale * 0.5 >= MIN_LOSS_SCALE:  # down to the floor: still running
+        s.update(False)
+    assert s.scale == MIN_LOSS_SCALE and s.skipped == 40
+    with pytest.raises(DivergenceError, match="steps overflowed float16"):
+        s.update(False)  # the next halving would pass the floor (and, later, reach 0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_network_seed_is_checked(be, seed) -> None:
+    with pytest.raises((XbpValueError, XbpTypeError), match=f"seed={seed!r}"):
+        xbp.mlp([3, 4, 2], seed=seed, backend=be)
+    assert xbp.mlp([3, 2], seed=None, backend=be).seed is None
+
+
+def test_the_no_x64_test_device_is_refused_and_not_listed() -> None:
+    strict = pytest.importorskip("array_api_strict")
+    with pytest.raises(XbpValueError, match="no 64-bit integers"):
+        xbp.backend("array_api_strict", strict.Device("no_x64"))
+    info = {b.name: b for b in xbp.available_backends()}["array_api_strict"]
+    assert "no_x64" not in info.devices and "no_float64" in info.devices
+
+
+def test_bench_refuses_unknown_backends(capsys) -> None:
+    from xbp import cli
+
+    assert cli.main(["bench", "--cases", "tiny", "--backends", "nunpy"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--backends ['nunpy'] not known" in err[0]
+
+
+@pytest.mark.parametrize("rows", ["abc", "10", "0,5", "2000000,1"])
+def test_train_mnist_checks_synthetic_rows(tmp_path, rows) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_mnist.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--synthetic", f"--synthetic-rows={rows}"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "--synthetic-rows" in proc.stderr

@@ -700,9 +700,7 @@ def _guard_layer(cls: type[Layer]) -> None:
         check(self, "forward", result[0], (a.shape[0], self.n_out), a)
         return result
 
-    def backward(
-        self: Layer, ctx: Context, p: Arrays, saved: Any, d: Any, need_input: bool
-    ) -> Any:
+    def backward(self: Layer, ctx: Context, p: Arrays, saved: Any, d: Any, need_input: bool) -> Any:
         result = call(self, "backward", bwd, ctx, p, saved, d, need_input)
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
             raise fail(self, "backward", "must return (dC/dinput or None, {param: gradient})")

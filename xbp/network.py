@@ -231,7 +231,7 @@ class Network:
         self.init = init
         self.backend: Backend = resolve_backend(backend, device)
         self.precision = precision  # checked against the backend by the setter
-        self.seed = seed
+        self.seed = None if seed is None else check_int(seed, "seed", low=0)
         self.dtype = self.backend.dtype(dtype)
         rng = np.random.default_rng(seed)
         host = [layer.init_params(rng, init) for layer in chained]
