@@ -392,3 +392,16 @@ def test_train_mnist_checks_synthetic_rows(tmp_path, rows) -> None:
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "--synthetic-rows" in proc.stderr
+
+
+def test_estimators_detach_torch_inputs_and_refuse_complex_ones() -> None:
+    be = backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    torch = pytest.importorskip("torch")
+    from xbp.sklearn import MLPClassifier
+
+    xt = torch.tensor(X, requires_grad=True)
+    m = MLPClassifier((4,), max_iter=2, backend=be.name, random_state=0).fit(xt, Y)
+    assert not any(w.requires_grad for p in m._net.params for w in p.values())
+    assert xt.grad is None
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        MLPClassifier((4,), max_iter=2, backend=be.name).fit(torch.tensor(X + 1j), Y)
