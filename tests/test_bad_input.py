@@ -389,6 +389,8 @@ CASES: list[tuple[str, Any, type, str]] = [
      "y is a NumPy masked array with 6 masked"),
     ("csv-latin1-further-on", lambda be, t: xbp.data.load_csv(t / "latin1_late.csv"),
      XbpFileError, "is not UTF-8 text further on (byte 0xe9"),
+    ("csv-utf16", lambda be, t: xbp.data.load_csv(t / "utf16.csv"), XbpFileError,
+     "is UTF-16 text, not UTF-8"),
     ("predict-ragged-rows", lambda be, t: xbp.predict(net(be), [[1.0, 2.0, 3.0], [1.0]]),
      XbpValueError, "x could not be read as an array"),
     ("predict-rows-of-none", lambda be, t: xbp.predict(net(be), [[None, 1.0]]), XbpTypeError,
@@ -956,6 +958,7 @@ def _cli_files(root: Path) -> None:
     (root / "latin1.csv").write_bytes("caf\xe9,b,label\n1,2,0\n3,4,1\n".encode("latin-1"))
     late = "a,b,label\n" + "1,2,0\n" * 400 + "3,4,caf\xe9\n"
     (root / "latin1_late.csv").write_bytes(late.encode("latin-1"))
+    (root / "utf16.csv").write_bytes("a,b,label\n1,2,0\n".encode("utf-16"))
     (root / "bigint.csv").write_text("".join(f"{i},{i},{2**53 + i % 2}\n" for i in range(6)))
     n = rng.normal(size=(30, 2))
     np.savetxt(root / "reg.csv", np.column_stack([n, n[:, 0] * 1.5]), delimiter=",", fmt="%.5f")

@@ -319,7 +319,7 @@ def _check_csv_args(path: Any, header: Any, delimiter: Any) -> Path:
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise XbpValueError(f"delimiter={delimiter!r} must be one character, e.g. ',' or ';'")
     kind = sniff(p)
-    if kind == "legacy-text":
+    if kind in ("legacy-text", "utf16-text"):
         raise XbpFileError(f"path={str(p)!r} is {describe(kind)}")
     if kind not in ("text", "empty") and not _bom_text(p):
         raise XbpFileError(f"path={str(p)!r} is {describe(kind)}, not a CSV text file")

@@ -238,6 +238,7 @@ _DESCRIPTIONS = {
         "text in an 8-bit encoding such as Latin-1 or Windows-1252, not UTF-8 (re-save it as "
         "UTF-8, e.g. iconv -f latin1 -t utf-8)"
     ),
+    "utf16-text": "UTF-16 text, not UTF-8 (re-save it as UTF-8, e.g. iconv -f utf-16 -t utf-8)",
     "binary": "a binary file of unknown format",
 }
 
@@ -247,6 +248,7 @@ def sniff(path: Path) -> str:
 
     One of ``"npz"``, ``"npy"``, ``"gzip"``, ``"png"``, ``"empty"``, ``"text"``,
     ``"legacy-text"`` (printable text that is not UTF-8: Latin-1 and its kin),
+    ``"utf16-text"`` (a UTF-16 byte-order mark),
     ``"binary"``. Call :func:`input_file` first: this opens the file.
     """
     try:
@@ -259,6 +261,8 @@ def sniff(path: Path) -> str:
     for magic, kind in _MAGIC:
         if head.startswith(magic):
             return kind
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
+        return "utf16-text"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -266,10 +270,16 @@ def sniff(path: Path) -> str:
         try:
             text = head[:-3].decode("utf-8")
         except UnicodeDecodeError:
-            # every byte is a Latin-1 character: printable text there is an 8-bit encoding
-            legacy = head.decode("latin-1")
-            printable = all(c.isprintable() or c in "\r\n\t" for c in legacy)
-            return "legacy-text" if printable else "binary"
+            # printable text in Windows-1252 (smart quotes, the euro sign) or Latin-1 (every
+            # byte is a character there) is an 8-bit encoding, not a binary format
+            for encoding in ("cp1252", "latin-1"):
+                try:
+                    legacy = head.decode(encoding)
+                except UnicodeDecodeError:
+                    continue
+                if all(c.isprintable() or c in "\r\n\t" for c in legacy):
+                    return "legacy-text"
+            return "binary"
     if all(c.isprintable() or c in "\r\n\t" for c in text):
         return "text"
     return "binary"
