@@ -666,6 +666,15 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.losses.check_targets(xbp.LOSSES["cross_entropy"], be.xp,
                                             be.asarray(np.array([[1.0, -5.0]])), "y"),
      XbpValueError, "negative targets"),
+    ("fit-bce-1d-host-labels",
+     lambda be, t: xbp.fit(xbp.mlp([3, 1], output="sigmoid", loss="binary_cross_entropy",
+                                   backend=be), X, np.arange(12) % 3, epochs=1, batch_size=4),
+     XbpValueError, "y holds targets from 0 to 2 but binary_cross_entropy"),
+    ("fit-bce-2d-host", lambda be, t: xbp.fit(
+        xbp.mlp([3, 1], output="sigmoid", loss="binary_cross_entropy", backend=be), X,
+        np.full((12, 1), 1.5), epochs=1, batch_size=4), XbpValueError, "y holds targets from 1.5"),
+    ("fit-ce-negative-device", lambda be, t: fit(be, y=be.asarray(np.tile([[2.0, -1.0]], (12, 1)))),
+     XbpValueError, "negative targets"),
     ("get-loss-type", lambda be, t: xbp.losses.get_loss(5), XbpValueError, "loss=5 is not known"),
     # -- saving -----------------------------------------------------------------------------------
     ("save-missing-dir", lambda be, t: xbp.save(net(be), t / "nope" / "m.npz"),
