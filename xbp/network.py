@@ -37,7 +37,7 @@ from .layers import (
     check_dropout,
     layer_from_config,
 )
-from .losses import Loss, check_pair, check_targets, default_output, get_loss
+from .losses import TARGET_RULES, Loss, check_pair, check_targets, default_output, get_loss
 from .summary import summarize
 from .validate import as_features, as_targets, check_int, dtype_limit, is_host_array
 from .weights import check_sample_weight
@@ -836,7 +836,9 @@ class Network:
         yd = as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument)
         # the loss's rule reads the targets' range once, where it is cheapest: one-hot rows
         # xbp made from labels need only the width (no rows), host data is read on the host
-        if getattr(y, "ndim", 0) == 1 and self.n_out > 1:
+        if self.loss.name not in TARGET_RULES:
+            pass  # quadratic and registered losses take any finite target
+        elif getattr(y, "ndim", 0) == 1 and self.n_out > 1:
             check_targets(self.loss, self.backend.xp, yd[:0, ...], argument)
         elif type(y) is np.ndarray:
             check_targets(self.loss, host_xp, np.reshape(y, (n_rows, -1)), argument)
