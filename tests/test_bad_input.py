@@ -390,7 +390,7 @@ CASES: list[tuple[str, Any, type, str]] = [
     ("csv-latin1-further-on", lambda be, t: xbp.data.load_csv(t / "latin1_late.csv"),
      XbpFileError, "is not UTF-8 text further on (byte 0xe9"),
     ("csv-utf16", lambda be, t: xbp.data.load_csv(t / "utf16.csv"), XbpFileError,
-     "is UTF-16 text, not UTF-8"),
+     "is UTF-16 text, not UTF-8; re-save it as UTF-8 (e.g. iconv -f utf-16"),
     ("sample-weight-masked",
      lambda be, t: fit(be, sample_weight=np.ma.masked_array(np.ones(12), np.arange(12) == 2)),
      XbpValueError, "sample_weight is a NumPy masked array with 1 masked"),

@@ -320,7 +320,11 @@ def _check_csv_args(path: Any, header: Any, delimiter: Any) -> Path:
         raise XbpValueError(f"delimiter={delimiter!r} must be one character, e.g. ',' or ';'")
     kind = sniff(p)
     if kind in ("legacy-text", "utf16-text"):
-        raise XbpFileError(f"path={str(p)!r} is {describe(kind)}")
+        source = "latin1" if kind == "legacy-text" else "utf-16"
+        raise XbpFileError(
+            f"path={str(p)!r} is {describe(kind)}, not UTF-8; re-save it as UTF-8 (e.g. "
+            f"iconv -f {source} -t utf-8)"
+        )
     if kind not in ("text", "empty") and not _bom_text(p):
         raise XbpFileError(f"path={str(p)!r} is {describe(kind)}, not a CSV text file")
     return p

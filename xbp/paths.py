@@ -234,11 +234,8 @@ _DESCRIPTIONS = {
     "png": "a PNG image",
     "empty": "an empty file",
     "text": "a text file",
-    "legacy-text": (
-        "text in an 8-bit encoding such as Latin-1 or Windows-1252, not UTF-8 (re-save it as "
-        "UTF-8, e.g. iconv -f latin1 -t utf-8)"
-    ),
-    "utf16-text": "UTF-16 text, not UTF-8 (re-save it as UTF-8, e.g. iconv -f utf-16 -t utf-8)",
+    "legacy-text": "text in an 8-bit encoding such as Latin-1 or Windows-1252",
+    "utf16-text": "UTF-16 text",
     "binary": "a binary file of unknown format",
 }
 
