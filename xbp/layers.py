@@ -658,13 +658,17 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
+#: the guarded forward/backward functions, so registering a class again wraps nothing twice
+_GUARDED: set[Callable[..., Any]] = set()
+
+
 def _guard_layer(cls: type[Layer]) -> None:
     """Wrap a registered class's ``forward``/``backward`` (once): each runs on its own copy
     of the incoming array (the first layer's input may be the user's own array, which a
     rule writing in place would change), and what they return is checked against the
     layer's widths and the batch's dtype, in one line naming the layer."""
     fwd, bwd = cls.forward, cls.backward
-    if getattr(fwd, "_xbp_guarded", False) and getattr(bwd, "_xbp_guarded", False):
+    if fwd in _GUARDED and bwd in _GUARDED:
         return
 
     def fail(self: Layer, rule: str, what: str) -> XbpValueError:
@@ -715,8 +719,7 @@ def _guard_layer(cls: type[Layer]) -> None:
             check(self, "backward", g, tuple(p[k].shape), p[k])
         return result
 
-    forward._xbp_guarded = True  # type: ignore[attr-defined]
-    backward._xbp_guarded = True  # type: ignore[attr-defined]
+    _GUARDED.update((forward, backward))
     forward.__doc__, backward.__doc__ = fwd.__doc__, bwd.__doc__
     cls.forward = forward  # type: ignore[method-assign]
     cls.backward = backward  # type: ignore[method-assign]
