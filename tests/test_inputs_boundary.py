@@ -405,3 +405,16 @@ def test_estimators_detach_torch_inputs_and_refuse_complex_ones() -> None:
     assert xt.grad is None
     with pytest.raises(ValueError, match="Complex data not supported"):
         MLPClassifier((4,), max_iter=2, backend=be.name).fit(torch.tensor(X + 1j), Y)
+
+
+def test_a_backward_rule_may_still_overwrite_its_temporaries(be, registries) -> None:
+    def backward(xp, d, a):
+        d *= 1 - a * a  # documented: backward may overwrite both arguments
+        return d
+
+    xbp.register_activation("tanh_bw_t", lambda xp, z: xp.tanh(z), lambda xp, a: 1 - a * a,
+                            backward=backward)  # fmt: skip
+    n = xbp.mlp([3, 4, 2], activation="tanh_bw_t", loss="quadratic", backend=be, seed=0)
+    ref = xbp.mlp([3, 4, 2], activation="tanh", loss="quadratic", backend=be, seed=0)
+    for g, r in zip(n.backprop(X, np.eye(2)[Y])[1], ref.backprop(X, np.eye(2)[Y])[1]):
+        np.testing.assert_allclose(be.to_host(g["W"]), be.to_host(r["W"]), rtol=1e-12)

@@ -189,13 +189,19 @@ def check_part_name(name: Any, kind: str, builtin: frozenset[str]) -> str:
 
 
 def probe_rule(
-    xp: Any, fn: Callable[..., Any], args: tuple[Any, ...], shape: tuple[int, ...], *more: Any
+    xp: Any,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    shape: tuple[int, ...],
+    *more: Any,
+    may_write: bool = False,
 ) -> Any:
     """Call a user's rule on a small float64 array; one line when it misbehaves.
 
     The result must have ``shape`` (or one of the ``more`` shapes) and be finite,
     and the arguments must be left as they were: a rule that writes into its
-    argument would corrupt arrays the backward pass still reads.
+    argument would corrupt arrays the backward pass still reads (``may_write``:
+    a rule documented to overwrite its temporaries, as ``backward`` may).
     """
     before = [a + 0 for a in args]
     try:
@@ -205,7 +211,7 @@ def probe_rule(
             f"{fn.__name__} raised {type(exc).__name__}: {exc} on a {shape} float64 array; "
             "write it with the array namespace xp it receives (xp.exp, xp.tanh, ...)"
         ) from None
-    for i, (old, new) in enumerate(zip(before, args)):
+    for i, (old, new) in enumerate(zip(before, () if may_write else args)):
         if not bool(xp.all((old == new) | (old != old))):
             raise XbpValueError(
                 f"{fn.__name__} modified its argument {i + 1} in place (e.g. z *= 2 or "
@@ -340,7 +346,7 @@ def register_activation(
         probe_rule(cnp, derivative, ((z if from_z else a) + 0,), z.shape)
         derivative = guard_rule("activation", name, derivative)
     if backward is not None:
-        probe_rule(cnp, backward, (z * 0 + 0.5, (z if from_z else a) + 0), z.shape)
+        probe_rule(cnp, backward, (z * 0 + 0.5, (z if from_z else a) + 0), z.shape, may_write=True)
         backward = guard_rule("activation", name, backward, copy=False)  # may overwrite
     forward = guard_rule("activation", name, forward)
     act = Activation(name, forward, derivative, backward=backward, from_z=bool(from_z))
