@@ -54,6 +54,26 @@ def test_set(directory: Path, x: object, y: np.ndarray, mmap: bool) -> tuple[obj
     return x, y, x_test, y_test, "t10k"
 
 
+#: the most synthetic images per file (784 bytes each: 1e6 rows are 784 MB)
+MAX_SYNTHETIC_ROWS = 1_000_000
+
+
+def counts(text: str, what: str, n: int | None = None, high: int | None = None) -> list[int]:
+    """Comma-separated positive integers (``n`` of them when given), for argparse: a bad
+    value is one usage line, never a traceback, and is refused before anything is made."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or (n is not None and len(values) != n) or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give {n or 'one or more'} positive integers separated by commas ({what})"
+        )
+    if high is not None and max(values) > high:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {high} each ({what})")
+    return values
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,10 +82,15 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--data", default=None, help="directory of MNIST-format IDX files")
     p.add_argument("--synthetic", action="store_true", help="make IDX files first (no download)")
-    p.add_argument("--synthetic-rows", default="6000,1000", help="train,t10k images")
+    p.add_argument(
+        "--synthetic-rows",
+        default=[6000, 1000],
+        type=lambda t: counts(t, "train,t10k images", 2, MAX_SYNTHETIC_ROWS),
+        help="train,t10k images",
+    )
     p.add_argument("--mmap", action="store_true", help="read uncompressed IDX files in place")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--layers", default="512,256")
+    p.add_argument("--layers", default=[512, 256], type=lambda t: counts(t, "hidden widths"))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -82,12 +107,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(args.data) if args.data else Path(tmp)
         if args.synthetic:
-            n_train, n_test = (int(v) for v in args.synthetic_rows.split(","))
+            n_train, n_test = args.synthetic_rows
             write_synthetic(directory, n_train, n_test, args.seed)
             print(f"wrote synthetic IDX files to {directory}")
         x, y = xbp.data.load_mnist(directory, "train", mmap=args.mmap)
         x, y, x_test, y_test, which = test_set(directory, x, y, args.mmap)
-        hidden = [int(v) for v in args.layers.split(",")]
+        hidden = args.layers
         net = xbp.mlp(
             [784, *hidden, 10],
             activation="relu",

@@ -120,6 +120,16 @@ def device1_x_cpu_y():
     return strict.asarray(X, device=strict.Device("device1")), strict.asarray(Y)
 
 
+def in_place_relu(xp, z):
+    z[z < 0] = 0  # writes into its argument
+    return z
+
+
+def in_place_cost(xp, a, y):
+    a -= y  # writes into the network's output
+    return a * a
+
+
 def adam_state(be):
     n = net(be)
     return optim.adam(0.01).init(n.params)
@@ -203,6 +213,15 @@ CLI_CASES: list[tuple[str, Any, type, str]] = [
     ("cli-predict-csv-width",
      lambda be, t: ["predict", t / "iris.npz", "--data", t / "two.csv"],
      XbpValueError, "has 2 columns but the model takes 4"),
+    ("cli-predict-extra-column",
+     lambda be, t: ["predict", t / "model.npz", "--data", t / "ids.csv"],
+     XbpValueError, "records no label column"),
+    ("cli-csv-latin1", lambda be, t: ["train", "--data", t / "latin1.csv"], XbpFileError,
+     "8-bit encoding such as Latin-1"),
+    ("cli-csv-labels-beyond-outputs",
+     lambda be, t: ["train", "--data", t / "bigint.csv", "--loss", "cross_entropy",
+                    "--batch-size", "2"],
+     XbpValueError, "looks like a measurement, not class labels"),
     ("cli-evaluate-no-labels",
      lambda be, t: ["evaluate", t / "iris.npz", "--data", t / "feats.csv"],
      XbpValueError, "no label column"),
@@ -251,6 +270,8 @@ CLI_CASES: list[tuple[str, Any, type, str]] = [
      XbpFileError, "at most"),
     ("cli-save-is-directory", lambda be, t: ["train", "--save", t / "sub"],
      XbpFileError, "is a directory"),
+    ("cli-bench-unknown-backend", lambda be, t: ["bench", "--cases", "tiny", "--backends", "nunpy"],
+     XbpValueError, "--backends ['nunpy'] not known"),
     ("cli-bench-json-missing-dir",
      lambda be, t: ["bench", "--cases", "tiny", "--json", t / "nope" / "b.json"],
      XbpFileNotFoundError, "--json"),
@@ -358,6 +379,35 @@ CASES: list[tuple[str, Any, type, str]] = [
     ("y-width", lambda be, t: fit(be, y=np.zeros((12, 3))), XbpValueError, "y has 3 columns"),
     ("y-nan", lambda be, t: fit(be, y=np.full((12, 2), np.nan)), XbpValueError, "y contains NaN"),
     ("y-bool", lambda be, t: fit(be, y=np.zeros((12, 2), bool)), XbpTypeError, "y has dtype bool"),
+    ("mlp-seed-negative", lambda be, t: xbp.mlp([3, 2], seed=-1, backend=be), XbpValueError,
+     "seed=-1 must be an integer >= 0"),
+    ("mlp-seed-float", lambda be, t: xbp.mlp([3, 2], seed=0.5, backend=be), XbpTypeError,
+     "seed=0.5 must be an integer"),
+    ("device-no-x64", lambda be, t: xbp.backend("array_api_strict", "no_x64"), XbpValueError,
+     "no 64-bit integers"),
+    ("x-complex", lambda be, t: fit(be, x=X + 1j), XbpTypeError, "x has complex dtype complex128"),
+    ("y-complex", lambda be, t: fit(be, y=np.eye(2)[Y] + 0j), XbpTypeError, "y has complex dtype"),
+    ("x-beyond-float32", lambda be, t: net(be, dtype="float32").backprop(X * 1e300, Y),
+     XbpValueError,
+     "x holds values up to"),
+    ("x-masked", lambda be, t: fit(be, x=np.ma.masked_array(X, X > 1)), XbpValueError,
+     "x is a NumPy masked array with"),
+    ("y-masked", lambda be, t: fit(be, y=np.ma.masked_array(Y, Y > 0)), XbpValueError,
+     "y is a NumPy masked array with 6 masked"),
+    ("csv-latin1-further-on", lambda be, t: xbp.data.load_csv(t / "latin1_late.csv"),
+     XbpFileError, "is not UTF-8 text further on (byte 0xe9"),
+    ("csv-utf16", lambda be, t: xbp.data.load_csv(t / "utf16.csv"), XbpFileError,
+     "is UTF-16 text, not UTF-8; re-save it as UTF-8 (e.g. iconv -f utf-16"),
+    ("sample-weight-masked",
+     lambda be, t: fit(be, sample_weight=np.ma.masked_array(np.ones(12), np.arange(12) == 2)),
+     XbpValueError, "sample_weight is a NumPy masked array with 1 masked"),
+    ("predict-ragged-rows", lambda be, t: xbp.predict(net(be), [[1.0, 2.0, 3.0], [1.0]]),
+     XbpValueError, "x could not be read as an array"),
+    ("predict-rows-of-none", lambda be, t: xbp.predict(net(be), [[None, 1.0]]), XbpTypeError,
+     "batch 0 is a NoneType"),
+    ("evaluate-label-in-later-rows",
+     lambda be, t: xbp.evaluate(net(be), X, np.where(np.arange(12) == 10, 5, Y), batch_size=4),
+     XbpValueError, "y[8:12] holds class labels from 0 to 5"),
     ("forward-width", lambda be, t: net(be).forward(np.zeros((5, 4))), XbpValueError,
      "x has 4 features per row but the first layer takes 3"),
     ("forward-1d", lambda be, t: net(be).forward(np.zeros(3)), XbpValueError, "x[None, :]"),
@@ -572,6 +622,12 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.register_activation("summed_back", lambda xp, z: z, None,
                                            backward=lambda xp, d, a: xp.sum(d)),
      XbpValueError, "returned shape"),
+    ("register-activation-in-place",
+     lambda be, t: xbp.register_activation("inplace", in_place_relu, None), XbpValueError,
+     "in_place_relu modified its argument 1 in place"),
+    ("register-loss-in-place",
+     lambda be, t: xbp.register_loss("inplace_loss", in_place_cost, lambda xp, a, y: a - y),
+     XbpValueError, "in_place_cost modified its argument 1 in place"),
     ("register-activation-not-finite",
      lambda be, t: xbp.register_activation("infz", lambda xp, z: z + xp.inf, None),
      XbpValueError, "returned NaN or Inf"),
@@ -647,6 +703,15 @@ CASES: list[tuple[str, Any, type, str]] = [
     ("targets-ce-negative",
      lambda be, t: xbp.losses.check_targets(xbp.LOSSES["cross_entropy"], be.xp,
                                             be.asarray(np.array([[1.0, -5.0]])), "y"),
+     XbpValueError, "negative targets"),
+    ("fit-bce-1d-host-labels",
+     lambda be, t: xbp.fit(xbp.mlp([3, 1], output="sigmoid", loss="binary_cross_entropy",
+                                   backend=be), X, np.arange(12) % 3, epochs=1, batch_size=4),
+     XbpValueError, "y holds targets from 0 to 2 but binary_cross_entropy"),
+    ("fit-bce-2d-host", lambda be, t: xbp.fit(
+        xbp.mlp([3, 1], output="sigmoid", loss="binary_cross_entropy", backend=be), X,
+        np.full((12, 1), 1.5), epochs=1, batch_size=4), XbpValueError, "y holds targets from 1.5"),
+    ("fit-ce-negative-device", lambda be, t: fit(be, y=be.asarray(np.tile([[2.0, -1.0]], (12, 1)))),
      XbpValueError, "negative targets"),
     ("get-loss-type", lambda be, t: xbp.losses.get_loss(5), XbpValueError, "loss=5 is not known"),
     # -- saving -----------------------------------------------------------------------------------
@@ -908,7 +973,7 @@ CASES: list[tuple[str, Any, type, str]] = [
      "compile=True, but"),
     # -- streamed data: memory maps and batch sources ------------------------------------------
     ("stream-nan", lambda be, t: fit(be, x=mapped(t, np.where(X > 1, np.nan, X))), XbpValueError,
-     "x contains NaN or Inf (in rows"),
+     "x (in rows 2..9) contains NaN or Inf"),
     ("stream-compile", lambda be, t: fit(be, x=mapped(t), compile=True), XbpValueError,
      "compile=True needs the data on the device"),
     ("stream-flag", lambda be, t: fit(be, stream="yes"), XbpValueError, "stream='yes'"),
@@ -977,6 +1042,12 @@ def _cli_files(root: Path) -> None:
     (root / "typo.csv").write_text("\n".join(rows).replace("virginica", "virginia") + "\n")
     (root / "feats.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows[1:]) + "\n")
     (root / "two.csv").write_text("1,2\n3,4\n")
+    (root / "ids.csv").write_text("".join(f"{i},0.1,0.2,0.3\n" for i in range(5)))
+    (root / "latin1.csv").write_bytes("caf\xe9,b,label\n1,2,0\n3,4,1\n".encode("latin-1"))
+    late = "a,b,label\n" + "1,2,0\n" * 400 + "3,4,caf\xe9\n"
+    (root / "latin1_late.csv").write_bytes(late.encode("latin-1"))
+    (root / "utf16.csv").write_bytes("a,b,label\n1,2,0\n".encode("utf-16"))
+    (root / "bigint.csv").write_text("".join(f"{i},{i},{2**53 + 5 * (i % 3)}\n" for i in range(6)))
     n = rng.normal(size=(30, 2))
     np.savetxt(root / "reg.csv", np.column_stack([n, n[:, 0] * 1.5]), delimiter=",", fmt="%.5f")
     np.savetxt(root / "one.csv", np.column_stack([n, np.zeros(30)]), delimiter=",", fmt="%.5f")

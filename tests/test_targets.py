@@ -306,3 +306,11 @@ def test_onnx_export_carries_the_models_class_and_feature_names(tmp_path) -> Non
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(props["xbp_classes"]) == ["short", "tall"]
     assert json.loads(props["xbp_feature_names"]) == ["height", "weight", "age"]
+
+
+def test_labels_beyond_float64s_integers_stay_apart() -> None:
+    y = np.array([2**53, 2**53 + 1] * 3)
+    t = infer_targets(y)
+    assert t.classes == (2**53, 2**53 + 1) and t.y.tolist() == [0, 1] * 3
+    with pytest.raises(XbpValueError, match="more than the 65536 classes"):
+        infer_targets(np.arange(70_000), task="classification")

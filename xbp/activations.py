@@ -189,12 +189,21 @@ def check_part_name(name: Any, kind: str, builtin: frozenset[str]) -> str:
 
 
 def probe_rule(
-    xp: Any, fn: Callable[..., Any], args: tuple[Any, ...], shape: tuple[int, ...], *more: Any
+    xp: Any,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    shape: tuple[int, ...],
+    *more: Any,
+    may_write: bool = False,
 ) -> Any:
     """Call a user's rule on a small float64 array; one line when it misbehaves.
 
-    The result must have ``shape`` (or one of the ``more`` shapes) and be finite.
+    The result must have ``shape`` (or one of the ``more`` shapes) and be finite,
+    and the arguments must be left as they were: a rule that writes into its
+    argument would corrupt arrays the backward pass still reads (``may_write``:
+    a rule documented to overwrite its temporaries, as ``backward`` may).
     """
+    before = [a + 0 for a in args]
     try:
         out = fn(xp, *args)
     except Exception as exc:
@@ -202,6 +211,13 @@ def probe_rule(
             f"{fn.__name__} raised {type(exc).__name__}: {exc} on a {shape} float64 array; "
             "write it with the array namespace xp it receives (xp.exp, xp.tanh, ...)"
         ) from None
+    for i, (old, new) in enumerate(zip(before, () if may_write else args)):
+        if not bool(xp.all((old == new) | (old != old))):
+            raise XbpValueError(
+                f"{fn.__name__} modified its argument {i + 1} in place (e.g. z *= 2 or "
+                "z[z < 0] = 0); xbp still reads it for the gradients: return a new array "
+                "(z * 2, xp.where(z < 0, 0, z))"
+            )
     if getattr(out, "shape", None) not in (shape, *more):
         raise XbpValueError(
             f"{fn.__name__} returned shape {getattr(out, 'shape', type(out).__name__)} for a "
@@ -215,30 +231,52 @@ def probe_rule(
     return out
 
 
-def guard_rule(kind: str, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with its failures on any backend turned into one line naming the part."""
+def guard_rule(
+    kind: str, name: str, fn: Callable[..., Any], *, copy: bool = True, per_row: bool = False
+) -> Callable[..., Any]:
+    """``fn`` with its failures on any backend turned into one line naming the part.
+
+    ``copy``: the rule receives its own copies of the arrays (independent buffers), so
+    one that writes into its argument anyway (on some values only, say) cannot corrupt
+    what the backward pass reads. The result must keep the first argument's shape
+    (``per_row``: or one value per row) and dtype.
+    """
+    rule = getattr(fn, "__name__", "rule")
 
     def guarded(xp: Any, *args: Any) -> Any:
         try:
-            out = fn(xp, *args)
+            out = fn(xp, *(tuple(a + 0 for a in args) if copy else args))
         except XbpError:
             raise
         except Exception as exc:
             raise XbpValueError(
-                f"{kind} {name!r} ({fn.__name__}) raised {type(exc).__name__}: "
+                f"{kind} {name!r} ({rule}) raised {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''} on the {xp.__name__} "
                 "backend; write it with the array namespace xp it receives"
             ) from None
         lib = type(args[-1]).__module__.split(".")[0]
         if type(out).__module__.split(".")[0] != lib:
             raise XbpValueError(
-                f"{kind} {name!r} ({fn.__name__}) returned a {type(out).__name__} for a "
+                f"{kind} {name!r} ({rule}) returned a {type(out).__name__} for a "
                 f"{lib} array on the {xp.__name__} backend; write it with the array namespace "
                 "xp it receives"
             )
+        like = args[0]
+        if out.shape != like.shape and not (per_row and tuple(out.shape) == like.shape[:1]):
+            raise XbpValueError(
+                f"{kind} {name!r} ({rule}) returned shape {tuple(out.shape)} for inputs of "
+                f"shape {tuple(like.shape)}; return an array of the input's shape"
+                + (" (or one value per row)" if per_row else "")
+            )
+        if out.dtype != like.dtype:
+            raise XbpValueError(
+                f"{kind} {name!r} ({rule}) returned dtype {out.dtype} for {like.dtype} inputs; "
+                "keep the input's dtype (build constants with xp.asarray(v, dtype=z.dtype) or "
+                "use Python numbers)"
+            )
         return out
 
-    guarded.__name__ = getattr(fn, "__name__", "rule")
+    guarded.__name__ = rule
     return guarded
 
 
@@ -308,8 +346,8 @@ def register_activation(
         probe_rule(cnp, derivative, ((z if from_z else a) + 0,), z.shape)
         derivative = guard_rule("activation", name, derivative)
     if backward is not None:
-        probe_rule(cnp, backward, (z * 0 + 0.5, (z if from_z else a) + 0), z.shape)
-        backward = guard_rule("activation", name, backward)
+        probe_rule(cnp, backward, (z * 0 + 0.5, (z if from_z else a) + 0), z.shape, may_write=True)
+        backward = guard_rule("activation", name, backward, copy=False)  # may overwrite
     forward = guard_rule("activation", name, forward)
     act = Activation(name, forward, derivative, backward=backward, from_z=bool(from_z))
     ACTIVATIONS[name] = act

@@ -69,6 +69,8 @@ CASES: dict[str, dict[str, Any]] = {
     },
 }
 LR = 0.01
+#: the libraries ``--backends`` may name (xbp on each; the reference contenders always run)
+BENCH_BACKENDS = ("numpy", "torch", "jax", "cupy")
 
 
 @dataclass
@@ -576,6 +578,11 @@ def run_bench(
     if unknown:
         raise XbpValueError(f"--cases {unknown} not known; use {sorted(CASES)}")
     chosen = None if backends is None else [b.strip() for b in backends.split(",")]
+    wrong = [b for b in chosen or () if b not in BENCH_BACKENDS]
+    if wrong:  # an empty table would look like a benchmark that ran
+        raise XbpValueError(
+            f"--backends {wrong} not known; use a comma-separated list of {list(BENCH_BACKENDS)}"
+        )
     report: dict[str, Any] = {"machine": machine(), "cases": {}}
     print(f"machine: {report['machine']}")
     for name in cases:

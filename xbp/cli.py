@@ -1459,8 +1459,14 @@ def _read_chunks(
         elif width == n_in + n_labels:
             if isinstance(index, list) and all(isinstance(i, int) for i in index):
                 column = index
-            else:
-                column = index if isinstance(index, int) and 0 <= index < width else -1
+            elif isinstance(index, int) and 0 <= index < width:
+                column = index
+            else:  # trained on arrays (.npz, a named dataset): any column could be the extra one
+                raise XbpValueError(
+                    f"--data has {width} columns, {n_labels} more than the model's {n_in} "
+                    "features, and the model records no label column (it was not trained on a "
+                    "CSV); name the extra column with --label-column (e.g. -1 or 0), or drop it"
+                )
         else:
             raise XbpValueError(
                 f"--data has {width} columns but the model takes {n_in} features (with "

@@ -297,6 +297,21 @@ def _number(v: str) -> bool:
     return True
 
 
+def _integer_labels(raw: list[Any]) -> np.ndarray | None:
+    """Labels written as integers, parsed exactly (int64), or None.
+
+    Parsing through float64 would merge labels above 2**53 (9007199254740993 reads as
+    9007199254740992). Integers beyond int64 are left to the caller (class names).
+    """
+    try:
+        values = [int(v) for v in raw]
+    except (ValueError, TypeError):
+        return None
+    if values and not -(2**63) <= min(values) <= max(values) < 2**63:
+        return None
+    return np.array(values, dtype=np.int64)
+
+
 def _check_csv_args(path: Any, header: Any, delimiter: Any) -> Path:
     p = _exists(path, "path")
     if header is not None and not isinstance(header, (bool, np.bool_)):
@@ -304,6 +319,12 @@ def _check_csv_args(path: Any, header: Any, delimiter: Any) -> Path:
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise XbpValueError(f"delimiter={delimiter!r} must be one character, e.g. ',' or ';'")
     kind = sniff(p)
+    if kind in ("legacy-text", "utf16-text"):
+        source = "latin1" if kind == "legacy-text" else "utf-16"
+        raise XbpFileError(
+            f"path={str(p)!r} is {describe(kind)}, not UTF-8; re-save it as UTF-8 (e.g. "
+            f"iconv -f {source} -t utf-8)"
+        )
     if kind not in ("text", "empty") and not _bom_text(p):
         raise XbpFileError(f"path={str(p)!r} is {describe(kind)}, not a CSV text file")
     return p
@@ -327,7 +348,12 @@ def _numbered(p: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
             for row in reader:
                 if row and any(v.strip() for v in row):
                     yield reader.line_num, [v.strip() for v in row]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:  # UTF-8 at the start, another encoding further on
+        raise XbpFileError(
+            f"path={str(p)!r} is not UTF-8 text further on (byte {exc.object[exc.start]:#04x}: "
+            "Latin-1 or Windows-1252?); re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+    except (OSError, csv.Error) as exc:
         raise XbpFileError(f"path={str(p)!r} is not a readable CSV file ({exc})") from None
 
 
@@ -485,9 +511,14 @@ def iter_table(
             return Table(feats, y, feature_names, label_name, label_index, None)
         if col is None:
             return Table(feats, None, feature_names, label_name, col, classes)
+        if lookup is None:
+            exact = _integer_labels(raw_labels)
+            if exact is not None:
+                return Table(feats, exact, feature_names, label_name, col, None)
         if lookup is None and all(_number(v) for v in raw_labels):
             y = np.array([float(v) for v in raw_labels])
-            if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            # whole floats ("3.0") are labels too, where float64 holds them exactly
+            if np.all(np.isfinite(y)) and np.all(y == np.round(y)) and np.all(np.abs(y) < 2**53):
                 return Table(feats, y.astype(np.int64), feature_names, label_name, col, None)
             return Table(feats, y, feature_names, label_name, col, None)
         if lookup is None:

@@ -141,6 +141,33 @@ def explain(
             f"{', '.join(sorted({d.kind for d in net.layers} - {'dense'}))} layers "
             "(docs/math.md gives their equations)"
         )
+    if net.precision != "exact":
+        # the equations are written out in the network's own dtype; products rounded to
+        # bfloat16/float16 (or TF32) would not match them: explain the exact arithmetic
+        policy = net.precision
+        net.precision = "exact"
+        try:
+            text = explain(
+                net,
+                x,
+                y,
+                learning_rate=learning_rate,
+                digits=digits,
+                limit=limit,
+                check=check,
+                title=title,
+            )
+        finally:
+            net.precision = policy
+        lines = text.split("\n")
+        lines.insert(
+            3,
+            f"precision: this network trains with precision={policy!r} (products rounded to "
+            f"{_ROUNDED.get(policy, policy)}); shown here in exact "
+            f"{net.backend.dtype_name(net.dtype)} arithmetic, "
+            "by the same equations",
+        )
+        return "\n".join(lines)
     be = net.backend
     xd = net.check_inputs(x)
     if xd.shape[0] != 1:
@@ -172,6 +199,12 @@ def explain(
         f"numbers: {digits} significant digits; arrays of more than {limit} rows or "
         "columns are cut with ..."
     )
+    dropped = [f"layer {l + 1}: {d.dropout:g}" for l, d in enumerate(net.layers) if d.dropout]
+    if dropped:
+        out.append(
+            f"dropout ({', '.join(dropped)}): training zeroes inputs at random; this step is "
+            "shown without dropout, as evaluation and prediction run"
+        )
     out.append("")
     out.append(show("A_0 = x", x0))
     out.append(show("y      ", yh))
@@ -270,6 +303,8 @@ def explain(
 
 #: activations whose derivative jumps at Z = 0
 KINKS = ("relu", "leaky_relu")
+#: what each policy rounds matrix products to (the ``precision`` note)
+_ROUNDED = {"bf16": "bfloat16", "fp16": "float16", "tf32": "TensorFloat-32"}
 KINK_WIDTH = 1e-4  # |Z| this close to a kink: a finite difference may straddle it
 
 

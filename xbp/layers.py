@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .activations import Activation, get_activation
-from .errors import XbpTypeError, XbpValueError
+from .errors import XbpError, XbpTypeError, XbpValueError
 from .init import default_init, init_layer
 from .rng import keep_mask
 from .validate import check_int, check_number
@@ -661,8 +661,76 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
             f"{cls.__name__} is a dataclass that is not frozen; decorate it with "
             "@dataclasses.dataclass(frozen=True) (a layer is an immutable description)"
         )
+    _guard_layer(cls)
     _REGISTERED[kind] = cls
     return cls
+
+
+#: the guarded forward/backward functions, so registering a class again wraps nothing twice
+_GUARDED: set[Callable[..., Any]] = set()
+
+
+def _guard_layer(cls: type[Layer]) -> None:
+    """Wrap a registered class's ``forward``/``backward`` (once): each runs on its own copy
+    of the incoming array (the first layer's input may be the user's own array, which a
+    rule writing in place would change), and what they return is checked against the
+    layer's widths and the batch's dtype, in one line naming the layer."""
+    fwd, bwd = cls.forward, cls.backward
+    if fwd in _GUARDED and bwd in _GUARDED:
+        return
+
+    def fail(self: Layer, rule: str, what: str) -> XbpValueError:
+        return XbpValueError(f"layer {self.kind!r} ({type(self).__name__}.{rule}) {what}")
+
+    def call(self: Layer, rule: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(self, *args)
+        except XbpError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise fail(self, rule, f"raised {type(exc).__name__}: {first}") from None
+
+    def check(self: Layer, rule: str, out: Any, shape: tuple[int, ...], like: Any) -> None:
+        got = getattr(out, "shape", None)
+        if got is None or tuple(got) != shape:
+            raise fail(
+                self,
+                rule,
+                f"returned {'shape ' + str(tuple(got)) if got is not None else type(out).__name__}"
+                f" where {shape} was due; return an array of that shape",
+            )
+        if out.dtype != like.dtype:
+            raise fail(
+                self, rule, f"returned dtype {out.dtype} for {like.dtype} inputs; keep their dtype"
+            )
+
+    def forward(self: Layer, ctx: Context, p: Arrays, s: Arrays, a: Any, l: int) -> Any:
+        result = call(self, "forward", fwd, ctx, p, s, a + 0, l)
+        if not (isinstance(result, tuple) and len(result) == 3):
+            raise fail(self, "forward", "must return (output, saved, new_state)")
+        check(self, "forward", result[0], (a.shape[0], self.n_out), a)
+        return result
+
+    def backward(self: Layer, ctx: Context, p: Arrays, saved: Any, d: Any, need_input: bool) -> Any:
+        result = call(self, "backward", bwd, ctx, p, saved, d, need_input)
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+            raise fail(self, "backward", "must return (dC/dinput or None, {param: gradient})")
+        d_in, grads = result
+        if need_input:
+            check(self, "backward", d_in, (d.shape[0], self.n_in), d)
+        if set(grads) != set(p):
+            raise fail(
+                self, "backward", f"returned gradients {sorted(grads)} for parameters {sorted(p)}"
+            )
+        for k, g in grads.items():
+            check(self, "backward", g, tuple(p[k].shape), p[k])
+        return result
+
+    _GUARDED.update((forward, backward))
+    forward.__doc__, backward.__doc__ = fwd.__doc__, bwd.__doc__
+    cls.forward = forward  # type: ignore[method-assign]
+    cls.backward = backward  # type: ignore[method-assign]
 
 
 def unregister_layer(kind: str) -> None:

@@ -267,7 +267,7 @@ def register_loss(
                 f"pass delta=(xp, z, a, y) -> dC/dZ instead"
             )
     _probe_loss(value, grad, delta)
-    value = guard_rule("loss", name, value)
+    value = guard_rule("loss", name, value, per_row=True)
     grad = None if grad is None else guard_rule("loss", name, grad)
     delta = None if delta is None else guard_rule("loss", name, delta)
 
@@ -288,6 +288,10 @@ def register_loss(
     loss = Loss(name, value_and_delta, allowed)
     LOSSES[name] = loss
     return loss
+
+
+#: the losses whose targets :func:`check_targets` restricts (the others take any finite value)
+TARGET_RULES = frozenset({"cross_entropy", "binary_cross_entropy"})
 
 
 def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
@@ -313,7 +317,7 @@ def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
     XbpValueError
         One line naming ``argument``, what is wrong and the fix.
     """
-    if loss.name not in ("cross_entropy", "binary_cross_entropy") or y.ndim != 2:
+    if loss.name not in TARGET_RULES or y.ndim != 2:
         return  # quadratic and registered losses take any finite target
     width = int(y.shape[1])
     if loss.name == "cross_entropy" and width < 2:

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+import array_api_compat.numpy as host_xp
 import numpy as np
 
 from .activations import get_activation
@@ -37,10 +38,17 @@ from .layers import (
     check_dropout,
     layer_from_config,
 )
-from .losses import Loss, check_pair, check_targets, default_output, get_loss
+from .losses import TARGET_RULES, Loss, check_pair, check_targets, default_output, get_loss
 from .summary import summarize
 from .targets import encode_labels
-from .validate import as_features, as_targets, check_int, check_memory, is_host_array
+from .validate import (
+    as_features,
+    as_targets,
+    check_int,
+    check_memory,
+    dtype_limit,
+    is_host_array,
+)
 from .weights import check_sample_weight
 
 __all__ = [
@@ -237,7 +245,7 @@ class Network:
         self.feature_names = feature_names
         self.backend: Backend = resolve_backend(backend, device)
         self.precision = precision  # checked against the backend by the setter
-        self.seed = seed
+        self.seed = None if seed is None else check_int(seed, "seed", low=0)
         self.dtype = self.backend.dtype(dtype)
         # the weights are drawn on the host in float64: refuse sizes no memory could hold
         # before drawing (Python integers: no overflow)
@@ -278,6 +286,12 @@ class Network:
             low = self.backend.library.mixed_dtype(value, self.backend.device)
         self._precision = value
         self._low = low
+        # inputs beyond the low type's range would enter the first product as Inf
+        self._low_limit: tuple[float, str] | None = (
+            None
+            if low is None
+            else (float(self.backend.xp.finfo(low).max), f"{value} ({MIXED_PRECISIONS[value]})")
+        )
 
     @property
     def xp(self) -> Any:
@@ -911,7 +925,13 @@ class Network:
             if self._feature_names is not None:
                 self._check_names(x.columns, argument)
             x = x.to_numpy()
-        return as_features(self.backend, x, self.dtype, self.n_in, argument)
+        return as_features(self.backend, x, self.dtype, self.n_in, argument, self._low_limit)
+
+    def input_limit(self) -> tuple[float, str]:
+        """``(largest finite value, type name)`` of the type inputs are computed in: the
+        network's dtype, or float16 under ``precision='fp16'``. Larger inputs are refused."""
+        limit = self._low_limit
+        return dtype_limit(self.backend, self.dtype) if limit is None else limit
 
     def check_targets(self, y: Any, n_rows: int, argument: str = "y") -> Any:
         """``y`` as ``(n_rows, n_out)`` targets on this device; ``(n,)`` integer labels
@@ -922,7 +942,16 @@ class Network:
         if self._classes is not None and getattr(y, "ndim", 1) == 1:
             y = encode_labels(y, self._classes, argument)
         yd = as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument)
-        check_targets(self.loss, self.backend.xp, yd, argument)
+        # the loss's rule reads the targets' range once, where it is cheapest: one-hot rows
+        # xbp made from labels need only the width (no rows), host data is read on the host
+        if self.loss.name not in TARGET_RULES:
+            pass  # quadratic and registered losses take any finite target
+        elif getattr(y, "ndim", 0) == 1 and self.n_out > 1:
+            check_targets(self.loss, self.backend.xp, yd[:0, ...], argument)
+        elif type(y) is np.ndarray:
+            check_targets(self.loss, host_xp, np.reshape(y, (n_rows, -1)), argument)
+        else:
+            check_targets(self.loss, self.backend.xp, yd, argument)
         return yd
 
     def forward(self, x: Any) -> Any:

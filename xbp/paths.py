@@ -409,6 +409,8 @@ _DESCRIPTIONS = {
     "png": "a PNG image",
     "empty": "an empty file",
     "text": "a text file",
+    "legacy-text": "text in an 8-bit encoding such as Latin-1 or Windows-1252",
+    "utf16-text": "UTF-16 text",
     "binary": "a binary file of unknown format",
 }
 
@@ -417,6 +419,8 @@ def sniff(path: Path) -> str:
     """The format of a regular file from its first bytes.
 
     One of ``"npz"``, ``"npy"``, ``"gzip"``, ``"png"``, ``"empty"``, ``"text"``,
+    ``"legacy-text"`` (printable text that is not UTF-8: Latin-1 and its kin),
+    ``"utf16-text"`` (a UTF-16 byte-order mark),
     ``"binary"``. Call :func:`input_file` first: this opens the file.
     """
     try:
@@ -429,6 +433,8 @@ def sniff(path: Path) -> str:
     for magic, kind in _MAGIC:
         if head.startswith(magic):
             return kind
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
+        return "utf16-text"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -436,6 +442,15 @@ def sniff(path: Path) -> str:
         try:
             text = head[:-3].decode("utf-8")
         except UnicodeDecodeError:
+            # printable text in Windows-1252 (smart quotes, the euro sign) or Latin-1 (every
+            # byte is a character there) is an 8-bit encoding, not a binary format
+            for encoding in ("cp1252", "latin-1"):
+                try:
+                    legacy = head.decode(encoding)
+                except UnicodeDecodeError:
+                    continue
+                if all(c.isprintable() or c in "\r\n\t" for c in legacy):
+                    return "legacy-text"
             return "binary"
     if all(c.isprintable() or c in "\r\n\t" for c in text):
         return "text"

@@ -37,7 +37,7 @@ from .sources import (
 from .strategy import LocalStrategy, Strategy
 from .targets import infer_targets
 from .training import History, Trainer, TrainOptions, evaluate_metrics
-from .validate import check_int, is_host_array
+from .validate import check_int, host_array, is_host_array, is_rows
 
 __all__ = ["fit", "evaluate", "evaluate_chunks", "predict", "predict_classes"]
 
@@ -458,11 +458,11 @@ def evaluate_chunks(
 
 def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> BatchSource | None:
     """Evaluation and prediction stream host data; device arrays are used where they are."""
-    if y is None and not hasattr(x, "shape"):
-        return BatchSource(x)
+    if y is None and not hasattr(x, "shape") and not is_rows(x):
+        return BatchSource(x)  # a list of rows is an array, not a source of batches
     if not (is_host_array(x) or isinstance(x, MappedRows)):
         return None
-    host = x if hasattr(x, "shape") else np.asarray(x)
+    host = x if hasattr(x, "shape") else host_array(x, "x")
     if len(host.shape) != 2 or host.shape[0] == 0:
         net.check_inputs(host)  # raises, naming the shape
     net.check_inputs(np.array(host[:1]))  # the width and dtype, naming x
@@ -470,7 +470,7 @@ def _eval_stream(net: Network, x: Any, y: Any, batch_size: int) -> BatchSource |
         y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != host.shape[0]:
             net.check_targets(y, int(host.shape[0]))  # raises, naming the rows
-    return BatchSource(HostChunks(host, y, batch_size))
+    return BatchSource(HostChunks(host, y, batch_size), rows=(batch_size, int(host.shape[0])))
 
 
 def predict(net: Network, x: Any, *, batch_size: int = EVAL_BATCH) -> Any:

@@ -358,6 +358,9 @@ class _BaseMLP(BaseEstimator):
                 )
         else:
             xp = be.xp
+            X = be.library.detach(X)  # the weights never join the caller's autograd graph
+            if xp.isdtype(X.dtype, "complex floating"):
+                raise ValueError("Complex data not supported")  # scikit-learn's own words
             if X.ndim != 2:
                 raise ValueError(
                     f"X has shape {tuple(X.shape)}; expected 2-D (n_samples, n_features)"

@@ -34,7 +34,7 @@ import numpy as np
 from .errors import XbpTypeError, XbpValueError
 from .hostrows import MappedRows, gather, prefetch, row_reader
 from .network import Network, count_correct
-from .validate import is_host_array
+from .validate import check_values, host_array, is_host_array
 from .weights import batch_weight_sum, check_sample_weight, class_weights, take_batch
 
 __all__ = [
@@ -420,14 +420,12 @@ def _host_dtype(net: Network) -> np.dtype[Any]:
     return np.dtype(net.backend.to_host(xp.zeros((0,), dtype=net.dtype, device=net.device)).dtype)
 
 
-def _stage(net: Network, xb: Any, host_dtype: np.dtype[Any], argument: str, where: str) -> Any:
-    """Check a host batch (finite), cast it and start its copy to the device; ``ready()``."""
-    block = np.asarray(xb, dtype=host_dtype)  # as to_device: read, never written
-    if not np.isfinite(block).all():
-        raise XbpValueError(
-            f"{argument} contains NaN or Inf ({where}); remove or impute those values "
-            "before training"
-        )
+def _stage(net: Network, xb: Any, host_dtype: np.dtype[Any], name: str) -> Any:
+    """Check a host batch (finite, within the compute type's range), cast it and start its
+    copy to the device; ``ready()``. ``name`` names the rows in errors (``x[0:512]``)."""
+    block = np.asarray(xb)
+    check_values(block, name, net.input_limit())  # before the cast, which would hide Inf
+    block = np.asarray(block, dtype=host_dtype)  # as to_device: read, never written
     return net.backend.library.copy_in(net.xp, block, net.dtype, net.device)
 
 
@@ -494,9 +492,9 @@ class HostData(Source):
                     positions, rows = perm[lo:hi], e - s
                     where = (
                         # a process may have no rows of a batch (an uneven share)
-                        f"in rows {int(positions.min())}..{int(positions.max())}"
+                        f"{argument} (in rows {int(positions.min())}..{int(positions.max())})"
                         if positions.size
-                        else ""
+                        else argument
                     )
                     block = (
                         self.gather(positions, reader)
@@ -505,7 +503,7 @@ class HostData(Source):
                     )
                     # the rows' indices move to the device here too, on the prefetch thread
                     idx = net.backend.asarray(positions)
-                    yield _stage(net, block, host_dtype, argument, where), idx, rows
+                    yield _stage(net, block, host_dtype, where), idx, rows
             finally:
                 if reader is not None:
                     reader.close()
@@ -560,7 +558,9 @@ class BatchSource(Source):
     starts over, works. The rows are counted during the first pass (``n``).
     """
 
-    def __init__(self, source: Any, argument: str = "x") -> None:
+    def __init__(
+        self, source: Any, argument: str = "x", rows: tuple[int, int] | None = None
+    ) -> None:
         if not hasattr(source, "__iter__") or isinstance(source, (str, bytes)):
             raise XbpTypeError(
                 f"{argument} is a {type(source).__name__}; pass an array or a re-iterable "
@@ -574,6 +574,9 @@ class BatchSource(Source):
             )
         self.source = source
         self.argument = argument
+        # (batch_size, n): the batches are consecutive rows of the caller's own arrays (the
+        # chunks of evaluate and predict), so errors name those rows, not internal batches
+        self.rows = rows
         self.n: int | None = None  # counted during the first pass
 
     def pairs(self, need_targets: bool = True) -> Iterator[tuple[Any, Any]]:
@@ -589,6 +592,14 @@ class BatchSource(Source):
                     "yield (x, y) pairs of arrays"
                 )
 
+    def _name(self, argument: str, b: int) -> str:
+        """How an error names batch ``b`` of ``argument``: ``x batch 2`` for a user's
+        source, ``x[1024:1536]`` for chunks of a user's array."""
+        if self.rows is None:
+            return f"{argument} batch {b}"
+        size, n = self.rows
+        return f"{argument}[{b * size}:{min((b + 1) * size, n)}]"
+
     def device_pairs(
         self, net: Network, need_targets: bool = True
     ) -> Generator[tuple[Any, Any, Any, int], None, None]:
@@ -601,22 +612,28 @@ class BatchSource(Source):
         def staged() -> Iterator[tuple[Any, Any, int]]:
             for b, (xb, yb) in enumerate(self.pairs(need_targets)):
                 if is_host_array(xb):
-                    block = np.asarray(xb)
+                    block = host_array(xb, self._name(argument, b))
                     if block.ndim != 2 or 0 in block.shape or block.shape[1] != net.n_in:
-                        net.check_inputs(block, f"{argument} batch {b}")  # raises
+                        net.check_inputs(block, self._name(argument, b))  # raises
                     if block.dtype.kind != "f":
-                        net.check_inputs(block, f"{argument} batch {b}")  # raises
-                    ready = _stage(net, block, host_dtype, argument, f"batch {b}")
+                        net.check_inputs(block, self._name(argument, b))  # raises
+                    ready = _stage(net, block, host_dtype, self._name(argument, b))
+                    rows = int(block.shape[0])
+                elif hasattr(xb, "shape"):
+                    ready, rows = _checked(net, xb, self._name(argument, b)), int(xb.shape[0])
                 else:
-                    ready = _checked(net, xb, f"{argument} batch {b}")
-                yield ready, yb, int(xb.shape[0])
+                    raise XbpTypeError(
+                        f"{argument}: batch {b} is a {type(xb).__name__}, not an array; the "
+                        "source must yield arrays (or (x, y) pairs of arrays)"
+                    )
+                yield ready, yb, rows
 
         total, count = 0, 0
         for b, (ready, yb, rows) in enumerate(prefetch(staged())):
             xd = ready()
             yd = labels = None
             if need_targets:
-                yd = net.check_targets(yb, rows, f"{yname} batch {b}")
+                yd = net.check_targets(yb, rows, self._name(yname, b))
                 labels = net.class_labels(yb, yd)
             total += rows
             count += 1

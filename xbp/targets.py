@@ -30,13 +30,23 @@ import numpy as np
 
 from .errors import XbpTypeError, XbpValueError, arg
 
-__all__ = ["MIN_ROWS_PER_CLASS", "TASKS", "Targets", "encode_labels", "infer_targets"]
+__all__ = [
+    "MAX_CLASSES",
+    "MIN_ROWS_PER_CLASS",
+    "TASKS",
+    "Targets",
+    "encode_labels",
+    "infer_targets",
+]
 
 TASKS = ("auto", "classification", "regression")
 MIN_ROWS_PER_CLASS = 2
 """``task="auto"``: whole numbers count as class labels only with at least this
 many rows per class on average (fewer rows than that cannot train and validate
 a class)."""
+
+MAX_CLASSES = 1 << 16
+"""The most classes (outputs) :func:`infer_targets` gives a classifier."""
 
 _CLASS_LOSSES = ("cross_entropy", "binary_cross_entropy")
 
@@ -190,6 +200,12 @@ def _classes(
         raise XbpValueError(
             f"{argument} holds a single class ({_plain(classes)[0]!r}); a classifier needs at "
             "least 2 classes (check the label column and the data)"
+        )
+    if k > MAX_CLASSES:
+        raise XbpValueError(
+            f"{argument} holds {k} distinct labels, more than the {MAX_CLASSES} classes (outputs) "
+            f"a classifier here may have; these look like identifiers or measurements: use "
+            f"{arg('task', 'regression')}, or group the labels"
         )
     keep = named or not (int(classes[0]) == 0 and int(classes[-1]) == k - 1)
     labels = _plain(classes) if keep else None

@@ -149,6 +149,11 @@ class History:
         )
 
 
+#: below this loss scale (float16's smallest subnormal) an fp16 run stops: every step since
+#: the scale was 2**16 overflowed, so the overflow does not come from the backward pass
+MIN_LOSS_SCALE = 2.0**-24
+
+
 @dataclass
 class LossScaler:
     """Dynamic loss scaling for ``precision="fp16"`` (see ``docs/precision.md``).
@@ -185,6 +190,15 @@ class LossScaler:
             self.scale *= 0.5
             self.good_steps = 0
             self.skipped += 1
+            if self.scale < MIN_LOSS_SCALE:
+                # halving further only ends in a scale of 0 (a division by zero): the
+                # overflow is in the forward pass or the data, which no scale can fix
+                raise DivergenceError(
+                    f"precision='fp16': {self.skipped} steps overflowed float16, the last ones "
+                    f"even with the loss scaled down to {self.scale * 2:.3g}; the forward pass "
+                    "or the data overflow float16 (largest 65504): scale the inputs, lower the "
+                    "learning rate, or use precision='bf16' or 'exact'"
+                )
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,9 +23,13 @@ __all__ = [
     "as_features",
     "as_targets",
     "check_number",
+    "check_values",
     "check_int",
     "check_memory",
+    "dtype_limit",
+    "host_array",
     "is_host_array",
+    "is_rows",
     "memory_limit",
 ]
 
@@ -87,19 +91,60 @@ def is_host_array(data: Any) -> bool:
     return isinstance(data, (np.ndarray, list, tuple))
 
 
+def is_rows(data: Any) -> bool:
+    """True for a plain list (or tuple) of rows: ``[[1.0, 2.0], [3.0, 4.0]]``, a list of
+    1-D arrays, or a list of numbers; False for a list of batches or ``(x, y)`` pairs."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return False
+    first = data[0]
+    if isinstance(first, numbers.Number):
+        return True
+    if isinstance(first, np.ndarray):
+        return first.ndim <= 1
+    return isinstance(first, (list, tuple)) and all(isinstance(v, numbers.Number) for v in first)
+
+
+def host_array(data: Any, argument: str) -> np.ndarray:
+    """Host data (array, masked array, list of rows) as a NumPy array, or a one-line error
+    naming ``argument`` (ragged rows, objects, masked values)."""
+    return _host(data, argument)
+
+
 def _host(data: Any, argument: str) -> np.ndarray:
-    try:
-        host = np.asarray(data)
-    except (ValueError, TypeError) as exc:
-        raise XbpValueError(
-            f"{argument} could not be read as an array ({exc}); pass a rectangular numeric array"
-        ) from None
+    if type(data) is np.ndarray:  # the common case, without a conversion call
+        host = data
+    elif isinstance(data, np.ma.MaskedArray):
+        host = _unmasked(data, argument)
+    else:
+        try:
+            host = np.asarray(data)
+        except (ValueError, TypeError) as exc:
+            raise XbpValueError(
+                f"{argument} could not be read as an array ({exc}); pass a rectangular numeric "
+                "array"
+            ) from None
     if host.dtype == object:
         raise XbpTypeError(
             f"{argument} has dtype object (ragged rows or mixed types); pass a rectangular "
             "numeric array"
         )
     return host
+
+
+def _unmasked(data: np.ma.MaskedArray, argument: str) -> np.ndarray:
+    """A masked array's values when nothing is masked; masked values are refused.
+
+    xbp has no notion of a missing value, and training on the values hidden
+    under a mask (often fill values such as 1e20) would be silent nonsense.
+    """
+    masked = int(np.ma.count_masked(data))
+    if masked:
+        raise XbpValueError(
+            f"{argument} is a NumPy masked array with {masked} masked value(s); xbp does not "
+            f"train on missing values: drop those rows or fill them ({argument}.filled(value)) "
+            "and pass a plain array"
+        )
+    return np.asarray(data.data)
 
 
 def _on_backend(be: Backend, data: Any, argument: str) -> tuple[Any, Any, bool]:
@@ -128,13 +173,30 @@ def _on_backend(be: Backend, data: Any, argument: str) -> tuple[Any, Any, bool]:
             f"{argument} is on device {array_api_compat.device(data)!s} but the network is on "
             f"{be.device!s}; move one of them so both are on the same device"
         )
-    return be.xp, data, False
+    return be.xp, be.library.detach(data), False
 
 
-def _all_finite(xp: Any, a: Any) -> bool:
-    if isinstance(a, np.ndarray):  # host data: NumPy's own method skips a Python wrapper
-        return bool(np.isfinite(a).all())
-    return bool(xp.all(xp.isfinite(a)))
+#: (namespace id, dtype) -> (NumPy dtype, largest finite value squared) for backends whose
+#: arrays are host NumPy arrays: data already in that dtype needs no conversion, and
+#: ``x . x < limit**2`` (False for NaN and Inf) clears its values in one dot product
+_FAST: dict[tuple[int, Any], tuple[np.dtype[Any], float]] = {}
+
+
+def _fast_path(be: Backend, dtype: Any) -> None:
+    peak = dtype_limit(be, dtype)[0]
+    _FAST.setdefault((id(be.xp), dtype), (np.dtype(dtype), peak * peak))
+
+
+_LIMITS: dict[tuple[int, Any], tuple[float, str]] = {}
+
+
+def dtype_limit(be: Backend, dtype: Any) -> tuple[float, str]:
+    """``(largest finite value, name)`` of ``be``'s floating ``dtype`` (cached)."""
+    key = (id(be.xp), dtype)
+    found = _LIMITS.get(key)
+    if found is None:
+        found = _LIMITS[key] = (float(be.xp.finfo(dtype).max), be.dtype_name(dtype))
+    return found
 
 
 _KINDS: dict[tuple[int, Any, str], bool] = {}
@@ -165,6 +227,51 @@ def _min_max(xp: Any, a: Any) -> tuple[Any, Any]:
     return xp.min(a), xp.max(a)
 
 
+def _check_values(xp: Any, a: Any, argument: str, limit: float, into: str) -> None:
+    """Refuse NaN, Inf and magnitudes above ``limit`` (the largest finite value of the
+    type ``a`` is computed in, named by ``into``), reading ``a`` once when it is clean.
+
+    On the host one dot product answers both questions for clean data: ``a . a`` is
+    finite and at most ``limit**2`` only when every value is finite and within the
+    limit. Anything else (or a device array) takes the exact path, which also says
+    which rule failed.
+    """
+    if isinstance(a, np.ndarray):
+        s = float(np.vdot(a, a))
+        if s <= limit * limit and math.isfinite(s):
+            return
+        finite = bool(np.isfinite(a).all())
+        peak = float(np.abs(a).max()) if finite else math.nan
+    else:
+        peak = float(xp.max(xp.abs(a)))  # NaN propagates; one value read from the device
+        finite = math.isfinite(peak)
+    if not finite:
+        raise XbpValueError(
+            f"{argument} contains NaN or Inf; remove or impute those values before training"
+        )
+    if peak > limit:
+        raise XbpValueError(
+            f"{argument} holds values up to {peak:.4g} in magnitude but the network computes "
+            f"in {into} (largest finite value {limit:.5g}): they would become Inf; scale the "
+            "values (e.g. standardise them) or use a wider dtype"
+        )
+
+
+def check_values(a: np.ndarray, argument: str, limit: tuple[float, str]) -> None:
+    """Refuse NaN, Inf and values beyond ``limit = (largest finite value, type name)`` in
+    the host array ``a`` (a streamed batch, before its cast)."""
+    _check_values(host_xp, a, argument, *limit)
+
+
+def _no_complex(xp: Any, a: Any, argument: str) -> None:
+    if _is_kind(xp, a.dtype, "complex floating"):
+        raise XbpTypeError(
+            f"{argument} has complex dtype {a.dtype}; networks compute on real numbers and a "
+            f"cast would drop the imaginary part: pass {argument}.real and {argument}.imag as "
+            "separate feature columns"
+        )
+
+
 def _on_device(be: Backend, xp: Any, a: Any, on_host: bool, dtype: Any) -> Any:
     """The checked ``a`` on ``be``'s device as ``dtype``.
 
@@ -176,8 +283,30 @@ def _on_device(be: Backend, xp: Any, a: Any, on_host: bool, dtype: Any) -> Any:
     return a if a.dtype == dtype else xp.astype(a, dtype)
 
 
-def as_features(be: Backend, data: Any, dtype: Any, n_features: int, argument: str = "x") -> Any:
-    """Check ``x`` and return it on ``be``'s device as ``dtype``, shape ``(n, n_features)``."""
+def as_features(
+    be: Backend,
+    data: Any,
+    dtype: Any,
+    n_features: int,
+    argument: str = "x",
+    limit: tuple[float, str] | None = None,
+) -> Any:
+    """Check ``x`` and return it on ``be``'s device as ``dtype``, shape ``(n, n_features)``.
+
+    ``limit`` is ``(largest finite value, type name)`` of the type the network
+    computes in (float16 under ``precision='fp16'``); by default ``dtype``'s.
+    Values beyond it are refused: the cast would turn them into Inf.
+    """
+    fast = _FAST.get((id(be.xp), dtype)) if type(data) is np.ndarray else None
+    if fast is not None and data.dtype is fast[0]:
+        # the common call (host data already in the network's host dtype and shape):
+        # one dot product checks the values and the array is used as it is
+        shape = data.shape
+        if len(shape) == 2 and shape[1] == n_features and shape[0]:
+            bound = fast[1] if limit is None else limit[0] * limit[0]
+            if float(np.vdot(data, data)) < bound:
+                return data
+            # else: the exact checks below say which value is wrong
     xp, a, on_host = _on_backend(be, data, argument)
     if a.ndim != 2:
         hint = f"{argument}[None, :]" if a.ndim == 1 else f"{argument}.reshape(n_samples, -1)"
@@ -193,14 +322,15 @@ def as_features(be: Backend, data: Any, dtype: Any, n_features: int, argument: s
             f"{n_features}; reshape the data or build the network with n_in={a.shape[1]}"
         )
     if not _is_float(xp, a):
+        _no_complex(xp, a, argument)
         raise XbpTypeError(
             f"{argument} has dtype {a.dtype}, not floating point; cast it first, e.g. "
             f"{argument}.astype('float32') (and scale it if it holds raw pixel values)"
         )
-    if not _all_finite(xp, a):
-        raise XbpValueError(
-            f"{argument} contains NaN or Inf; remove or impute those values before training"
-        )
+    peak, into = dtype_limit(be, dtype) if limit is None else limit
+    _check_values(xp, a, argument, peak, into)
+    if on_host and be.is_host:
+        _fast_path(be, dtype)
     return _on_device(be, xp, a, on_host, dtype)
 
 
@@ -217,6 +347,10 @@ def as_targets(
     Integer class labels of shape ``(n,)`` are one-hot encoded when the network
     has more than one output.
     """
+    fast = _FAST.get((id(be.xp), dtype)) if type(data) is np.ndarray else None
+    if fast is not None and data.dtype is fast[0] and data.shape == (n_rows, n_outputs):
+        if float(np.vdot(data, data)) < fast[1]:  # float targets in the right shape, clean
+            return data
     xp, a, on_host = _on_backend(be, data, argument)
     if a.ndim == 0 or a.ndim > 2:
         raise XbpValueError(
@@ -243,7 +377,9 @@ def as_targets(
         dxp = be.xp  # the one-hot matrix is built on the device
         classes = dxp.arange(n_outputs, device=be.device)
         return dxp.astype(dxp.reshape(labels, (-1, 1)) == dxp.reshape(classes, (1, -1)), dtype)
-    if not (_is_float(xp, a) or _is_int(xp, a)):
+    is_float = _is_float(xp, a)
+    if not (is_float or _is_int(xp, a)):
+        _no_complex(xp, a, argument)
         raise XbpTypeError(f"{argument} has dtype {a.dtype}; pass numeric targets")
     if a.ndim == 1:
         a = xp.reshape(a, (-1, 1))
@@ -252,8 +388,11 @@ def as_targets(
             f"{argument} has {a.shape[1]} columns but the network has {n_outputs} outputs; "
             f"pass (n_samples, {n_outputs}) targets"
         )
-    if not _all_finite(xp, a):
-        raise XbpValueError(f"{argument} contains NaN or Inf; clean the targets first")
+    if on_host and a.ndim == 2 and be.is_host:
+        _fast_path(be, dtype)
+    if is_float:  # integer targets are finite and within every float type's range
+        peak, into = dtype_limit(be, dtype)
+        _check_values(xp, a, argument, peak, into)
     return _on_device(be, xp, a, on_host, dtype)
 
 

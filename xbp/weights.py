@@ -16,7 +16,7 @@ import numpy as np
 
 from .backend import Backend
 from .errors import XbpTypeError, XbpValueError
-from .validate import is_host_array
+from .validate import host_array, is_host_array
 
 __all__ = ["check_sample_weight", "class_weights", "batch_weight_sum", "take_batch"]
 
@@ -29,6 +29,8 @@ def check_sample_weight(
     Returns the device array in ``dtype`` and the sum of its values (a host float)."""
     if not is_host_array(weights) and backend.owns(weights):
         weights = backend.to_host(weights)
+    if isinstance(weights, np.ma.MaskedArray):
+        weights = host_array(weights, argument)  # masked weights refused, as masked data
     try:
         host = np.asarray(weights)
     except Exception:

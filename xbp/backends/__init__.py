@@ -241,6 +241,15 @@ class Library(abc.ABC):
             out = xp.asarray(out, copy=True)
         return out
 
+    def detach(self, a: Any) -> Any:
+        """``a`` without any tie to the library's autograd (a user's array entering xbp).
+
+        xbp computes its own gradients; an input that records operations would
+        make every weight it touches a node of the user's graph. The default
+        returns ``a``: most libraries have no such tie.
+        """
+        return a
+
     def copy_in(self, xp: Any, host: np.ndarray, dtype: Any, device: Any) -> Callable[[], Any]:
         """Start moving a host batch onto ``device``; return ``ready()``, which gives the
         device array once the compute stream may read it.

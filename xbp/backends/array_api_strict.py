@@ -11,6 +11,15 @@ import numpy as np
 from ..errors import XbpValueError
 from . import Library
 
+#: test devices xbp cannot run on, and why (``xbp backends`` does not list them)
+UNSUPPORTED = {
+    "no_x64": (
+        "array_api_strict's 'no_x64' device has no 64-bit integers, which xbp uses for class "
+        "labels and batch indices (float32 alone is not enough); use Device('no_float64') to "
+        "run without float64"
+    ),
+}
+
 
 class ArrayApiStrictLibrary(Library):
     """The array API reference implementation; catches any use beyond the standard."""
@@ -38,7 +47,10 @@ class ArrayApiStrictLibrary(Library):
     def devices(self) -> list[str]:
         import array_api_strict
 
-        return [str(d).split("'")[1] for d in array_api_strict.__array_namespace_info__().devices()]
+        names = [
+            str(d).split("'")[1] for d in array_api_strict.__array_namespace_info__().devices()
+        ]
+        return [n for n in names if n not in UNSUPPORTED]
 
     def owns_namespace(self, xp: Any) -> bool:
         return bool(array_api_compat.is_array_api_strict_namespace(xp))
@@ -48,12 +60,15 @@ class ArrayApiStrictLibrary(Library):
 
         if spec is None or str(spec).lower() == "cpu":
             return self._cpu_device()
-        if isinstance(spec, array_api_strict.Device):
-            return spec
         devices = array_api_strict.__array_namespace_info__().devices()
         for d in devices:
-            if str(spec) in (str(d), d._device if hasattr(d, "_device") else None):
+            if spec == d or str(spec) in (str(d), d._device if hasattr(d, "_device") else None):
+                name = str(d).split("'")[1]
+                if name in UNSUPPORTED:
+                    raise XbpValueError(f"device={spec!r}: {UNSUPPORTED[name]}")
                 return d
+        if isinstance(spec, array_api_strict.Device):
+            return spec
         raise XbpValueError(
             f"device={spec!r} is not an array_api_strict device; use one of "
             f"{[str(d) for d in devices]}, e.g. array_api_strict.Device('device1')"

@@ -122,6 +122,10 @@ class TorchLibrary(Library):
 
         return ready
 
+    def detach(self, a: Any) -> Any:
+        # a view without autograd history: no copy, and the weights stay plain tensors
+        return a.detach() if a.requires_grad else a
+
     def to_host(self, a: Any) -> np.ndarray:
         return a.detach().cpu().numpy()  # type: ignore[no-any-return]
 
