@@ -793,6 +793,23 @@ def _quadratic_task(y: np.ndarray) -> str:
     return "classification" if labels else "regression"
 
 
+def _poisson_targets(y: np.ndarray, want: str | None, where: str) -> tuple[int, str]:
+    """Counts or rates for ``--loss poisson``: always a regression, one output per column."""
+    if want == "classification":
+        raise XbpValueError(
+            "--task classify needs a classification loss, not poisson (a regression of "
+            "counts); use --task regress or auto"
+        )
+    if y.ndim not in (1, 2) or y.shape[0] == 0 or y.dtype.kind not in "iuf":
+        raise XbpValueError(f"{where} have shape {y.shape} and dtype {y.dtype}; need numbers")
+    if not np.isfinite(y).all() or float(y.min()) < 0:
+        raise XbpValueError(
+            f"{where} must be finite counts or rates >= 0 for --loss poisson (lowest "
+            f"{float(np.nanmin(y)):g}); for signed targets use --loss quadratic"
+        )
+    return (1 if y.ndim == 1 else int(y.shape[1])), "regression"
+
+
 def _targets(y: np.ndarray, loss: str, task: str = "auto") -> tuple[int, str]:
     """Check the targets against the loss and ``--task``; return (output width, task).
 
@@ -801,6 +818,8 @@ def _targets(y: np.ndarray, loss: str, task: str = "auto") -> tuple[int, str]:
     """
     where = "--data's labels"
     want = TASKS[task]
+    if loss == "poisson":
+        return _poisson_targets(y, want, where)
     if want == "regression" and loss != "quadratic":
         raise XbpValueError(
             f"--task regress needs --loss quadratic, not {loss}; for class labels use "
@@ -1237,7 +1256,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         output = args.output
         if output is None and task == "regression":
-            output = "identity"  # real-valued targets: no squashing of the output
+            # real-valued targets: no squashing of the output (poisson: its exp link)
+            from .losses import default_output, get_loss
+
+            output = default_output(get_loss(args.loss))
         net = _build_network(args, xtr.shape[1], n_out, output)
         opt = _make_optimizer(run, len(ytr))
     meta: dict[str, Any] = {
@@ -1579,7 +1601,7 @@ def _task(net: Any, meta: dict[str, Any]) -> str:
     task = meta.get("task")
     if task in ("classification", "regression"):
         return str(task)
-    return "regression" if net.loss.name == "quadratic" else "classification"
+    return "regression" if net.loss.name in ("quadratic", "poisson") else "classification"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -1811,7 +1833,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         x, y = data.x, data.y
         x = _scaled(np.asarray(x), None)
         n_out, task = _targets(np.asarray(y), args.loss, _task_choice(args, None, data.classes))
-        output = args.output or ("identity" if task == "regression" else None)
+        from .losses import default_output, get_loss
+
+        output = args.output or (
+            default_output(get_loss(args.loss)) if task == "regression" else None
+        )
         net = _build_network(args, x.shape[1], n_out, output)
     if not -len(x) <= args.index < len(x):
         raise XbpValueError(
