@@ -447,7 +447,8 @@ def test_readme_says_what_the_estimators_take_for_activation() -> None:
     xbp.register_activation("my_soft", lambda xp, z: z / (1 + xp.abs(z)), None)
     try:
         x = np.random.default_rng(0).normal(size=(20, 3))
-        with pytest.raises(ValueError, match="activation='my_soft'"):
+        # scikit-learn's validator, with its message
+        with pytest.raises(ValueError, match="'activation' parameter.*Got 'my_soft'"):
             MLPClassifier(hidden_layer_sizes=(4,), activation="my_soft", max_iter=1).fit(
                 x, np.arange(20) % 2
             )
@@ -867,3 +868,67 @@ print("ok")
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+
+
+# -- parameters: scikit-learn's constraints, and set_params after fitting ------------------
+BAD_PARAMS = [
+    ("shuffle", "False"),
+    ("warm_start", 1),
+    ("nesterovs_momentum", "yes"),
+    ("early_stopping", None),
+    ("alpha", -1.0),
+    ("max_iter", 2.5),
+    ("batch_size", 0),
+    ("momentum", 1.5),
+    ("validation_fraction", 1.0),
+    ("beta_2", 1.0),
+    ("epsilon", 0.0),
+    ("n_iter_no_change", 0),
+    ("activation", "gelu"),
+    ("solver", "rmsprop"),
+    ("learning_rate", "cosine"),
+    ("hidden_layer_sizes", 0),
+    ("verbose", "loud"),
+    ("random_state", "seed"),
+]
+
+
+@pytest.mark.parametrize("name, value", BAD_PARAMS, ids=[f"{n}={v!r}" for n, v in BAD_PARAMS])
+def test_parameters_are_refused_as_scikit_learn_refuses_them(name, value) -> None:
+    x, y = iris()
+    messages = []
+    for cls in (SkClassifier, MLPClassifier):
+        with pytest.raises((ValueError, TypeError)) as err:
+            cls(**dict({"max_iter": 2}, **{name: value})).fit(x, y)
+        messages.append(str(err.value).replace("MLPClassifier", "<est>"))
+    assert messages[0] == messages[1]
+
+
+def test_xbp_parameters_and_the_regressor_loss_are_validated() -> None:
+    x, y = regression(1)
+    for kwargs, match in (
+        (dict(precision="half"), "'precision' parameter"),
+        (dict(compile="yes"), "'compile' parameter"),
+        (dict(loss="huber"), "'loss' parameter of MLPRegressor"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            MLPRegressor(**kwargs).fit(x, y)
+
+
+def test_set_params_after_fitting_is_followed_by_predict_partial_fit_and_warm_start() -> None:
+    x, y = iris()
+    ours, theirs = MLPClassifier(**SMALL), SkClassifier(**SMALL)
+    for est in (ours, theirs):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+        est.set_params(activation="tanh")  # scikit-learn reads it at every call
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-10)
+    for est in (ours, theirs):
+        est.partial_fit(x, y)
+    assert_same_model(ours, theirs)
+    for est in (ours, theirs):
+        est.set_params(activation="logistic", warm_start=True, max_iter=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(x, y)
+    assert_same_model(ours, theirs)
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-10)

@@ -58,8 +58,11 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier as _SkClassifier
+    from sklearn.neural_network import MLPRegressor as _SkRegressor
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_array, check_random_state
+    from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, validate_data
@@ -296,7 +299,23 @@ def _build_epoch(step: Step, template: Any, bs: int, per_output: int) -> Any:
     return be.jit(epoch, (0, 1))
 
 
+#: xbp's own constructor parameters, in scikit-learn's constraint language
+_XBP_CONSTRAINTS: dict[str, Any] = {
+    "backend": "no_validation",  # a name or a Backend: xbp.backend() says what is wrong
+    "device": "no_validation",
+    "compile": [None, "boolean"],
+    "precision": [StrOptions({"exact", "tf32", "bf16", "fp16"})],
+}
+
+
 class _BaseMLP(BaseEstimator):
+    # scikit-learn's own constraints (read from its estimators, so a new release's
+    # rules apply as they come) plus xbp's: types, intervals and options, checked by
+    # scikit-learn's validator with its messages (``shuffle="False"`` is refused)
+    _parameter_constraints: dict[str, Any] = {
+        **_SkClassifier._parameter_constraints,
+        **_XBP_CONSTRAINTS,
+    }
     _classifier = False
     _multiclass: bool
     _be: Backend
@@ -364,6 +383,7 @@ class _BaseMLP(BaseEstimator):
 
     # -- parameter checks ------------------------------------------------
     def _check_params(self) -> None:
+        self._validate_params()  # scikit-learn's validator: types, intervals, options
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if np.isscalar(sizes) else list(sizes)
         if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
@@ -560,6 +580,21 @@ class _BaseMLP(BaseEstimator):
         names = {"sigmoid": "logistic", "softmax": "softmax", "exp": "exp"}
         return names.get(self._output()[0], "identity")
 
+    def _sync_network(self) -> None:
+        """The fitted network follows parameters changed by ``set_params`` after fitting
+        (as scikit-learn reads ``activation`` at every predict and partial_fit): a new
+        hidden activation rebuilds the network around the same weights; a new
+        ``precision`` is the network's policy from now on."""
+        self._check_params()
+        net = self._net
+        act = _ACTIVATIONS[self.activation]
+        if any(getattr(layer, "activation", act) != act for layer in net.layers[:-1]):
+            new = self._build(net.sizes, net.backend, net.backend.dtype_name(net.dtype))
+            new.params = net.params
+            self._net = net = new
+        if net.precision != self.precision:
+            net.precision = self.precision
+
     def _load_params(self) -> None:
         """The weights from ``coefs_`` / ``intercepts_`` (a user may have set them)."""
         self._net.params = [{"W": w, "b": b} for w, b in zip(self.coefs_, self.intercepts_)]
@@ -647,6 +682,7 @@ class _BaseMLP(BaseEstimator):
             self._adopt_assigned(X.shape[1], targets.shape[1], be, dtype)
             self._host = host
         else:
+            self._sync_network()
             self._load_params()
         net = self._net
         xp = net.xp
@@ -968,6 +1004,7 @@ class _BaseMLP(BaseEstimator):
                 f"{type(self).__name__}.{method}(): X must use the same namespace and device "
                 f"as the data passed to fit ({fitted}), got {got}"
             )
+        self._sync_network()
         net = self._net
         if scipy.sparse.issparse(X):
             xd: Any = _SparseRows(X, net.backend, net.dtype)
@@ -1206,6 +1243,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """
 
     _multiclass = False
+    _parameter_constraints: dict[str, Any] = {
+        **_SkRegressor._parameter_constraints,
+        **_XBP_CONSTRAINTS,
+    }
 
     def __init__(
         self,
