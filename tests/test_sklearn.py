@@ -685,7 +685,8 @@ def test_sparse_input_trains_on_other_backends(name) -> None:
 def test_poisson_regressor_equals_scikit_learn(solver) -> None:
     rng = np.random.RandomState(0)
     x = rng.uniform(0, 1, (80, 3))
-    y = rng.poisson(np.exp(x @ [1.0, -0.5, 0.3] + 0.2)).astype(float)
+    # two outputs: the Poisson deviance sums over them (the squared error averages)
+    y = rng.poisson(np.exp(x @ [[1.0, 0.2], [-0.5, 0.4], [0.3, -0.1]] + 0.2)).astype(float)
     params = dict(SMALL, solver=solver, activation="tanh", learning_rate_init=0.01)
     ours, theirs = _fit_both(SkRegressor, MLPRegressor, x, y, loss="poisson", **params)
     assert_same_model(ours, theirs)
@@ -760,13 +761,15 @@ def test_log_probabilities_are_finite_where_scikit_learns_are() -> None:
     xi, yi = iris()
     for labels in (yi, (yi == 1).astype(int)):
         clf = MLPClassifier(**SMALL).fit(xi, labels)
-        clf.coefs_[-1] *= 1e3  # outputs far into the tails
+        # outputs far into the tails: probabilities that underflow to 0
+        clf.intercepts_[-1] += np.array([0.0, 900.0, -900.0])[: clf.intercepts_[-1].shape[0]] - 900
         clf._load_params()
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             lp = clf.predict_log_proba(xi)
-        assert np.isfinite(lp).all()
+        assert np.isfinite(lp).all() and lp.min() < -800
         p = clf.predict_proba(xi)
+        assert (p == 0).any()
         np.testing.assert_allclose(lp[p > 0], np.log(p[p > 0]), rtol=1e-12)
 
 
