@@ -1,11 +1,17 @@
 #!/usr/bin/env python
-"""xbp.sklearn against scikit-learn's MLPClassifier: fit time and the same numbers.
+"""xbp.sklearn against scikit-learn's MLP estimators: fit time, score, the same weights.
 
-CPU (default): digits, same hyper-parameters, same data split, float64,
-several seeds, one process; prints accuracy, fit time, the ratio of the
-median fit times and the largest relative difference of the fitted weights
-(xbp.sklearn follows scikit-learn's random draws and update rules, so the two
-train the same model).
+CPU (default): four data sets -- digits, breast cancer (classifiers), diabetes
+(regressor), and a 20,000 x 50 synthetic classification set -- each fitted by
+scikit-learn and by xbp on each backend of ``--backends`` (numpy, torch on the
+CPU, jax), float64, same hyper-parameters and ``random_state``, 75/25 split,
+features standardised. Fits are interleaved (one of each in turn, ``--repeats``
+rounds) after one untimed warm-up fit each (JAX compiles there: the numbers are
+"once compiled"); the table gives median fit times, their ratio to
+scikit-learn's, the test score (accuracy or R^2) and the largest relative
+difference of the fitted weights from scikit-learn's (xbp follows scikit-learn's
+random draws and update rules, so it trains the same model). Quote numbers with
+``OPENBLAS_NUM_THREADS=1`` on a quiet machine (check ``uptime``).
 
 ``--large N``: a large synthetic problem (N x 784, 10 classes, float32,
 ``--large-epochs`` epochs, adam, batch 200 as scikit-learn's default) on each
@@ -13,13 +19,14 @@ backend of ``--backends`` (e.g. ``cupy,torch`` with ``--device cuda``),
 against scikit-learn on the CPU (its time measured once; ``--no-sklearn``
 skips it).
 
-    python scripts/bench_sklearn.py [--seeds 5] [--json FILE]
+    OPENBLAS_NUM_THREADS=1 python scripts/bench_sklearn.py [--repeats 5] [--json FILE]
     python scripts/bench_sklearn.py --large 200000 --backends cupy,torch --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -27,11 +34,16 @@ import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as SkMLP
+from sklearn.neural_network import MLPRegressor as SkReg
+from sklearn.preprocessing import StandardScaler
 
 import xbp
 from xbp.sklearn import MLPClassifier as XbpMLP
+from xbp.sklearn import MLPRegressor as XbpReg
 
 
 def max_rel(ours: Any, theirs: Any) -> float:
@@ -49,60 +61,66 @@ def timed_fit(clf: Any, x: Any, y: Any) -> float:
         return time.perf_counter() - t0
 
 
-def cpu(args: argparse.Namespace) -> dict[str, Any]:
-    x, y = xbp.data.load_digits()
-    (xtr, ytr), _, (xte, yte) = xbp.data.train_val_test_split(x, y, val=0.0, test=0.25, seed=0)
-    params = dict(
-        hidden_layer_sizes=(100,),
-        activation="relu",
-        solver="adam",
-        alpha=1e-4,
-        batch_size="auto",
-        learning_rate_init=1e-3,
-        max_iter=200,
-        tol=1e-4,
-    )
-    rows: dict[str, dict[str, list[float]]] = {
-        "sklearn": {"acc": [], "s": []},
-        "xbp": {"acc": [], "s": []},
-    }
-    diffs = []
-    for seed in range(args.seeds):
-        fitted = {}
-        for name, cls in (("sklearn", SkMLP), ("xbp", XbpMLP)):
-            clf = fitted[name] = cls(random_state=seed, **params)
-            rows[name]["s"].append(timed_fit(clf, xtr, ytr))
-            rows[name]["acc"].append(clf.score(xte, yte))
-            print(
-                f"seed {seed} {name:<8} accuracy {rows[name]['acc'][-1]:.4f} "
-                f"fit {rows[name]['s'][-1]:.2f} s ({clf.n_iter_} epochs)"
-            )
-        diffs.append(max_rel(fitted["xbp"], fitted["sklearn"]))
-        print(f"seed {seed} largest relative weight difference {diffs[-1]:.1e}")
-    summary = {
-        k: {
-            "accuracy_mean": statistics.mean(v["acc"]),
-            "fit_seconds_median": statistics.median(v["s"]),
-        }
-        for k, v in rows.items()
-    }
-    ratio = summary["xbp"]["fit_seconds_median"] / summary["sklearn"]["fit_seconds_median"]
-    diff = summary["xbp"]["accuracy_mean"] - summary["sklearn"]["accuracy_mean"]
-    print(
-        f"\nmean accuracy: xbp {summary['xbp']['accuracy_mean']:.4f}, "
-        f"sklearn {summary['sklearn']['accuracy_mean']:.4f} (difference {100 * diff:+.2f} pp)"
-    )
-    print(
-        f"median fit time: xbp {summary['xbp']['fit_seconds_median']:.2f} s, "
-        f"sklearn {summary['sklearn']['fit_seconds_median']:.2f} s (ratio {ratio:.2f})"
-    )
-    print(f"largest relative weight difference over all seeds: {max(diffs):.1e}")
+def datasets(epochs: int, synthetic_epochs: int) -> dict[str, tuple[Any, ...]]:
+    """name -> (x, y, classifier?, max_iter)."""
+    x, y = make_classification(20000, 50, n_informative=20, n_classes=5, random_state=0)
     return {
-        "summary": summary,
-        "time_ratio": ratio,
-        "max_rel_weight_diff": max(diffs),
-        "runs": rows,
+        "digits": (*load_digits(return_X_y=True), True, epochs),
+        "breast_cancer": (*load_breast_cancer(return_X_y=True), True, epochs),
+        "diabetes": (*load_diabetes(return_X_y=True, scaled=False), False, epochs),
+        "synthetic_20000x50": (x, y, True, synthetic_epochs),
     }
+
+
+def cpu(args: argparse.Namespace) -> dict[str, Any]:
+    backends = [b for b in args.backends.split(",") if b]
+    if "torch" in backends:
+        import torch
+
+        # one thread, as scikit-learn's BLAS under OPENBLAS_NUM_THREADS=1: torch's own
+        # thread pool would otherwise compete for the cores (and spin on a busy machine)
+        torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {}
+    print(f"{'data':<20} {'estimator':<12} {'median s':>9} {'x sklearn':>9} {'score':>7} weights")
+    for name, (x, y, classifier, max_iter) in datasets(args.epochs, args.synthetic_epochs).items():
+        xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=0)
+        scaler = StandardScaler().fit(xtr)
+        xtr, xte = scaler.transform(xtr), scaler.transform(xte)
+        if not classifier:  # the regressor's target on a unit scale, as its features
+            mean, std = ytr.mean(), ytr.std()
+            ytr, yte = (ytr - mean) / std, (yte - mean) / std
+        params = dict(hidden_layer_sizes=(100,), max_iter=max_iter, random_state=0, tol=0.0)
+        sk_cls, xbp_cls = (SkMLP, XbpMLP) if classifier else (SkReg, XbpReg)
+        makers: dict[str, Any] = {"sklearn": functools.partial(sk_cls, **params)}
+        for b in backends:
+            device = None if b == "numpy" else "cpu"
+            makers[b] = functools.partial(xbp_cls, backend=b, device=device, **params)
+        for make in makers.values():  # warm-up: imports, JAX's compilation
+            timed_fit(make(), xtr, ytr)
+        times: dict[str, list[float]] = {k: [] for k in makers}
+        fitted: dict[str, Any] = {}
+        for _ in range(args.repeats):  # interleaved
+            for key, make in makers.items():
+                fitted[key] = make()
+                times[key].append(timed_fit(fitted[key], xtr, ytr))
+        ref = statistics.median(times["sklearn"])
+        rows = {}
+        for key, est in fitted.items():
+            med = statistics.median(times[key])
+            rows[key] = {
+                "fit_seconds_median": med,
+                "ratio_to_sklearn": med / ref,
+                "score": float(est.score(xte, yte)),
+                "max_rel_weight_diff": max_rel(est, fitted["sklearn"]),
+                "epochs": int(est.n_iter_),
+            }
+            r = rows[key]
+            print(
+                f"{name:<20} {key:<12} {med:>9.3f} {r['ratio_to_sklearn']:>9.2f} "
+                f"{r['score']:>7.4f} {r['max_rel_weight_diff']:.1e}"
+            )
+        result[name] = rows
+    return result
 
 
 def large(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,11 +151,14 @@ def large(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (medians)")
+    p.add_argument("--epochs", type=int, default=100, help="max_iter of the small sets")
+    p.add_argument("--synthetic-epochs", type=int, default=10, help="max_iter, 20000x50 set")
     p.add_argument("--json", default=None)
     p.add_argument("--large", type=int, default=0, help="rows of the large problem (0: CPU bench)")
     p.add_argument("--large-epochs", type=int, default=2)
-    p.add_argument("--backends", default="numpy")
+    p.add_argument("--backends", default="numpy,torch,jax")
+    p.add_argument("--threads", type=int, default=1, help="torch's CPU threads")
     p.add_argument("--device", default="cuda", help="device for the torch backend")
     p.add_argument("--no-sklearn", action="store_true")
     args = p.parse_args()

@@ -447,7 +447,8 @@ def test_readme_says_what_the_estimators_take_for_activation() -> None:
     xbp.register_activation("my_soft", lambda xp, z: z / (1 + xp.abs(z)), None)
     try:
         x = np.random.default_rng(0).normal(size=(20, 3))
-        with pytest.raises(ValueError, match="activation='my_soft'"):
+        # scikit-learn's validator, with its message
+        with pytest.raises(ValueError, match="'activation' parameter.*Got 'my_soft'"):
             MLPClassifier(hidden_layer_sizes=(4,), activation="my_soft", max_iter=1).fit(
                 x, np.arange(20) % 2
             )
@@ -574,3 +575,363 @@ def test_a_pickled_jax_estimator_comes_back_on_jax_and_trains_on() -> None:
     for est in (back, theirs):
         est.partial_fit(x, y)
     assert_same_model(back, theirs)
+
+
+# -- scikit-learn's own test file's cases, through public attributes (issue: drop-in) -------
+import scipy.sparse  # noqa: E402
+from scipy.special import expit  # noqa: E402
+from sklearn.datasets import make_multilabel_classification  # noqa: E402
+
+import xbp.sklearn as xsk  # noqa: E402
+
+
+@pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel", "regression", "poisson"])
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+def test_lbfgs_gradient_intent_equals_scikit_learn(target, activation) -> None:
+    """scikit-learn's test_gradient checks its private _loss_grad_lbfgs against finite
+    differences; here the public outcome: L-BFGS driven by xbp's loss and gradient
+    takes scikit-learn's iterates (a wrong gradient would take others) for every
+    activation and output type."""
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, (40, 5))
+    sk_cls, cls, kwargs = SkClassifier, MLPClassifier, {}
+    if target == "binary":
+        y = (x[:, 0] > 0).astype(int)
+    elif target == "multiclass":
+        y = rng.randint(0, 3, 40)
+    elif target == "multilabel":
+        y = (x[:, :3] > 0).astype(int)
+    else:
+        sk_cls, cls = SkRegressor, MLPRegressor
+        kwargs = {"loss": "squared_error" if target == "regression" else "poisson"}
+        y = rng.poisson(np.exp(x[:, 0] + 0.5)).astype(float)
+    params = dict(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=8, alpha=1e-3)
+    ours, theirs = _fit_both(
+        sk_cls, cls, x, y, random_state=0, activation=activation, **params, **kwargs
+    )
+    assert _rel(ours.coefs_, theirs.coefs_) <= 1e-9
+    assert _rel(ours.intercepts_, theirs.intercepts_) <= 1e-9
+    np.testing.assert_allclose(ours.loss_, theirs.loss_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "adaptive"])
+def test_learning_rate_schedules_through_public_attributes(schedule) -> None:
+    """scikit-learn's test_learning_rate_warmstart and test_adaptive_learning_rate read
+    its private _optimizer.learning_rate; here: warm-started fits (the rate at the start
+    of each fit, t_-driven for invscaling) and the adaptive stop give scikit-learn's
+    weights, counters and epochs."""
+    x, y = iris()
+    params = dict(
+        SMALL, solver="sgd", learning_rate=schedule, warm_start=True, power_t=0.25, max_iter=4
+    )
+    if schedule == "adaptive":
+        params.update(tol=0.5, n_iter_no_change=1, max_iter=60)
+    ours, theirs = _fit_both(SkClassifier, MLPClassifier, x, y, **params)
+    for _ in range(2):
+        for est in (ours, theirs):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                est.fit(x, y)
+        assert_same_model(ours, theirs)
+    if schedule == "adaptive":
+        assert ours.n_iter_ < 60  # stopped by the learning rate falling below 1e-6
+
+
+@pytest.mark.parametrize(
+    "container", [scipy.sparse.csr_matrix, scipy.sparse.csc_matrix, scipy.sparse.csr_array]
+)
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_sparse_input_equals_scikit_learn_a_batch_at_a_time(solver, container, monkeypatch) -> None:
+    x, y = iris()
+    x = np.where(x > np.median(x, axis=0), x, 0.0)  # half the entries are zeros
+    xs = container(x)
+    params = dict(SMALL, solver=solver, early_stopping=solver != "lbfgs")
+    if solver == "lbfgs":
+        params.update(max_iter=10)
+    densified: list[int] = []
+    rows = xsk._SparseRows.rows
+
+    def spy(self, idx):
+        out = rows(self, idx)
+        densified.append(int(out.shape[0]))
+        return out
+
+    monkeypatch.setattr(xsk._SparseRows, "rows", spy)
+    monkeypatch.setattr(xsk, "_SPARSE_CHUNK", 50)  # outside training: 50 rows at a time
+    ours, theirs = _fit_both(SkClassifier, MLPClassifier, xs, y, **params)
+    assert_same_model(ours, theirs)
+    np.testing.assert_array_equal(ours.predict(xs), theirs.predict(xs))
+    np.testing.assert_allclose(ours.predict_proba(xs), ours.predict_proba(x), rtol=1e-12)
+    # bounded memory: never more than one batch (32) or one chunk (50) of dense rows
+    assert densified and max(densified) <= 50
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_sparse_input_trains_on_other_backends(name) -> None:
+    be = backend_or_skip(f"{name}-cpu", name, "cpu", required_backends())
+    x, y = iris()
+    xs = scipy.sparse.csr_matrix(np.where(x > 2, x, 0.0))
+    ours = MLPClassifier(**SMALL, backend=be.name, device=be.device)
+    theirs = SkClassifier(**SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(xs, y)
+        theirs.fit(xs, y)
+    assert_same_model(ours, theirs, weights=1e-9, values=1e-10)
+    assert isinstance(ours.predict(xs), np.ndarray)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_poisson_regressor_equals_scikit_learn(solver) -> None:
+    rng = np.random.RandomState(0)
+    x = rng.uniform(0, 1, (80, 3))
+    # two outputs: the Poisson deviance sums over them (the squared error averages)
+    y = rng.poisson(np.exp(x @ [[1.0, 0.2], [-0.5, 0.4], [0.3, -0.1]] + 0.2)).astype(float)
+    params = dict(SMALL, solver=solver, activation="tanh", learning_rate_init=0.01)
+    ours, theirs = _fit_both(SkRegressor, MLPRegressor, x, y, loss="poisson", **params)
+    assert_same_model(ours, theirs)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    np.testing.assert_allclose(ours.predict(x), theirs.predict(x), rtol=1e-10)
+    # scikit-learn's parameter order: loss is the first positional parameter
+    assert MLPRegressor("poisson", (7,)).get_params()["hidden_layer_sizes"] == (7,)
+    assert MLPRegressor("poisson").loss == "poisson"
+    with pytest.raises(ValueError, match="negative targets.*squared_error"):
+        MLPRegressor(loss="poisson").fit(x, -y)
+
+
+def test_poisson_is_a_builtin_loss_of_the_library_and_the_cli(tmp_path) -> None:
+    net = xbp.mlp([3, 4, 1], activation="tanh", loss="poisson", seed=0, dtype="float64")
+    assert net.layers[-1].activation == "exp"
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (30, 3))
+    y = rng.poisson(np.exp(x[:, :1] + 0.3)).astype(float)
+    xbp.gradcheck(net, x, y)  # backprop's gradient = central differences
+    # the cost is half the Poisson deviance of exp(Z_L), as scikit-learn's
+    from scipy.special import xlogy
+
+    mu = np.asarray(net.forward(x))
+    expected = np.mean(xlogy(y, y / mu) - y + mu)
+    np.testing.assert_allclose(net.loss_value(x, y), expected, rtol=1e-12)
+    with pytest.raises(xbp.XbpValueError, match="negative targets"):
+        net.check_targets(-y, 30)
+    data = tmp_path / "counts.csv"
+    np.savetxt(data, np.column_stack([x, y]), delimiter=",", header="a,b,c,y", comments="")
+    from xbp.cli import main
+
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--loss",
+                "poisson",
+                "--layers",
+                "4",
+                "--epochs",
+                "2",
+                "--save",
+                str(tmp_path / "m.npz"),
+            ]
+        )
+        == 0
+    )
+    assert xbp.load(str(tmp_path / "m.npz")).loss.name == "poisson"
+
+
+def test_log_probabilities_are_finite_where_scikit_learns_are() -> None:
+    x, y = make_multilabel_classification(n_samples=50, random_state=0, return_indicator=True)
+    clf = MLPClassifier(solver="lbfgs", hidden_layer_sizes=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from a log of 0
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+        log_p = clf.predict_log_proba(x)
+        proba = clf.predict_proba(x)
+    # independent: the logits from the public weights, SciPy's log-sigmoid
+    h = np.maximum(x @ clf.coefs_[0] + clf.intercepts_[0], 0)
+    z = h @ clf.coefs_[1] + clf.intercepts_[1]
+    assert z.min() < -40  # probabilities that (1 + tanh(z/2)) / 2 rounds to 0
+    assert np.isfinite(log_p).all()
+    # scikit-learn's log(predict_proba) where expit(z) > 0 (it is everywhere here)
+    assert (expit(z) > 0).all()
+    np.testing.assert_allclose(log_p, np.log(expit(z)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(proba, expit(z), rtol=1e-12, atol=0)
+    # binary and multiclass: log-softmax / log-sigmoid where a probability underflows
+    xi, yi = iris()
+    for labels in (yi, (yi == 1).astype(int)):
+        clf = MLPClassifier(**SMALL).fit(xi, labels)
+        # outputs far into the tails: probabilities that underflow to 0
+        clf.intercepts_[-1] += np.array([0.0, 900.0, -900.0])[: clf.intercepts_[-1].shape[0]] - 900
+        clf._load_params()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            lp = clf.predict_log_proba(xi)
+        assert np.isfinite(lp).all() and lp.min() < -800
+        p = clf.predict_proba(xi)
+        assert (p == 0).any()
+        np.testing.assert_allclose(lp[p > 0], np.log(p[p > 0]), rtol=1e-12)
+
+
+def test_assigned_coefs_are_trained_by_partial_fit_as_scikit_learn() -> None:
+    x, y = iris()
+    rng = np.random.default_rng(1)
+    coefs = [rng.normal(size=(4, 5)), rng.normal(size=(5, 3))]
+    intercepts = [rng.normal(size=5), rng.normal(size=3)]
+    pair = []
+    for cls in (MLPClassifier, SkClassifier):
+        est = cls(hidden_layer_sizes=(5,), solver="sgd", random_state=0)
+        est.coefs_ = [c.copy() for c in coefs]
+        est.intercepts_ = [b.copy() for b in intercepts]
+        est.n_outputs_, est.n_layers_, est.out_activation_ = 3, 3, "softmax"
+        est.t_, est.n_iter_, est.best_loss_, est.loss_curve_ = 0, 0, np.inf, []
+        est._no_improvement_count = 0
+        est.partial_fit(x, y, classes=[0, 1, 2])
+        pair.append(est)
+    ours, theirs = pair
+    assert _rel(ours.coefs_, theirs.coefs_) <= 1e-12
+    assert _rel(ours.intercepts_, theirs.intercepts_) <= 1e-12
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    assert ours.t_ == theirs.t_ == 150
+    bad = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd")
+    bad.coefs_, bad.intercepts_ = [np.ones((3, 5)), np.ones((5, 3))], [np.ones(5), np.ones(3)]
+    with pytest.raises(ValueError, match="do not chain from the 4 features"):
+        bad.partial_fit(x, y, classes=[0, 1, 2])
+
+
+@pytest.mark.parametrize("spec", [s for s in __import__("conftest").BACKEND_SPECS])
+def test_pickling_round_trips_on_every_backend(spec) -> None:
+    be = backend_or_skip(*spec, required_backends())
+    x, y = iris()
+    ours = MLPClassifier(**SMALL, backend=be.name, device=be.device)
+    ours.partial_fit(x, y, classes=[0, 1, 2])
+    back = pickle.loads(pickle.dumps(ours))
+    assert back._net.backend == be
+    np.testing.assert_array_equal(back.predict_proba(x), ours.predict_proba(x))
+    for est in (ours, back):
+        est.partial_fit(x, y)
+    np.testing.assert_array_equal(back.coefs_[0], ours.coefs_[0])
+
+
+def test_no_third_party_warning_on_pandas_input_on_torch() -> None:
+    pd = pytest.importorskip("pandas")
+    backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    x, y = iris()
+    frame = pd.DataFrame(x, columns=list("abcd"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(**SMALL, backend="torch").fit(frame, y)
+        clf.predict(frame)
+
+
+def test_classes_named_as_scikit_learn_in_the_stratified_split_error() -> None:
+    with pytest.raises(ValueError, match=r"too few members are: \['True'\]"):
+        MLPClassifier(early_stopping=True).fit([[1, 2], [2, 3], [3, 4], [4, 5]], [0, 0, 0, 1])
+
+
+def test_multilabel_and_sparse_declared_in_the_tags() -> None:
+    tags = MLPClassifier().__sklearn_tags__()
+    assert tags.classifier_tags.multi_label and tags.input_tags.sparse
+    assert MLPRegressor().__sklearn_tags__().input_tags.sparse
+
+
+def test_jax_float64_without_touching_jax_config(tmp_path) -> None:
+    """A child process with JAX's 64-bit mode off (as a user's): the estimator trains in
+    float64 inside its own scope, equal to scikit-learn, and leaves the setting off."""
+    backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
+    script = """
+import jax, numpy as np, warnings
+from sklearn.datasets import load_iris
+from sklearn.neural_network import MLPClassifier as Sk
+from xbp.sklearn import MLPClassifier
+x, y = load_iris(return_X_y=True)
+p = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+warnings.simplefilter("ignore")
+ours = MLPClassifier(backend="jax", **p).fit(x, y)
+theirs = Sk(**p).fit(x, y)
+assert jax.config.read("jax_enable_x64") is False
+assert ours.coefs_[0].dtype == np.float64
+assert ours.predict_proba(x).dtype == np.float64
+d = max(np.max(np.abs(a - b)) for a, b in zip(ours.coefs_, theirs.coefs_))
+assert d < 1e-12, d
+print("ok")
+"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env.pop("JAX_ENABLE_X64", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
+
+
+# -- parameters: scikit-learn's constraints, and set_params after fitting ------------------
+BAD_PARAMS = [
+    ("shuffle", "False"),
+    ("warm_start", 1),
+    ("nesterovs_momentum", "yes"),
+    ("early_stopping", None),
+    ("alpha", -1.0),
+    ("max_iter", 2.5),
+    ("batch_size", 0),
+    ("momentum", 1.5),
+    ("validation_fraction", 1.0),
+    ("beta_2", 1.0),
+    ("epsilon", 0.0),
+    ("n_iter_no_change", 0),
+    ("activation", "gelu"),
+    ("solver", "rmsprop"),
+    ("learning_rate", "cosine"),
+    ("hidden_layer_sizes", 0),
+    ("verbose", "loud"),
+    ("random_state", "seed"),
+]
+
+
+@pytest.mark.parametrize("name, value", BAD_PARAMS, ids=[f"{n}={v!r}" for n, v in BAD_PARAMS])
+def test_parameters_are_refused_as_scikit_learn_refuses_them(name, value) -> None:
+    x, y = iris()
+    messages = []
+    for cls in (SkClassifier, MLPClassifier):
+        with pytest.raises((ValueError, TypeError)) as err:
+            cls(**dict({"max_iter": 2}, **{name: value})).fit(x, y)
+        messages.append(str(err.value).replace("MLPClassifier", "<est>"))
+    assert messages[0] == messages[1]
+
+
+def test_xbp_parameters_and_the_regressor_loss_are_validated() -> None:
+    x, y = regression(1)
+    for kwargs, match in (
+        (dict(precision="half"), "'precision' parameter"),
+        (dict(compile="yes"), "'compile' parameter"),
+        (dict(loss="huber"), "'loss' parameter of MLPRegressor"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            MLPRegressor(**kwargs).fit(x, y)
+
+
+def test_set_params_after_fitting_is_followed_by_predict_partial_fit_and_warm_start() -> None:
+    x, y = iris()
+    ours, theirs = MLPClassifier(**SMALL), SkClassifier(**SMALL)
+    for est in (ours, theirs):
+        est.partial_fit(x, y, classes=[0, 1, 2])
+        est.set_params(activation="tanh")  # scikit-learn reads it at every call
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-10)
+    for est in (ours, theirs):
+        est.partial_fit(x, y)
+    assert_same_model(ours, theirs)
+    for est in (ours, theirs):
+        est.set_params(activation="logistic", warm_start=True, max_iter=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(x, y)
+    assert_same_model(ours, theirs)
+    np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-10)

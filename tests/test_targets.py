@@ -314,3 +314,12 @@ def test_labels_beyond_float64s_integers_stay_apart() -> None:
     assert t.classes == (2**53, 2**53 + 1) and t.y.tolist() == [0, 1] * 3
     with pytest.raises(XbpValueError, match="more than the 65536 classes"):
         infer_targets(np.arange(70_000), task="classification")
+
+
+def test_poisson_targets_are_a_regression_of_counts() -> None:
+    t = infer_targets(np.array([0, 3, 1, 7, 2, 0]), loss="poisson")
+    assert (t.task, t.n_out, t.loss, t.output) == ("regression", 1, "poisson", None)
+    with pytest.raises(XbpValueError, match=r"counts or rates >= 0.*lowest -1"):
+        infer_targets(np.array([0.0, -1.0, 2.0]), loss="poisson")
+    with pytest.raises(XbpValueError, match="not poisson"):
+        infer_targets(np.array([0, 1, 2]), loss="poisson", task="classification")

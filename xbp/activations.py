@@ -117,6 +117,14 @@ def _softplus_prime(xp: Any, a: Any) -> Any:
     return -xp.expm1(-a)
 
 
+def _exp(xp: Any, z: Any) -> Any:
+    return xp.exp(z)
+
+
+def _exp_prime(xp: Any, a: Any) -> Any:
+    return a + 0  # d exp(z)/dz = exp(z), a private copy (callers scale it in place)
+
+
 def _identity(xp: Any, z: Any) -> Any:
     return z
 
@@ -135,6 +143,8 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation("relu", _relu, _relu_prime, backward=_relu_backward),
     "leaky_relu": Activation("leaky_relu", _leaky_relu, _leaky_relu_prime),
     "softplus": Activation("softplus", _softplus, _softplus_prime),
+    # the inverse of the Poisson loss's log link (its usual output)
+    "exp": Activation("exp", _exp, _exp_prime),
     "identity": Activation("identity", _identity, None),
     "softmax": Activation("softmax", _softmax, None, output_only=True),
 }

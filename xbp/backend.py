@@ -137,6 +137,11 @@ class Backend:
         ``"capture"`` (torch on CUDA: a CUDA graph) or None (eager)."""
         return self.library.compiler(self.device)
 
+    def float64_scope(self) -> Any:
+        """A context in which float64 arrays work without changing the library's global
+        setting (JAX: its 64-bit mode, for the calls inside only); a no-op elsewhere."""
+        return self.library.float64_scope()
+
     def precision_scope(self, policy: str) -> Any:
         """A context in which matrix products follow ``policy`` (``"exact"``, ``"tf32"``)."""
         return self.library.precision_scope(policy, self.device)

@@ -1546,7 +1546,7 @@ def _task(net: Any, meta: dict[str, Any]) -> str:
     task = meta.get("task")
     if task in ("classification", "regression"):
         return str(task)
-    return "regression" if net.loss.name == "quadratic" else "classification"
+    return "regression" if net.loss.name in ("quadratic", "poisson") else "classification"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ ONNX_OPS: dict[str, str | None] = {
     "relu": "Relu",
     "leaky_relu": "LeakyRelu",
     "softplus": "Softplus",
+    "exp": "Exp",
     "identity": None,
     "softmax": "Softmax",
 }

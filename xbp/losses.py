@@ -1,5 +1,8 @@
 """Costs, averaged over the batch, with their output error delta_L.
 
+Built in: ``quadratic``, ``cross_entropy`` (softmax), ``binary_cross_entropy``
+(sigmoid) and ``poisson`` (half the Poisson deviance after an ``exp`` output).
+
 Each loss returns ``(C, delta_L)`` where ``delta_L = dC/dZ_L`` for the whole
 batch: the generic rule ``dC/dA * phi'(Z)``, or the fused ``(A - Y) / n`` for
 softmax + cross-entropy and sigmoid + binary cross-entropy. Costs from
@@ -97,6 +100,23 @@ def _binary_cross_entropy(
     return cost, _scale_rows(a - y, w, n)
 
 
+def _xlogx(xp: Any, y: Any) -> Any:
+    """``y log y`` with ``0 log 0 = 0`` (scipy's ``xlogy(y, y)``)."""
+    positive = y > 0
+    return xp.where(positive, y * xp.log(xp.where(positive, y, 1.0)), 0.0)
+
+
+def _poisson(
+    xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None
+) -> tuple[Any, Any]:
+    # half the Poisson deviance of the mean a = exp(z), from the log-mean z itself:
+    # y log(y / a) - y + a = a - y z + (y log y - y); its gradient in z is a - y
+    # (scikit-learn's MLPRegressor(loss="poisson") keeps the constant in its loss too)
+    per = a - y * z + (_xlogx(xp, y) - y)
+    cost = _weighted_sum(xp, per, w) / n
+    return cost, _scale_rows(a - y, w, n)
+
+
 LOSSES: dict[str, Loss] = {
     # any output activation but softmax (output-only, fused with cross-entropy)
     "quadratic": Loss("quadratic", _quadratic, ()),
@@ -104,6 +124,8 @@ LOSSES: dict[str, Loss] = {
         "cross_entropy", _cross_entropy, ("softmax",), fused_forward=_softmax_cross_entropy
     ),
     "binary_cross_entropy": Loss("binary_cross_entropy", _binary_cross_entropy, ("sigmoid",)),
+    # counts and rates: the exponential output is the log link's inverse
+    "poisson": Loss("poisson", _poisson, ("exp",)),
 }
 _ALIASES = {"mse": "quadratic", "binary_ce": "binary_cross_entropy", "log_loss": "cross_entropy"}
 
@@ -291,7 +313,7 @@ def register_loss(
 
 
 #: the losses whose targets :func:`check_targets` restricts (the others take any finite value)
-TARGET_RULES = frozenset({"cross_entropy", "binary_cross_entropy"})
+TARGET_RULES = frozenset({"cross_entropy", "binary_cross_entropy", "poisson"})
 
 
 def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
@@ -301,6 +323,7 @@ def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
       probabilities): labels 0..9 would give a negative "loss".
     * ``cross_entropy`` needs at least 2 outputs (a 1-unit softmax is the
       constant 1 and "trains" at loss 0) and non-negative targets.
+    * ``poisson`` needs non-negative targets (counts or rates).
     * ``quadratic`` takes any finite target.
 
     Parameters
@@ -330,6 +353,11 @@ def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
         return
     lo = float(xp.min(y))
     hi = float(xp.max(y))
+    if loss.name == "poisson" and lo < 0:
+        raise XbpValueError(
+            f"{argument} holds negative targets (down to {lo:g}) but the poisson loss needs "
+            "counts or rates >= 0; for signed targets use loss='quadratic'"
+        )
     if loss.name == "binary_cross_entropy" and (lo < 0 or hi > 1):
         raise XbpValueError(
             f"{argument} holds targets from {lo:g} to {hi:g} but binary_cross_entropy needs "

@@ -39,23 +39,30 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import numbers
+import pickle
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 import array_api_compat
 import numpy as np
+import scipy.sparse
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier as _SkClassifier
+    from sklearn.neural_network import MLPRegressor as _SkRegressor
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_array, check_random_state
+    from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, validate_data
@@ -65,7 +72,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 from . import optim, tree
 from .backend import Backend
 from .backend import backend as resolve_backend
-from .errors import XbpValueError
+from .errors import XbpError, XbpValueError
 from .network import Dense, Network, Params, no_caches
 from .step import Batch, Step
 from .weights import batch_weight_sum
@@ -73,6 +80,8 @@ from .weights import batch_weight_sum
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+#: MLPRegressor's loss: (xbp's loss, the output activation)
+_REGRESSION_LOSSES = {"squared_error": ("quadratic", "identity"), "poisson": ("poisson", "exp")}
 _SCHEDULES = ("constant", "invscaling", "adaptive")
 
 
@@ -105,6 +114,28 @@ class _Layout:
 def _say(verbose: Any, msg: str) -> None:
     if verbose:
         print(msg)
+
+
+def _scoped(fitting: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run an estimator method inside its backend's :meth:`xbp.Backend.float64_scope`
+    (JAX: 64-bit mode for the estimator's own calls, the user's setting untouched).
+    ``fitting``: the backend follows ``X`` (a fit may move the model); else the fitted one."""
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def run(self: _BaseMLP, X: Any, *args: Any, **kwargs: Any) -> Any:
+            be = self.__dict__.get("_be")
+            if fitting or be is None:
+                try:
+                    be = self._backend_for(X)[0]
+                except XbpError:
+                    be = None  # the method's own checks say what is wrong
+            with contextlib.nullcontext() if be is None else be.float64_scope():
+                return method(self, X, *args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 class _Solver:
@@ -154,6 +185,47 @@ def _l2_penalty(xp: Any, params: Params, alpha: Any, divisor: Any) -> Any:
         r = xp.reshape(p["W"], (-1,))
         values = values + r @ r
     return (0.5 * alpha) * values / divisor
+
+
+#: rows of sparse input densified on the device at a time outside training (predict,
+#: validation, lbfgs); training densifies one batch at a time
+_SPARSE_CHUNK = 2048
+
+
+class _SparseRows:
+    """Sparse host rows (SciPy CSR) that reach the device one dense batch at a time, so
+    memory stays bounded by a batch however many rows and columns the data has."""
+
+    def __init__(self, csr: Any, be: Backend, dtype: Any) -> None:
+        self.csr, self.be, self.dtype = csr, be, dtype
+        self.shape = csr.shape
+
+    def subset(self, idx: np.ndarray) -> _SparseRows:
+        return _SparseRows(self.csr[idx], self.be, self.dtype)
+
+    def rows(self, idx: Any) -> Any:
+        """Rows ``idx`` (an index array or a slice) dense on the device."""
+        return self.be.asarray(self.csr[idx].toarray(), self.dtype)
+
+    def chunks(self) -> Iterator[tuple[slice, Any]]:
+        size = _SPARSE_CHUNK
+        for start in range(0, self.shape[0], size):
+            sl = slice(start, min(start + size, self.shape[0]))
+            yield sl, self.rows(sl)
+
+
+def _by_chunks(xp: Any, fn: Callable[[Any], Any], x: Any) -> Any:
+    """``fn(x)`` for device rows; for sparse rows ``fn`` of each dense chunk, joined."""
+    if not isinstance(x, _SparseRows):
+        return fn(x)
+    return xp.concat([fn(chunk) for _, chunk in x.chunks()], axis=0)
+
+
+def _take_rows(be: Backend, x: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of device or sparse rows (sparse rows stay sparse, on the host)."""
+    if isinstance(x, _SparseRows):
+        return x.subset(idx)
+    return be.xp.take(x, be.asarray(idx), axis=0)
 
 
 @dataclass
@@ -227,7 +299,23 @@ def _build_epoch(step: Step, template: Any, bs: int, per_output: int) -> Any:
     return be.jit(epoch, (0, 1))
 
 
+#: xbp's own constructor parameters, in scikit-learn's constraint language
+_XBP_CONSTRAINTS: dict[str, Any] = {
+    "backend": "no_validation",  # a name or a Backend: xbp.backend() says what is wrong
+    "device": "no_validation",
+    "compile": [None, "boolean"],
+    "precision": [StrOptions({"exact", "tf32", "bf16", "fp16"})],
+}
+
+
 class _BaseMLP(BaseEstimator):
+    # scikit-learn's own constraints (read from its estimators, so a new release's
+    # rules apply as they come) plus xbp's: types, intervals and options, checked by
+    # scikit-learn's validator with its messages (``shuffle="False"`` is refused)
+    _parameter_constraints: dict[str, Any] = {
+        **_SkClassifier._parameter_constraints,
+        **_XBP_CONSTRAINTS,
+    }
     _classifier = False
     _multiclass: bool
     _be: Backend
@@ -295,6 +383,7 @@ class _BaseMLP(BaseEstimator):
 
     # -- parameter checks ------------------------------------------------
     def _check_params(self) -> None:
+        self._validate_params()  # scikit-learn's validator: types, intervals, options
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if np.isscalar(sizes) else list(sizes)
         if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
@@ -349,13 +438,20 @@ class _BaseMLP(BaseEstimator):
             )
         be, host = self._backend_for(X)
         if host:
-            kwargs = {"dtype": [np.float64, np.float32], "reset": reset}
+            # sparse rows stay sparse on the host and reach the device a batch at a time
+            kwargs = {
+                "dtype": [np.float64, np.float32],
+                "reset": reset,
+                "accept_sparse": ["csr", "csc"],
+            }
             if y is None:
                 X = validate_data(self, X, **kwargs)
             else:
                 X, y = validate_data(
                     self, X, y, multi_output=True, y_numeric=not self._classifier, **kwargs
                 )
+            if scipy.sparse.issparse(X):
+                X = X.tocsr()  # row slices for the batches
         else:
             xp = be.xp
             X = be.library.detach(X)  # the weights never join the caller's autograd graph
@@ -424,6 +520,39 @@ class _BaseMLP(BaseEstimator):
             b = rs.uniform(-bound, bound, fan_out).astype(dtype, copy=False)
             host.append({"W": w, "b": b})
         net.params = host
+        self._start(net, be, sizes, {})
+
+    def _adopt_assigned(self, n_in: int, n_out: int, be: Backend, dtype: str) -> None:
+        """A network from ``coefs_`` / ``intercepts_`` a user assigned to an unfitted
+        estimator (scikit-learn trains on from them); the counters the user set stay."""
+        coefs, intercepts = list(self.coefs_), list(self.intercepts_)
+        shapes = [tuple(np.shape(c)) for c in coefs]
+        sizes = [shapes[0][0], *[s[-1] for s in shapes]] if shapes else []
+        if (
+            len(coefs) != len(intercepts)
+            or not sizes
+            or any(len(s) != 2 for s in shapes)
+            or any(a[1] != b[0] for a, b in pairwise(shapes))
+            or [tuple(np.shape(b)) for b in intercepts] != [(s[1],) for s in shapes]
+            or (sizes[0], sizes[-1]) != (n_in, n_out)
+        ):
+            raise ValueError(
+                f"the assigned coefs_ {shapes} and intercepts_ "
+                f"{[tuple(np.shape(b)) for b in intercepts]} do not chain from the "
+                f"{n_in} features to the {n_out} outputs; assign (n_in, n_out) matrices "
+                "and (n_out,) vectors layer by layer, or call fit"
+            )
+        net = self._build(sizes, be, dtype)
+        net.params = [
+            {"W": np.asarray(w, dtype=dtype), "b": np.asarray(b, dtype=dtype)}
+            for w, b in zip(coefs, intercepts)
+        ]
+        keep = ("n_iter_", "t_", "loss_curve_", "best_loss_", "_no_improvement_count")
+        self._start(net, be, sizes, {k: self.__dict__[k] for k in keep if k in self.__dict__})
+
+    def _start(self, net: Network, be: Backend, sizes: list[int], kept: dict[str, Any]) -> None:
+        """The fit's bookkeeping for a new network: scikit-learn's counters (those in
+        ``kept`` as they are), no optimizer yet."""
         self._net, self._be = net, be
         self._layout = _Layout(sizes)  # lbfgs: SciPy's flat vector
         self._solver: _Solver | None = None
@@ -431,10 +560,8 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         self.t_ = 0
         self.n_layers_ = len(sizes)
-        self.n_outputs_ = n_out
-        self.out_activation_ = {"sigmoid": "logistic", "softmax": "softmax"}.get(
-            self._output()[0], "identity"
-        )
+        self.n_outputs_ = sizes[-1]
+        self.out_activation_ = self._out_activation()
         # the weights early stopping restores (None: the current ones, which is what
         # scikit-learn's shared arrays mean after a restore)
         self._best: Params | None = self._copy_params() if self.early_stopping else None
@@ -449,6 +576,27 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
+        self.__dict__.update(kept)
+
+    def _out_activation(self) -> str:
+        """scikit-learn's name of the output activation (``out_activation_``)."""
+        names = {"sigmoid": "logistic", "softmax": "softmax", "exp": "exp"}
+        return names.get(self._output()[0], "identity")
+
+    def _sync_network(self) -> None:
+        """The fitted network follows parameters changed by ``set_params`` after fitting
+        (as scikit-learn reads ``activation`` at every predict and partial_fit): a new
+        hidden activation rebuilds the network around the same weights; a new
+        ``precision`` is the network's policy from now on."""
+        self._check_params()
+        net = self._net
+        act = _ACTIVATIONS[self.activation]
+        if any(getattr(layer, "activation", act) != act for layer in net.layers[:-1]):
+            new = self._build(net.sizes, net.backend, net.backend.dtype_name(net.dtype))
+            new.params = net.params
+            self._net = net = new
+        if net.precision != self.precision:
+            net.precision = self.precision
 
     def _load_params(self) -> None:
         """The weights from ``coefs_`` / ``intercepts_`` (a user may have set them)."""
@@ -469,8 +617,7 @@ class _BaseMLP(BaseEstimator):
         net, layout = self._net, self._layout
         xp = net.xp
         alpha = float(self.alpha)
-        # scikit-learn's squared error averages over the outputs too (its gradient does not)
-        per_output = net.n_out if not self._classifier else 1
+        per_output = self._per_output()
         scope, precision = net.backend.precision_scope, net.precision
 
         def loss_and_grad(flat: Any, x: Any, y: Any, w: Any, sw: Any) -> tuple[Any, Any]:
@@ -479,7 +626,23 @@ class _BaseMLP(BaseEstimator):
 
         def _loss_and_grad(flat: Any, x: Any, y: Any, w: Any, sw: Any) -> tuple[Any, Any]:
             params = layout.split(xp, flat)
-            cost, grads, _ = net.value_and_grad(x, y, params=params, n_total=1, sample_weight=w)
+            if isinstance(x, _SparseRows):  # sums over dense chunks of the sparse rows
+                cost: Any = 0.0
+                grads: Params = []
+                for sl, xb in x.chunks():
+                    c, g, _ = net.value_and_grad(
+                        xb,
+                        y[sl],
+                        params=params,
+                        n_total=1,
+                        sample_weight=None if w is None else w[sl],
+                    )
+                    cost = cost + c
+                    if grads:
+                        g = [{k: gl[k] + ga[k] for k in gl} for gl, ga in zip(g, grads)]
+                    grads = g
+            else:
+                cost, grads, _ = net.value_and_grad(x, y, params=params, n_total=1, sample_weight=w)
             g_coef = xp.concat([xp.reshape(g["W"], (-1,)) for g in grads])
             loss = cost / sw if per_output == 1 else cost / (sw * per_output)
             if alpha:
@@ -501,22 +664,35 @@ class _BaseMLP(BaseEstimator):
         classes: Any = None,
     ) -> Any:
         self._check_params()
-        first = not hasattr(self, "_net") or not (self.warm_start or incremental)
+        # as scikit-learn: a first fit unless coefs_ exist (fitted or assigned by the
+        # user) and the call continues them (warm_start or partial_fit)
+        first = not hasattr(self, "coefs_") or not (self.warm_start or incremental)
+        assigned = not first and "_net" not in self.__dict__
         X, y, be, host = self._validate(X, y, reset=first, fitting=True)
-        if not first and (self._be != be or self._host != host):
+        if not first and not assigned and (self._be != be or self._host != host):
             raise ValueError(f"X is on {be!r} but the model was fitted on {self._be!r}")
         targets = self._encode(y, be, first, classes)
-        dtype = self._dtype_name(X, be) if first else self._net.backend.dtype_name(self._net.dtype)
+        if first or assigned:
+            dtype = self._dtype_name(X, be)
+        else:
+            dtype = self._net.backend.dtype_name(self._net.dtype)
         sw = self._weights(sample_weight, X.shape[0], dtype)
         rs = check_random_state(self.random_state)
         if first:
             self._initialize(X.shape[1], targets.shape[1], be, dtype, rs)
             self._host = host
+        elif assigned:
+            self._adopt_assigned(X.shape[1], targets.shape[1], be, dtype)
+            self._host = host
         else:
+            self._sync_network()
             self._load_params()
         net = self._net
         xp = net.xp
-        xd = be.asarray(X, net.dtype) if host else be.xp.astype(X, net.dtype)
+        if scipy.sparse.issparse(X):
+            xd: Any = _SparseRows(X, be, net.dtype)
+        else:
+            xd = be.asarray(X, net.dtype) if host else be.xp.astype(X, net.dtype)
         if self.solver == "lbfgs":
             layout = self._layout
             flat = self._fit_lbfgs(layout.pack(xp, net.params), xd, targets, sw)
@@ -558,7 +734,6 @@ class _BaseMLP(BaseEstimator):
         update one :class:`xbp.step.Step` of :func:`xbp.optim.sklearn_sgd` /
         :func:`xbp.optim.sklearn_adam` (one compiled epoch on JAX)."""
         be, net = self._be, self._net
-        xp = net.xp
         compiled = self._compiled()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -571,7 +746,9 @@ class _BaseMLP(BaseEstimator):
         idx_train = None
         if self.early_stopping:
             # stratified on binary labels only, as scikit-learn does
-            stratify = targets if self._classifier and targets.shape[1] == 1 else None
+            # on the 0/1 column as booleans, as scikit-learn (its errors name `True`)
+            binary = self._classifier and targets.shape[1] == 1
+            stratify = targets.astype(bool) if binary else None
             idx_train, idx_val = train_test_split(
                 np.arange(n_all),
                 random_state=rs,
@@ -584,12 +761,12 @@ class _BaseMLP(BaseEstimator):
                     "or the size of your dataset."
                 )
             val = (
-                xp.take(xd, be.asarray(idx_val), axis=0),
+                _take_rows(be, xd, idx_val),
                 targets[idx_val],
                 None if sw is None else sw[idx_val],
             )
         n = n_all if idx_train is None else idx_train.shape[0]
-        xt = xd if idx_train is None else xp.take(xd, be.asarray(idx_train), axis=0)
+        xt = xd if idx_train is None else _take_rows(be, xd, idx_train)
         yt_host = targets if idx_train is None else targets[idx_train]
         yt = be.asarray(yt_host, net.dtype)
         wt_host = None if sw is None else (sw if idx_train is None else sw[idx_train])
@@ -606,7 +783,9 @@ class _BaseMLP(BaseEstimator):
             batch = int(np.clip(self.batch_size, 1, n))
         starts = range(0, n, batch)
         rows = [min(s + batch, n) - s for s in starts]
-        epoch = self._compiled_epoch if compiled else self._eager_epoch
+        # sparse rows: the eager step, each batch densified on its way to the device
+        sparse = isinstance(xd, _SparseRows)
+        epoch = self._compiled_epoch if compiled and not sparse else self._eager_epoch
         data = _Data(xt, yt, wt, batch, float(self.alpha))
         sample_idx = np.arange(n, dtype=int)
         step, rate = None, None
@@ -663,8 +842,9 @@ class _BaseMLP(BaseEstimator):
             self._best = None
 
     def _per_output(self) -> int:
-        # scikit-learn's squared error averages over the outputs too (its gradient does not)
-        return 1 if self._classifier else self._net.n_out
+        # scikit-learn's squared error averages over the outputs too (its gradient does
+        # not); its log-losses and Poisson deviance sum them
+        return self._net.n_out if self._output()[1] == "quadratic" else 1
 
     def _eager_epoch(
         self, step: Step, data: _Data, order: np.ndarray | None, divisors: list[float]
@@ -674,9 +854,13 @@ class _BaseMLP(BaseEstimator):
         net, be = self._net, self._be
         xp = net.xp
         x, y, w, bs, alpha = data.x, data.y, data.w, data.batch_size, data.alpha
+        sparse = x if isinstance(x, _SparseRows) else None
+        host_order = np.arange(x.shape[0]) if order is None else order
         if order is not None:  # the epoch's batch order: one gather, then slices
             perm = be.asarray(order)
-            x, y = xp.take(x, perm, axis=0), xp.take(y, perm, axis=0)
+            if sparse is None:
+                x = xp.take(x, perm, axis=0)
+            y = xp.take(y, perm, axis=0)
             w = None if w is None else xp.take(w, perm, axis=0)
         n, per_output = x.shape[0], self._per_output()
         params, state = net.params, self._opt_state
@@ -685,7 +869,9 @@ class _BaseMLP(BaseEstimator):
             for j, start in enumerate(range(0, n, bs)):
                 sl = slice(start, min(start + bs, n))
                 d = divisors[j]
-                batch = Batch(x[sl, ...], y[sl, ...], d, None if w is None else w[sl])
+                # sparse: only this batch's rows are dense on the device
+                xb = x[sl, ...] if sparse is None else sparse.rows(host_order[sl])
+                batch = Batch(xb, y[sl, ...], d, None if w is None else w[sl])
                 # before the step, which may update the weights in place
                 penalty = _l2_penalty(xp, params, alpha, d)
                 out = step(params, state, batch, step.scalars(state, l2=alpha / d))
@@ -793,7 +979,23 @@ class _BaseMLP(BaseEstimator):
         self.coefs_ = [conv(p["W"]) for p in self._net.params]
         self.intercepts_ = [conv(p["b"]) for p in self._net.params]
 
-    def _forward(self, X: Any, method: str = "predict") -> tuple[Any, bool]:
+    def _outputs(self, x: Any, logits: bool = False) -> Any:
+        """The network's outputs for device (or sparse) rows ``x``; with ``logits`` the
+        output layer's net input ``Z_L`` instead (for log-probabilities)."""
+        net = self._net
+        if not logits:
+            return _by_chunks(net.xp, net.forward, x)
+        last = net.params[-1]
+        stop = len(net.layers) - 1
+
+        def z_out(xb: Any) -> Any:
+            hidden = net._run(net.check_inputs(xb), stop=stop)
+            with net.backend.precision_scope(net.precision):
+                return hidden @ last["W"] + last["b"]
+
+        return _by_chunks(net.xp, z_out, x)
+
+    def _forward(self, X: Any, method: str = "predict", logits: bool = False) -> tuple[Any, bool]:
         check_is_fitted(self, "coefs_")
         X, _, be, host = self._validate(X, reset=False)
         # everything follows X: predict takes what fit took (NumPy for a model fitted on
@@ -805,9 +1007,13 @@ class _BaseMLP(BaseEstimator):
                 f"{type(self).__name__}.{method}(): X must use the same namespace and device "
                 f"as the data passed to fit ({fitted}), got {got}"
             )
+        self._sync_network()
         net = self._net
-        xd = net.backend.asarray(X, net.dtype) if host else net.xp.astype(X, net.dtype)
-        return net.forward(xd), host
+        if scipy.sparse.issparse(X):
+            xd: Any = _SparseRows(X, net.backend, net.dtype)
+        else:
+            xd = net.backend.asarray(X, net.dtype) if host else net.xp.astype(X, net.dtype)
+        return self._outputs(xd, logits), host
 
     def _stochastic(self) -> bool:
         if self.solver not in ("sgd", "adam"):
@@ -823,6 +1029,12 @@ class _BaseMLP(BaseEstimator):
         # optimizer state as host arrays (the solver's settings and learning rate as they
         # are), and is rebuilt on load
         state = self.__dict__.copy()
+        try:
+            pickle.dumps(self.device)
+        except (TypeError, pickle.PicklingError, AttributeError):
+            # a device object that does not pickle (a JAX device) travels as its name,
+            # which the backend resolves again
+            state["device"] = str(self.device)
         net = state.pop("_net", None)
         be = state.pop("_be", None)
         opt_state = state.pop("_opt_state", None)
@@ -854,6 +1066,10 @@ class _BaseMLP(BaseEstimator):
         except XbpValueError:
             be = resolve_backend("numpy")
             self._host = True
+        with be.float64_scope():
+            self._restore(be, saved)
+
+    def _restore(self, be: Backend, saved: dict[str, Any]) -> None:
         net = self._net = Network.from_config(saved["config"], backend=be)
         net.params = saved["params"]
         self._be = be
@@ -871,6 +1087,7 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
+        tags.input_tags.sparse = True  # CSR/CSC rows, densified a batch at a time
         return tags
 
 
@@ -884,6 +1101,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     _classifier = True
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # indicator targets: logistic outputs
+        return tags
 
     def _output(self) -> tuple[str, str]:
         if self._multiclass:
@@ -902,7 +1124,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             )
             y = y.ravel()
         check_classification_targets(y)
-        if first:
+        if first or not hasattr(self, "_lb"):
             self._lb = LabelBinarizer()
             multilabel = type_of_target(y).startswith("multilabel")
             self._lb.fit(y if classes is None or multilabel else classes)
@@ -926,6 +1148,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             out = np.zeros((len(y), 1))
         return out
 
+    @_scoped(fitting=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
         """Fit the model to X and class labels y (max_iter epochs, with the stopping rules).
 
@@ -933,6 +1156,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight)
 
     @available_if(_BaseMLP._stochastic)
+    @_scoped(fitting=True)
     def partial_fit(
         self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None
     ) -> MLPClassifier:
@@ -942,32 +1166,51 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def _val_score(self, x: Any, y: np.ndarray, w: np.ndarray | None) -> float:
-        out = np.asarray(self._net.backend.to_host(self._net.forward(x)))
+        out = np.asarray(self._net.backend.to_host(self._outputs(x)))
         if out.shape[1] == 1:
             out, y = out.ravel(), y.ravel()
         pred = self._lb.inverse_transform(out)
         return float(accuracy_score(self._lb.inverse_transform(y), pred, sample_weight=w))
 
-    def _proba(self, X: Any, method: str) -> Any:
-        out, host = self._forward(X, method)
-        net = self._net
-        xp = net.xp
-        if not self._multiclass and not self._multilabel:
-            p1 = out[:, 0]
-            out = xp.stack([1 - p1, p1], axis=1)
-        return out, host
+    def _proba(self, X: Any, method: str, log: bool) -> Any:
+        """Probabilities (or their logs) from the output layer's net input ``Z_L``: the
+        softmax, or the logistic function as ``exp(log s(z))`` (``s(z)`` to the last
+        bit, ``3e-130`` where ``(1 + tanh(z/2)) / 2`` rounds to 0, as scikit-learn's
+        ``expit``). The logs are scikit-learn's ``log(predict_proba)``, except where a
+        probability underflows to 0: there the log-softmax / log-sigmoid of ``Z_L``
+        (finite) instead of ``-inf``."""
+        z, host = self._forward(X, method, logits=True)
+        xp = self._net.xp
+        if self._multiclass:
+            shifted = z - xp.max(z, axis=1, keepdims=True)
+            e = xp.exp(shifted)
+            norm = xp.sum(e, axis=1, keepdims=True)
+            p, log_p = e / norm, shifted - xp.log(norm)
+        else:
+            # log s(z) = -(max(-z, 0) + log1p(exp(-|z|))), log(1 - s(z)) = log s(-z)
+            soft = xp.log1p(xp.exp(-xp.abs(z)))
+            log_p = -(xp.maximum(-z, 0.0) + soft)
+            p = xp.exp(log_p)
+            if not self._multilabel:
+                log_p = xp.concat([-(xp.maximum(z, 0.0) + soft), log_p], axis=1)
+                p = xp.concat([1 - p, p], axis=1)
+        if log:  # log(0) is never evaluated: no -inf, no RuntimeWarning
+            positive = p > 0
+            p = xp.where(positive, xp.log(xp.where(positive, p, 1.0)), log_p)
+        return self._net.backend.to_host(p) if host else p
 
+    @_scoped(fitting=False)
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, in the namespace and on the device of X."""
-        out, host = self._proba(X, "predict_proba")
-        return self._net.backend.to_host(out) if host else out
+        return self._proba(X, "predict_proba", log=False)
 
+    @_scoped(fitting=False)
     def predict_log_proba(self, X: Any) -> Any:
-        """Log of :meth:`predict_proba`."""
-        out, host = self._proba(X, "predict_log_proba")
-        out = self._net.xp.log(out)
-        return self._net.backend.to_host(out) if host else out
+        """Log of :meth:`predict_proba` as scikit-learn's, but finite where a probability
+        underflows to 0 (then the log-softmax / log-sigmoid of the output's net input)."""
+        return self._proba(X, "predict_log_proba", log=True)
 
+    @_scoped(fitting=False)
     def predict(self, X: Any) -> Any:
         """Class labels, in the namespace and on the device of X (NumPy for NumPy input)."""
         out, host = self._forward(X)
@@ -986,11 +1229,96 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by xbp (drop-in for scikit-learn's).
 
-    Identity output and scikit-learn's squared error. ``backend`` and
-    ``device`` choose where training runs.
+    ``loss="squared_error"``: identity output and scikit-learn's (half) squared
+    error; ``loss="poisson"``: exponential output and half the Poisson deviance
+    (counts and rates), as scikit-learn >= 1.7. ``loss`` is the first positional
+    parameter there too. ``backend`` and ``device`` choose where training runs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp.sklearn import MLPRegressor
+    >>> X = np.linspace(0, 1, 40).reshape(-1, 1)
+    >>> y = np.random.default_rng(0).poisson(np.exp(X[:, 0] + 1))
+    >>> reg = MLPRegressor("poisson", (4,), solver="lbfgs", random_state=0).fit(X, y)
+    >>> bool((reg.predict(X) > 0).all()), reg.out_activation_
+    (True, 'exp')
     """
 
     _multiclass = False
+    _parameter_constraints: dict[str, Any] = {
+        **_SkRegressor._parameter_constraints,
+        **_XBP_CONSTRAINTS,
+    }
+
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: Any = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        max_fun: int = 15000,
+        backend: Any = None,
+        device: Any = None,
+        compile: bool | None = None,
+        precision: str = "exact",
+    ) -> None:
+        # scikit-learn's order: loss first, so a positional argument means the same
+        self.loss = loss
+        super().__init__(
+            hidden_layer_sizes,
+            activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            backend=backend,
+            device=device,
+            compile=compile,
+            precision=precision,
+        )
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.loss not in _REGRESSION_LOSSES:
+            raise ValueError(f"loss={self.loss!r}; use one of {sorted(_REGRESSION_LOSSES)}")
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -998,33 +1326,42 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return tags
 
     def _output(self) -> tuple[str, str]:
-        return "identity", "quadratic"
+        loss, out = _REGRESSION_LOSSES[self.loss]
+        return out, loss
 
     def _encode(self, y: Any, be: Backend, first: bool, classes: Any) -> np.ndarray:
         if not isinstance(y, np.ndarray) and array_api_compat.is_array_api_obj(y):
             y = resolve_backend(y).to_host(y)
         y = np.asarray(y, dtype=np.float64)
-        if first:
+        if self.loss == "poisson" and y.size and np.min(y) < 0:
+            raise ValueError(
+                f"y holds negative targets (down to {np.min(y):g}) but loss='poisson' needs "
+                "counts or rates >= 0; use loss='squared_error' for signed targets"
+            )
+        if first or not hasattr(self, "_y_ndim"):
             self._y_ndim = y.ndim
         return y.reshape(-1, 1) if y.ndim == 1 else y
 
+    @_scoped(fitting=True)
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """Fit the model to X and continuous targets y (``sample_weight`` as scikit-learn)."""
         return self._fit(X, y, sample_weight)
 
     @available_if(_BaseMLP._stochastic)
+    @_scoped(fitting=True)
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over (X, y), continuing from the current weights and optimizer state."""
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _val_score(self, x: Any, y: np.ndarray, w: np.ndarray | None) -> float:
-        out = np.asarray(self._net.backend.to_host(self._net.forward(x)))
+        out = np.asarray(self._net.backend.to_host(self._outputs(x)))
         if out.shape[1] == 1:
             out = out.ravel()
         if not np.isfinite(out).all():
             return float("nan")
         return float(r2_score(y, out, sample_weight=w))
 
+    @_scoped(fitting=False)
     def predict(self, X: Any) -> Any:
         """Predicted targets, in the namespace and on the device of X."""
         out, host = self._forward(X)

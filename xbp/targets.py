@@ -167,6 +167,19 @@ def infer_targets(
         raise XbpTypeError(f"{argument} has dtype {a.dtype}; pass numbers or class names")
     if not np.isfinite(a).all():
         raise XbpValueError(f"{argument} contains NaN or Inf; clean the targets first")
+    if loss == "poisson":  # counts or rates: a regression, one output per column
+        if task == "classification":
+            raise XbpValueError(
+                f"{arg('task', 'classification')} needs a classification loss, not poisson (a "
+                f"regression of counts); use {arg('task', 'regression')} or {arg('task', 'auto')}"
+            )
+        if float(a.min()) < 0:
+            raise XbpValueError(
+                f"{argument} must be counts or rates >= 0 for {arg('loss', 'poisson')} (lowest "
+                f"{float(a.min()):g}); for signed targets use {arg('loss', 'quadratic')}"
+            )
+        width = 1 if a.ndim == 1 else int(a.shape[1])
+        return Targets("regression", width, loss, None, None, a.astype(np.float64))
     if a.ndim == 2:
         return _rows(a, loss, task, argument)
     return _column(a, loss, task, argument)

@@ -187,6 +187,12 @@ class Library(abc.ABC):
         """Switch on 64-bit floats, before any array exists; a no-op where they always work."""
         return None
 
+    def float64_scope(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which float64 arrays work, for code that needs them for its own
+        computations only (the scikit-learn estimators) and must leave the library's
+        global setting alone; nothing to do where float64 always works."""
+        return contextlib.nullcontext()
+
     def compiler(self, device: Any) -> str | None:
         """How a training step compiles on ``device``, or None to run eagerly.
 

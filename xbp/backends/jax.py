@@ -69,6 +69,13 @@ class JaxLibrary(Library):
             return  # resolving the backend says how to install it
         jax.config.update("jax_enable_x64", True)
 
+    def float64_scope(self) -> Any:
+        import jax
+
+        # 64-bit mode for the calls inside the context only (thread-local in JAX); arrays
+        # made inside keep their dtype, so everything that reads them enters it too
+        return jax.enable_x64(True)
+
     def compiler(self, device: Any) -> str | None:
         return "trace"  # jax.jit + lax.scan over the epoch
 

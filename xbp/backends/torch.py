@@ -22,6 +22,15 @@ class TorchLibrary(Library):
     module = "torch"
     extra = "torch"
 
+    def asarray(self, xp: Any, data: Any, dtype: Any, device: Any, copy: bool) -> Any:
+        if isinstance(data, np.ndarray) and not data.flags.writeable:
+            # torch cannot wrap read-only memory (pandas' values, memory maps opened
+            # read-only) without a warning and a tensor that must never be written: a
+            # private copy is what torch's own warning asks for
+            data = np.array(data, copy=True)
+            copy = False
+        return super().asarray(xp, data, dtype, device, copy)
+
     def devices(self) -> list[str]:
         return ["cpu"] + [f"cuda:{i}" for i in range(self.gpu_count())]
 
