@@ -153,6 +153,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "plot": None,
         "log_csv": None,
         "distributed": False,
+        "timeout": 300.0,  # xbp.distributed.DEFAULT_TIMEOUT (a test keeps them equal)
         "quiet": False,
         "progress": LIBRARY,
         "compile": LIBRARY,
@@ -528,7 +529,17 @@ def build_parser() -> argparse.ArgumentParser:
         "not written",
         metavar="FILE",
     )
-    t.add("--distributed", "data-parallel over MPI ranks (run under mpiexec)", action="store_true")
+    t.add(
+        "--distributed",
+        "data-parallel over the ranks of mpiexec or torchrun (whichever launched it)",
+        action="store_true",
+    )
+    t.add(
+        "--timeout",
+        "with --distributed: seconds a rank waits in one collective before it ends the job",
+        type=_positive_float,
+        metavar="SECONDS",
+    )
     t.add("--quiet", "print only the final result", action="store_true")
     t.add(
         "--progress",
@@ -1177,16 +1188,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     _use_jax_x64(args)
 
-    comm = None
+    strategy = None
     if args.distributed:
-        from .distributed import local_device, world
+        from .distributed import local_device, strategy_from_environment
 
-        comm = world()
+        strategy = strategy_from_environment(timeout=args.timeout)  # mpiexec or torchrun
         if args.device in (None, "cuda"):
-            device = local_device(args.backend, comm)  # one GPU per rank where there are GPUs
+            device = local_device(args.backend)  # one GPU per rank where there are GPUs
             if device is not None:
                 args.device = device
-    root = comm is None or comm.Get_rank() == 0
+    root = strategy is None or strategy.is_root
 
     # 2. a resumed run takes its options from the checkpoint (read once)
     ck = None
@@ -1292,7 +1303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             resume=ck,
             on_divergence=args.on_divergence,
-            comm=comm,
+            strategy=strategy,
             metadata=meta,
             **extra,
         )
