@@ -37,6 +37,7 @@ knows none of this: it calls the strategy (:mod:`xbp.strategy`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -664,15 +665,33 @@ def data_fingerprint(net: Network, train: Any, val: Any = None, rows: int = 1024
     rows : int
         Rows sampled from each data set.
 
+    Row weights (``sample_weight``, ``class_weight``) are hashed whole, every
+    row: they change the result as much as the data does.
+
     Returns
     -------
     dict
-        ``{"train": hex digest, "validation": hex digest or None}``.
+        ``{"train": hex digest, "validation": hex digest or None, "train_weights":
+        hex digest or None, "validation_weights": ...}`` (None: unweighted).
     """
     return {
         "train": train.fingerprint(net, rows),
         "validation": None if val is None else val.fingerprint(net, rows),
+        "train_weights": _weights_digest(net, train),
+        "validation_weights": None if val is None else _weights_digest(net, val),
     }
+
+
+def _weights_digest(net: Network, data: Any) -> str | None:
+    """blake2b of every row weight of ``data`` (sample and class weights multiplied, as
+    training uses them), or None where it is unweighted: a weight that differs on one row
+    changes the result, so none is skipped."""
+    w = getattr(data, "w", None)
+    if w is None:
+        return None
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(net.backend.to_host(w)).tobytes())
+    return h.hexdigest()
 
 
 # -- failures: no rank is left waiting ---------------------------------------------------------

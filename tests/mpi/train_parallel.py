@@ -2,8 +2,9 @@
 
     python train_parallel.py BACKEND OUT MODE [EXCHANGE [VARIANT]]
 
-MODE: ``single`` (one process, no launcher), ``momentum``, ``sgd`` (the fused
-SGD path), ``adam`` or ``fail`` (bad labels on rank 1). EXCHANGE: ``default``
+MODE: ``momentum``, ``sgd`` (the fused SGD path), ``adam`` or ``fail`` (bad
+labels on rank 1); ``single``, ``single-sgd``, ``single-adam``: one process, no
+launcher (``single`` with momentum). EXCHANGE: ``default``
 (overlapped, default buckets), ``layers`` (overlapped, a bucket per layer) or
 ``blocking`` (one exchange after the backward pass). VARIANT: ``plain`` or
 ``dropout-weighted`` (dropout and row weights). Exits non-zero when the ranks'
@@ -31,7 +32,9 @@ if backend == "torch":
 
     torch.set_num_threads(1)
 strategy = None
-if mode != "single":
+parallel = not mode.startswith("single")
+mode = mode.removeprefix("single").removeprefix("-")
+if parallel:
     import engine
 
     kinds = {"default": {}, "layers": {"bucket_bytes": 1}, "blocking": {"overlap": False}}
