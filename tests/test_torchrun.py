@@ -113,3 +113,146 @@ def test_gloo_ranks_equal_one_process(
     proc = launch(ranks, str(SCRIPT), backend, str(many), mode, exchange, variant, limit=150)
     assert proc.returncode == 0, proc.stderr[-3000:]  # the script checks the ranks agree
     assert close(one, many) <= 1e-12
+
+
+def test_mpi_and_torch_distributed_runs_of_one_job_are_equal(tmp_path) -> None:
+    pytest.importorskip("mpi4py")
+    mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec"))
+    if not Path(mpiexec).exists():
+        pytest.skip("mpiexec not found (pip install 'xbp[mpi]')")
+    job = [str(SCRIPT), "numpy", "", "adam", "layers", "dropout-weighted"]
+    by_torch, by_mpi = tmp_path / "torch.npz", tmp_path / "mpi.npz"
+    job[2] = str(by_torch)
+    proc = launch(3, *job, limit=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job[2] = str(by_mpi)
+    proc = launch(0, command=[mpiexec, "-n", "3", sys.executable, *job], limit=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert close(by_torch, by_mpi) <= 1e-12
+
+
+# -- BatchNorm's global statistics and compiled steps, as under MPI ----------------------------
+def test_batchnorm_statistics_summed_over_gloo_ranks(tmp_path) -> None:
+    script = MPI_DIR / "train_batchnorm.py"
+    one, many = tmp_path / "single.npz", tmp_path / "multi.npz"
+    cmd = [sys.executable, str(script), "numpy", str(one), "bn-dropout-weighted", "single"]
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    proc = launch(3, str(script), "numpy", str(many), "bn-dropout-weighted", "parallel")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(one) as a:
+        assert any(k.endswith("var") for k in a.files)  # the running statistics, compared
+    assert close(one, many) <= 1e-12
+
+
+def test_compiled_jax_steps_over_gloo_ranks(tmp_path) -> None:
+    pytest.importorskip("jax")
+    script = Path(__file__).parent / "mpi_compile" / "compiled_parallel.py"
+    one, many = tmp_path / "single.npz", tmp_path / "multi.npz"
+    cmd = [sys.executable, str(script), str(one), "adam-weighted", "single"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = launch(2, str(script), str(many), "adam-weighted", "parallel", limit=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert close(one, many) <= 1e-12
+
+
+# -- ranks that disagree: one launch, several fits ---------------------------------------------
+@pytest.fixture(scope="module")
+def disagree() -> dict[str, list[str]]:
+    """Lines printed per fit of scenarios.py disagree (two gloo ranks)."""
+    proc = launch(2, str(SCENARIOS), "disagree")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        name, _, rest = line.partition(": ")
+        lines.setdefault(name, []).append(rest)
+    return lines
+
+
+def caught(lines: list[str]) -> str:
+    """The message both ranks caught (asserting that both did, with the same message)."""
+    assert len(lines) == 2 and all(" caught: " in line for line in lines), lines
+    messages = {line.partition(" caught: ")[2] for line in lines}
+    assert len(messages) == 1
+    return messages.pop()
+
+
+@pytest.mark.parametrize(
+    "fit,field",
+    [
+        ("epochs", "epochs (rank 0: 2; rank 1: 3)"),
+        ("layers", "architecture.layers (rank 0: [[3, 4"),
+        ("several", "seed (rank 0: 0; rank 1: 1)"),
+        ("data", "data.train (rank 0: "),
+        ("sample_weight", "data.train_weights (rank 0: "),
+        ("class_weight", "data.train_weights (rank 0: "),
+    ],
+)
+def test_handshake_under_torchrun(disagree, fit: str, field: str) -> None:
+    message = caught(disagree[fit])
+    assert message.startswith("the ranks disagree on ") and field in message, message
+    if fit.endswith("weight"):  # the same rows: only the weights differ
+        assert "data.train (" not in message
+
+
+def test_a_stop_on_one_gloo_rank_stops_all(disagree) -> None:
+    assert sorted(disagree["stop"]) == ["rank 0 trained 2 epochs", "rank 1 trained 2 epochs"]
+    assert sorted(disagree["agree"]) == ["rank 0 trained 2 epochs", "rank 1 trained 2 epochs"]
+
+
+# -- failures and silence end every rank, naming the rank --------------------------------------
+@pytest.mark.parametrize(
+    "scenario,line",
+    [
+        ("before", "xbp: rank 1 of 2 failed: FileNotFoundError"),
+        ("inside", "xbp: rank 1 of 2 failed: RuntimeError: callback failed on purpose"),
+        ("after", "xbp: rank 0 of 2 failed: OSError: disk full"),
+        ("stuck", "xbp: rank 0 of 2 finished, but not every rank did within 2 s"),
+        (
+            "sigstop",
+            "xbp: rank 0 of 2 waited 2.0 s in the gradient exchange, but rank 1 did not respond "
+            "(stopped, dead or stuck; the timeout is 2 s",
+        ),
+    ],
+)
+def test_failure_or_silence_ends_every_gloo_rank(scenario: str, line: str) -> None:
+    proc = launch(2, str(SCENARIOS), scenario)
+    assert proc.returncode != 0
+    mine = ours(proc)
+    assert len(mine) == 1 and mine[0].startswith(line), proc.stderr[-3000:]
+    assert mine[0].endswith("; aborting all ranks")
+
+
+def test_a_killed_gloo_rank_ends_the_job() -> None:
+    """SIGKILL leaves no line of its own: torchrun reports the dead rank and ends the rest."""
+    proc = launch(2, str(SCENARIOS), "sigkill")
+    assert proc.returncode != 0
+    assert "rank      : 1 (local_rank: 1)" in proc.stderr and "Signal 9" in proc.stderr
+
+
+# -- the command line: torchrun -m xbp train --distributed ----------------------------------
+def test_cli_distributed_under_torchrun(tmp_path) -> None:
+    model = tmp_path / "m.npz"
+    args = ["--epochs", "2", "--layers", "16", "--save", str(model), "--timeout", "30"]
+    proc = launch(2, "-m", "xbp", "train", "--distributed", *args, limit=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("test accuracy") == 1  # rank 0 alone reports
+    assert proc.stdout.count("epoch   2") == 1 and model.exists()
+
+
+@pytest.mark.parametrize(
+    "rank1,words",
+    [
+        (["--epochs", "0"], ["--epochs: '0' must be > 0", "rank 1 of 2 failed (exit status 2"]),
+        (["--data", "/nonexistent/xbp.csv"], ["does not exist", "rank 1 of 2 failed"]),
+        (["--epochs", "2"], ["the ranks disagree on epochs (rank 0: 1; rank 1: 2)"]),
+        (["--seed", "3"], ["seed (rank 0: 0; rank 1: 3)"]),
+    ],
+    ids=["argparse", "missing-data", "epochs", "seed"],
+)
+def test_cli_ranks_that_fail_or_disagree_under_torchrun(rank1: list[str], words: list[str]):
+    train = ["train", "--distributed", "--quiet", "--epochs", "1", "--timeout", "10"]
+    proc = launch(2, str(MPI_DIR / "cli_ranks.py"), *train, "--", *train, *rank1)
+    assert proc.returncode != 0
+    for word in words:
+        assert word in proc.stderr, (word, proc.stderr[-3000:])

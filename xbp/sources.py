@@ -235,9 +235,8 @@ def close_batches(batches: Iterator[Any]) -> None:
 
 
 def _fingerprint(net: Network, data: Any, features: Any, rows: int) -> str:
-    """blake2b of the shapes, of up to ``rows`` evenly spaced rows and of every row weight
-    (sample and class weights, where set): ``features(take)`` gives the features as the
-    device sees them (host), the targets and weights are taken here."""
+    """blake2b of the shapes and of up to ``rows`` evenly spaced rows: ``features(take)``
+    gives the features as the device sees them (host), the targets are taken here."""
     h = hashlib.blake2b(digest_size=8)
     h.update(repr((data.n, tuple(data.x.shape), tuple(data.y.shape))).encode())
     if data.n:
@@ -245,9 +244,6 @@ def _fingerprint(net: Network, data: Any, features: Any, rows: int) -> str:
         h.update(np.ascontiguousarray(features(take)).tobytes())
         sample = net.xp.take(data.y, net.backend.asarray(take), axis=0)
         h.update(np.ascontiguousarray(net.backend.to_host(sample)).tobytes())
-    w = getattr(data, "w", None)
-    if w is not None:  # row and class weights change the result: every weight counts
-        h.update(np.ascontiguousarray(net.backend.to_host(w)).tobytes())
     return h.hexdigest()
 
 

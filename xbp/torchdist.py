@@ -31,6 +31,7 @@ store. Ending the job kills this machine's other ranks at once (as
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -106,7 +107,8 @@ class TorchDistributedStrategy(CollectiveStrategy):
     timeout : float
         Seconds a rank waits in one collective (default
         :data:`xbp.distributed.DEFAULT_TIMEOUT`, 300) before it ends the job,
-        naming the ranks that did not respond; also the process group's own.
+        naming the ranks that did not respond (the process group's own timeout,
+        when this strategy makes it, is 60 s longer: a backstop).
 
     Examples
     --------
@@ -146,7 +148,12 @@ class TorchDistributedStrategy(CollectiveStrategy):
                 backend = "cpu:gloo,cuda:nccl" if cuda else "gloo"
             if cuda and "nccl" in backend:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+            # the group's own timeout is a backstop: xbp's deadline (``timeout``) comes first
+            # and names the ranks
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout + 60))
+            # a group left to the interpreter's teardown can abort the process (SIGABRT
+            # in gloo's destructor when a peer went first): close it while Python runs
+            atexit.register(_close_group)
         self.group_backend = str(dist.get_backend())
         self._init(dist.get_rank(), dist.get_world_size(), overlap, bucket_bytes, timeout)
         try:  # the key-value store the launcher runs: the liveness probe's channel
@@ -227,6 +234,15 @@ class TorchDistributedStrategy(CollectiveStrategy):
         return int(device_type) in (2, 13) and "nccl" in self.group_backend
 
 
+def _close_group() -> None:
+    try:
+        _, dist = _dist()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:
+        pass  # ending anyway
+
+
 class _TorchJob(_Job):
     """The ranks torchrun started: see :func:`xbp.distributed.collective_guard`."""
 
@@ -251,7 +267,11 @@ class _TorchJob(_Job):
                     work.wait()
                     return
             except Exception as exc:
-                self.abort(f"finished, but another rank ended first ({type(exc).__name__})")
+                self.abort(
+                    f"finished, but waiting for the other ranks failed ({type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:200]}): a rank is stuck or ended without a "
+                    "message"
+                )
             if time.monotonic() > deadline:
                 self.abort(
                     f"finished, but not every rank did within {timeout:g} s (a rank is stuck "
