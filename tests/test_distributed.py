@@ -380,9 +380,7 @@ def test_default_timeout_is_the_clis() -> None:
 
 
 def test_cli_timeout_flag_is_checked() -> None:
-    proc = subprocess.run(
-        xbp_train("--timeout", "0"), capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run(xbp_train("--timeout", "0"), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--timeout: '0' must be > 0" in proc.stderr, proc.stderr
 
 

@@ -47,7 +47,11 @@ def launch(n: int, *args: str, limit: float = LIMIT, command: list[str] | None =
     cmd = command or [TORCHRUN, "--standalone", "--nproc_per_node", str(n), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
         start_new_session=True,  # torchrun and its ranks form one group to kill
     )
     try:

@@ -1,6 +1,6 @@
 """Run under torchrun: ``xbp`` with other arguments per rank (what mpiexec's ``:`` does).
 
-    torchrun --nproc_per_node 2 cli_ranks.py ARGS_OF_RANK_0 -- ARGS_OF_RANK_1
+torchrun --nproc_per_node 2 cli_ranks.py ARGS_OF_RANK_0 -- ARGS_OF_RANK_1
 """
 
 import os
