@@ -1,4 +1,4 @@
-"""Run under mpiexec or torchrun: compiled (JAX) data-parallel training; rank 0 writes the weights."""
+"""Run under mpiexec or torchrun: compiled (JAX) data-parallel training; rank 0 saves."""
 
 import sys
 
