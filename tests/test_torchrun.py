@@ -74,14 +74,6 @@ def ours(proc: Launch) -> list[str]:
 
 
 # -- exactness: N gloo ranks equal one process, and equal MPI -------------------------------
-def single(backend: str, out: Path, mode: str, variant: str) -> None:
-    """The one-process reference (no launcher)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(SCRIPT), backend, str(out), f"single-{mode}", "default", variant]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-
 def close(a_path: Path, b_path: Path) -> float:
     """Largest difference relative to each array's largest value."""
     worst = 0.0
@@ -94,29 +86,46 @@ def close(a_path: Path, b_path: Path) -> float:
 
 
 # every CPU backend with 2 and 3 ranks (103 rows, batches of 16: uneven shares), SGD and
-# Adam, dropout and row weights
-@pytest.mark.parametrize(
-    "backend,ranks,mode,variant,exchange",
-    [
-        ("numpy", 2, "sgd", "plain", "blocking"),
-        ("numpy", 3, "adam", "dropout-weighted", "layers"),
-        ("array_api_strict", 2, "adam", "dropout-weighted", "default"),
-        ("array_api_strict", 3, "sgd", "plain", "layers"),
-        ("torch", 2, "sgd", "dropout-weighted", "layers"),
-        ("torch", 3, "adam", "dropout-weighted", "default"),
-        ("jax", 2, "adam", "dropout-weighted", "layers"),
-        ("jax", 3, "sgd", "plain", "default"),
+# Adam, dropout and row weights: BACKEND:MODE:EXCHANGE:VARIANT
+CASES = {
+    2: [
+        "numpy:sgd:blocking:plain",
+        "array_api_strict:adam:default:dropout-weighted",
+        "torch:sgd:layers:dropout-weighted",
+        "jax:adam:layers:dropout-weighted",
     ],
-)
-def test_gloo_ranks_equal_one_process(
-    tmp_path, backend: str, ranks: int, mode: str, variant: str, exchange: str
-) -> None:
-    pytest.importorskip(backend)
-    one, many = tmp_path / "single.npz", tmp_path / "multi.npz"
-    single(backend, one, mode, variant)
-    proc = launch(ranks, str(SCRIPT), backend, str(many), mode, exchange, variant, limit=150)
+    3: [
+        "numpy:adam:layers:dropout-weighted",
+        "array_api_strict:sgd:layers:plain",
+        "torch:adam:default:dropout-weighted",
+        "jax:sgd:default:plain",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def singles(tmp_path_factory) -> Path:
+    """The one-process reference of every case, in one process (no launcher)."""
+    out = tmp_path_factory.mktemp("single")
+    cases = sorted({c.replace(":", ":single-", 1) for cs in CASES.values() for c in cs})
+    cmd = [sys.executable, str(SCRIPT), "--cases", str(out), *cases]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_gloo_ranks_equal_one_process(tmp_path, singles: Path, ranks: int) -> None:
+    """Every case of CASES[ranks] in one launch (one start of torch, JAX and the ranks)."""
+    for backend in ("array_api_strict", "torch", "jax"):
+        pytest.importorskip(backend)
+    proc = launch(ranks, str(SCRIPT), "--cases", str(tmp_path), *CASES[ranks], limit=300)
     assert proc.returncode == 0, proc.stderr[-3000:]  # the script checks the ranks agree
-    assert close(one, many) <= 1e-12
+    for case in CASES[ranks]:
+        name = case.replace(":", "-")
+        reference = singles / (case.replace(":", "-single-", 1).replace(":", "-") + ".npz")
+        assert close(reference, tmp_path / f"{name}.npz") <= 1e-12, case
 
 
 def test_mpi_and_torch_distributed_runs_of_one_job_are_equal(tmp_path) -> None:
