@@ -269,3 +269,19 @@ def test_cli_ranks_that_fail_or_disagree_under_torchrun(rank1: list[str], words:
     assert proc.returncode != 0
     for word in words:
         assert word in proc.stderr, (word, proc.stderr[-3000:])
+
+
+# -- one process: what is refused ---------------------------------------------------------------
+def test_without_a_launcher_the_strategy_says_how_to_launch(monkeypatch) -> None:
+    from xbp.errors import XbpValueError
+    from xbp.torchdist import TorchDistributedStrategy
+
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(
+        XbpValueError,
+        match=r"RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set; launch with torchrun",
+    ):
+        TorchDistributedStrategy()
+    with pytest.raises(XbpValueError, match=r"^timeout=-1 must be a positive number"):
+        TorchDistributedStrategy(timeout=-1)
