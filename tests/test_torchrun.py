@@ -86,7 +86,7 @@ def close(a_path: Path, b_path: Path) -> float:
 
 
 # every CPU backend with 2 and 3 ranks (103 rows, batches of 16: uneven shares), SGD and
-# Adam, dropout and row weights: BACKEND:MODE:EXCHANGE:VARIANT
+# Adam, dropout and row weights, and streamed from a memory map: BACKEND:MODE:EXCHANGE:VARIANT
 CASES = {
     2: [
         "numpy:sgd:blocking:plain",
@@ -99,6 +99,7 @@ CASES = {
         "array_api_strict:sgd:layers:plain",
         "torch:adam:default:dropout-weighted",
         "jax:sgd:default:plain",
+        "numpy:adam:layers:mapped",
     ],
 }
 
@@ -246,11 +247,18 @@ def test_a_killed_gloo_rank_ends_the_job() -> None:
 # -- the command line: torchrun -m xbp train --distributed ----------------------------------
 def test_cli_distributed_under_torchrun(tmp_path) -> None:
     model = tmp_path / "m.npz"
+    checkpoint = tmp_path / "ck.npz"
     args = ["--epochs", "2", "--layers", "16", "--save", str(model), "--timeout", "30"]
+    args += ["--checkpoint", str(checkpoint)]
     proc = launch(2, "-m", "xbp", "train", "--distributed", *args, limit=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("test accuracy") == 1  # rank 0 alone reports
     assert proc.stdout.count("epoch   2") == 1 and model.exists()
+    # rank 0's checkpoint resumes under torchrun: two more epochs, from epoch 3
+    more = ["--epochs", "4", "--extend-schedule", "--resume", str(checkpoint), "--timeout", "30"]
+    proc = launch(2, "-m", "xbp", "train", "--distributed", *more, limit=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch   3") == 1 and proc.stdout.count("epoch   1 ") == 0
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ labels on rank 1); ``single``, ``single-sgd``, ``single-adam``: one process, no
 launcher (``single`` with momentum). EXCHANGE: ``default`` (overlapped,
 default buckets), ``layers`` (overlapped, a bucket per layer) or ``blocking``
 (one exchange after the backward pass). VARIANT: ``plain`` or
-``dropout-weighted`` (dropout and row weights). ``--cases`` trains several
+``dropout-weighted`` (dropout and row weights) or ``mapped`` (the features
+memory-mapped from a file: streamed). ``--cases`` trains several
 jobs in one launch (one process start for all), each to ``OUTDIR/CASE.npz``
 with ``:`` replaced by ``-``. Exits non-zero when the ranks' weights are not
 bitwise equal. The engine is the launcher's (tests/mpi/engine.py).
@@ -48,6 +49,10 @@ def train(backend: str, out: str, mode: str, exchange: str = "default", variant:
     x = rng.normal(size=(103, 5))  # 103 rows, batch 16: the last batch has 7, uneven shares
     y = (x[:, :3].sum(axis=1) > 0).astype(np.int64) + (x[:, 3] > 1)
     weights = rng.uniform(0.2, 2.0, size=len(y)) if variant == "dropout-weighted" else None
+    if variant == "mapped":  # a memory map: streamed, each rank reads its share's rows
+        path = os.path.join(os.path.dirname(out) or ".", f"x-{os.getpid()}.npy")
+        np.save(path, x)
+        x = np.load(path, mmap_mode="r")
     # 64x48 float64 weights (24 KiB) are summed in place on NumPy, the others staged
     net = xbp.mlp(
         [5, 64, 48, 3],
