@@ -385,7 +385,7 @@ def test_cli_timeout_flag_is_checked() -> None:
 
 
 def test_handshake_report_is_one_line_per_field() -> None:
-    from xbp.distributed import _disagreement, _ranks
+    from xbp.collective import _disagreement, _ranks
 
     assert _ranks([0, 1, 2, 5]) == "ranks 0-2,5" and _ranks([3]) == "rank 3"
     same = {"epochs": 3, "architecture": {"seed": 0, "dtype": "float64"}}

@@ -42,12 +42,12 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .distributed import (
+from .collective import (
     BUCKET_BYTES,
     DEFAULT_TIMEOUT,
     PROBE_EVERY,
     CollectiveStrategy,
-    _Job,
+    Job,
     check_timeout,
 )
 from .errors import XbpValueError
@@ -58,7 +58,7 @@ __all__ = ["TorchDistributedStrategy", "job"]
 #: (host, pid) of every rank of this job, gathered when the process group is made: the
 #: ranks on this machine that an ending rank kills
 _PEERS: list[tuple[str, int]] = []
-_PROBE_KEY = "xbp/probe"
+_PROBE_KEY = "probe"
 
 
 def _dist() -> Any:
@@ -75,6 +75,23 @@ def _dist() -> Any:
             "(the PyPI wheels do), or run under mpiexec with MPIStrategy"
         )
     return torch, dist
+
+
+def _connect_store(dist: Any) -> Any:
+    """A client of the key-value store at ``MASTER_ADDR:MASTER_PORT`` (torchrun's agent
+    runs it, so it answers while ranks are stopped): the liveness probe's channel. None
+    where there is none (a process group made otherwise): timeouts still end the job,
+    without naming the ranks."""
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port:
+        return None
+    try:
+        store = dist.TCPStore(
+            addr, int(port), is_master=False, timeout=timedelta(seconds=10), wait_for_workers=False
+        )
+        return dist.PrefixStore("xbp", store)
+    except Exception:
+        return None
 
 
 def _end(rank: int, size: int, message: str) -> NoReturn:
@@ -156,10 +173,7 @@ class TorchDistributedStrategy(CollectiveStrategy):
             atexit.register(_close_group)
         self.group_backend = str(dist.get_backend())
         self._init(dist.get_rank(), dist.get_world_size(), overlap, bucket_bytes, timeout)
-        try:  # the key-value store the launcher runs: the liveness probe's channel
-            self._store: Any = dist.distributed_c10d._get_default_store()
-        except Exception:  # a PyTorch without it: timeouts still end the job, unnamed
-            self._store = None
+        self._store = _connect_store(dist)
         if not _PEERS and self.size > 1:
             me = f"{socket.gethostname()}\n{os.getpid()}"
             for text in self._allgather_text(me, "the start of torch.distributed"):
@@ -203,7 +217,7 @@ class TorchDistributedStrategy(CollectiveStrategy):
             return
         try:
             if store.check([_PROBE_KEY]):
-                store.set(f"xbp/alive/{self.rank}", "1")
+                store.set(f"alive/{self.rank}", "1")
         except Exception:
             pass  # the store is gone: the ranks that probe name this one
 
@@ -214,11 +228,11 @@ class TorchDistributedStrategy(CollectiveStrategy):
         others = [r for r in range(self.size) if r != self.rank]
         try:
             store.set_timeout(timedelta(seconds=grace))
-            store.set(f"xbp/alive/{self.rank}", "1")
+            store.set(f"alive/{self.rank}", "1")
             store.set(_PROBE_KEY, "1")
             deadline = time.monotonic() + grace
             while True:
-                missing = [r for r in others if not store.check([f"xbp/alive/{r}"])]
+                missing = [r for r in others if not store.check([f"alive/{r}"])]
                 if not missing or time.monotonic() > deadline:
                     return missing
                 time.sleep(PROBE_EVERY / 5)
@@ -243,7 +257,7 @@ def _close_group() -> None:
         pass  # ending anyway
 
 
-class _TorchJob(_Job):
+class _TorchJob(Job):
     """The ranks torchrun started: see :func:`xbp.distributed.collective_guard`."""
 
     def __init__(self, rank: int, size: int) -> None:
@@ -281,7 +295,7 @@ class _TorchJob(_Job):
             pause = min(2 * pause, 0.05)
 
 
-def job() -> _Job | None:
+def job() -> Job | None:
     """This torchrun job (None under one process)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     return _TorchJob(int(os.environ.get("RANK", "0")), size) if size > 1 else None
