@@ -285,6 +285,17 @@ def test_failure_anywhere_ends_every_rank(scenario: str, rank: int, words: list[
     ended(launch("-n", "2", *python(str(SCENARIOS), scenario)), rank, *words)
 
 
+def test_one_line_when_several_ranks_wait_for_a_stopped_one() -> None:
+    """Ranks 0 and 2 both time out waiting for the stopped rank 1: the lowest responding
+    rank reports, naming rank 1 alone (rank 2 answered the probe), and ends the job."""
+    proc = launch("-n", "3", *python(str(SCENARIOS), "sigstop"))
+    assert proc.returncode != 0 and proc.seconds < LIMIT
+    assert proc.stderr.count("aborting all ranks") == 1, proc.stderr
+    assert "xbp: rank 0 of 3 waited 2.0 s in the gradient exchange, but rank 1 did not " in (
+        proc.stderr
+    )
+
+
 def test_a_killed_rank_ends_the_job() -> None:
     """SIGKILL leaves no line of its own: MPI's process manager reports it and ends the rest."""
     proc = launch("-n", "2", *python(str(SCENARIOS), "sigkill"))
