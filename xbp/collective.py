@@ -91,7 +91,14 @@ class _Bucket:
 
 
 def check_timeout(timeout: Any, argument: str = "timeout") -> float:
-    """``timeout`` as positive finite seconds, or a one-line error naming ``argument``."""
+    """``timeout`` as positive finite seconds, or a one-line error naming ``argument``.
+
+    Examples
+    --------
+    >>> from xbp.collective import check_timeout
+    >>> check_timeout(60)
+    60.0
+    """
     ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
     if not ok or not (0 < float(timeout) < float("inf")):
         raise XbpValueError(
@@ -116,6 +123,13 @@ class CollectiveStrategy(Strategy):
     finished by then (a rank stopped, dead or stuck), or that fails in the
     transport, ends the job with one line naming the ranks that did not answer
     a liveness probe.
+
+    Examples
+    --------
+    >>> from xbp.collective import CollectiveStrategy
+    >>> from xbp.distributed import MPIStrategy
+    >>> issubclass(MPIStrategy, CollectiveStrategy)
+    True
     """
 
     reduces = True
