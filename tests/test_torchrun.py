@@ -293,3 +293,49 @@ def test_without_a_launcher_the_strategy_says_how_to_launch(monkeypatch) -> None
         TorchDistributedStrategy()
     with pytest.raises(XbpValueError, match=r"^timeout=-1 must be a positive number"):
         TorchDistributedStrategy(timeout=-1)
+
+
+def test_a_group_without_gloo_is_refused(monkeypatch) -> None:
+    """A caller's NCCL-only group cannot sum host arrays: said before any collective."""
+    import torch.distributed as dist
+
+    from xbp.errors import XbpValueError
+    from xbp.torchdist import TorchDistributedStrategy
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
+    with pytest.raises(XbpValueError, match=r"backend is 'nccl': xbp also sums host arrays"):
+        TorchDistributedStrategy()
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "cpu:gloo,cuda:nccl")
+    monkeypatch.setattr(dist, "get_rank", lambda *a: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a: 1)
+    assert TorchDistributedStrategy(timeout=5).group_backend == "cpu:gloo,cuda:nccl"
+
+
+def test_the_transport_reads_device_buffers_only_on_cuda_with_nccl() -> None:
+    """Host (kDLCPU) arrays are staged through NumPy whatever the group; a layer without
+    parameters first (Standardize) does not confuse the check."""
+    from xbp.torchdist import TorchDistributedStrategy
+
+    strategy = TorchDistributedStrategy.__new__(TorchDistributedStrategy)
+    net = xbp_net()
+    for backend in ("gloo", "cpu:gloo,cuda:nccl"):
+        strategy.group_backend = backend
+        assert strategy._device_buffers_for(net) is False  # noqa: SLF001
+
+    class Cuda:
+        def __dlpack_device__(self):
+            return (2, 0)
+
+    net.params[1] = {"W": Cuda()}
+    strategy.group_backend = "gloo"
+    assert strategy._device_buffers_for(net) is False  # noqa: SLF001
+    strategy.group_backend = "cpu:gloo,cuda:nccl"
+    net.params[:] = [{}, {"W": Cuda()}]
+    assert strategy._device_buffers_for(net) is True  # noqa: SLF001
+
+
+def xbp_net():
+    import xbp
+
+    return xbp.mlp([3, 4, 2], backend="torch", standardize=True, seed=0)

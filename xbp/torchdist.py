@@ -172,6 +172,13 @@ class TorchDistributedStrategy(CollectiveStrategy):
             # in gloo's destructor when a peer went first): close it while Python runs
             atexit.register(_close_group)
         self.group_backend = str(dist.get_backend())
+        if "gloo" not in self.group_backend:  # the handshake and metric sums are host arrays
+            raise XbpValueError(
+                f"the process group's backend is {self.group_backend!r}: xbp also sums host "
+                "arrays (the handshake, metrics, stop decisions), which need gloo; make the "
+                "group with torch.distributed.init_process_group('cpu:gloo,cuda:nccl'), or "
+                "let TorchDistributedStrategy make it"
+            )
         self._init(dist.get_rank(), dist.get_world_size(), overlap, bucket_bytes, timeout)
         self._store = _connect_store(dist)
         if not _PEERS and self.size > 1:
@@ -244,7 +251,8 @@ class TorchDistributedStrategy(CollectiveStrategy):
 
     def _device_buffers_for(self, net: Network) -> bool:
         # kDLCUDA (2) or kDLCUDAManaged (13): NCCL reads the device buffer itself
-        device_type = net.params[0]["W"].__dlpack_device__()[0] if net.params else 1
+        arrays = [a for p in net.params for a in p.values()]  # a layer may have none
+        device_type = arrays[0].__dlpack_device__()[0] if arrays else 1
         return int(device_type) in (2, 13) and "nccl" in self.group_backend
 
 
