@@ -78,12 +78,14 @@ def _dist() -> Any:
 
 
 def _connect_store(dist: Any) -> Any:
-    """A client of the key-value store at ``MASTER_ADDR:MASTER_PORT`` (torchrun's agent
+    """A client of torchrun's key-value store at ``MASTER_ADDR:MASTER_PORT`` (its agent
     runs it, so it answers while ranks are stopped): the liveness probe's channel. None
-    where there is none (a process group made otherwise): timeouts still end the job,
-    without naming the ranks."""
+    elsewhere (a process group made otherwise): timeouts still end the job, without
+    naming the ranks."""
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    if not addr or not port:
+    # only torchrun's agent store: a store that rank 0 hosts itself (a group made from
+    # MASTER_ADDR by hand) refused this second client here, after a 10 s wait
+    if not addr or not port or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
     try:
         store = dist.TCPStore(
