@@ -2,7 +2,7 @@
 """Communication share of a data-parallel step, blocking and overlapped, and projected scaling.
 
     mpiexec -n 2 python scripts/bench_mpi.py [--case mid] [--steps 150] [--quantile 50]
-                                             [--norm batch]
+                                             [--norm batch] [--engines mpi,torch]
 
 Times, on every rank, three kinds of step on this rank's share of one global
 batch, taking turns step by step in a random order (so that load from other
@@ -21,6 +21,12 @@ alike):
 steps then also sum its batch statistics across ranks (three small blocking
 ``Allreduce`` per BatchNorm layer per step, counted in "in exchange"); the
 compute-only step normalises by its share's own statistics.
+
+``--engines mpi,torch`` times both engines in the same job, interleaved step
+by step: each rank also joins a torch.distributed (gloo) process group made
+from the MPI ranks (rank 0 picks a free port and broadcasts it), and the
+blocking and overlapped kinds run once over MPI (``mpi ...``) and once over
+gloo (``torch ...``; :class:`xbp.torchdist.TorchDistributedStrategy`).
 
 The communication *not hidden* behind compute is ``step - compute``; the share
 is that over the step. Every step starts after a barrier and lasts as long as
@@ -48,29 +54,45 @@ from xbp.distributed import BUCKET_BYTES, MPIStrategy  # noqa: E402
 from xbp.strategy import LocalStrategy  # noqa: E402
 
 
-class TimedMPIStrategy(MPIStrategy):
-    """MPIStrategy that adds up the time spent in its exchange calls during a step."""
+def timed(strategy):
+    """``strategy`` with the time spent in its exchange calls added up in ``inside``."""
+    strategy.inside = 0.0
 
-    def __init__(self, comm, **kwargs) -> None:
-        super().__init__(comm, **kwargs)
-        self.inside = 0.0
+    def clock(call):
+        def timed_call(*args):
+            t = time.perf_counter()
+            out = call(*args)
+            strategy.inside += time.perf_counter() - t
+            return out
 
-    def _grad_ready(self, layer, grads):
-        t = time.perf_counter()
-        super()._grad_ready(layer, grads)
-        self.inside += time.perf_counter() - t
+        return timed_call
 
-    def reduce_grads(self, cost, grads):
-        t = time.perf_counter()
-        out = super().reduce_grads(cost, grads)
-        self.inside += time.perf_counter() - t
-        return out
+    if strategy.grad_ready is not None:
+        strategy.grad_ready = clock(strategy.grad_ready)
+    strategy.reduce_grads = clock(strategy.reduce_grads)
+    strategy.reduce_stats = clock(strategy.reduce_stats)
+    return strategy
 
-    def reduce_stats(self, values):
-        t = time.perf_counter()
-        out = super().reduce_stats(values)
-        self.inside += time.perf_counter() - t
-        return out
+
+def torch_strategy(comm, **options):
+    """A gloo process group over the same ranks as ``comm`` (for --engines ...,torch)."""
+    import socket
+
+    from xbp.torchdist import TorchDistributedStrategy
+
+    if comm.Get_rank() == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    else:
+        port = None
+    os.environ.update(
+        RANK=str(comm.Get_rank()),
+        WORLD_SIZE=str(comm.Get_size()),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(comm.bcast(port)),
+    )
+    return TorchDistributedStrategy(**options)
 
 
 def main() -> None:
@@ -80,6 +102,7 @@ def main() -> None:
     p.add_argument("--quantile", type=float, default=50.0, help="percentile reported (50: median)")
     p.add_argument("--bucket-bytes", default=str(BUCKET_BYTES), help="comma list of sizes")
     p.add_argument("--norm", choices=["none", "batch"], default="none", help="BatchNorm or none")
+    p.add_argument("--engines", default="mpi", help="comma list of mpi, torch (interleaved)")
     args = p.parse_args()
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -103,17 +126,22 @@ def main() -> None:
         strategy.setup(net, {"case": args.case})
         return t
 
-    kinds = {
-        "compute": trainer(LocalStrategy()),
-        "blocking": trainer(TimedMPIStrategy(comm, overlap=False)),
+    engines = args.engines.split(",")
+    makers = {
+        "mpi": lambda **o: MPIStrategy(comm, **o),
+        "torch": lambda **o: torch_strategy(comm, **o),
     }
+    kinds = {"compute": trainer(LocalStrategy())}
     buckets = [int(b) for b in args.bucket_bytes.split(",")]
-    for b in buckets:
-        name = "overlapped" if len(buckets) == 1 else f"ovl {b / 2**20:g} MiB"
-        kinds[name] = trainer(TimedMPIStrategy(comm, bucket_bytes=b))
+    for engine in engines:
+        prefix = "" if len(engines) == 1 else f"{engine} "
+        kinds[f"{prefix}blocking"] = trainer(timed(makers[engine](overlap=False)))
+        for b in buckets:
+            name = "overlapped" if len(buckets) == 1 else f"ovl {b / 2**20:g} MiB"
+            kinds[prefix + name] = trainer(timed(makers[engine](bucket_bytes=b)))
     net = kinds["compute"].net
     xd, yd = net.check_inputs(x), net.check_targets(y, len(x))
-    lo, hi = kinds["blocking"].strategy.share(0, len(x))
+    lo, hi = kinds[list(kinds)[1]].strategy.share(0, len(x))
     xb, yb = xd[lo:hi, ...], yd[lo:hi, ...]
     step: dict[str, list[float]] = {k: [] for k in kinds}
     inside: dict[str, list[float]] = {k: [] for k in kinds}
@@ -123,7 +151,7 @@ def main() -> None:
         for kind in [names[j] for j in order]:
             t = kinds[kind]
             s = t.strategy
-            if isinstance(s, TimedMPIStrategy):
+            if hasattr(s, "inside"):
                 s.inside = 0.0
             comm.Barrier()
             t0 = time.perf_counter()
@@ -152,15 +180,15 @@ def main() -> None:
         f"{args.steps} steps, "
         "slowest rank"
     )
-    print(f"{'':12s} {'step ms':>8s} {'in exchange ms':>15s} {'not hidden ms':>14s} {'share':>6s}")
+    print(f"{'':20s} {'step ms':>8s} {'in exchange ms':>15s} {'not hidden ms':>14s} {'share':>6s}")
     for k in kinds:
         exposed = s[k] - s["compute"]
         print(
-            f"{k:12s} {s[k] * 1e3:8.2f} {c[k] * 1e3:15.2f} {exposed * 1e3:14.2f} "
+            f"{k:20s} {s[k] * 1e3:8.2f} {c[k] * 1e3:15.2f} {exposed * 1e3:14.2f} "
             f"{100 * exposed / s[k]:5.1f}%"
         )
     compute = s["compute"]
-    first = list(kinds)[2]  # the first bucket size given
+    first = list(kinds)[2]  # the first bucket size given (of the first engine)
     exposed = max(s[first] - compute, 0.0)
     one_rank = compute * size  # the whole batch on one rank
     print(f"\nprojected from the {first} step (not measured): N ranks, same global batch")

@@ -236,6 +236,13 @@ def test_handshake_compares_a_data_fingerprint(disagree) -> None:
     assert message.startswith("the ranks disagree on data.train (rank 0: ")
 
 
+@pytest.mark.parametrize("fit", ["sample_weight", "class_weight"])
+def test_handshake_compares_row_and_class_weights(disagree, fit: str) -> None:
+    (message, _) = caught(disagree[fit])
+    assert message.startswith("the ranks disagree on data.train_weights (rank 0: "), message
+    assert "data.train (" not in message  # the same rows: only the weights differ
+
+
 def test_a_stop_on_one_rank_stops_all(disagree) -> None:
     # EarlyStopping stops rank 1 after epoch 2; the decision is collective
     assert sorted(disagree["stop"]) == ["rank 0 trained 2 epochs", "rank 1 trained 2 epochs"]
@@ -264,10 +271,36 @@ def test_error_on_one_rank_aborts_all(tmp_path) -> None:
         ("inside", 1, ["rank 1 of 2 failed: RuntimeError: callback failed on purpose"]),
         ("after", 0, ["rank 0 of 2 failed: OSError: disk full"]),
         ("stuck", 0, ["rank 0 of 2 finished, but not every rank did within 2 s"]),
+        (
+            "sigstop",
+            0,
+            [
+                "rank 0 of 2 waited 2.0 s in the gradient exchange, but rank 1 did not respond "
+                "(stopped, dead or stuck; the timeout is 2 s"
+            ],
+        ),
     ],
 )
 def test_failure_anywhere_ends_every_rank(scenario: str, rank: int, words: list[str]) -> None:
     ended(launch("-n", "2", *python(str(SCENARIOS), scenario)), rank, *words)
+
+
+def test_one_line_when_several_ranks_wait_for_a_stopped_one() -> None:
+    """Ranks 0 and 2 both time out waiting for the stopped rank 1: the lowest responding
+    rank reports, naming rank 1 alone (rank 2 answered the probe), and ends the job."""
+    proc = launch("-n", "3", *python(str(SCENARIOS), "sigstop"))
+    assert proc.returncode != 0 and proc.seconds < LIMIT
+    assert proc.stderr.count("aborting all ranks") == 1, proc.stderr
+    assert "xbp: rank 0 of 3 waited 2.0 s in the gradient exchange, but rank 1 did not " in (
+        proc.stderr
+    )
+
+
+def test_a_killed_rank_ends_the_job() -> None:
+    """SIGKILL leaves no line of its own: MPI's process manager reports it and ends the rest."""
+    proc = launch("-n", "2", *python(str(SCENARIOS), "sigkill"))
+    assert proc.returncode != 0 and proc.seconds < LIMIT
+    assert "BAD TERMINATION" in proc.stdout and "signal 9" in proc.stdout  # Hydra prints there
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -322,8 +355,48 @@ def test_cli_failure_before_fit_on_one_rank(rank1: list[str], words: list[str]) 
     ended(proc, 1, *words)
 
 
+def test_launcher_is_read_from_the_environment() -> None:
+    from xbp.distributed import launcher
+
+    torchrun = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
+    assert launcher(torchrun) == "torchrun"
+    assert launcher({"TORCHELASTIC_RUN_ID": "x"}) == "torchrun"
+    assert launcher({**torchrun, "PMI_RANK": "1"}) == "torchrun"  # torchrun wins
+    for mpi in ("PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK"):
+        assert launcher({mpi: "1"}) == "mpiexec"
+    assert launcher({"RANK": "1", "WORLD_SIZE": "2"}) is None  # no rendezvous address
+    assert launcher({}) is None
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), "60", True, None])
+def test_timeout_must_be_positive_seconds(bad) -> None:
+    from mpi4py import MPI
+
+    from xbp.distributed import MPIStrategy
+    from xbp.errors import XbpValueError
+
+    with pytest.raises(XbpValueError, match=r"^timeout=.* must be a positive number of sec"):
+        MPIStrategy(MPI.COMM_WORLD, timeout=bad)
+    assert MPIStrategy(MPI.COMM_WORLD, timeout=0.5).timeout == 0.5
+
+
+def test_default_timeout_is_the_clis() -> None:
+    from xbp.cli import DEFAULTS
+    from xbp.distributed import DEFAULT_TIMEOUT, MPIStrategy
+
+    assert DEFAULTS["train"]["timeout"] == DEFAULT_TIMEOUT == 300.0
+    from mpi4py import MPI
+
+    assert MPIStrategy(MPI.COMM_WORLD).timeout == DEFAULT_TIMEOUT
+
+
+def test_cli_timeout_flag_is_checked() -> None:
+    proc = subprocess.run(xbp_train("--timeout", "0"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--timeout: '0' must be > 0" in proc.stderr, proc.stderr
+
+
 def test_handshake_report_is_one_line_per_field() -> None:
-    from xbp.distributed import _disagreement, _ranks
+    from xbp.collective import _disagreement, _ranks
 
     assert _ranks([0, 1, 2, 5]) == "ranks 0-2,5" and _ranks([3]) == "rank 3"
     same = {"epochs": 3, "architecture": {"seed": 0, "dtype": "float64"}}

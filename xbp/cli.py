@@ -162,6 +162,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "plot": None,
         "log_csv": None,
         "distributed": False,
+        "timeout": 300.0,  # xbp.distributed.DEFAULT_TIMEOUT (a test keeps them equal)
         "quiet": False,
         "progress": LIBRARY,
         "compile": LIBRARY,
@@ -559,7 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
         "not written",
         metavar="FILE",
     )
-    t.add("--distributed", "data-parallel over MPI ranks (run under mpiexec)", action="store_true")
+    t.add(
+        "--distributed",
+        "data-parallel over the ranks of mpiexec or torchrun (whichever launched it)",
+        action="store_true",
+    )
+    t.add(
+        "--timeout",
+        "with --distributed: seconds a rank waits in one collective before it ends the job",
+        type=_positive_float,
+        metavar="SECONDS",
+    )
     t.add(
         "--metrics",
         "comma list of metrics logged per epoch and reported on the test rows "
@@ -1131,16 +1142,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     _use_jax_x64(args)
 
-    comm = None
+    strategy = None
     if args.distributed:
-        from .distributed import local_device, world
+        from .distributed import local_device, strategy_from_environment
 
-        comm = world()
+        strategy = strategy_from_environment(timeout=args.timeout)  # mpiexec or torchrun
         if args.device in (None, "cuda"):
-            device = local_device(args.backend, comm)  # one GPU per rank where there are GPUs
+            device = local_device(args.backend)  # one GPU per rank where there are GPUs
             if device is not None:
                 args.device = device
-    root = comm is None or comm.Get_rank() == 0
+    root = strategy is None or strategy.is_root
 
     # 2. a resumed run takes its options from the checkpoint (read once)
     ck = None
@@ -1220,7 +1231,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         callbacks.append(xbp.CSVLogger(args.log_csv))
     if args.tensorboard is not None:
         callbacks.append(xbp.TensorBoard(args.tensorboard))
-    if args.metrics and comm is None:  # data-parallel runs report them on the test rows only
+    if args.metrics and strategy is None:  # data-parallel runs report them on the test rows only
         extra["metrics"] = args.metrics
     quiet = args.quiet or not root
     if not quiet:
@@ -1254,7 +1265,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             resume=ck,
             on_divergence=args.on_divergence,
-            comm=comm,
+            strategy=strategy,
             metadata=meta,
             **extra,
         )
@@ -1895,9 +1906,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (a bad flag, missing data, an error after training) ends every rank.
     """
     words = list(sys.argv[1:] if argv is None else argv)
-    from .distributed import launcher
+    from .distributed import parallel_launch
 
-    found = launcher()
+    found = parallel_launch()
     if found is not None and "--distributed" not in words:
         name, size = found
         print(

@@ -37,11 +37,10 @@ knows none of this: it calls the strategy (:mod:`xbp.strategy`).
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -49,16 +48,34 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import backends
+from .collective import (
+    BUCKET_BYTES,
+    DEFAULT_TIMEOUT,
+    IN_PLACE_BYTES,
+    CollectiveStrategy,
+    Job,
+    RanksDisagreeError,
+    check_timeout,
+    collective_failure,
+    one_line,
+)
 from .errors import CollectiveError, XbpValueError
-from .network import Network, Params
+from .network import Network
 from .strategy import Strategy
 
 __all__ = [
     "world",
+    "BUCKET_BYTES",
+    "IN_PLACE_BYTES",
+    "check_timeout",
     "local_rank",
     "local_device",
     "cuda_aware",
+    "CollectiveStrategy",
     "MPIStrategy",
+    "DEFAULT_TIMEOUT",
+    "launcher",
+    "strategy_from_environment",
     "RanksDisagreeError",
     "data_fingerprint",
     "abort_on_error",
@@ -67,18 +84,9 @@ __all__ = [
     "run_collectively",
 ]
 
-#: a bucket is sent once it holds this many bytes of gradients
-BUCKET_BYTES = 4 << 20
-#: NumPy gradients at least this large are summed in place (smaller ones are staged together)
-IN_PLACE_BYTES = 1 << 14
 #: how long a rank that finished waits for the others before aborting the job
 FINISH_TIMEOUT = 120.0
-#: fields that may differ between ranks: every rank starts from rank 0's broadcast weights
-_MAY_DIFFER = ("architecture.seed", "architecture.init")
-
-# set when this rank raised a CollectiveError (RanksDisagreeError, ...): every rank did,
-# none needs aborting
-_COLLECTIVE_FAILURE = False
+_PROBE_TAG, _ALIVE_TAG = 30571, 30572  # point-to-point tags of MPI's liveness probe
 
 
 def _mpi() -> Any:
@@ -98,7 +106,10 @@ def world() -> Any:
 
 
 def local_rank(comm: Any = None) -> int:
-    """This process's rank among the ranks on the same machine."""
+    """This process's rank among the ranks on the same machine (torchrun's ``LOCAL_RANK``
+    under torchrun)."""
+    if comm is None and launcher() == "torchrun" and "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
     MPI = _mpi()
     comm = comm or MPI.COMM_WORLD
     return int(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
@@ -122,15 +133,15 @@ _LAUNCHERS = (
 )
 
 
-def launcher(environ: dict[str, str] | None = None) -> tuple[str, int] | None:
+def parallel_launch(environ: dict[str, str] | None = None) -> tuple[str, int] | None:
     """The parallel launcher this process runs under and its process count, when it
     started more than one (``mpiexec -n 2``, ``torchrun --nproc_per_node 2``), read from
-    the environment it sets; None otherwise.
+    the environment it sets; None otherwise (:func:`launcher` says which engine).
 
     Examples
     --------
-    >>> from xbp.distributed import launcher
-    >>> launcher({"OMPI_COMM_WORLD_SIZE": "2"}), launcher({"PMI_SIZE": "1"})
+    >>> from xbp.distributed import parallel_launch
+    >>> parallel_launch({"OMPI_COMM_WORLD_SIZE": "2"}), parallel_launch({"PMI_SIZE": "1"})
     (('mpiexec (Open MPI)', 2), None)
     """
     env = os.environ if environ is None else environ
@@ -154,32 +165,7 @@ def cuda_aware() -> bool:
         return False
 
 
-class RanksDisagreeError(CollectiveError):
-    """The ranks of a distributed run were given different configurations or data.
-
-    Raised on every rank at once (the comparison is collective), so no rank
-    is left waiting and none needs aborting."""
-
-
-class _Bucket:
-    """Gradients of consecutive layers being summed across ranks by one or more requests.
-
-    ``entries`` are ``(layer, key, array)``; ``inplace`` are host arrays summed where they
-    are; the rest are packed into ``staged`` (a persistent host buffer, or a device buffer
-    with CUDA-aware MPI) at ``offsets``. ``requests`` and the buffers they write stay
-    referenced here until the bucket is waited for."""
-
-    __slots__ = ("entries", "inplace", "staged", "offsets", "requests")
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[int, str, Any]] = []
-        self.inplace: dict[tuple[int, str], np.ndarray] = {}
-        self.staged: Any = None
-        self.offsets: dict[tuple[int, str], int] = {}
-        self.requests: list[Any] = []
-
-
-class MPIStrategy(Strategy):
+class MPIStrategy(CollectiveStrategy):
     """Data parallelism over an MPI communicator (see the module docstring).
 
     Parameters
@@ -187,291 +173,86 @@ class MPIStrategy(Strategy):
     comm : mpi4py communicator
     overlap : bool
         Start summing each bucket of gradients while the backward pass goes on
-        (default). False sums everything in one blocking exchange after it.
+        (default). False sums everything in one exchange after it.
     bucket_bytes : int
         Gradients are sent in buckets of at least this many bytes (default
         4 MiB; the last one, with the first layer and the loss, may be
         smaller). Smaller buckets start earlier, larger ones make fewer
         collectives.
+    timeout : float
+        Seconds a rank waits in one collective (default
+        :data:`DEFAULT_TIMEOUT`, 300) before it ends the job, naming the ranks
+        that did not respond. Every collective is non-blocking and polled
+        against this deadline.
 
     Examples
     --------
     >>> from mpi4py import MPI  # doctest: +SKIP
-    >>> xbp.fit(net, x, y, strategy=MPIStrategy(MPI.COMM_WORLD))  # doctest: +SKIP
+    >>> xbp.fit(net, x, y, strategy=MPIStrategy(MPI.COMM_WORLD, timeout=60))  # doctest: +SKIP
     """
 
-    reduces = True
+    engine = "MPI"
 
     def __init__(
-        self, comm: Any, *, overlap: bool = True, bucket_bytes: int = BUCKET_BYTES
+        self,
+        comm: Any,
+        *,
+        overlap: bool = True,
+        bucket_bytes: int = BUCKET_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if not all(hasattr(comm, m) for m in ("Get_rank", "Get_size", "Allreduce")):
+        if not all(hasattr(comm, m) for m in ("Get_rank", "Get_size", "Iallreduce")):
             raise XbpValueError(
                 f"comm is a {type(comm).__name__}, not an MPI communicator; pass "
                 "mpi4py.MPI.COMM_WORLD (or xbp.distributed.world())"
             )
-        if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) or bucket_bytes < 1:
-            raise XbpValueError(
-                f"bucket_bytes={bucket_bytes!r} must be a positive integer (bytes), e.g. 1 << 20"
-            )
         self.comm = comm
         self.MPI = _mpi()
-        self.rank, self.size = int(comm.Get_rank()), int(comm.Get_size())
-        self.reduces = self.size > 1
-        self.overlap = bool(overlap)
-        self.bucket_bytes = bucket_bytes
-        self.in_place_bytes = IN_PLACE_BYTES
-        # the backward pass hands each layer's gradients to _grad_ready as they appear
-        self.grad_ready = self._grad_ready if self.reduces and self.overlap else None
-        self._net: Network | None = None
-        self._dtype = np.dtype(np.float64)  # the network's, on the host (set in setup)
-        self._device_buffers = False
-        self._buffers: dict[int, np.ndarray] = {}  # persistent staging buffers, by bucket
-        self._open = _Bucket()  # layers handed in, not yet sent
-        self._open_bytes = 0
-        self._sent: list[_Bucket] = []  # sent this step, not yet waited for
+        self._pending: list[Any] = []  # answers to probes, referenced until the job ends
+        self._init(int(comm.Get_rank()), int(comm.Get_size()), overlap, bucket_bytes, timeout)
 
-    def __repr__(self) -> str:
-        return f"MPIStrategy(rank={self.rank}, size={self.size}, overlap={self.overlap})"
+    def _start_allreduce(self, buf: Any) -> Any:
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
 
-    def share(self, start: int, stop: int) -> tuple[int, int]:
-        base, extra = divmod(stop - start, self.size)
-        lo = start + self.rank * base + min(self.rank, extra)
-        return lo, lo + base + (1 if self.rank < extra else 0)
+    def _start_bcast(self, buf: np.ndarray) -> Any:
+        return self.comm.Ibcast(buf, root=0)
 
-    def reduce_sums(self, values: np.ndarray) -> np.ndarray:
-        out = np.ascontiguousarray(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, out, op=self.MPI.SUM)
-        return out
+    def _start_allgather(self, send: np.ndarray, recv: np.ndarray) -> Any:
+        return self.comm.Iallgather(send, recv)
 
-    def reduce_stats(self, values: Any) -> Any:
-        """Sum a device vector over ranks in the middle of a pass (BatchNorm's global
-        batch statistics): one blocking ``Allreduce`` through the host, summed in
-        float64 and returned in ``values``' dtype. Under mixed precision the sums of
-        the low compute type (bfloat16, float16) cross in the network's dtype.
+    def _completed(self, requests: list[Any]) -> bool:
+        return bool(self.MPI.Request.Testall(requests))
 
-        Every rank calls it at the same point of the same layer (a rank with no rows
-        of the batch sends zeros), so the collectives pair up; it may run while the
-        gradients' ``Iallreduce`` buckets of the layers above are in flight."""
-        net = self._net
-        if net is None:
-            raise XbpValueError(
-                "MPIStrategy.reduce_stats before setup(net, config); call setup first "
-                "(xbp.fit does)"
-            )
-        xp = net.xp
-        wide = values if values.dtype == net.dtype else xp.astype(values, net.dtype)
-        host = np.array(net.backend.to_host(wide), dtype=np.float64, copy=True, order="C")
-        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-        out = net.backend.asarray(host, net.dtype)
-        return out if values.dtype == net.dtype else xp.astype(out, values.dtype)
+    def _answer_probes(self) -> None:
+        MPI, status = self.MPI, self.MPI.Status()
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_PROBE_TAG, status=status):
+            source, ping = status.Get_source(), np.zeros(1, np.int8)
+            self.comm.Recv(ping, source=source, tag=_PROBE_TAG)
+            self._pending.append(self.comm.Isend(ping, dest=source, tag=_ALIVE_TAG))
 
-    def any(self, flag: bool) -> bool:
-        return bool(self.comm.allreduce(bool(flag), op=self.MPI.LOR))
+    def _probe(self, grace: float) -> list[int]:
+        others = [r for r in range(self.size) if r != self.rank]
+        ping = np.zeros(1, np.int8)
+        answers = {r: np.zeros(1, np.int8) for r in others}
+        self._pending += [self.comm.Isend(ping, dest=r, tag=_PROBE_TAG) for r in others]
+        waiting = {r: self.comm.Irecv(answers[r], source=r, tag=_ALIVE_TAG) for r in others}
+        self._pending += [ping, answers, waiting]  # MPI writes them until the job ends
+        deadline = time.monotonic() + grace
+        while waiting and time.monotonic() < deadline:
+            self._answer_probes()  # others may be asking too
+            for r in [r for r, req in waiting.items() if req.Test()]:
+                del waiting[r]
+            time.sleep(0.01)
+        return sorted(waiting)
 
-    # -- before the first step ------------------------------------------------------
-    def setup(self, net: Network, config: dict[str, Any]) -> None:
-        """Compare every rank's run configuration, then start all from rank 0's weights.
+    def _end_job(self, message: str) -> NoReturn:
+        abort_all(message, self.comm)
 
-        Raises
-        ------
-        RanksDisagreeError
-            On every rank, when any field differs between ranks; the message
-            names every differing field and which ranks hold which value.
-        """
-        global _COLLECTIVE_FAILURE
-        _COLLECTIVE_FAILURE = False
-        mine = dict(config)
-        mine["backend"] = net.backend.name
-        configs = self.comm.allgather(json.dumps(mine, sort_keys=True, default=str))
-        if len(set(configs)) > 1:
-            message = _disagreement([json.loads(c) for c in configs])
-            if message is not None:
-                _COLLECTIVE_FAILURE = True
-                raise RanksDisagreeError(message)
-        self._device_buffers = net.backend.mpi_device_buffers(cuda_aware())
-        # every rank must start from rank 0's weights (and layer state), whatever seed
-        # it was given
-        for p in [*net.params, *net.state]:
-            for k in sorted(p):
-                host = np.array(net.backend.to_host(p[k]), copy=True, order="C")  # writable
-                self.comm.Bcast(host, root=0)
-                p[k] = net.backend.asarray(host, net.dtype, copy=True)
-        self._net = net
-        self._dtype = np.dtype(net.backend.dtype_name(net.dtype))
-        self._buffers.clear()
-        self._open, self._open_bytes, self._sent = _Bucket(), 0, []
-
-    # -- the exchange -----------------------------------------------------------------
-    def _grad_ready(self, layer: int, grads: dict[str, Any]) -> None:
-        """Called by the backward pass with layer ``layer``'s fresh gradients."""
-        if self._sent:  # let the library move the buckets already sent along
-            self.MPI.Request.Testall([r for b in self._sent for r in b.requests])
-        for k in sorted(grads):
-            a = grads[k]
-            self._open.entries.append((layer, k, a))
-            self._open_bytes += int(np.prod(a.shape)) * self._dtype.itemsize
-        # the first layer comes last: it is sent with the loss in reduce_grads
-        if layer > 0 and self._open_bytes >= self.bucket_bytes:
-            self._send(self._open)
-            self._open, self._open_bytes = _Bucket(), 0
-
-    def reduce_grads(self, cost: Any, grads: Params) -> tuple[Any, Params]:
-        """Sum the loss and every gradient across ranks.
-
-        The buckets started during the backward pass are waited for here;
-        layers not handed to ``grad_ready`` (none with overlap on) and the
-        loss go in a last bucket."""
-        net = self._net
-        if net is None:
-            raise XbpValueError(
-                "MPIStrategy.reduce_grads before setup(net, config); call setup first "
-                "(xbp.fit does)"
-            )
-        be, xp = net.backend, net.xp
-        last = self._open
-        seen = {(b_layer, k) for b in self._sent for b_layer, k, _ in b.entries}
-        seen.update((b_layer, k) for b_layer, k, _ in last.entries)
-        for layer in range(len(grads) - 1, -1, -1):
-            for k in sorted(grads[layer]):
-                if (layer, k) not in seen:
-                    last.entries.append((layer, k, grads[layer][k]))
-        last.entries.append((-1, "cost", xp.reshape(cost, (1,))))
-        self._send(last)
-        buckets, self._sent = self._sent, []
-        self._open, self._open_bytes = _Bucket(), 0
-        self.MPI.Request.Waitall([r for b in buckets for r in b.requests])
-        out: Params = [dict(g) for g in grads]
-        total = cost
-        for bucket in buckets:
-            staged = bucket.staged
-            if staged is not None and not self._device_buffers:
-                staged = be.asarray(staged)  # views (NumPy, torch on the CPU) or one copy
-            for layer, k, a in bucket.entries:
-                if (layer, k) in bucket.inplace:
-                    value = a  # summed where it lies
-                else:
-                    off = bucket.offsets[(layer, k)]
-                    size = int(np.prod(a.shape))
-                    value = xp.reshape(staged[off : off + size], a.shape)
-                if layer < 0:
-                    total = xp.reshape(value, ())
-                else:
-                    out[layer][k] = value
-        return total, out
-
-    def _send(self, bucket: _Bucket) -> None:
-        """Start summing ``bucket`` across ranks (non-blocking)."""
-        assert self._net is not None
-        be, xp = self._net.backend, self._net.xp
-        MPI = self.MPI
-        staged: list[tuple[int, str, Any]] = []
-        for layer, k, a in bucket.entries:
-            host = a if be.is_host and isinstance(a, np.ndarray) else None
-            if (
-                host is not None
-                and host.nbytes >= self.in_place_bytes
-                and host.flags.c_contiguous
-                and host.flags.writeable
-            ):
-                bucket.inplace[(layer, k)] = host
-                bucket.requests.append(self.comm.Iallreduce(MPI.IN_PLACE, host, op=MPI.SUM))
-            else:
-                staged.append((layer, k, a))
-        if not staged:
-            self._sent.append(bucket)
-            return
-        offset = 0
-        for layer, k, a in staged:
-            bucket.offsets[(layer, k)] = offset
-            offset += int(np.prod(a.shape))
-        if self._device_buffers:  # CUDA-aware MPI reads the GPU buffer itself
-            buf = xp.concat([xp.reshape(a, (-1,)) for _, _, a in staged])
-            be.sync()
-        else:
-            # one persistent host buffer per bucket: the MPI library registers its memory
-            # once instead of on every step (a fresh buffer cost 3x the transfer)
-            buf = self._host_buffer(len(self._sent), offset)
-            for layer, k, a in staged:
-                off = bucket.offsets[(layer, k)]
-                size = int(np.prod(a.shape))
-                buf[off : off + size] = np.reshape(be.to_host(a), (-1,))
-        bucket.staged = buf  # referenced until the request completes
-        bucket.requests.append(self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM))
-        self._sent.append(bucket)
-
-    def _host_buffer(self, index: int, size: int) -> np.ndarray:
-        buf = self._buffers.get(index)
-        if buf is None or buf.shape[0] != size or buf.dtype != self._dtype:
-            buf = self._buffers[index] = np.empty(size, dtype=self._dtype)
-        return buf
-
-    def abort(self, exc: BaseException) -> None:
-        """End every rank on a failure of this one; an error every rank raises alike (a
-        :class:`~xbp.errors.CollectiveError`: a disagreement all ranks found, a refusal
-        of ``compile=True``) is raised instead."""
-        global _COLLECTIVE_FAILURE
-        if isinstance(exc, CollectiveError):
-            _COLLECTIVE_FAILURE = True
-            return  # every rank raises it: each exits on its own, with the message
-        abort_on_error(self.comm, exc)
+    def _device_buffers_for(self, net: Network) -> bool:
+        return bool(net.backend.mpi_device_buffers(cuda_aware()))
 
 
 # -- the handshake's report ------------------------------------------------------------------
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _ranks(ranks: list[int]) -> str:
-    """``[0, 1, 2, 5]`` as ``ranks 0-2,5``."""
-    runs: list[list[int]] = []
-    for r in ranks:
-        if runs and r == runs[-1][-1] + 1:
-            runs[-1].append(r)
-        else:
-            runs.append([r])
-    text = ",".join(
-        f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs
-    )
-    return ("rank " if len(ranks) == 1 else "ranks ") + text
-
-
-def _disagreement(configs: list[dict[str, Any]]) -> str | None:
-    """One line naming every setting the ranks disagree on, with which ranks hold what."""
-    flats = [_flatten(c) for c in configs]
-    names: list[str] = []
-    for flat in flats:  # rank 0's fields, then those only other ranks have
-        names.extend(n for n in flat if n not in names)
-    fields = []
-    for name in names:
-        if name in _MAY_DIFFER:
-            continue
-        values = [json.dumps(f.get(name), sort_keys=True) for f in flats]
-        if len(set(values)) == 1:
-            continue
-        groups: dict[str, list[int]] = {}
-        for rank, v in enumerate(values):
-            groups.setdefault(v, []).append(rank)
-        shown = "; ".join(
-            f"{_ranks(ranks)}: {v if len(v) <= 60 else v[:57] + '...'}"
-            for v, ranks in groups.items()
-        )
-        fields.append(f"{name} ({shown})")
-    if not fields:
-        return None
-    return (
-        f"the ranks disagree on {', '.join(fields)}; every rank must run the same configuration "
-        "on the same data (the same command, files and options)"
-    )
-
-
 def data_fingerprint(net: Network, train: Any, val: Any = None, rows: int = 1024) -> dict[str, Any]:
     """A cheap fingerprint of the data a rank trains on, for the ranks to compare.
 
@@ -489,15 +270,33 @@ def data_fingerprint(net: Network, train: Any, val: Any = None, rows: int = 1024
     rows : int
         Rows sampled from each data set.
 
+    Row weights (``sample_weight``, ``class_weight``) are hashed whole, every
+    row: they change the result as much as the data does.
+
     Returns
     -------
     dict
-        ``{"train": hex digest, "validation": hex digest or None}``.
+        ``{"train": hex digest, "validation": hex digest or None, "train_weights":
+        hex digest or None, "validation_weights": ...}`` (None: unweighted).
     """
     return {
         "train": train.fingerprint(net, rows),
         "validation": None if val is None else val.fingerprint(net, rows),
+        "train_weights": _weights_digest(net, train),
+        "validation_weights": None if val is None else _weights_digest(net, val),
     }
+
+
+def _weights_digest(net: Network, data: Any) -> str | None:
+    """blake2b of every row weight of ``data`` (sample and class weights multiplied, as
+    training uses them), or None where it is unweighted: a weight that differs on one row
+    changes the result, so none is skipped."""
+    w = getattr(data, "w", None)
+    if w is None:
+        return None
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.ascontiguousarray(net.backend.to_host(w)).tobytes())
+    return h.hexdigest()
 
 
 # -- failures: no rank is left waiting ---------------------------------------------------------
@@ -523,8 +322,7 @@ def abort_on_error(comm: Any, exc: BaseException) -> None:
     """On a multi-rank run, print one clear line and abort every rank instead of hanging."""
     if comm is None or comm.Get_size() == 1:
         return
-    detail = " ".join("".join(traceback.format_exception_only(type(exc), exc)).split())
-    abort_all(f"failed: {detail}", comm)
+    abort_all(f"failed: {one_line(exc)}", comm)
 
 
 def _exit_status(code: Any) -> int:
@@ -536,12 +334,28 @@ def _exit_status(code: Any) -> int:
     return 1  # a message: Python prints it and exits 1
 
 
-def _world_or_none() -> Any:
+class _MPIJob(Job):
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+
+    def abort(self, message: str) -> NoReturn:
+        abort_all(message, self.comm)
+
+    def finish(self, timeout: float) -> None:
+        _finish(self.comm, timeout)
+
+
+def _job() -> Job | None:
+    """This process's multi-rank job (MPI or torchrun), or None for one process."""
+    if launcher() == "torchrun":
+        from .torchdist import job
+
+        return job()
     try:
         comm = world()
     except XbpValueError:  # no mpi4py: nothing to abort
         return None
-    return comm if comm.Get_size() > 1 else None
+    return _MPIJob(comm) if comm.Get_size() > 1 else None
 
 
 def _finish(comm: Any, timeout: float) -> None:
@@ -560,10 +374,10 @@ def _finish(comm: Any, timeout: float) -> None:
         pause = min(2 * pause, 0.05)
 
 
-def _failed(comm: Any, status: int) -> None:
+def _failed(job: Job, status: int) -> None:
     """This rank ends with ``status``: abort the others unless every rank saw the same error."""
-    if status != 0 and not _COLLECTIVE_FAILURE:
-        abort_all(f"failed (exit status {status}; its error is above)", comm)
+    if status != 0 and not collective_failure():
+        job.abort(f"failed (exit status {status}; its error is above)")
 
 
 @contextmanager
@@ -575,8 +389,9 @@ def collective_guard(finish_timeout: float = FINISH_TIMEOUT) -> Iterator[None]:
     so the other ranks never wait in a collective for it; a block that ends
     normally waits up to ``finish_timeout`` seconds for every rank to end its
     own, then aborts the job (a rank is stuck). Under one process, or without
-    mpi4py, it does nothing. Use it around the whole of a training script,
-    including loading data before ``fit`` and saving after it.
+    mpi4py, it does nothing. The job is the MPI world under ``mpiexec``, or the
+    ranks of ``torchrun`` (see :func:`launcher`). Use it around the whole of a
+    training script, including loading data before ``fit`` and saving after it.
 
     Parameters
     ----------
@@ -587,29 +402,29 @@ def collective_guard(finish_timeout: float = FINISH_TIMEOUT) -> Iterator[None]:
     --------
     >>> with xbp.distributed.collective_guard():  # doctest: +SKIP
     ...     x, y = load(path)
-    ...     xbp.fit(net, x, y, comm=MPI.COMM_WORLD)
+    ...     xbp.fit(net, x, y, strategy=xbp.distributed.strategy_from_environment())
     ...     xbp.save(net, "model.npz")
     """
     try:
         yield
     except SystemExit as exc:
         status = _exit_status(exc.code)
-        comm = _world_or_none()
-        if comm is not None:
+        job = _job()
+        if job is not None:
             if status != 0 and isinstance(exc.code, str):
                 print(exc.code, file=sys.stderr, flush=True)
-            _failed(comm, status)
+            _failed(job, status)
             if status == 0:
-                _finish(comm, finish_timeout)
+                job.finish(finish_timeout)
         raise
     except BaseException as exc:
-        comm = _world_or_none()
-        if comm is not None and not isinstance(exc, CollectiveError):
-            abort_on_error(comm, exc)
+        job = _job()
+        if job is not None and not isinstance(exc, CollectiveError):
+            job.abort(f"failed: {one_line(exc)}")
         raise
-    comm = _world_or_none()
-    if comm is not None:
-        _finish(comm, finish_timeout)
+    job = _job()
+    if job is not None:
+        job.finish(finish_timeout)
 
 
 def run_collectively(
@@ -629,11 +444,69 @@ def run_collectively(
     int
         ``main``'s status (0 for None).
     """
-    global _COLLECTIVE_FAILURE
-    _COLLECTIVE_FAILURE = False
+    collective_failure(False)
     with collective_guard(finish_timeout):
         status = _exit_status(main(*args))
-        comm = _world_or_none() if status != 0 else None
-        if comm is not None:
-            _failed(comm, status)  # returns only when every rank failed alike
+        job = _job() if status != 0 else None
+        if job is not None:
+            _failed(job, status)  # returns only when every rank failed alike
     return status
+
+
+# -- which engine ------------------------------------------------------------------------------
+#: variables a launcher sets in every rank's environment
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_MPI_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def launcher(environ: Any = None) -> str | None:
+    """The launcher this process runs under: ``"torchrun"``, ``"mpiexec"`` or None.
+
+    Read from the environment a launcher gives each rank: torchrun (and any
+    ``env://`` launcher of torch.distributed) sets ``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR`` and ``MASTER_PORT``; MPI process managers (MPICH's Hydra,
+    Open MPI, PMIx, Slurm's ``srun --mpi``) set ``PMI_RANK``,
+    ``OMPI_COMM_WORLD_SIZE`` or ``PMIX_RANK``. torchrun wins where both appear.
+
+    Examples
+    --------
+    >>> from xbp.distributed import launcher
+    >>> launcher({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    'torchrun'
+    >>> launcher({"PMI_RANK": "1", "PMI_SIZE": "2"}), launcher({})
+    ('mpiexec', None)
+    """
+    env = os.environ if environ is None else environ
+    if "TORCHELASTIC_RUN_ID" in env or all(k in env for k in _TORCHRUN_VARS):
+        return "torchrun"
+    if any(k in env for k in _MPI_VARS):
+        return "mpiexec"
+    return None
+
+
+def strategy_from_environment(timeout: float = DEFAULT_TIMEOUT, **options: Any) -> Strategy:
+    """The data-parallel strategy of the launcher this process runs under.
+
+    Under ``torchrun``: :class:`xbp.torchdist.TorchDistributedStrategy` (gloo
+    for host arrays, NCCL for CUDA ones); otherwise :class:`MPIStrategy` over
+    ``MPI.COMM_WORLD`` (under ``mpiexec``, or one process without a launcher).
+    ``xbp train --distributed`` calls it.
+
+    Parameters
+    ----------
+    timeout : float
+        Seconds a rank waits in one collective before it ends the job.
+    **options
+        ``overlap``, ``bucket_bytes``: passed to the strategy.
+
+    Examples
+    --------
+    >>> strategy = xbp.distributed.strategy_from_environment(timeout=60)  # doctest: +SKIP
+    >>> xbp.fit(net, x, y, strategy=strategy)  # doctest: +SKIP
+    """
+    check_timeout(timeout)
+    if launcher() == "torchrun":
+        from .torchdist import TorchDistributedStrategy
+
+        return TorchDistributedStrategy(timeout=timeout, **options)
+    return MPIStrategy(world(), timeout=timeout, **options)

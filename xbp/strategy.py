@@ -5,7 +5,10 @@ The training loop never asks for ranks or talks to a transport. It holds a
 process computes, to combine gradients and sums across processes, to take
 collective decisions (stop training) and to know who writes files and logs.
 :class:`LocalStrategy` is one process; :class:`xbp.distributed.MPIStrategy`
-implements the same calls over MPI.
+(MPI) and :class:`xbp.torchdist.TorchDistributedStrategy` (torch.distributed:
+gloo, NCCL) implement the same calls, both through
+:class:`xbp.distributed.CollectiveStrategy`, where every collective has a
+deadline (``timeout=``).
 """
 
 from __future__ import annotations

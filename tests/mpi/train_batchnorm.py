@@ -29,15 +29,13 @@ if backend == "jax":
     import jax
 
     jax.config.update("jax_enable_x64", True)
-comm = None
+strategy = None
 rank = 0
-if mode != "single":
-    from mpi4py import MPI
+if mode != "single":  # the launcher's engine: mpiexec or torchrun
+    import engine
 
-    from xbp.distributed import MPIStrategy
-
-    comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
+    strategy = engine.strategy()
+    rank = strategy.rank
 rng = np.random.default_rng(0)
 x = rng.normal(size=(43, 8)) * rng.uniform(0.5, 3.0, size=8) + rng.normal(size=8)
 y = (x[:, :3].sum(axis=1) > 0.5).astype(np.int64) + (x[:, 3] > 1)
@@ -64,14 +62,13 @@ options = dict(
     validation_split=0.2,
     sample_weight=w,
 )
-strategy = None if comm is None else MPIStrategy(comm)
 if mode == "compile":
     try:
         xbp.fit(net, x, y, compile=True, strategy=strategy, **options)
     except xbp.XbpError as exc:
         # every rank raised: none waits in a collective, so rank 0 gathers the lines
         # (two processes' prints could interleave)
-        lines = comm.gather(f"rank {rank} caught: {exc}") if comm is not None else []
+        lines = engine.allgather(f"rank {rank} caught: {exc}") if strategy else []
         if rank == 0:
             print("\n".join(lines), flush=True)
         sys.exit(0)
@@ -79,8 +76,8 @@ if mode == "compile":
 hist = xbp.fit(net, x, y, strategy=strategy, compile=None, **options)
 arrays = {f"p{i}{k}": v for i, p in enumerate(net.host_params()) for k, v in p.items()}
 arrays.update({f"s{i}{k}": v for i, s in enumerate(net.host_state()) for k, v in s.items()})
-if comm is not None:
-    for i, theirs in enumerate(comm.allgather(arrays)):
+if strategy is not None:
+    for i, theirs in enumerate(engine.allgather(arrays)):
         for key, mine in arrays.items():
             if not np.array_equal(mine, theirs[key]):
                 sys.exit(f"rank {rank}'s {key} differs from rank {i}'s")

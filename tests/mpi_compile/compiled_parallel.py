@@ -1,4 +1,4 @@
-"""Run under mpiexec: compiled (JAX) data-parallel training; rank 0 writes the weights."""
+"""Run under mpiexec or torchrun: compiled (JAX) data-parallel training; rank 0 saves."""
 
 import sys
 
@@ -21,11 +21,12 @@ if opt_name.endswith("-weighted"):  # row and class weights, and dropout on the 
     net = xbp.Network(layers, loss="cross_entropy", backend="jax", seed=1)
     weights = {"sample_weight": rng.integers(0, 4, size=61) * 1.0, "class_weight": "balanced"}
     opt_name = opt_name.removesuffix("-weighted")
-comm = None
+strategy = None
 if parallel:  # compiled on every rank; the reference is one eager process
-    from mpi4py import MPI
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "mpi"))
+    import engine
 
-    comm = MPI.COMM_WORLD
+    strategy = engine.strategy()
 opt = xbp.optim.adam(0.02) if opt_name == "adam" else xbp.optim.sgd(0.3)
 hist = xbp.fit(
     net,
@@ -37,10 +38,10 @@ hist = xbp.fit(
     seed=2,
     progress=False,
     compile=parallel,
-    comm=comm,
+    strategy=strategy,
     **weights,
 )
-if comm is None or comm.Get_rank() == 0:
+if strategy is None or strategy.is_root:
     arrays = {f"{i}{k}": v for i, p in enumerate(net.host_params()) for k, v in p.items()}
     arrays["loss"] = np.array(hist["loss"])
     np.savez(out, **arrays)
