@@ -26,7 +26,7 @@ compute-only step normalises by its share's own statistics.
 by step: each rank also joins a torch.distributed (gloo) process group made
 from the MPI ranks (rank 0 picks a free port and broadcasts it), and the
 blocking and overlapped kinds run once over MPI (``mpi ...``) and once over
-gloo (``torch ...``; :class:`xbp.torchdist.TorchDistributedStrategy`).
+gloo (``torch ...``; :class:`xbp.parallel.torchdist.TorchDistributedStrategy`).
 
 The communication *not hidden* behind compute is ``step - compute``; the share
 is that over the step. Every step starts after a barrier and lasts as long as
@@ -49,9 +49,9 @@ import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import xbp  # noqa: E402
-from xbp.bench import CASES, case_data  # noqa: E402
-from xbp.distributed import BUCKET_BYTES, MPIStrategy  # noqa: E402
-from xbp.strategy import LocalStrategy  # noqa: E402
+from xbp.parallel.mpi import BUCKET_BYTES, MPIStrategy  # noqa: E402
+from xbp.parallel.strategy import LocalStrategy  # noqa: E402
+from xbp.tools.bench import CASES, case_data  # noqa: E402
 
 
 def timed(strategy):
@@ -78,7 +78,7 @@ def torch_strategy(comm, **options):
     """A gloo process group over the same ranks as ``comm`` (for --engines ...,torch)."""
     import socket
 
-    from xbp.torchdist import TorchDistributedStrategy
+    from xbp.parallel.torchdist import TorchDistributedStrategy
 
     if comm.Get_rank() == 0:
         with socket.socket() as s:
@@ -122,7 +122,7 @@ def main() -> None:
         options = xbp.TrainOptions(
             optimizer=xbp.optim.sgd(0.01), batch_size=len(x), shuffle=False, max_retries=0
         )
-        t = xbp.Trainer(net, options, strategy=strategy)
+        t = xbp.train.Trainer(net, options, strategy=strategy)
         strategy.setup(net, {"case": args.case})
         return t
 

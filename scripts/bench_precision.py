@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import xbp
-from xbp import mnist1d as m1d
+from xbp.data import mnist1d as m1d
 
 
 @functools.cache
@@ -113,7 +113,7 @@ def step_ms(precision: str, backend: str, device: Any, repeat: int) -> float | N
     rng = np.random.default_rng(0)
     x = net.check_inputs(rng.normal(size=(batch, 784)).astype(np.float32))
     y = net.check_targets(rng.integers(0, 10, batch), batch)
-    trainer = xbp.Trainer(net, xbp.TrainOptions(optimizer="adam", learning_rate=1e-4))
+    trainer = xbp.train.Trainer(net, xbp.TrainOptions(optimizer="adam", learning_rate=1e-4))
     times = []
     for i in range(repeat + 3):  # three warm-up steps
         be.sync()

@@ -46,7 +46,7 @@ def test_set(directory: Path, x: object, y: np.ndarray, mmap: bool) -> tuple[obj
     """(x_train, y_train, x_test, y_test, name): the t10k files when present."""
     try:
         x_test, y_test = xbp.data.load_mnist(directory, "t10k", mmap=mmap)
-    except xbp.XbpFileNotFoundError:
+    except xbp.errors.XbpFileNotFoundError:
         if mmap:
             raise SystemExit("--mmap needs the t10k files as the test set in --data") from None
         n = len(y) - len(y) // 6

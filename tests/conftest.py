@@ -50,7 +50,9 @@ def is_required(test_id: str, name: str, required: set[str]) -> bool:
     return name in required and not test_id.endswith("-cuda")
 
 
-def backend_or_skip(test_id: str, name: str, device: Any, required: set[str]) -> xbp.Backend:
+def backend_or_skip(
+    test_id: str, name: str, device: Any, required: set[str]
+) -> xbp.backends.select.Backend:
     """Resolve a backend; skip when unusable, fail instead when it is required."""
     try:
         if name == "array_api_strict" and device is not None:
@@ -64,7 +66,7 @@ def backend_or_skip(test_id: str, name: str, device: Any, required: set[str]) ->
         pytest.skip(f"{test_id}: {exc}")
 
 
-def device_option(be: xbp.Backend) -> list[str]:
+def device_option(be: xbp.backends.select.Backend) -> list[str]:
     """The ``--device`` arguments that select ``be`` on the command line ([] for the default)."""
     for _, name, device in BACKEND_SPECS:
         if name != be.name or device is None:
@@ -78,13 +80,13 @@ def device_option(be: xbp.Backend) -> list[str]:
 
 
 @pytest.fixture(params=BACKEND_SPECS, ids=[s[0] for s in BACKEND_SPECS])
-def backend(request: pytest.FixtureRequest) -> xbp.Backend:
+def backend(request: pytest.FixtureRequest) -> xbp.backends.select.Backend:
     test_id, name, device = request.param
     return backend_or_skip(test_id, name, device, required_backends())
 
 
 @pytest.fixture(params=BACKEND_SPECS, ids=[f"to-{s[0]}" for s in BACKEND_SPECS])
-def target_backend(request: pytest.FixtureRequest) -> xbp.Backend:
+def target_backend(request: pytest.FixtureRequest) -> xbp.backends.select.Backend:
     """A second backend, independent of ``backend`` (e.g. where a saved model is loaded)."""
     test_id, name, device = request.param
     return backend_or_skip(test_id, name, device, required_backends())
@@ -96,7 +98,7 @@ def rng() -> np.random.Generator:
 
 
 def assert_close(
-    actual: Any, expected: np.ndarray, be: xbp.Backend, dtype: str, rel: float
+    actual: Any, expected: np.ndarray, be: xbp.backends.select.Backend, dtype: str, rel: float
 ) -> None:
     """Check namespace, device, dtype and shape, then values relative to max|expected|."""
     assert be.owns(actual), f"result is not a {be.name} array: {type(actual)}"

@@ -1,6 +1,6 @@
 """Data parallelism between threads of one process: ranks without MPI, for tests.
 
-:class:`Threads` makes the calls :class:`xbp.distributed.MPIStrategy` makes (its
+:class:`Threads` makes the calls :class:`xbp.parallel.mpi.MPIStrategy` makes (its
 row shares, its sums over ranks of the gradients, of host sums and of batch
 statistics in the middle of a pass), with a barrier in place of the transport;
 :func:`fit_in_threads` runs ``xbp.fit`` of each network on its own thread as one
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 import xbp
-from xbp.distributed import MPIStrategy
-from xbp.strategy import Strategy
+from xbp.parallel.mpi import MPIStrategy
+from xbp.parallel.strategy import Strategy
 
 
 class Threads(Strategy):

@@ -102,10 +102,10 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_training_flows_one_way() -> None:
     graph = import_graph()
-    assert "xbp.distributed" not in graph["xbp.training"]
-    assert "xbp.io" not in graph["xbp.training"]
-    assert not {"xbp.training", "xbp.run", "xbp.checkpoint"} & graph["xbp.network"]
-    assert "xbp.training" not in graph["xbp.distributed"]
+    assert "xbp.parallel.mpi" not in graph["xbp.train.loop"]
+    assert "xbp.io" not in graph["xbp.train.loop"]
+    assert not {"xbp.train.loop", "xbp.train.run", "xbp.train.checkpoint"} & graph["xbp.nn.network"]
+    assert "xbp.train.loop" not in graph["xbp.parallel.mpi"]
 
 
 def _private_uses(tree: ast.Module, own_classes: set[str]) -> list[tuple[int, str]]:
@@ -126,10 +126,13 @@ def _private_uses(tree: ast.Module, own_classes: set[str]) -> list[tuple[int, st
     return found
 
 
-def _private_imports(tree: ast.Module) -> list[tuple[int, str]]:
-    """``from .module import _name``: a private name of another xbp module."""
+def _private_imports(tree: ast.Module, in_package: bool = False) -> list[tuple[int, str]]:
+    """``from .module import _name``: a private name of another xbp module (a module of
+    the same sub-package, ``from .sibling import _name``, shares its package's privates)."""
     found = []
     for node in ast.walk(tree):
+        if in_package and isinstance(node, ast.ImportFrom) and node.level == 1:
+            continue
         if isinstance(node, ast.ImportFrom) and (
             node.level or (node.module or "").startswith("xbp")
         ):
@@ -140,7 +143,7 @@ def _private_imports(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 # attribute names of third-party objects that happen to start with "_" (not xbp's privates)
-THIRD_PARTY = {"_fields", "_asdict", "_replace", "_device", "_exit"}
+THIRD_PARTY = {"_fields", "_asdict", "_replace", "_device", "_exit", "_parameter_constraints"}
 
 
 def _scripts() -> list[Path]:
@@ -154,7 +157,8 @@ def test_no_private_attribute_of_another_module_is_used(path: Path) -> None:
     own = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
     bad = [
         (line, text)
-        for line, text in _private_uses(tree, own) + _private_imports(tree)
+        for line, text in _private_uses(tree, own)
+        + _private_imports(tree, path.parent not in (PACKAGE, PACKAGE.parent / "scripts"))
         if text.rsplit(".", 1)[-1] not in THIRD_PARTY
     ]
     assert not bad, f"{path.name} uses private names of other objects: {bad}"
@@ -166,8 +170,8 @@ def test_the_private_use_check_flags_a_private_access() -> None:
     assert [t for _, t in _private_imports(tree)] == ["from io import _read"]
 
 
-# -- the training loop reads data through one protocol (xbp/sources.py) ----------------------------
-#: the data types of xbp.sources and xbp.hostrows, and what they wrap
+# -- the training loop reads data through one protocol (xbp/data/sources.py) ------------------
+#: the data types of xbp.data.sources and xbp.data.hostrows, and what they wrap
 DATA_TYPES = {"Source", "DeviceData", "HostData", "BatchSource", "MappedRows", "memmap", "ndarray"}
 #: attributes a loop would ask about to tell data sources apart
 DATA_ATTRS = {"streamed", "source", "rows", "x", "y", "w", "labels", "n", "shape", "gather"}
@@ -210,10 +214,10 @@ def data_type_checks(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 def test_training_loop_does_not_tell_data_sources_apart() -> None:
-    """training.py consumes every kind of data through the protocol of xbp.sources: no
+    """train/loop.py consumes every kind of data through the protocol of xbp.data.sources: no
     ``getattr(data, "streamed")``/``"source"`` probes, no isinstance checks on data types,
     no import of a concrete data type, and one epoch runner."""
-    path = PACKAGE / "training.py"
+    path = PACKAGE / "train" / "loop.py"
     tree = ast.parse(path.read_text(), str(path))
     bad = data_type_checks(tree)
     assert not bad, f"training.py tells data sources apart: {bad}"
@@ -263,17 +267,17 @@ def weight_updates(tree: ast.Module) -> list[int]:
 
 
 def test_weights_change_in_one_place() -> None:
-    """The one training step (xbp/step.py) is the only caller of an optimizer's update
-    and of apply_updates outside xbp/optim.py: no loop keeps an update of its own."""
+    """The one training step (xbp/train/step.py) is the only caller of an optimizer's update
+    and of apply_updates outside xbp/optim/__init__.py: no loop keeps an update of its own."""
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name in ("optim.py", "step.py"):
+        if path.relative_to(PACKAGE).as_posix() in ("optim/__init__.py", "train/step.py"):
             continue
         lines = weight_updates(ast.parse(path.read_text(), str(path)))
         if lines:
             found[str(path.relative_to(PACKAGE))] = lines
-    assert not found, f"weights are updated outside xbp/step.py: {found}"
-    step = ast.parse((PACKAGE / "step.py").read_text())
+    assert not found, f"weights are updated outside xbp/train/step.py: {found}"
+    step = ast.parse((PACKAGE / "train" / "step.py").read_text())
     assert len(weight_updates(step)) == 2  # the optimizer's update, then apply_updates
 
 
@@ -286,3 +290,99 @@ def test_the_weight_update_finder_finds_updates() -> None:
         "logs.update(epoch=1)\n"
     )
     assert weight_updates(tree) == [1, 2, 3]
+
+
+# -- the package layout is the architecture: each sub-package imports only from below --
+LAYERS = ["errors", "metrics", "backends", "nn", "optim", "io", "data", "parallel", "train",
+          "tools", "sklearn", "cli"]  # fmt: skip
+
+
+def _layer_imports() -> list[tuple[str, str, str, str]]:
+    """(module, its layer, imported module, its layer) for every relative import in xbp."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = ["xbp", *path.relative_to(PACKAGE).with_suffix("").parts]
+        package = parts[:-1]
+        if parts[-1] == "__init__":
+            parts = package
+        if len(parts) < 2 or parts[1] not in LAYERS:
+            continue  # xbp/__init__.py and __main__.py sit on top and re-export
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            for name in names:
+                layer = name.split(".")[1] if "." in name else None
+                if layer in LAYERS:
+                    found.append((".".join(parts), parts[1], name, layer))
+    return found
+
+
+def test_each_sub_package_imports_only_from_the_layers_below_it() -> None:
+    imports = _layer_imports()
+    assert len(imports) > 100  # the walk sees the package
+    upward = [
+        f"{mod} ({layer}) imports {name} ({target})"
+        for mod, layer, name, target in imports
+        if LAYERS.index(target) > LAYERS.index(layer)
+    ]
+    assert not upward, upward
+
+
+def test_the_layout_and_the_architecture_table_are_one_picture() -> None:
+    table = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    on_disk = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert on_disk == set(LAYERS) - {"errors", "metrics", "sklearn"}, on_disk
+    for layer in LAYERS:
+        assert f"`{layer}" in table, f"docs/architecture.md does not name the {layer} layer"
+
+
+def test_the_top_level_holds_what_a_script_writes() -> None:
+    import xbp
+
+    assert len(xbp.__all__) <= 30, len(xbp.__all__)
+    assert all(hasattr(xbp, name) for name in xbp.__all__)
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("## The package", 1)[1].split("\n## ", 1)[0]
+    assert f"`xbp.__all__`, {len(xbp.__all__)} names" in section
+    missing = [name for name in xbp.__all__ if f"`{name}`" not in section]
+    assert not missing, f"README's package section does not name {missing}"
+    # no mutable registry at the top level: parts are added through functions
+    assert not [n for n in dir(xbp) if n.isupper() and not n.startswith("_")]
+
+
+def test_the_readme_defaults_table_is_the_codes() -> None:
+    import inspect
+
+    import xbp
+    from xbp.cli.options import DEFAULT_LR, DEFAULTS
+    from xbp.sklearn import MLPClassifier
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme.split("| setting | `xbp.mlp` / `xbp.fit` |", 1)[1].split("\n\n", 1)[0]
+    rows = {
+        r.split("|")[1].strip(): [c.strip().strip("`") for c in r.split("|")[2:5]]
+        for r in table.strip().splitlines()[1:]
+    }
+    mlp = inspect.signature(xbp.mlp).parameters
+    opts, cli, sk = xbp.TrainOptions(), DEFAULTS["train"], MLPClassifier()
+    lr = xbp.optim.get_optimizer(opts.optimizer, opts.learning_rate).config()["learning_rate"]
+    assert rows["hidden activation"] == [
+        mlp["activation"].default,
+        cli["activation"],
+        sk.activation,
+    ]
+    assert rows["loss"][0] == mlp["loss"].default and cli["loss"] is None
+    assert rows["optimizer"] == [opts.optimizer, cli["optimizer"], sk.solver]
+    assert rows["learning rate"] == [
+        str(lr["learning_rate"]),
+        str(DEFAULT_LR["adaptive"]),
+        str(sk.learning_rate_init),
+    ]
+    assert rows["schedule"][:2] == [lr["kind"], cli["schedule"]]
+    assert rows["epochs"] == [str(opts.epochs), str(cli["epochs"]), str(sk.max_iter)]
+    assert rows["batch size"][:2] == [str(opts.batch_size), str(cli["batch_size"])]
+    assert rows["inputs standardised"][0].startswith("no") and not mlp["standardize"].default
+    assert rows["inputs standardised"][1].startswith("yes") and not cli["no_standardize"]

@@ -11,22 +11,22 @@ from xbp.errors import BackendUnavailableError, XbpTypeError, XbpValueError
 
 
 def test_default_is_numpy_cpu() -> None:
-    be = xbp.default_backend()
+    be = xbp.backends.select.default_backend()
     assert be.name == "numpy" and str(be.device) == "cpu"
 
 
 def test_context_manager_sets_and_restores_default() -> None:
     strict = xbp.backend("array_api_strict")
     with strict:
-        assert xbp.default_backend() == strict
+        assert xbp.backends.select.default_backend() == strict
         assert xbp.mlp([2, 2]).backend == strict
         with xbp.backend("numpy"):
-            assert xbp.default_backend().name == "numpy"
-        assert xbp.default_backend() == strict
-    assert xbp.default_backend().name == "numpy"
+            assert xbp.backends.select.default_backend().name == "numpy"
+        assert xbp.backends.select.default_backend() == strict
+    assert xbp.backends.select.default_backend().name == "numpy"
 
 
-def test_resolve_by_namespace_and_array(backend: xbp.Backend) -> None:
+def test_resolve_by_namespace_and_array(backend: xbp.backends.select.Backend) -> None:
     arr = backend.asarray(np.ones((2, 2)), "float64")
     from_array = xbp.backend(arr)
     assert from_array == backend
@@ -38,14 +38,16 @@ def test_resolve_plain_numpy_module() -> None:
     assert xbp.backend(np.zeros(3)).name == "numpy"
 
 
-def test_round_trip_is_bit_exact(backend: xbp.Backend, rng: np.random.Generator) -> None:
+def test_round_trip_is_bit_exact(
+    backend: xbp.backends.select.Backend, rng: np.random.Generator
+) -> None:
     host = rng.normal(size=(3, 4))
     dev = backend.asarray(host, "float64")
     assert backend.owns(dev) and backend.same_device(dev)
     np.testing.assert_array_equal(backend.to_host(dev), host)
 
 
-def test_asarray_copy_does_not_alias(backend: xbp.Backend) -> None:
+def test_asarray_copy_does_not_alias(backend: xbp.backends.select.Backend) -> None:
     host = np.zeros(3)
     dev = backend.asarray(host, "float64", copy=True)
     host[0] = 5.0
@@ -67,7 +69,7 @@ def test_bad_dtype_names_the_fix() -> None:
         xbp.mlp([2, 1], dtype="int32")
 
 
-def test_dtype_objects_accepted(backend: xbp.Backend) -> None:
+def test_dtype_objects_accepted(backend: xbp.backends.select.Backend) -> None:
     net = xbp.mlp([2, 1], backend=backend, dtype=backend.xp.float32)
     assert backend.dtype_name(net.dtype) == "float32"
 
@@ -84,7 +86,7 @@ def test_cupy_unusable_says_why() -> None:
 
 def test_available_backends_reports_every_library() -> None:
     infos = {b.name: b for b in xbp.available_backends()}
-    assert set(infos) == set(xbp.BACKEND_NAMES)
+    assert set(infos) == set(xbp.backends.select.BACKEND_NAMES)
     assert infos["numpy"].usable and infos["numpy"].devices == ["cpu"]
     for info in infos.values():
         assert info.usable or info.reason, f"{info.name} unusable without a reason"
@@ -150,7 +152,7 @@ def test_require_backends_turns_skip_into_failure() -> None:
         backend_or_skip("numpy-gpu", "numpy", "cuda", {"numpy-gpu"})
 
 
-def test_dlpack_import_between_libraries(backend: xbp.Backend) -> None:
+def test_dlpack_import_between_libraries(backend: xbp.backends.select.Backend) -> None:
     torch = pytest.importorskip("torch")
     src = torch.arange(6, dtype=torch.float64).reshape(2, 3)
     out = backend.from_dlpack(src)

@@ -27,7 +27,7 @@ from conftest import BACKEND_SPECS, backend_or_skip, required_backends
 
 import xbp
 from xbp import cli, optim
-from xbp.backend import namespace_of
+from xbp.backends.select import namespace_of
 from xbp.errors import (
     BackendUnavailableError,
     XbpError,
@@ -337,7 +337,7 @@ def mapped(tmp: Path, x: np.ndarray = X) -> np.ndarray:
 
 def locked_run(be, tmp: Path, **kw):
     """``fit`` while this process holds the run lock of ``c3.npz`` (as another run would)."""
-    with xbp.paths.RunLock({"checkpoint": tmp / "c3.npz"}):
+    with xbp.io.paths.RunLock({"checkpoint": tmp / "c3.npz"}):
         return fit(be, **kw)
 
 
@@ -531,18 +531,18 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: locked_run(be, t, callbacks=[xbp.CSVLogger(t / "c3.npz")]),
      XbpFileError, "CSVLogger path="),
     ("paths-check-files",
-     lambda be, t: xbp.paths.check_files({"x": t / "iris.csv"}, {"checkpoint": t / "iris.csv"}),
+     lambda be, t: xbp.io.paths.check_files({"x": t / "iris.csv"}, {"checkpoint": t / "iris.csv"}),
      XbpValueError, "checkpoint"),
     # -- dropout, L1, sample and class weights -----------------------------------------------
-    ("dropout-one", lambda be, t: xbp.Dense(3, 2, dropout=1.0), XbpValueError,
+    ("dropout-one", lambda be, t: xbp.nn.Dense(3, 2, dropout=1.0), XbpValueError,
      "Dense.dropout=1.0 must be < 1"),
-    ("dropout-keeps-nothing", lambda be, t: xbp.Dense(3, 2, dropout=1 - 1e-12), XbpValueError,
+    ("dropout-keeps-nothing", lambda be, t: xbp.nn.Dense(3, 2, dropout=1 - 1e-12), XbpValueError,
      "drops every input"),
-    ("dropout-negative", lambda be, t: xbp.Dense(3, 2, dropout=-0.1), XbpValueError,
+    ("dropout-negative", lambda be, t: xbp.nn.Dense(3, 2, dropout=-0.1), XbpValueError,
      "Dense.dropout=-0.1 must be >= 0"),
-    ("dropout-nan", lambda be, t: xbp.Dense(3, 2, dropout=float("nan")), XbpValueError,
+    ("dropout-nan", lambda be, t: xbp.nn.Dense(3, 2, dropout=float("nan")), XbpValueError,
      "Dense.dropout=nan must be finite"),
-    ("dropout-str", lambda be, t: xbp.Dense(3, 2, dropout="half"), XbpTypeError,
+    ("dropout-str", lambda be, t: xbp.nn.Dense(3, 2, dropout="half"), XbpTypeError,
      "Dense.dropout='half' must be a number"),
     ("l1-negative", lambda be, t: optim.sgd(0.1, l1=-1e-3), XbpValueError, "l1=-0.001"),
     ("l1-nan", lambda be, t: optim.adam(0.01, l1=float("nan")), XbpValueError,
@@ -635,7 +635,7 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.register_activation("half", 0.5, None), XbpValueError,
      "forward is a float"),
     ("activation-object-unregistered",
-     lambda be, t: xbp.Dense(2, 3, xbp.activations.Activation("mine", lambda xp, z: z, None)),
+     lambda be, t: xbp.nn.Dense(2, 3, xbp.nn.activations.Activation("mine", lambda xp, z: z, None)),
      XbpValueError, "Activation('mine') is not registered"),
     ("register-loss-builtin",
      lambda be, t: xbp.register_loss("mse", lambda xp, a, y: a, lambda xp, a, y: a),
@@ -672,15 +672,16 @@ CASES: list[tuple[str, Any, type, str]] = [
      lambda be, t: xbp.mlp([3, 2], output="sigmoid", loss="cross_entropy", backend=be),
      XbpValueError, "softmax output"),
     ("softmax-hidden",
-     lambda be, t: xbp.Network([xbp.Dense(3, 4, "softmax"), xbp.Dense(4, 2, "softmax")],
+     lambda be, t: xbp.Network([xbp.nn.Dense(3, 4, "softmax"), xbp.nn.Dense(4, 2, "softmax")],
                                loss="cross_entropy", backend=be), XbpValueError,
      "output activation only"),
-    ("layers-chain", lambda be, t: xbp.Network([xbp.Dense(3, 4), xbp.Dense(5, 2)], backend=be),
+    ("layers-chain",
+     lambda be, t: xbp.Network([xbp.nn.Dense(3, 4), xbp.nn.Dense(5, 2)], backend=be),
      XbpValueError, "layers[1].n_in=5 does not match layers[0].n_out=4"),
     ("layers-empty", lambda be, t: xbp.Network([], backend=be), XbpValueError, "layers is empty"),
     ("layers-type", lambda be, t: xbp.Network([(3, 2)], backend=be), XbpTypeError,
      "layers[0] is a tuple"),
-    ("dense-zero", lambda be, t: xbp.Dense(0, 3), XbpValueError,
+    ("dense-zero", lambda be, t: xbp.nn.Dense(0, 3), XbpValueError,
      "Dense.n_in=0 must be an integer >= 1"),
     ("mlp-one-width", lambda be, t: xbp.mlp([3], backend=be), XbpValueError,
      "at least two widths"),
@@ -693,15 +694,15 @@ CASES: list[tuple[str, Any, type, str]] = [
      XbpValueError, "params[0]['W'] has shape (2, 2)"),
     # -- losses -----------------------------------------------------------------------------------
     ("targets-bce-range",
-     lambda be, t: xbp.losses.check_targets(xbp.LOSSES["binary_cross_entropy"], be.xp,
+     lambda be, t: xbp.nn.losses.check_targets(xbp.nn.losses.LOSSES["binary_cross_entropy"], be.xp,
                                             be.asarray(np.array([[0.0], [9.0]])), "y"),
      XbpValueError, "targets in [0, 1]"),
     ("targets-ce-one-class",
-     lambda be, t: xbp.losses.check_targets(xbp.LOSSES["cross_entropy"], be.xp,
+     lambda be, t: xbp.nn.losses.check_targets(xbp.nn.losses.LOSSES["cross_entropy"], be.xp,
                                             be.asarray(np.ones((3, 1))), "y"),
      XbpValueError, "at least 2 classes"),
     ("targets-ce-negative",
-     lambda be, t: xbp.losses.check_targets(xbp.LOSSES["cross_entropy"], be.xp,
+     lambda be, t: xbp.nn.losses.check_targets(xbp.nn.losses.LOSSES["cross_entropy"], be.xp,
                                             be.asarray(np.array([[1.0, -5.0]])), "y"),
      XbpValueError, "negative targets"),
     ("fit-bce-1d-host-labels",
@@ -713,7 +714,8 @@ CASES: list[tuple[str, Any, type, str]] = [
         np.full((12, 1), 1.5), epochs=1, batch_size=4), XbpValueError, "y holds targets from 1.5"),
     ("fit-ce-negative-device", lambda be, t: fit(be, y=be.asarray(np.tile([[2.0, -1.0]], (12, 1)))),
      XbpValueError, "negative targets"),
-    ("get-loss-type", lambda be, t: xbp.losses.get_loss(5), XbpValueError, "loss=5 is not known"),
+    ("get-loss-type", lambda be, t: xbp.nn.losses.get_loss(5), XbpValueError,
+     "loss=5 is not known"),
     # -- saving -----------------------------------------------------------------------------------
     ("save-missing-dir", lambda be, t: xbp.save(net(be), t / "nope" / "m.npz"),
      XbpFileNotFoundError, "does not exist"),
@@ -850,7 +852,7 @@ CASES: list[tuple[str, Any, type, str]] = [
     ("mlp-too-big", lambda be, t: xbp.mlp([3, 10**7, 10**6, 2], backend=be), XbpValueError,
      "a network of 10,000,043,000,002 parameters"),
     ("dense-dropout-too-big",
-     lambda be, t: xbp.Network([xbp.Dense(3, 10**12, dropout=0.5), xbp.Dense(10**12, 2)],
+     lambda be, t: xbp.Network([xbp.nn.Dense(3, 10**12, dropout=0.5), xbp.nn.Dense(10**12, 2)],
                                backend=be), XbpValueError, "use smaller layers"),
     ("make-blobs-too-big", lambda be, t: xbp.data.make_blobs(10**13), XbpValueError,
      "make_blobs(n=10000000000000"),
@@ -966,7 +968,7 @@ CASES: list[tuple[str, Any, type, str]] = [
     ("dataset-no-format", lambda be, t: xbp.data.load_dataset(str(t / "notes.txt")),
      XbpValueError, "cannot tell its format"),
     ("paths-clash",
-     lambda be, t: xbp.paths.check_distinct({"--data": t / "iris.csv"},
+     lambda be, t: xbp.io.paths.check_distinct({"--data": t / "iris.csv"},
                                             {"--out": t / "iris.csv"}),
      XbpValueError, "--out"),
     ("sklearn-compile-required", lambda be, t: sklearn_compiled(be), XbpValueError,
@@ -1108,7 +1110,7 @@ def files(tmp_path: Path, template: Path) -> Path:
 
 
 @pytest.fixture(params=TWO_BACKENDS, ids=[s[0] for s in TWO_BACKENDS])
-def be(request: pytest.FixtureRequest) -> xbp.Backend:
+def be(request: pytest.FixtureRequest) -> xbp.backends.select.Backend:
     return backend_or_skip(*request.param, required_backends())
 
 
@@ -1119,7 +1121,7 @@ def test_table_size_and_ids() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, be: xbp.Backend, files: Path) -> None:
+def test_bad_input(case, be: xbp.backends.select.Backend, files: Path) -> None:
     name, call, error, text = case
     # files the case itself prepares (inputs) are made first; then nothing may change
     before = snapshot(files)
@@ -1204,7 +1206,7 @@ def test_every_entry_point_has_a_bad_input_case(
 
         return wrapper
 
-    modules = {"io": xbp.io, "data": xbp.data, "paths": xbp.paths, "losses": xbp.losses}
+    modules = {"io": xbp.io, "data": xbp.data, "paths": xbp.io.paths, "losses": xbp.nn.losses}
     for mod_name, module in modules.items():
         for name in _public(module):
             fn = getattr(module, name)

@@ -25,8 +25,8 @@ from ranks_in_threads import Threads, fit_in_threads
 
 import xbp
 from xbp import optim
-from xbp.distributed import MPIStrategy
-from xbp.strategy import Strategy
+from xbp.parallel.mpi import MPIStrategy
+from xbp.parallel.strategy import Strategy
 
 TOL = 1e-12
 
@@ -178,20 +178,22 @@ def test_a_strategy_without_reduce_stats_is_refused() -> None:
 
     x, y, _ = _data()
     board: dict[str, Any] = {"slots": [None], "barrier": threading.Barrier(1)}
-    with pytest.raises(xbp.XbpValueError, match="does not implement reduce_stats") as err:
+    with pytest.raises(xbp.errors.XbpValueError, match="does not implement reduce_stats") as err:
         xbp.fit(_net(), x, y, strategy=NoStats(0, 1, board), **_options())
     assert "\n" not in str(err.value)
 
 
 @pytest.fixture
-def jax_backend() -> xbp.Backend:
+def jax_backend() -> xbp.backends.select.Backend:
     return backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
 
 
-def test_compile_none_runs_eagerly_and_compile_true_says_why(jax_backend: xbp.Backend) -> None:
+def test_compile_none_runs_eagerly_and_compile_true_says_why(
+    jax_backend: xbp.backends.select.Backend,
+) -> None:
     """Traced data-parallel steps cannot sum statistics in the middle of a pass:
     ``compile=None`` trains eagerly (equal to one compiled process), ``compile=True``
-    raises the same one-line :class:`xbp.CollectiveError` on every rank (no rank waits
+    raises the same one-line :class:`xbp.errors.CollectiveError` on every rank (no rank waits
     for another, none is aborted)."""
     x, y, _ = _data()
     single = _net(be=jax_backend)
@@ -204,7 +206,7 @@ def test_compile_none_runs_eagerly_and_compile_true_says_why(jax_backend: xbp.Ba
         [_net(be=jax_backend) for _ in range(2)], x, y, _options(compile=True), errors=True
     )
     for exc in errors:
-        assert isinstance(exc, xbp.CollectiveError), exc
+        assert isinstance(exc, xbp.errors.CollectiveError), exc
         message = str(exc)
         assert message.startswith("compile=True: batch statistics over processes (BatchNorm")
         assert "compile=None" in message and "\n" not in message

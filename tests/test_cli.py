@@ -89,7 +89,9 @@ def test_predict_writes_the_saved_models_predictions(digits_model, tmp_path) -> 
     np.testing.assert_array_equal(table[:, 0], out.argmax(axis=1))
 
 
-def test_evaluate_on_every_backend(digits_model, backend: xbp.Backend, capsys) -> None:
+def test_evaluate_on_every_backend(
+    digits_model, backend: xbp.backends.select.Backend, capsys
+) -> None:
     _, model = digits_model
     args = ["evaluate", str(model), "--data", "digits", "--backend", backend.name]
     assert main(args + device_option(backend)) == 0
@@ -164,7 +166,7 @@ def test_backends_table(capsys) -> None:
     assert any(line.startswith("numpy") and " yes " in line for line in out.splitlines())
 
 
-def test_gradcheck_on_every_backend(backend: xbp.Backend, capsys) -> None:
+def test_gradcheck_on_every_backend(backend: xbp.backends.select.Backend, capsys) -> None:
     args = ["gradcheck", "--backend", backend.name, "--activation", "softplus", "--samples", "4"]
     assert main(args + device_option(backend)) == 0
     out = capsys.readouterr().out

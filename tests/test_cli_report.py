@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import xbp
-from xbp.cli import cpu_threads, main
+from xbp.cli import main
+from xbp.cli.common import cpu_threads
 from xbp.metrics import classification_report, output_names
 
 skm = pytest.importorskip("sklearn.metrics")
@@ -148,7 +149,7 @@ def test_output_names() -> None:
 def test_cpu_threads_default_and_override() -> None:
     assert cpu_threads({}) == 1
     assert cpu_threads({"XBP_THREADS": "3"}) == 3
-    with pytest.raises(xbp.XbpValueError, match="XBP_THREADS='x'"):
+    with pytest.raises(xbp.errors.XbpValueError, match="XBP_THREADS='x'"):
         cpu_threads({"XBP_THREADS": "x"})
 
 
@@ -176,12 +177,17 @@ def test_interrupt_names_the_checkpoint_and_the_resume_command(tmp_path: Path, s
          "--checkpoint", str(ck), "--progress", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not ck.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert ck.exists(), proc.communicate()
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while not ck.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert ck.exists(), proc.communicate()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a 100000-epoch run behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     what, status = ("interrupted", 130) if sig == signal.SIGINT else ("terminated by SIGTERM", 143)
     assert proc.returncode == status
     line = err.strip().splitlines()[-1]
@@ -295,7 +301,7 @@ def test_evaluate_and_predict_read_a_plain_npz_with_pread(tmp_path: Path, monkey
     """A stored (uncompressed) .npz is memory-mapped and read a chunk at a time from the
     file, never through the mapping, so its pages do not pile up in the process (480 MiB
     file: evaluate peaked at 109 MB, was 570 MB; README)."""
-    from xbp import hostrows
+    from xbp.data import hostrows
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(300, 4)).astype(np.float32)

@@ -13,10 +13,10 @@ import pytest
 from conftest import backend_or_skip, required_backends
 
 import xbp
-from xbp import compile as xbp_compile
 from xbp import optim
 from xbp.errors import XbpValueError
-from xbp.step import Step
+from xbp.train import compile as xbp_compile
+from xbp.train.step import Step
 
 
 def _data(n: int = 70, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +26,9 @@ def _data(n: int = 70, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _train(be: xbp.Backend, compile: Any, epochs: int = 3, **kwargs: Any) -> tuple[Any, Any]:
+def _train(
+    be: xbp.backends.select.Backend, compile: Any, epochs: int = 3, **kwargs: Any
+) -> tuple[Any, Any]:
     x, y = _data()
     net = xbp.mlp([5, 8, 6, 3], activation="tanh", loss="cross_entropy", backend=be, seed=3)
     args: dict[str, Any] = dict(epochs=epochs, batch_size=16, progress=False, seed=5)
@@ -44,11 +46,13 @@ def _max_rel(a: xbp.Network, b: xbp.Network) -> float:
     return err
 
 
-def _compiles(be: xbp.Backend) -> bool:
+def _compiles(be: xbp.backends.select.Backend) -> bool:
     return be.name == "jax" or (be.name == "torch" and str(be.device).startswith("cuda"))
 
 
-def test_compiled_and_eager_runs_agree_on_every_backend(backend: xbp.Backend) -> None:
+def test_compiled_and_eager_runs_agree_on_every_backend(
+    backend: xbp.backends.select.Backend,
+) -> None:
     eager, h_eager = _train(backend, False)
     auto, h_auto = _train(backend, None)
     assert _max_rel(eager, auto) <= 1e-12
@@ -63,7 +67,7 @@ def test_compiled_and_eager_runs_agree_on_every_backend(backend: xbp.Backend) ->
 
 
 @pytest.fixture
-def jax_backend() -> xbp.Backend:
+def jax_backend() -> xbp.backends.select.Backend:
     return backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
 
 
@@ -79,14 +83,18 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_every_optimizer_and_schedule_compiles_exactly(jax_backend: xbp.Backend, name: str) -> None:
+def test_every_optimizer_and_schedule_compiles_exactly(
+    jax_backend: xbp.backends.select.Backend, name: str
+) -> None:
     eager, h1 = _train(jax_backend, False, epochs=4, optimizer=OPTIMIZERS[name]())
     comp, h2 = _train(jax_backend, True, epochs=4, optimizer=OPTIMIZERS[name]())
     assert _max_rel(eager, comp) <= 1e-12
     assert h1["learning_rate"] == h2["learning_rate"]
 
 
-def test_the_last_short_batch_is_trained_not_dropped(jax_backend: xbp.Backend) -> None:
+def test_the_last_short_batch_is_trained_not_dropped(
+    jax_backend: xbp.backends.select.Backend,
+) -> None:
     # 70 rows in batches of 16: four full batches and one of 6, every epoch
     _, hist = _train(jax_backend, True, epochs=1)
     eager, _ = _train(jax_backend, False, epochs=1)
@@ -97,7 +105,7 @@ def test_the_last_short_batch_is_trained_not_dropped(jax_backend: xbp.Backend) -
 
 
 def test_compilation_is_reused_by_later_fit_calls(
-    jax_backend: xbp.Backend, monkeypatch: pytest.MonkeyPatch
+    jax_backend: xbp.backends.select.Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     traces = []
     real = xbp_compile.traced_step
@@ -115,13 +123,15 @@ def test_compilation_is_reused_by_later_fit_calls(
     assert len(traces) == first
 
 
-def test_divergence_and_resume_work_compiled(jax_backend: xbp.Backend, tmp_path: Any) -> None:
+def test_divergence_and_resume_work_compiled(
+    jax_backend: xbp.backends.select.Backend, tmp_path: Any
+) -> None:
     x, y = _data()
     target = (x @ np.arange(5.0))[:, None]
     found = []
     for compile in (False, True):
         net = xbp.mlp([5, 16, 1], activation="identity", loss="quadratic", backend=jax_backend)
-        with pytest.raises(xbp.DivergenceError) as info:
+        with pytest.raises(xbp.errors.DivergenceError) as info:
             xbp.fit(
                 net,
                 x,
@@ -157,7 +167,9 @@ def test_divergence_and_resume_work_compiled(jax_backend: xbp.Backend, tmp_path:
     assert _max_rel(full, resumed) <= 1e-12
 
 
-def test_early_stopping_and_validation_work_compiled(jax_backend: xbp.Backend) -> None:
+def test_early_stopping_and_validation_work_compiled(
+    jax_backend: xbp.backends.select.Backend,
+) -> None:
     def run(compile: bool) -> tuple[Any, Any]:
         stop = xbp.EarlyStopping(patience=1, monitor="val_loss")
         return _train(
@@ -175,7 +187,7 @@ def test_early_stopping_and_validation_work_compiled(jax_backend: xbp.Backend) -
     assert _max_rel(eager, comp) <= 1e-12
 
 
-def test_estimators_take_compile(jax_backend: xbp.Backend) -> None:
+def test_estimators_take_compile(jax_backend: xbp.backends.select.Backend) -> None:
     pytest.importorskip("sklearn")
     from xbp.sklearn import MLPClassifier
 
@@ -201,7 +213,7 @@ def test_torch_cuda_graph_step_equals_eager() -> None:
 
 
 @pytest.fixture
-def fake_capture(monkeypatch: pytest.MonkeyPatch) -> xbp.Backend:
+def fake_capture(monkeypatch: pytest.MonkeyPatch) -> xbp.backends.select.Backend:
     """torch on the CPU posing as a capturing device: ``capture`` runs the step as
     warm-up and "records" it; each replay runs it again and leaves the results in the
     recorded output buffers, as a CUDA graph does. This runs the captured-epoch logic
@@ -226,7 +238,9 @@ def fake_capture(monkeypatch: pytest.MonkeyPatch) -> xbp.Backend:
 
 
 @pytest.mark.parametrize("name", ["sgd-cosine-warmup", "adam", "rmsprop-clip", "nesterov"])
-def test_captured_steps_equal_eager_steps(fake_capture: xbp.Backend, name: str) -> None:
+def test_captured_steps_equal_eager_steps(
+    fake_capture: xbp.backends.select.Backend, name: str
+) -> None:
     eager, h1 = _train(fake_capture, False, epochs=3, optimizer=OPTIMIZERS[name]())
     comp, h2 = _train(fake_capture, True, epochs=3, optimizer=OPTIMIZERS[name]())
     assert _max_rel(eager, comp) <= 1e-12
@@ -234,7 +248,7 @@ def test_captured_steps_equal_eager_steps(fake_capture: xbp.Backend, name: str) 
 
 
 def test_captured_steps_follow_weights_replaced_between_epochs(
-    fake_capture: xbp.Backend,
+    fake_capture: xbp.backends.select.Backend,
 ) -> None:
     # early stopping restores the best weights (new arrays) at the end, and resume /
     # divergence replay replace them between epochs: the static buffers must follow
@@ -256,7 +270,7 @@ def test_captured_steps_follow_weights_replaced_between_epochs(
 
 
 def test_captured_steps_retry_a_diverged_epoch_from_restored_weights(
-    fake_capture: xbp.Backend,
+    fake_capture: xbp.backends.select.Backend,
 ) -> None:
     # the retried epoch starts from restored copies of the weights: new arrays that the
     # captured step must adopt into its static buffers
@@ -283,18 +297,18 @@ def test_captured_steps_retry_a_diverged_epoch_from_restored_weights(
 
 
 def test_a_part_registered_again_never_runs_its_old_rule_compiled(
-    jax_backend: xbp.Backend,
+    jax_backend: xbp.backends.select.Backend,
 ) -> None:
     """Compiled steps are cached by the parts themselves, not their names: after
     ``register_activation`` replaces a rule, a new network's compiled training runs
     the new rule (equal to eager training), never the rule the cache saw first."""
-    from xbp.activations import ACTIVATIONS
+    from xbp.nn.activations import ACTIVATIONS
 
     x, y = _data()
 
     def run(compile: bool) -> xbp.Network:
         net = xbp.Network(
-            [xbp.Dense(5, 8, "twisted_t"), xbp.Dense(8, 3, "softmax")],
+            [xbp.nn.Dense(5, 8, "twisted_t"), xbp.nn.Dense(8, 3, "softmax")],
             loss="cross_entropy",
             backend=jax_backend,
             seed=3,

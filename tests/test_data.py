@@ -198,7 +198,7 @@ def _cli(argv: list) -> str:
     return out.getvalue()
 
 
-def _scaled(model: xbp.Checkpoint, x: np.ndarray) -> np.ndarray:
+def _scaled(model: xbp.io.Checkpoint, x: np.ndarray) -> np.ndarray:
     assert model.network.layers[0].kind == "standardize"  # the model scales raw features
     return x
 

@@ -356,7 +356,7 @@ def test_cli_failure_before_fit_on_one_rank(rank1: list[str], words: list[str]) 
 
 
 def test_launcher_is_read_from_the_environment() -> None:
-    from xbp.distributed import launcher
+    from xbp.parallel.mpi import launcher
 
     torchrun = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
     assert launcher(torchrun) == "torchrun"
@@ -372,8 +372,8 @@ def test_launcher_is_read_from_the_environment() -> None:
 def test_timeout_must_be_positive_seconds(bad) -> None:
     from mpi4py import MPI
 
-    from xbp.distributed import MPIStrategy
     from xbp.errors import XbpValueError
+    from xbp.parallel.mpi import MPIStrategy
 
     with pytest.raises(XbpValueError, match=r"^timeout=.* must be a positive number of sec"):
         MPIStrategy(MPI.COMM_WORLD, timeout=bad)
@@ -381,8 +381,8 @@ def test_timeout_must_be_positive_seconds(bad) -> None:
 
 
 def test_default_timeout_is_the_clis() -> None:
-    from xbp.cli import DEFAULTS
-    from xbp.distributed import DEFAULT_TIMEOUT, MPIStrategy
+    from xbp.cli.options import DEFAULTS
+    from xbp.parallel.mpi import DEFAULT_TIMEOUT, MPIStrategy
 
     assert DEFAULTS["train"]["timeout"] == DEFAULT_TIMEOUT == 300.0
     from mpi4py import MPI
@@ -396,7 +396,7 @@ def test_cli_timeout_flag_is_checked() -> None:
 
 
 def test_handshake_report_is_one_line_per_field() -> None:
-    from xbp.collective import _disagreement, _ranks
+    from xbp.parallel.collective import _disagreement, _ranks
 
     assert _ranks([0, 1, 2, 5]) == "ranks 0-2,5" and _ranks([3]) == "rank 3"
     same = {"epochs": 3, "architecture": {"seed": 0, "dtype": "float64"}}

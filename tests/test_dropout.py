@@ -1,6 +1,6 @@
 """Dropout: identical masks on every backend, the right rate, exact gradients, exact resume.
 
-The masks come from the counter-based hash in ``xbp.rng``; these tests check
+The masks come from the counter-based hash in ``xbp.nn.rng``; these tests check
 it against a plain-Python evaluation of the same formula, check the rate and
 the independence of the masks statistically, check backprop through a fixed
 mask by finite differences, and train the same seeded run on every backend,
@@ -17,7 +17,7 @@ from conftest import backend_or_skip, required_backends
 
 import xbp
 from xbp import optim
-from xbp.rng import keep_mask
+from xbp.nn.rng import keep_mask
 
 M = 0xFFFFFFFF
 
@@ -45,11 +45,13 @@ def py_mask(seed: int, step: int, row0: int, layer: int, rows: int, cols: int, p
     return out
 
 
-def key(be: xbp.Backend, seed: int, step: int, row0: int = 0) -> Any:
+def key(be: xbp.backends.select.Backend, seed: int, step: int, row0: int = 0) -> Any:
     return be.asarray(np.array([seed, step, row0], dtype=np.int64))
 
 
-def test_masks_equal_a_python_evaluation_on_every_backend(backend: xbp.Backend) -> None:
+def test_masks_equal_a_python_evaluation_on_every_backend(
+    backend: xbp.backends.select.Backend,
+) -> None:
     for seed, step, row0, layer, p in [(0, 0, 0, 0, 0.5), (12345, 2**33 + 7, 3, 2, 0.2)]:
         got = keep_mask(
             backend.xp,
@@ -94,9 +96,9 @@ def test_backprop_through_a_fixed_mask_matches_finite_differences() -> None:
     rng = np.random.default_rng(0)
     net = xbp.Network(
         [
-            xbp.Dense(4, 6, "tanh", dropout=0.3),
-            xbp.Dense(6, 5, "sigmoid", dropout=0.5),
-            xbp.Dense(5, 3, "softmax", dropout=0.2),
+            xbp.nn.Dense(4, 6, "tanh", dropout=0.3),
+            xbp.nn.Dense(6, 5, "sigmoid", dropout=0.5),
+            xbp.nn.Dense(5, 3, "softmax", dropout=0.2),
         ],
         loss="cross_entropy",
         seed=1,
@@ -149,9 +151,9 @@ def _data(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
 
 def _net(be: Any) -> xbp.Network:
     layers = [
-        xbp.Dense(5, 8, "tanh", dropout=0.2),
-        xbp.Dense(8, 6, "relu", dropout=0.5),
-        xbp.Dense(6, 3, "softmax"),
+        xbp.nn.Dense(5, 8, "tanh", dropout=0.2),
+        xbp.nn.Dense(8, 6, "relu", dropout=0.5),
+        xbp.nn.Dense(6, 3, "softmax"),
     ]
     return xbp.Network(layers, loss="cross_entropy", backend=be, seed=3)
 
@@ -174,7 +176,9 @@ def _max_diff(a: xbp.Network, b: xbp.Network) -> float:
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_dropout_training_is_identical_on_every_backend(backend: xbp.Backend, opt: str) -> None:
+def test_dropout_training_is_identical_on_every_backend(
+    backend: xbp.backends.select.Backend, opt: str
+) -> None:
     make = {"sgd": lambda: optim.sgd(0.3), "adam": lambda: optim.adam(0.02)}[opt]
     ref = _train("numpy", optimizer=make())
     got = _train(backend, optimizer=make())
@@ -185,7 +189,7 @@ def test_dropout_changes_training_but_never_evaluation() -> None:
     net = _train("numpy")
     x, y = _data()
     twin = xbp.Network(
-        [xbp.Dense(d.n_in, d.n_out, d.activation) for d in net.layers],
+        [xbp.nn.Dense(d.n_in, d.n_out, d.activation) for d in net.layers],
         loss="cross_entropy",
         seed=3,
     )
@@ -193,19 +197,21 @@ def test_dropout_changes_training_but_never_evaluation() -> None:
     assert np.array_equal(net.predict(x), twin.predict(x))
     assert net.evaluate(x, y) == twin.evaluate(x, y)
     undropped = xbp.Network(
-        [xbp.Dense(d.n_in, d.n_out, d.activation) for d in net.layers], loss="cross_entropy", seed=3
+        [xbp.nn.Dense(d.n_in, d.n_out, d.activation) for d in net.layers],
+        loss="cross_entropy",
+        seed=3,
     )
     xbp.fit(undropped, x, y, epochs=3, batch_size=16, seed=4, progress=False)
     assert _max_diff(net, undropped) > 1e-3
 
 
 @pytest.fixture
-def jax_backend() -> xbp.Backend:
+def jax_backend() -> xbp.backends.select.Backend:
     return backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_compiled_dropout_equals_eager(jax_backend: xbp.Backend, opt: str) -> None:
+def test_compiled_dropout_equals_eager(jax_backend: xbp.backends.select.Backend, opt: str) -> None:
     make = {"sgd": lambda: optim.sgd(0.3), "adam": lambda: optim.adam(0.02)}[opt]
     eager = _train(jax_backend, compile=False, optimizer=make())
     compiled = _train(jax_backend, compile=True, optimizer=make())

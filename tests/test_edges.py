@@ -27,14 +27,14 @@ import xbp
 from xbp import cli, optim
 from xbp.cli import main
 from xbp.errors import XbpValueError
-from xbp.losses import LOSSES, check_targets
+from xbp.nn.losses import LOSSES, check_targets
 
 SPECIES = ["setosa", "versicolor", "virginica"]
 FAST = ["--layers", "8", "--epochs", "2"]
 
 
 @pytest.fixture(params=TWO_BACKENDS, ids=[s[0] for s in TWO_BACKENDS])
-def be(request: pytest.FixtureRequest) -> xbp.Backend:
+def be(request: pytest.FixtureRequest) -> xbp.backends.select.Backend:
     return backend_or_skip(*request.param, required_backends())
 
 
@@ -89,7 +89,7 @@ def iris(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def train_iris(d: Path, be: xbp.Backend, *extra: object) -> Path:
+def train_iris(d: Path, be: xbp.backends.select.Backend, *extra: object) -> Path:
     model = d / "iris.npz"
     rc, out, err = run(
         "train", "--data", d / "iris.csv", "--label-column", "species", "--backend", be.name,
@@ -101,7 +101,9 @@ def train_iris(d: Path, be: xbp.Backend, *extra: object) -> Path:
 
 # -- 1. no output destroys an input or another output ----------------------------------
 class TestLostFiles:
-    def test_every_clash_is_refused_before_any_work(self, iris: Path, be: xbp.Backend) -> None:
+    def test_every_clash_is_refused_before_any_work(
+        self, iris: Path, be: xbp.backends.select.Backend
+    ) -> None:
         model = train_iris(iris, be)
         data = iris / "iris.csv"
         (iris / "alias.npz").symlink_to(model)
@@ -142,13 +144,15 @@ class TestLostFiles:
         assert not worker.is_alive(), "reading a FIFO blocked"
         rc, _, err = result[0]
         assert rc == 2 and "FIFO (named pipe), not a regular file" in err
-        with pytest.raises(xbp.XbpFileError, match="FIFO"):
+        with pytest.raises(xbp.errors.XbpFileError, match="FIFO"):
             xbp.load(fifo)
-        with pytest.raises(xbp.XbpFileError, match="character device"):
+        with pytest.raises(xbp.errors.XbpFileError, match="character device"):
             xbp.data.load_csv("/dev/null")
         fails("train", *FAST, "--save", fifo, match="FIFO")
 
-    def test_modes_follow_umask_or_the_old_file(self, tmp_path: Path, be: xbp.Backend) -> None:
+    def test_modes_follow_umask_or_the_old_file(
+        self, tmp_path: Path, be: xbp.backends.select.Backend
+    ) -> None:
         net = xbp.mlp([2, 3, 1], backend=be)
         old = os.umask(0o027)
         try:
@@ -175,7 +179,7 @@ class TestLostFiles:
         assert sorted(p.name for p in tmp_path.rglob("*")) == ["latest.npz", "m.npz", "models"]
 
     def test_incompatible_optimizer_state_never_replaces_a_checkpoint(
-        self, tmp_path: Path, be: xbp.Backend
+        self, tmp_path: Path, be: xbp.backends.select.Backend
     ) -> None:
         net = xbp.mlp([3, 4, 2], loss="cross_entropy", backend=be)
         adam = optim.adam(0.01)
@@ -194,7 +198,7 @@ class TestLostFiles:
 
 # -- 2. predict and evaluate on real data ------------------------------------------------
 class TestNewData:
-    def test_string_labels_round_trip(self, iris: Path, be: xbp.Backend) -> None:
+    def test_string_labels_round_trip(self, iris: Path, be: xbp.backends.select.Backend) -> None:
         model = train_iris(iris, be)
         meta = xbp.load_checkpoint(model).metadata
         assert meta["classes"] == SPECIES and meta["features"]["count"] == 4
@@ -213,7 +217,7 @@ class TestNewData:
         assert rc == 0 and float(out3.split("accuracy ")[1].split()[0]) > 0.8
 
     def test_label_column_detected_by_width_without_header(
-        self, iris: Path, be: xbp.Backend
+        self, iris: Path, be: xbp.backends.select.Backend
     ) -> None:
         model = train_iris(iris, be)
         write_iris(iris / "plain.csv", n=9, label=True, header=False)
@@ -223,7 +227,9 @@ class TestNewData:
         assert a[0] == b[0] == 0 and a[1] == b[1]
         fails("evaluate", model, "--data", iris / "feats.csv", match="no label column")
 
-    def test_width_mismatch_names_both_widths(self, iris: Path, be: xbp.Backend) -> None:
+    def test_width_mismatch_names_both_widths(
+        self, iris: Path, be: xbp.backends.select.Backend
+    ) -> None:
         model = train_iris(iris, be)
         (iris / "two.csv").write_text("1,2\n3,4\n")
         fails("predict", model, "--data", iris / "two.csv", match="2 columns but the model takes 4")
@@ -236,7 +242,9 @@ class TestNewData:
         )
         fails("evaluate", model, "--data", "xor", match="2 feature columns but the model takes 4")
 
-    def test_batched_predict_matches_one_pass(self, iris: Path, be: xbp.Backend) -> None:
+    def test_batched_predict_matches_one_pass(
+        self, iris: Path, be: xbp.backends.select.Backend
+    ) -> None:
         model = train_iris(iris, be)
         outs = []
         for bs in ("7", "100000"):
@@ -257,7 +265,9 @@ class TestNewData:
         a, b = (float(t.split()[1]) for t in loss)
         assert a == pytest.approx(b, rel=1e-12)
 
-    def test_csv_output_holds_original_labels(self, iris: Path, be: xbp.Backend) -> None:
+    def test_csv_output_holds_original_labels(
+        self, iris: Path, be: xbp.backends.select.Backend
+    ) -> None:
         model = train_iris(iris, be)
         out = iris / "p.csv"
         assert run("predict", model, "--data", iris / "iris.csv", "--out", out)[0] == 0
@@ -285,7 +295,9 @@ class TestTargets:
             ("cross_entropy", [[1.0, -5.0], [0.0, 1.0]], "negative targets"),
         ],
     )
-    def test_check_targets_refuses(self, be: xbp.Backend, loss: str, y, text: str) -> None:
+    def test_check_targets_refuses(
+        self, be: xbp.backends.select.Backend, loss: str, y, text: str
+    ) -> None:
         yd = be.asarray(np.array(y), be.dtype("float64"))
         with pytest.raises(XbpValueError, match=r"^y_val .*" + _escape(text)):
             check_targets(LOSSES[loss], be.xp, yd, "y_val")
@@ -298,10 +310,12 @@ class TestTargets:
             ("quadratic", [[-40.0], [1e6]]),
         ],
     )
-    def test_check_targets_accepts(self, be: xbp.Backend, loss: str, y) -> None:
+    def test_check_targets_accepts(self, be: xbp.backends.select.Backend, loss: str, y) -> None:
         check_targets(LOSSES[loss], be.xp, be.asarray(np.array(y), be.dtype("float64")), "y")
 
-    def test_cli_refuses_nonsense_before_training(self, tmp_path: Path, be: xbp.Backend) -> None:
+    def test_cli_refuses_nonsense_before_training(
+        self, tmp_path: Path, be: xbp.backends.select.Backend
+    ) -> None:
         b = ["--backend", be.name]
         fails("train", *FAST, *b, "--loss", "binary_cross_entropy", match="0 to 9")
         rng = np.random.default_rng(0)
@@ -321,7 +335,7 @@ class TestTargets:
         fails("train", "--data", tmp_path / "huge.csv", *FAST, *b, match="cannot be standardised")
 
     def test_regression_gets_identity_output_and_a_loss_only_plot(
-        self, tmp_path: Path, be: xbp.Backend
+        self, tmp_path: Path, be: xbp.backends.select.Backend
     ) -> None:
         rng = np.random.default_rng(0)
         x = rng.normal(size=(60, 2))
@@ -350,7 +364,9 @@ def _escape(text: str) -> str:
 
 # -- 4. resume continues the same run ------------------------------------------------------------
 class TestResume:
-    def test_resume_equals_an_uninterrupted_run(self, tmp_path: Path, be: xbp.Backend) -> None:
+    def test_resume_equals_an_uninterrupted_run(
+        self, tmp_path: Path, be: xbp.backends.select.Backend
+    ) -> None:
         common = ["--layers", "8", "--schedule", "constant", "--quiet", "--backend", be.name]
         assert run("train", *common, "--epochs", "4", "--save", tmp_path / "full.npz")[0] == 0
         ck = tmp_path / "run.npz"
@@ -507,11 +523,15 @@ class TestErrors:
     def test_format_errors_say_what_the_file_is(self, tmp_path: Path) -> None:
         np.save(tmp_path / "a.npy", np.zeros(3))
         (tmp_path / "t.npz").write_text("x,y\n1,2\n")
-        with pytest.raises(xbp.XbpFileError, match=r"is a \.npy file .*not a readable xbp model"):
+        with pytest.raises(
+            xbp.errors.XbpFileError, match=r"is a \.npy file .*not a readable xbp model"
+        ):
             xbp.load(tmp_path / "a.npy")
-        with pytest.raises(xbp.XbpFileError, match="is a text file, not a readable xbp model"):
+        with pytest.raises(
+            xbp.errors.XbpFileError, match="is a text file, not a readable xbp model"
+        ):
             xbp.load(tmp_path / "t.npz")
-        with pytest.raises(xbp.XbpFileError, match=r"\.npy file .*np\.savez"):
+        with pytest.raises(xbp.errors.XbpFileError, match=r"\.npy file .*np\.savez"):
             xbp.data.load_npz(tmp_path / "a.npy")
         fails("evaluate", tmp_path / "a.npy", "--data", "digits", match="model=")
 
@@ -538,7 +558,7 @@ class TestErrors:
         change(meta)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         np.savez(tmp_path / "bad.npz", **arrays)
-        with pytest.raises(xbp.XbpFileError, match=key):
+        with pytest.raises(xbp.errors.XbpFileError, match=key):
             xbp.load_checkpoint(tmp_path / "bad.npz")
 
 
@@ -569,7 +589,7 @@ class TestCommandLine:
     def test_every_option_shows_its_default(self) -> None:
         import argparse
 
-        parser = cli.build_parser()
+        parser = cli.options.build_parser()
         subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         for name, sub in subs.choices.items():
             for action in sub._actions:
@@ -581,13 +601,13 @@ class TestCommandLine:
         import dataclasses
 
         lib = {f.name: f.default for f in dataclasses.fields(xbp.TrainOptions)}
-        args = cli.build_parser().parse_args(["train"])
-        cli._finish_args(args)  # noqa: SLF001
+        args = cli.options.build_parser().parse_args(["train"])
+        cli.options._finish_args(args)  # noqa: SLF001
         assert args.seed == lib["seed"] and args.checkpoint_every == lib["checkpoint_every"]
         assert args.on_divergence == lib["on_divergence"] and args.progress == lib["progress"]
         assert args.compile == {None: "auto", True: "on", False: "off"}[lib["compile"]]
-        for command, table in cli.DEFAULTS.items():
-            assert set(table) == set(cli.resolved_defaults(command))
+        for command, table in cli.options.DEFAULTS.items():
+            assert set(table) == set(cli.options.resolved_defaults(command))
 
     def test_jax_float64_works_from_the_cli(self, tmp_path: Path) -> None:
         backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
@@ -608,7 +628,9 @@ class TestCommandLine:
         assert seen == [False]
         fails("train", *FAST, "--compile", "on", match="--compile")
 
-    def test_explain_uses_the_networks_own_pass(self, monkeypatch, be: xbp.Backend) -> None:
+    def test_explain_uses_the_networks_own_pass(
+        self, monkeypatch, be: xbp.backends.select.Backend
+    ) -> None:
         calls = []
         real = xbp.Network.value_and_grad
 

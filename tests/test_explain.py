@@ -12,8 +12,8 @@ import pytest
 
 import xbp
 from xbp import cli
-from xbp.activations import ACTIVATIONS
-from xbp.losses import LOSSES
+from xbp.nn.activations import ACTIVATIONS
+from xbp.nn.losses import LOSSES
 
 MATH = Path(__file__).resolve().parents[1] / "docs" / "math.md"
 MARKER = re.compile(r"<!-- test_explain\.py regenerates this block: xbp (?P<args>.+) -->")

@@ -18,8 +18,8 @@ import pytest
 from conftest import backend_or_skip, required_backends
 
 import xbp
-from xbp import export
 from xbp.errors import XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
+from xbp.io import onnx as export
 
 HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "softplus", "identity"]
 # every (loss, output activation) pair xbp accepts
@@ -44,7 +44,7 @@ def ort() -> Any:
 
 
 @pytest.fixture(params=BACKENDS, ids=[b[0] for b in BACKENDS])
-def trained_on(request: pytest.FixtureRequest) -> xbp.Backend:
+def trained_on(request: pytest.FixtureRequest) -> xbp.backends.select.Backend:
     test_id, name, device = request.param
     return backend_or_skip(test_id, name, device, required_backends())
 
@@ -69,9 +69,11 @@ def _probe(n_in: int, dtype: str) -> np.ndarray:
 
 
 def _trained(
-    be: xbp.Backend, layers: list[tuple[int, int, str]], loss: str, dtype: str
+    be: xbp.backends.select.Backend, layers: list[tuple[int, int, str]], loss: str, dtype: str
 ) -> xbp.Network:
-    net = xbp.Network([xbp.Dense(*d) for d in layers], loss=loss, backend=be, dtype=dtype, seed=5)
+    net = xbp.Network(
+        [xbp.nn.Dense(*d) for d in layers], loss=loss, backend=be, dtype=dtype, seed=5
+    )
     x, y = _data(loss, layers[-1][1])
     xbp.fit(
         net,
@@ -108,7 +110,7 @@ def _check_predictions(ort: Any, net: xbp.Network, path: Path, dtype: str) -> No
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hidden", HIDDEN)
 def test_every_hidden_activation(
-    ort: Any, trained_on: xbp.Backend, hidden: str, dtype: str, tmp_path: Path
+    ort: Any, trained_on: xbp.backends.select.Backend, hidden: str, dtype: str, tmp_path: Path
 ) -> None:
     layers = [(5, 7, hidden), (7, 6, hidden), (6, 3, "softmax")]
     net = _trained(trained_on, layers, "cross_entropy", dtype)
@@ -119,7 +121,12 @@ def test_every_hidden_activation(
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("loss,output", PAIRS, ids=[f"{l}-{o}" for l, o in PAIRS])
 def test_every_loss_and_output(
-    ort: Any, trained_on: xbp.Backend, loss: str, output: str, dtype: str, tmp_path: Path
+    ort: Any,
+    trained_on: xbp.backends.select.Backend,
+    loss: str,
+    output: str,
+    dtype: str,
+    tmp_path: Path,
 ) -> None:
     n_out = 1 if loss == "binary_cross_entropy" else 3
     net = _trained(trained_on, [(5, 8, "tanh"), (8, n_out, output)], loss, dtype)
@@ -150,7 +157,7 @@ def test_graph_structure(ort: Any, dtype: str, tmp_path: Path) -> None:
 
     acts = ["sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"]
     sizes = [4, 6, 5, 7, 3, 8, 2]
-    layers = [xbp.Dense(sizes[i], sizes[i + 1], a) for i, a in enumerate(acts)]
+    layers = [xbp.nn.Dense(sizes[i], sizes[i + 1], a) for i, a in enumerate(acts)]
     net = xbp.Network(layers, loss="cross_entropy", dtype=dtype)
     path = export.export_onnx(net, tmp_path / "net.onnx")
     model = onnx.load(str(path))
@@ -179,7 +186,7 @@ def test_graph_structure(ort: Any, dtype: str, tmp_path: Path) -> None:
 
 
 def test_softplus_node_per_dtype(ort: Any, tmp_path: Path) -> None:
-    net = xbp.Network([xbp.Dense(3, 4, "softplus"), xbp.Dense(4, 1, "identity")])
+    net = xbp.Network([xbp.nn.Dense(3, 4, "softplus"), xbp.nn.Dense(4, 1, "identity")])
     export.export_onnx(net.to(dtype="float32"), tmp_path / "f32.onnx")
     export.export_onnx(net, tmp_path / "f64.onnx")
     assert _ops(tmp_path / "f32.onnx") == ["Gemm", "Softplus", "Gemm"]
@@ -208,7 +215,7 @@ def test_activation_without_onnx_op(
 ) -> None:
     # a later activation the exporter does not know: the error names the layer
     monkeypatch.delitem(export.ONNX_OPS, "softplus")
-    net = xbp.Network([xbp.Dense(3, 4, "tanh"), xbp.Dense(4, 2, "softplus")])
+    net = xbp.Network([xbp.nn.Dense(3, 4, "tanh"), xbp.nn.Dense(4, 2, "softplus")])
     with pytest.raises(XbpValueError, match=r"net\.layers\[1\] uses activation 'softplus'") as e:
         export.export_onnx(net, tmp_path / "net.onnx")
     assert "\n" not in str(e.value)
@@ -426,17 +433,21 @@ def _max_difference(ort: Any, net: xbp.Network, path: Path, dtype: str) -> float
 # each kind in a small network: (layers, the ONNX ops expected in float32 and in float64)
 LAYER_KINDS: dict[str, tuple[Any, list[str], list[str]]] = {
     "standardize": (
-        lambda: [xbp.Standardize(5), xbp.Dense(5, 8, "tanh"), xbp.Dense(8, 3, "identity")],
+        lambda: [xbp.nn.Standardize(5), xbp.nn.Dense(5, 8, "tanh"), xbp.nn.Dense(8, 3, "identity")],
         ["Sub", "Div", "Gemm", "Tanh", "Gemm"],
         ["Sub", "Div", "Gemm", "Tanh", "Gemm"],
     ),
     "dropout": (
-        lambda: [xbp.Dense(5, 8, "tanh"), xbp.Dropout(0.3), xbp.Dense(8, 3, "identity")],
+        lambda: [xbp.nn.Dense(5, 8, "tanh"), xbp.nn.Dropout(0.3), xbp.nn.Dense(8, 3, "identity")],
         ["Gemm", "Tanh", "Gemm"],
         ["Gemm", "Tanh", "Gemm"],
     ),
     "layer_norm": (
-        lambda: [xbp.Dense(5, 8, "relu"), xbp.LayerNorm(8, eps=1e-3), xbp.Dense(8, 3, "identity")],
+        lambda: [
+            xbp.nn.Dense(5, 8, "relu"),
+            xbp.nn.LayerNorm(8, eps=1e-3),
+            xbp.nn.Dense(8, 3, "identity"),
+        ],
         ["Gemm", "Relu", "LayerNormalization", "Gemm"],
         # ONNX's epsilon attribute is a float32 (1e-3 moves by 5e-11): float64 spells it out
         ["Gemm", "Relu", "ReduceMean", "Sub", "Mul", "ReduceMean", "Add", "Sqrt", "Reciprocal"]
@@ -444,9 +455,9 @@ LAYER_KINDS: dict[str, tuple[Any, list[str], list[str]]] = {
     ),
     "batch_norm": (
         lambda: [
-            xbp.Dense(5, 8, "relu"),
-            xbp.BatchNorm(8, momentum=0.9),
-            xbp.Dense(8, 3, "identity"),
+            xbp.nn.Dense(5, 8, "relu"),
+            xbp.nn.BatchNorm(8, momentum=0.9),
+            xbp.nn.Dense(8, 3, "identity"),
         ],
         ["Gemm", "Relu", "BatchNormalization", "Gemm"],
         # ONNX's epsilon attribute is a float32: float64 spells the inference rule out
@@ -458,16 +469,16 @@ LAYER_KINDS: dict[str, tuple[Any, list[str], list[str]]] = {
 def _state_moved(net: xbp.Network) -> None:
     """Training left non-trivial state: the test compares the trained statistics."""
     for layer, s in zip(net.layers, net.host_state()):
-        if isinstance(layer, xbp.BatchNorm):
+        if isinstance(layer, xbp.nn.BatchNorm):
             assert np.abs(s["mean"]).max() > 0.1 and np.abs(s["var"] - 1).max() > 0.1
-        if isinstance(layer, xbp.Standardize):
+        if isinstance(layer, xbp.nn.Standardize):
             assert s["count"][0] > 0 and np.abs(s["std"] - 1).max() > 0.1
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", list(LAYER_KINDS))
 def test_every_layer_kind(
-    ort: Any, trained_on: xbp.Backend, kind: str, dtype: str, tmp_path: Path
+    ort: Any, trained_on: xbp.backends.select.Backend, kind: str, dtype: str, tmp_path: Path
 ) -> None:
     make, ops32, ops64 = LAYER_KINDS[kind]
     net = xbp.Network(make(), loss="quadratic", backend=trained_on, dtype=dtype, seed=5)
@@ -482,10 +493,10 @@ def test_norm_attributes(ort: Any, tmp_path: Path) -> None:
     import onnx
 
     layers = [
-        xbp.Dense(3, 4, "relu"),
-        xbp.LayerNorm(4, eps=0.25),
-        xbp.BatchNorm(4, eps=0.125),
-        xbp.Dense(4, 2, "identity"),
+        xbp.nn.Dense(3, 4, "relu"),
+        xbp.nn.LayerNorm(4, eps=0.25),
+        xbp.nn.BatchNorm(4, eps=0.125),
+        xbp.nn.Dense(4, 2, "identity"),
     ]
     net = xbp.Network(layers, dtype="float32")
     model = onnx.load(str(export.export_onnx(net, tmp_path / "net.onnx")))
@@ -575,7 +586,7 @@ def test_refuses_non_finite_state(ort: Any, tmp_path: Path) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Recentre(xbp.Layer):
+class Recentre(xbp.nn.Layer):
     """``y = (a - offset) * gain + shift``: trainable gain and shift, a fixed offset (state)."""
 
     kind = "recentre_test"
@@ -622,7 +633,7 @@ class RecentreOnnx(Recentre):
 
 @pytest.fixture
 def user_layers() -> Any:
-    from xbp.layers import unregister_layer
+    from xbp.nn.layers import unregister_layer
 
     for cls in (Recentre, RecentreOnnx):
         xbp.register_layer(cls)
@@ -635,7 +646,7 @@ def user_layers() -> Any:
 def test_user_layer_with_onnx_hook(ort: Any, user_layers: None, dtype: str, tmp_path: Path) -> None:
     import onnx
 
-    layers = [xbp.Dense(5, 4, "tanh"), RecentreOnnx(4), xbp.Dense(4, 3, "identity")]
+    layers = [xbp.nn.Dense(5, 4, "tanh"), RecentreOnnx(4), xbp.nn.Dense(4, 3, "identity")]
     net = xbp.Network(layers, dtype=dtype, seed=2)
     _fit_layers(net, dtype)
     assert np.abs(net.host_params()[1]["gain"] - np.linspace(0.5, 1.5, 4)).min() > 1e-3
@@ -649,7 +660,7 @@ def test_user_layer_with_onnx_hook(ort: Any, user_layers: None, dtype: str, tmp_
 
 
 def test_user_layer_without_onnx_hook(ort: Any, user_layers: None, tmp_path: Path) -> None:
-    net = xbp.Network([xbp.Dense(5, 4, "tanh"), Recentre(4), xbp.Dense(4, 3, "identity")])
+    net = xbp.Network([xbp.nn.Dense(5, 4, "tanh"), Recentre(4), xbp.nn.Dense(4, 3, "identity")])
     with pytest.raises(XbpValueError) as e:
         export.export_onnx(net, tmp_path / "net.onnx")
     message = str(e.value)
@@ -660,15 +671,15 @@ def test_user_layer_without_onnx_hook(ort: Any, user_layers: None, tmp_path: Pat
 
 
 def test_subclass_of_a_built_in_layer_needs_its_own_hook(ort: Any, tmp_path: Path) -> None:
-    from xbp.layers import unregister_layer
+    from xbp.nn.layers import unregister_layer
 
     @dataclasses.dataclass(frozen=True)
-    class MyNorm(xbp.BatchNorm):
+    class MyNorm(xbp.nn.BatchNorm):
         kind = "my_norm_test"
 
     xbp.register_layer(MyNorm)
     try:
-        net = xbp.Network([xbp.Dense(3, 4, "relu"), MyNorm(4), xbp.Dense(4, 1, "identity")])
+        net = xbp.Network([xbp.nn.Dense(3, 4, "relu"), MyNorm(4), xbp.nn.Dense(4, 1, "identity")])
         # its forward may differ from BatchNorm's: writing BatchNorm's form could be wrong
         with pytest.raises(XbpValueError, match=r"net\.layers\[1\] is a MyNorm .* no ONNX form"):
             export.export_onnx(net, tmp_path / "net.onnx")
@@ -677,7 +688,7 @@ def test_subclass_of_a_built_in_layer_needs_its_own_hook(ort: Any, tmp_path: Pat
 
 
 def test_broken_onnx_hooks(ort: Any, user_layers: None, tmp_path: Path) -> None:
-    net = xbp.Network([xbp.Dense(3, 4, "relu"), RecentreOnnx(4), xbp.Dense(4, 1, "identity")])
+    net = xbp.Network([xbp.nn.Dense(3, 4, "relu"), RecentreOnnx(4), xbp.nn.Dense(4, 1, "identity")])
     cases = [
         (lambda self, g, src, p, s, i: "nowhere", r"hook returned 'nowhere', which is no tensor"),
         (lambda self, g, src, p, s, i: g.node("Neg", ["ghost"]), r"takes 'ghost', which is no"),

@@ -17,16 +17,16 @@ Y = np.arange(12) % 2
 
 
 @pytest.fixture(params=SPECS, ids=[s[0] for s in SPECS])
-def be(request: pytest.FixtureRequest) -> xbp.Backend:
+def be(request: pytest.FixtureRequest) -> xbp.backends.select.Backend:
     return backend_or_skip(*request.param, required_backends())
 
 
-def net(be: xbp.Backend, dtype: str = "float64", **kw) -> xbp.Network:
+def net(be: xbp.backends.select.Backend, dtype: str = "float64", **kw) -> xbp.Network:
     return xbp.mlp([3, 4, 2], activation="tanh", loss="cross_entropy", backend=be, seed=0,
                    dtype=dtype, **kw)  # fmt: skip
 
 
-def on(be: xbp.Backend, a: np.ndarray) -> object:
+def on(be: xbp.backends.select.Backend, a: np.ndarray) -> object:
     """``a`` as an array of ``be`` (device data), keeping its dtype."""
     return be.asarray(a) if a.dtype.kind != "f" else be.xp.asarray(a, device=be.device)
 
@@ -187,8 +187,8 @@ def load_y(path, engine):
 @pytest.fixture
 def registries():
     """The part registries restored after the test."""
-    from xbp.activations import ACTIVATIONS
-    from xbp.losses import LOSSES
+    from xbp.nn.activations import ACTIVATIONS
+    from xbp.nn.losses import LOSSES
 
     acts, losses = dict(ACTIVATIONS), dict(LOSSES)
     yield
@@ -284,11 +284,11 @@ def test_a_rule_returning_the_wrong_shape_or_dtype_is_one_line(be, registries) -
 def test_a_registered_layer_runs_on_its_own_input_and_is_checked(be) -> None:
     import dataclasses
 
-    from xbp.layers import unregister_layer
+    from xbp.nn.layers import unregister_layer
 
     @xbp.register_layer
     @dataclasses.dataclass(frozen=True)
-    class DoubleInPlace(xbp.Layer):
+    class DoubleInPlace(xbp.nn.Layer):
         kind = "double_in_place_t"
         n: int
         wrong: bool = False
@@ -305,14 +305,16 @@ def test_a_registered_layer_runs_on_its_own_input_and_is_checked(be) -> None:
     try:
         x = X.copy()
         xd = be.xp.asarray(X, device=be.device)
-        n = xbp.Network([DoubleInPlace(3), xbp.Dense(3, 2, "identity")], backend=be)
-        ref = xbp.Network([xbp.Dense(3, 2, "identity")], backend=be)
+        n = xbp.Network([DoubleInPlace(3), xbp.nn.Dense(3, 2, "identity")], backend=be)
+        ref = xbp.Network([xbp.nn.Dense(3, 2, "identity")], backend=be)
         ref.params = [{"W": 2 * n.params[1]["W"], "b": n.params[1]["b"]}]
         for inp in (x, xd):
             np.testing.assert_allclose(be.to_host(n.forward(inp)), be.to_host(ref.forward(X)))
         np.testing.assert_array_equal(x, X)  # the user's arrays are untouched
         np.testing.assert_array_equal(be.to_host(xd), X)
-        bad = xbp.Network([DoubleInPlace(3, wrong=True), xbp.Dense(3, 2, "identity")], backend=be)
+        bad = xbp.Network(
+            [DoubleInPlace(3, wrong=True), xbp.nn.Dense(3, 2, "identity")], backend=be
+        )
         want = r"layer 'double_in_place_t' \(DoubleInPlace\.forward\) returned shape \(12, 1\)"
         with pytest.raises(XbpValueError, match=want + r" where \(12, 3\) was due"):
             bad.predict(X)
@@ -336,7 +338,7 @@ def test_explain_on_a_mixed_precision_network(policy) -> None:
 
 
 def test_explain_says_when_dropout_is_left_out(be) -> None:
-    layers = [xbp.Dense(3, 4, "tanh", dropout=0.25), xbp.Dense(4, 2, "softmax")]
+    layers = [xbp.nn.Dense(3, 4, "tanh", dropout=0.25), xbp.nn.Dense(4, 2, "softmax")]
     n = xbp.Network(layers, loss="cross_entropy", backend=be)
     assert "dropout (layer 1: 0.25): training zeroes inputs at random" in xbp.explain(
         n, X[:1], Y[:1]
@@ -346,7 +348,7 @@ def test_explain_says_when_dropout_is_left_out(be) -> None:
 
 def test_fp16_loss_scale_stops_before_zero() -> None:
     from xbp.errors import DivergenceError
-    from xbp.training import MIN_LOSS_SCALE, LossScaler
+    from xbp.train.loop import MIN_LOSS_SCALE, LossScaler
 
     s = LossScaler()
     while s.scale * 0.5 >= MIN_LOSS_SCALE:  # down to the floor: still running

@@ -8,7 +8,7 @@ from xbp import optim
 from xbp.errors import XbpFileError, XbpFileNotFoundError, XbpValueError
 
 
-def trained(backend: xbp.Backend | None = None):
+def trained(backend: xbp.backends.select.Backend | None = None):
     x, y = xbp.data.make_blobs(60, centers=3, seed=0)
     net = xbp.mlp([2, 6, 3], activation="tanh", loss="cross_entropy", backend=backend, seed=3)
     xbp.fit(net, x, y, epochs=3, batch_size=10, optimizer=optim.adam(0.01), progress=False)
@@ -16,7 +16,7 @@ def trained(backend: xbp.Backend | None = None):
 
 
 def test_save_on_each_backend_load_on_every_other(
-    backend: xbp.Backend, target_backend: xbp.Backend, tmp_path
+    backend: xbp.backends.select.Backend, target_backend: xbp.backends.select.Backend, tmp_path
 ) -> None:
     net, x = trained(backend)
     path = tmp_path / "m.npz"
@@ -37,7 +37,7 @@ def test_save_on_each_backend_load_on_every_other(
     np.testing.assert_array_equal(loaded.predict_classes(x), net.predict_classes(x))
 
 
-def test_optimizer_state_round_trip(backend: xbp.Backend, tmp_path) -> None:
+def test_optimizer_state_round_trip(backend: xbp.backends.select.Backend, tmp_path) -> None:
     net, _ = trained()
     opt = optim.adam(0.01)
     state = opt.init(net.params)

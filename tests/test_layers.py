@@ -1,4 +1,4 @@
-"""Layers as parts (xbp/layers.py): every layer's gradients, state, files and compiled steps.
+"""Layers as parts (xbp/nn/layers.py): every layer's gradients, state, files and compiled steps.
 
 Each built-in layer (Dropout, LayerNorm, BatchNorm, Standardize) and a layer a
 user registers is held to what Dense layers are held to (docs/math.md, "What
@@ -25,7 +25,7 @@ from test_dropout import py_mask
 import xbp
 from xbp import optim
 from xbp.errors import XbpError, XbpFileError, XbpTypeError, XbpValueError
-from xbp.layers import Context, unregister_layer
+from xbp.nn.layers import Context, unregister_layer
 
 NP = xbp.backend("numpy")
 
@@ -43,7 +43,7 @@ def _data(n: int = 40, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 # a user's own layer: a learnable per-feature scale, written against the array API
 @dataclasses.dataclass(frozen=True)
-class FeatureScale(xbp.Layer):
+class FeatureScale(xbp.nn.Layer):
     """``y = a * s`` with a learnable ``s`` per feature."""
 
     kind: ClassVar[str] = "test_feature_scale"
@@ -83,22 +83,22 @@ def _every_kind(
     The JAX tests share these shapes and :data:`TRAIN` (JAX compiles every operation
     for every shape it meets, about 0.1 s each on a small machine)."""
     layers = [
-        xbp.Standardize(3),
-        xbp.Dense(3, 6, "tanh"),
-        xbp.LayerNorm(6),
+        xbp.nn.Standardize(3),
+        xbp.nn.Dense(3, 6, "tanh"),
+        xbp.nn.LayerNorm(6),
         *([FeatureScale(6)] if user else []),
-        xbp.Dropout(0.3),
-        xbp.Dense(6, 5, "relu", dropout=0.2),
-        xbp.BatchNorm(5, momentum=0.8),
-        xbp.Standardize(5),
-        xbp.Dense(5, 3, "softmax"),
+        xbp.nn.Dropout(0.3),
+        xbp.nn.Dense(6, 5, "relu", dropout=0.2),
+        xbp.nn.BatchNorm(5, momentum=0.8),
+        xbp.nn.Standardize(5),
+        xbp.nn.Dense(5, 3, "softmax"),
     ]
     return xbp.Network(layers, loss="cross_entropy", backend=be, dtype=dtype, seed=seed)
 
 
 def _bn(net: xbp.Network) -> int:
     """The position of the network's (first) BatchNorm layer."""
-    return next(l for l, d in enumerate(net.layers) if isinstance(d, xbp.BatchNorm))
+    return next(l for l, d in enumerate(net.layers) if isinstance(d, xbp.nn.BatchNorm))
 
 
 #: 40 rows, 8 of them for validation: four training batches of 8 rows; the gradients and
@@ -130,7 +130,7 @@ def _max_rel(a: xbp.Network, b: xbp.Network) -> float:
     return err
 
 
-def _key(be: xbp.Backend, seed: int = 3, step: int = 11, row0: int = 0) -> Any:
+def _key(be: xbp.backends.select.Backend, seed: int = 3, step: int = 11, row0: int = 0) -> Any:
     return be.asarray(np.array([seed, step, row0], dtype=np.int64))
 
 
@@ -184,33 +184,34 @@ def scale_layer() -> Any:
 
 def _user_net(be: Any = "numpy", seed: int = 2) -> xbp.Network:
     layers = [
-        xbp.Standardize(3),
-        xbp.Dense(3, 6, "tanh"),
+        xbp.nn.Standardize(3),
+        xbp.nn.Dense(3, 6, "tanh"),
         FeatureScale(6),
-        xbp.BatchNorm(6, momentum=0.9),
-        xbp.LayerNorm(6),
-        xbp.Dropout(0.25),
-        xbp.Dense(6, 3, "softmax"),
+        xbp.nn.BatchNorm(6, momentum=0.9),
+        xbp.nn.LayerNorm(6),
+        xbp.nn.Dropout(0.25),
+        xbp.nn.Dense(6, 3, "softmax"),
     ]
     return xbp.Network(layers, loss="cross_entropy", backend=be, seed=seed)
 
 
 # -- 1. finite differences ---------------------------------------------------------------------
-CHAINS: dict[str, Callable[[], list[xbp.Layer]]] = {
+CHAINS: dict[str, Callable[[], list[xbp.nn.Layer]]] = {
     "layer_norm": lambda: [
-        xbp.Dense(3, 5, "tanh"), xbp.LayerNorm(5), xbp.Dense(5, 3, "softmax"),
+        xbp.nn.Dense(3, 5, "tanh"), xbp.nn.LayerNorm(5), xbp.nn.Dense(5, 3, "softmax"),
     ],
     "batch_norm": lambda: [
-        xbp.Dense(3, 5, "sigmoid"), xbp.BatchNorm(5, eps=1e-4), xbp.Dense(5, 3, "softmax"),
+        xbp.nn.Dense(3, 5, "sigmoid"), xbp.nn.BatchNorm(5, eps=1e-4), xbp.nn.Dense(5, 3, "softmax"),
     ],
     "standardize": lambda: [
-        xbp.Standardize(3), xbp.Dense(3, 4, "tanh"), xbp.Standardize(4),
-        xbp.Dense(4, 3, "softmax"),
+        xbp.nn.Standardize(3), xbp.nn.Dense(3, 4, "tanh"), xbp.nn.Standardize(4),
+        xbp.nn.Dense(4, 3, "softmax"),
     ],
     "mixed": lambda: [
-        xbp.Standardize(3), xbp.Dense(3, 5, "softplus"), xbp.LayerNorm(5), xbp.BatchNorm(5),
-        xbp.Dense(5, 4, "tanh"), xbp.BatchNorm(4), xbp.LayerNorm(4), xbp.Standardize(4),
-        xbp.Dense(4, 3, "softmax"),
+        xbp.nn.Standardize(3), xbp.nn.Dense(3, 5, "softplus"), xbp.nn.LayerNorm(5),
+        xbp.nn.BatchNorm(5),
+        xbp.nn.Dense(5, 4, "tanh"), xbp.nn.BatchNorm(4), xbp.nn.LayerNorm(4), xbp.nn.Standardize(4),
+        xbp.nn.Dense(4, 3, "softmax"),
     ],
 }  # fmt: skip
 
@@ -230,7 +231,7 @@ def test_every_parameter_matches_finite_differences(chain: str) -> None:
     net = xbp.Network(CHAINS[chain](), loss="cross_entropy", seed=4)
     net.adapt(x)  # Standardize: adapted (a mean and spread far from 0 and 1)
     _perturb(net)
-    errors = xbp.gradcheck(net, x, y, max_checks=None, tol=1e-6)
+    errors = xbp.tools.gradcheck(net, x, y, max_checks=None, tol=1e-6)
     # every parameter of every layer was checked, and through each normalisation to the
     # Dense layers before it
     assert set(errors) == {f"layer{l}.{k}" for l, p in enumerate(net.params) for k in p}
@@ -241,13 +242,13 @@ def test_every_parameter_matches_finite_differences(chain: str) -> None:
 def test_dropout_layers_with_a_fixed_key_match_finite_differences() -> None:
     x, y = _data(8)
     layers = [
-        xbp.Dense(3, 6, "tanh"),
-        xbp.Dropout(0.4),
-        xbp.LayerNorm(6),
-        xbp.Dense(6, 5, "sigmoid", dropout=0.3),
-        xbp.BatchNorm(5),
-        xbp.Dropout(0.5),
-        xbp.Dense(5, 3, "softmax"),
+        xbp.nn.Dense(3, 6, "tanh"),
+        xbp.nn.Dropout(0.4),
+        xbp.nn.LayerNorm(6),
+        xbp.nn.Dense(6, 5, "sigmoid", dropout=0.3),
+        xbp.nn.BatchNorm(5),
+        xbp.nn.Dropout(0.5),
+        xbp.nn.Dense(5, 3, "softmax"),
     ]
     net = xbp.Network(layers, loss="cross_entropy", seed=6)
     k, onehot = _key(NP), np.eye(3)[y]
@@ -267,7 +268,7 @@ def test_inference_mode_gradients_match_finite_differences() -> None:
     net.adapt(x)
     net.state = [
         {"mean": np.full(s["mean"].shape, 0.2), "var": np.full(s["var"].shape, 1.7)}
-        if isinstance(d, xbp.BatchNorm) else s
+        if isinstance(d, xbp.nn.BatchNorm) else s
         for d, s in zip(net.layers, net.host_state())
     ]  # fmt: skip
     _perturb(net)
@@ -291,21 +292,21 @@ def _ctx(training: bool = True, key: Any = None) -> Context:
     )
 
 
-def _layer_cases() -> dict[str, tuple[xbp.Layer, dict[str, Any], dict[str, Any], Context]]:
+def _layer_cases() -> dict[str, tuple[xbp.nn.Layer, dict[str, Any], dict[str, Any], Context]]:
     rng = np.random.default_rng(8)
     g, b = 1.0 + 0.3 * rng.normal(size=4), 0.3 * rng.normal(size=4)
     running = {"mean": rng.normal(size=4), "var": 0.5 + rng.random(4)}
     adapted = {"mean": rng.normal(size=4), "std": 0.5 + rng.random(4), "count": np.array([9.0])}
     return {
-        "layer_norm": (xbp.LayerNorm(4), {"gamma": g, "beta": b}, {}, _ctx()),
-        "batch_norm-training": (xbp.BatchNorm(4), {"gamma": g, "beta": b}, running, _ctx()),
+        "layer_norm": (xbp.nn.LayerNorm(4), {"gamma": g, "beta": b}, {}, _ctx()),
+        "batch_norm-training": (xbp.nn.BatchNorm(4), {"gamma": g, "beta": b}, running, _ctx()),
         "batch_norm-inference": (
-            xbp.BatchNorm(4), {"gamma": g, "beta": b}, running, _ctx(training=False),
+            xbp.nn.BatchNorm(4), {"gamma": g, "beta": b}, running, _ctx(training=False),
         ),
-        "standardize": (xbp.Standardize(4), {}, adapted, _ctx()),
-        "dropout": (xbp.Dropout(0.5, n=4), {}, {}, _ctx(key=_key(NP))),
+        "standardize": (xbp.nn.Standardize(4), {}, adapted, _ctx()),
+        "dropout": (xbp.nn.Dropout(0.5, n=4), {}, {}, _ctx(key=_key(NP))),
         "dense-dropout": (
-            xbp.Dense(4, 4, "tanh", dropout=0.3),
+            xbp.nn.Dense(4, 4, "tanh", dropout=0.3),
             {"W": rng.normal(size=(4, 4)), "b": rng.normal(size=4)},
             {},
             _ctx(key=_key(NP)),
@@ -359,7 +360,7 @@ def test_each_layer_passes_the_right_gradient_to_the_layer_before(case: str) -> 
 # -- 2. NumPy's numbers on every backend --------------------------------------------------------
 @pytest.mark.parametrize("dtype,rel", [("float64", 1e-12), ("float32", 1e-5)])
 def test_gradients_equal_numpy_on_every_backend(
-    backend: xbp.Backend, dtype: str, rel: float
+    backend: xbp.backends.select.Backend, dtype: str, rel: float
 ) -> None:
     x, y = _data(N_ROWS)
     x, y = x[:8], y[:8]
@@ -394,7 +395,7 @@ def test_gradients_equal_numpy_on_every_backend(
         np.testing.assert_allclose(s1[bn][k], s0[bn][k], rtol=10 * rel, atol=rel)
 
 
-def test_three_epochs_equal_numpy_on_every_backend(backend: xbp.Backend) -> None:
+def test_three_epochs_equal_numpy_on_every_backend(backend: xbp.backends.select.Backend) -> None:
     """Weights and layer state after 3 epochs (compiled where the backend compiles: the
     default), with validation (inference mode) after each epoch."""
     x, y = _data(N_ROWS)
@@ -413,9 +414,9 @@ def test_batch_norm_trains_on_batch_statistics_and_infers_on_running_ones() -> N
     m, eps = 0.9, 1e-3
     net = xbp.Network(
         [
-            xbp.Dense(3, 4, "tanh"),
-            xbp.BatchNorm(4, momentum=m, eps=eps),
-            xbp.Dense(4, 3, "softmax"),
+            xbp.nn.Dense(3, 4, "tanh"),
+            xbp.nn.BatchNorm(4, momentum=m, eps=eps),
+            xbp.nn.Dense(4, 3, "softmax"),
         ],
         loss="cross_entropy",
         seed=3,
@@ -479,7 +480,11 @@ def test_running_statistics_after_fit_equal_the_recursion(shuffle: bool) -> None
     x, y = _data(30)
     m, bs, epochs, seed = 0.7, 8, 3, 5
     net = xbp.Network(
-        [xbp.BatchNorm(3, momentum=m), xbp.Dense(3, 4, "tanh"), xbp.Dense(4, 3, "softmax")],
+        [
+            xbp.nn.BatchNorm(3, momentum=m),
+            xbp.nn.Dense(3, 4, "tanh"),
+            xbp.nn.Dense(4, 3, "softmax"),
+        ],
         loss="cross_entropy",
     )
     xbp.fit(net, x, y, epochs=epochs, batch_size=bs, shuffle=shuffle, seed=seed, progress=False,
@@ -555,7 +560,7 @@ def test_early_stopping_restores_the_running_statistics_of_the_best_epoch() -> N
 # -- 4. Standardize ----------------------------------------------------------------------------
 def test_adapt_takes_mean_and_spread_and_divides_a_constant_feature_by_one() -> None:
     x = np.array([[0.0, 10.0, 5.0], [2.0, 30.0, 5.0], [4.0, 20.0, 5.0], [6.0, 0.0, 5.0]])
-    net = xbp.Network([xbp.Standardize(3), xbp.Dense(3, 1, "identity")])
+    net = xbp.Network([xbp.nn.Standardize(3), xbp.nn.Dense(3, 1, "identity")])
     assert not net.adapted
     net.adapt(x)
     s = net.host_state()[0]
@@ -563,7 +568,7 @@ def test_adapt_takes_mean_and_spread_and_divides_a_constant_feature_by_one() -> 
     np.testing.assert_allclose(s["std"], [np.std(x[:, 0]), np.std(x[:, 1]), 1.0], rtol=1e-15)
     assert s["count"].tolist() == [4.0] and net.adapted
     # the same from nested lists, in float32 and on the way to a later Standardize layer
-    net32 = xbp.Network([xbp.Dense(3, 3, "identity"), xbp.Standardize(3), xbp.Dense(3, 1)],
+    net32 = xbp.Network([xbp.nn.Dense(3, 3, "identity"), xbp.nn.Standardize(3), xbp.nn.Dense(3, 1)],
                         dtype="float32")  # fmt: skip
     net32.params = [{"W": np.eye(3), "b": np.zeros(3)}, {}, net32.host_params()[2]]
     net32.adapt(x.tolist())
@@ -573,11 +578,11 @@ def test_adapt_takes_mean_and_spread_and_divides_a_constant_feature_by_one() -> 
 
 
 def test_adapt_runs_the_layers_before_a_later_standardize_on_every_backend(
-    backend: xbp.Backend,
+    backend: xbp.backends.select.Backend,
 ) -> None:
     x, _ = _data(20)
     net = xbp.Network(
-        [xbp.Dense(3, 4, "tanh"), xbp.Standardize(4), xbp.Dense(4, 2, "softmax")],
+        [xbp.nn.Dense(3, 4, "tanh"), xbp.nn.Standardize(4), xbp.nn.Dense(4, 2, "softmax")],
         loss="cross_entropy",
         backend=backend,
         seed=2,
@@ -627,9 +632,11 @@ def test_resume_does_not_adapt_again(tmp_path: Any, monkeypatch: pytest.MonkeyPa
     calls: list[Any] = []
     real = xbp.Network.adapt
     monkeypatch.setattr(xbp.Network, "adapt", lambda self, x_: calls.append(x_) or real(self, x_))
-    # other rows (another mean and spread): a run that adapted again would take theirs
+    # other rows (another mean and spread) are another run: refused before any adapting
+    with pytest.raises(xbp.errors.XbpValueError, match="differ from what"):
+        xbp.fit(_every_kind(), 3.0 * x + 1.0, y, epochs=2, resume=ck, **args)
     resumed = _every_kind()
-    xbp.fit(resumed, 3.0 * x + 1.0, y, epochs=2, resume=ck, **args)
+    xbp.fit(resumed, x, y, epochs=2, resume=ck, **args)
     assert calls == []
     for l in (0, 6):
         for k in ("mean", "std", "count"):
@@ -655,11 +662,11 @@ def test_an_unadapted_standardize_cannot_train_from_a_batch_source() -> None:
 
 # -- 5. compiled steps equal eager ones --------------------------------------------------------
 @pytest.fixture
-def jax_backend() -> xbp.Backend:
+def jax_backend() -> xbp.backends.select.Backend:
     return backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
 
 
-def _train_both(be: xbp.Backend, **kw: Any) -> tuple[Any, Any, Any, Any]:
+def _train_both(be: xbp.backends.select.Backend, **kw: Any) -> tuple[Any, Any, Any, Any]:
     x, y = _data(N_ROWS)
     args = {**TRAIN, "optimizer": optim.adam(0.02), **kw}
     eager, compiled = _every_kind(be, user=True), _every_kind(be, user=True)
@@ -670,7 +677,9 @@ def _train_both(be: xbp.Backend, **kw: Any) -> tuple[Any, Any, Any, Any]:
     return eager, compiled, h1, h2
 
 
-def test_jax_compiled_steps_equal_eager_steps_with_every_layer(jax_backend: xbp.Backend) -> None:
+def test_jax_compiled_steps_equal_eager_steps_with_every_layer(
+    jax_backend: xbp.backends.select.Backend,
+) -> None:
     """Every built-in layer and a user's own one (FeatureScale) in a traced epoch (the
     scanned batches carry the layers' state)."""
     eager, compiled, h1, h2 = _train_both(jax_backend)
@@ -681,7 +690,7 @@ def test_jax_compiled_steps_equal_eager_steps_with_every_layer(jax_backend: xbp.
 
 
 def test_captured_steps_equal_eager_steps_with_every_layer(
-    fake_capture: xbp.Backend,  # noqa: F811
+    fake_capture: xbp.backends.select.Backend,  # noqa: F811
 ) -> None:
     # batches of 12: the captured step replays twice, the short last batch of 8 runs eagerly
     eager, compiled, h1, h2 = _train_both(fake_capture, batch_size=12)
@@ -699,7 +708,7 @@ def test_a_registered_layer_trains_and_passes_gradcheck(scale_layer: Any) -> Non
     hist = xbp.fit(net, x, y, epochs=8, batch_size=8, optimizer=optim.adam(0.03), progress=False)
     assert hist["loss"][-1] < 0.8 * hist["loss"][0]
     assert not np.allclose(net.host_params()[2]["s"], before)  # its parameter trained
-    errors = xbp.gradcheck(net, x[:7], y[:7], max_checks=None)
+    errors = xbp.tools.gradcheck(net, x[:7], y[:7], max_checks=None)
     assert max(errors.values()) <= 1e-6 and "layer2.s" in errors
     assert max(_fd_worst(net, x[:7], y[:7], key=_key(NP)).values()) <= 1e-6
 
@@ -742,7 +751,7 @@ def test_a_registered_layer_trains_in_shares_like_one_process(scale_layer: Any) 
 
 
 def test_onnx_export_refuses_a_layer_it_does_not_know(scale_layer: Any, tmp_path: Any) -> None:
-    net = xbp.Network([xbp.Dense(3, 4, "tanh"), FeatureScale(4), xbp.Dense(4, 2, "softmax")],
+    net = xbp.Network([xbp.nn.Dense(3, 4, "tanh"), FeatureScale(4), xbp.nn.Dense(4, 2, "softmax")],
                       loss="cross_entropy")  # fmt: skip
     with pytest.raises(XbpError) as info:
         xbp.export_onnx(net, tmp_path / "m.onnx")
@@ -752,7 +761,7 @@ def test_onnx_export_refuses_a_layer_it_does_not_know(scale_layer: Any, tmp_path
 
 # -- 7. old files and configs -------------------------------------------------------------------
 def test_a_dense_network_writes_the_config_it_always_wrote(tmp_path: Any) -> None:
-    net = xbp.Network([xbp.Dense(3, 4, "tanh", dropout=0.2), xbp.Dense(4, 2, "softmax")],
+    net = xbp.Network([xbp.nn.Dense(3, 4, "tanh", dropout=0.2), xbp.nn.Dense(4, 2, "softmax")],
                       loss="cross_entropy", seed=7)  # fmt: skip
     cfg = net.config()
     assert cfg["layers"] == [[3, 4, "tanh"], [4, 2, "softmax"]]
@@ -768,7 +777,7 @@ def test_a_dense_network_writes_the_config_it_always_wrote(tmp_path: Any) -> Non
     old = {"layers": [[3, 4, "relu"], [4, 1, "sigmoid"]], "loss": "binary_cross_entropy",
            "dtype": "float64", "init": "auto", "seed": 3, "dropout": [0.5, 0.0]}  # fmt: skip
     built = xbp.Network.from_config(old)
-    assert built.layers == (xbp.Dense(3, 4, "relu", 0.5), xbp.Dense(4, 1, "sigmoid"))
+    assert built.layers == (xbp.nn.Dense(3, 4, "relu", 0.5), xbp.nn.Dense(4, 1, "sigmoid"))
     assert {k: built.config()[k] for k in old} == old
 
 
@@ -777,7 +786,11 @@ def test_dense_input_dropout_draws_the_masks_it_always_drew() -> None:
     # of (seed, step, l, element), as before layers were parts (test_dropout.py's reference)
     x, y = _data(9)
     net = xbp.Network(
-        [xbp.Dense(3, 5, "tanh", dropout=0.3), xbp.Dropout(0.4), xbp.Dense(5, 3, "softmax", 0.2)],
+        [
+            xbp.nn.Dense(3, 5, "tanh", dropout=0.3),
+            xbp.nn.Dropout(0.4),
+            xbp.nn.Dense(5, 3, "softmax", 0.2),
+        ],
         loss="cross_entropy",
         seed=1,
     )
@@ -793,13 +806,13 @@ def test_dense_input_dropout_draws_the_masks_it_always_drew() -> None:
 
 def test_from_config_rebuilds_every_layer_kind(scale_layer: Any) -> None:
     layers = [
-        xbp.Standardize(3),
-        xbp.Dense(3, 6, "tanh", dropout=0.1),
-        xbp.LayerNorm(6, eps=1e-4),
-        xbp.Dropout(0.3),
+        xbp.nn.Standardize(3),
+        xbp.nn.Dense(3, 6, "tanh", dropout=0.1),
+        xbp.nn.LayerNorm(6, eps=1e-4),
+        xbp.nn.Dropout(0.3),
         FeatureScale(6),
-        xbp.BatchNorm(6, momentum=0.8, eps=1e-2),
-        xbp.Dense(6, 2, "sigmoid"),
+        xbp.nn.BatchNorm(6, momentum=0.8, eps=1e-2),
+        xbp.nn.Dense(6, 2, "sigmoid"),
     ]
     net = xbp.Network(layers, loss="binary_cross_entropy", seed=9)
     cfg = net.config()
@@ -827,17 +840,17 @@ def json_round_trip(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # -- 8. bad input: one-line xbp errors -----------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class _Unregisterable(xbp.Layer):
+class _Unregisterable(xbp.nn.Layer):
     kind: ClassVar[str] = "batch_norm"
     n: int
 
 
-class _NotADataclass(xbp.Layer):
+class _NotADataclass(xbp.nn.Layer):
     kind: ClassVar[str] = "not_a_dataclass"
 
 
 @dataclasses.dataclass
-class _NotFrozen(xbp.Layer):
+class _NotFrozen(xbp.nn.Layer):
     kind: ClassVar[str] = "not_frozen"
     n: int
 
@@ -852,7 +865,13 @@ class _NotFrozen(xbp.Layer):
 
 def _net_for_assignment() -> xbp.Network:
     return xbp.Network(
-        [xbp.Standardize(3), xbp.Dense(3, 4), xbp.LayerNorm(4), xbp.BatchNorm(4), xbp.Dense(4, 2)]
+        [
+            xbp.nn.Standardize(3),
+            xbp.nn.Dense(3, 4),
+            xbp.nn.LayerNorm(4),
+            xbp.nn.BatchNorm(4),
+            xbp.nn.Dense(4, 2),
+        ]
     )
 
 
@@ -872,38 +891,38 @@ def _set_state(change: Callable[[list[dict[str, Any]]], None]) -> None:
 
 BAD: dict[str, tuple[Callable[[], Any], type[XbpError], str]] = {
     "widths-do-not-chain": (
-        lambda: xbp.Network([xbp.Dense(3, 4), xbp.LayerNorm(5), xbp.Dense(5, 1)]),
+        lambda: xbp.Network([xbp.nn.Dense(3, 4), xbp.nn.LayerNorm(5), xbp.nn.Dense(5, 1)]),
         XbpValueError, r"layers\[1\].n_in=5 does not match layers\[0\].n_out=4",
     ),
     "dropout-width-does-not-chain": (
-        lambda: xbp.Network([xbp.Dense(3, 4), xbp.Dropout(0.5, n=5), xbp.Dense(4, 1)]),
+        lambda: xbp.Network([xbp.nn.Dense(3, 4), xbp.nn.Dropout(0.5, n=5), xbp.nn.Dense(4, 1)]),
         XbpValueError, r"layers\[1\].n_in=5 does not match layers\[0\].n_out=4",
     ),
     "dense-after-norm-does-not-chain": (
-        lambda: xbp.Network([xbp.Dense(3, 4), xbp.BatchNorm(4), xbp.Dense(5, 1)]),
+        lambda: xbp.Network([xbp.nn.Dense(3, 4), xbp.nn.BatchNorm(4), xbp.nn.Dense(5, 1)]),
         XbpValueError, r"layers\[2\].n_in=5 does not match layers\[1\].n_out=4",
     ),
     "last-layer-not-dense": (
-        lambda: xbp.Network([xbp.Dense(3, 4), xbp.LayerNorm(4)]),
-        XbpValueError, "the last layer is a LayerNorm; end the network with an xbp.Dense",
+        lambda: xbp.Network([xbp.nn.Dense(3, 4), xbp.nn.LayerNorm(4)]),
+        XbpValueError, "the last layer is a LayerNorm; end the network with an xbp.nn.Dense",
     ),
     "dropout-first-without-width": (
-        lambda: xbp.Network([xbp.Dropout(0.5), xbp.Dense(3, 1)]),
+        lambda: xbp.Network([xbp.nn.Dropout(0.5), xbp.nn.Dense(3, 1)]),
         XbpValueError, r"layers\[0\] is a Dropout without a width",
     ),
     "not-a-layer": (
-        lambda: xbp.Network([xbp.Dense(3, 4), "layer_norm", xbp.Dense(4, 1)]),
+        lambda: xbp.Network([xbp.nn.Dense(3, 4), "layer_norm", xbp.nn.Dense(4, 1)]),
         XbpTypeError, r"layers\[1\] is a str",
     ),
     "unhashable-layer": (
-        lambda: xbp.Network([xbp.Dense(3, 4), _NotFrozen(4), xbp.Dense(4, 1)]),
+        lambda: xbp.Network([xbp.nn.Dense(3, 4), _NotFrozen(4), xbp.nn.Dense(4, 1)]),
         XbpTypeError, r"layers\[1\] is a _NotFrozen that cannot be hashed",
     ),
     "register-not-a-layer": (
-        lambda: xbp.register_layer(dict), XbpTypeError, "subclass of xbp.Layer",
+        lambda: xbp.register_layer(dict), XbpTypeError, "subclass of xbp.nn.Layer",
     ),
     "register-an-instance": (
-        lambda: xbp.register_layer(xbp.LayerNorm(3)), XbpTypeError, "subclass of xbp.Layer",
+        lambda: xbp.register_layer(xbp.nn.LayerNorm(3)), XbpTypeError, "subclass of xbp.nn.Layer",
     ),
     "register-not-a-dataclass": (
         lambda: xbp.register_layer(_NotADataclass), XbpTypeError, "not a dataclass",
@@ -964,11 +983,11 @@ BAD: dict[str, tuple[Callable[[], Any], type[XbpError], str]] = {
         lambda: _net_for_assignment().adapt(np.ones((0, 3))), XbpValueError, "no rows",
     ),
     "batch-norm-momentum": (
-        lambda: xbp.BatchNorm(4, momentum=1.5), XbpValueError, "BatchNorm.momentum=1.5",
+        lambda: xbp.nn.BatchNorm(4, momentum=1.5), XbpValueError, "BatchNorm.momentum=1.5",
     ),
-    "layer-norm-width": (lambda: xbp.LayerNorm(0), XbpValueError, "LayerNorm.n=0"),
-    "layer-norm-eps": (lambda: xbp.LayerNorm(3, eps=-1.0), XbpValueError, "LayerNorm.eps"),
-    "dropout-rate": (lambda: xbp.Dropout(1.0), XbpValueError, "Dropout.rate=1.0"),
+    "layer-norm-width": (lambda: xbp.nn.LayerNorm(0), XbpValueError, "LayerNorm.n=0"),
+    "layer-norm-eps": (lambda: xbp.nn.LayerNorm(3, eps=-1.0), XbpValueError, "LayerNorm.eps"),
+    "dropout-rate": (lambda: xbp.nn.Dropout(1.0), XbpValueError, "Dropout.rate=1.0"),
     "unknown-kind-in-config": (
         lambda: xbp.Network.from_config(
             {"layers": [{"kind": "conv", "n": 3}, {"kind": "dense", "n_in": 3, "n_out": 1}],
@@ -993,7 +1012,7 @@ def test_bad_layers_are_one_line_xbp_errors(case: str) -> None:
         with pytest.raises(kind, match=pattern) as info:
             make()
         assert "\n" not in str(info.value)
-        assert "not_frozen" not in xbp.layers.layer_types()  # nothing was registered
+        assert "not_frozen" not in xbp.nn.layers.layer_types()  # nothing was registered
     finally:
         unregister_layer("not_frozen")
         unregister_layer("not_a_dataclass")

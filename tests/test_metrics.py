@@ -83,12 +83,14 @@ def assert_matches(got: dict[str, Any], want: dict[str, Any]) -> None:
         np.testing.assert_allclose(got[name], value, rtol=TOL, atol=TOL, err_msg=name)
 
 
-def _f64(be: xbp.Backend) -> xbp.Backend:
+def _f64(be: xbp.backends.select.Backend) -> xbp.backends.select.Backend:
     return be
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_multiclass_metrics_equal_sklearn(backend: xbp.Backend, weighted: bool) -> None:
+def test_multiclass_metrics_equal_sklearn(
+    backend: xbp.backends.select.Backend, weighted: bool
+) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(203, 5))
     labels = rng.integers(0, 4, size=203)
@@ -100,7 +102,7 @@ def test_multiclass_metrics_equal_sklearn(backend: xbp.Backend, weighted: bool) 
     assert_matches(got, {m: sklearn_value(m, labels, proba, w) for m in CLASSIFICATION})
 
 
-def test_binary_metrics_equal_sklearn(backend: xbp.Backend) -> None:
+def test_binary_metrics_equal_sklearn(backend: xbp.backends.select.Backend) -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(150, 3))
     labels = (x[:, 0] + 0.8 * rng.normal(size=150) > 0).astype(int)
@@ -112,7 +114,7 @@ def test_binary_metrics_equal_sklearn(backend: xbp.Backend) -> None:
         assert_matches(got, {m: sklearn_value(m, labels, proba, weights) for m in BINARY})
 
 
-def test_metric_states_over_batches_with_tied_scores(backend: xbp.Backend) -> None:
+def test_metric_states_over_batches_with_tied_scores(backend: xbp.backends.select.Backend) -> None:
     """Scores rounded to one decimal tie often, across batches: ROC AUC counts a tie a
     half, top-k breaks ties as scikit-learn does, macro averages skip absent classes."""
     rng = np.random.default_rng(2)
@@ -148,7 +150,7 @@ def test_metric_states_over_batches_with_tied_scores(backend: xbp.Backend) -> No
         assert np.isclose(value, sklearn_value(name, lab, cols, w), rtol=TOL, atol=TOL)
 
 
-def test_regression_metrics_equal_sklearn(backend: xbp.Backend) -> None:
+def test_regression_metrics_equal_sklearn(backend: xbp.backends.select.Backend) -> None:
     """Two outputs far from zero (offset 1e4): centred sums keep the variances exact."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(177, 4))
@@ -189,7 +191,7 @@ def test_constant_targets_follow_sklearns_force_finite() -> None:
             assert got == value == sklearn_regression(name, y, out, None)
 
 
-def test_fit_logs_training_and_validation_metrics(backend: xbp.Backend) -> None:
+def test_fit_logs_training_and_validation_metrics(backend: xbp.backends.select.Backend) -> None:
     rng = np.random.default_rng(4)
     x = rng.normal(size=(96, 3))
     labels = (x @ np.array([1.0, -1.0, 0.5]) > 0).astype(int) + (x[:, 0] > 1)
@@ -349,7 +351,7 @@ def test_extreme_probabilities_and_absent_classes_follow_sklearn() -> None:
     assert got["recall_macro"] == 0.75  # (1 + 1/2) / 2 classes, not / 4
 
 
-def test_regression_sums_are_centred(backend: xbp.Backend) -> None:
+def test_regression_sums_are_centred(backend: xbp.backends.select.Backend) -> None:
     """Targets at 1e6 with unit spread: raw sums of squares would lose 1e-4 of R²."""
     rng = np.random.default_rng(7)
     y = 1e6 + rng.normal(size=(177, 1))
@@ -374,7 +376,7 @@ def test_progress_lines_show_the_metrics(capsys) -> None:
 
 
 def test_metrics_in_a_data_parallel_run_are_refused() -> None:
-    class Two(xbp.LocalStrategy):
+    class Two(xbp.parallel.LocalStrategy):
         size = 2  # what an MPI strategy of two processes says; nothing is exchanged here
 
     x, y = xbp.data.make_xor()

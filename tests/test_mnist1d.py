@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xbp import mnist1d as m1d
+from xbp.data import mnist1d as m1d
 from xbp.errors import XbpFileError, XbpFileNotFoundError, XbpTypeError, XbpValueError
 
 Split = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]

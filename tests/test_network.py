@@ -41,7 +41,9 @@ def batch(rng: np.random.Generator, sizes: list[int], loss: str, n: int = 7):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_gradients_match_numpy_on_every_backend(backend: xbp.Backend, dtype: str) -> None:
+def test_gradients_match_numpy_on_every_backend(
+    backend: xbp.backends.select.Backend, dtype: str
+) -> None:
     rng = np.random.default_rng(7)
     for sizes, hidden, output, loss in configs():
         x, y = batch(rng, sizes, loss)
@@ -116,10 +118,10 @@ def numpy_central_differences(params, x, y, acts, loss, eps=1e-6):
 
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSS, ids=[f"{a}-{b}" for a, b in OUTPUT_LOSS])
 def test_gradcheck_every_pair(
-    backend: xbp.Backend, output: str, loss: str, monkeypatch: pytest.MonkeyPatch
+    backend: xbp.backends.select.Backend, output: str, loss: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gradcheck runs on the network's own device, and backprop there matches NumPy differences."""
-    calls: list[tuple[xbp.Backend, bool, str]] = []
+    calls: list[tuple[xbp.backends.select.Backend, bool, str]] = []
     real = xbp.Network.value_and_grad
 
     def spy(self, x, y, **kwargs):
@@ -145,7 +147,7 @@ def test_gradcheck_every_pair(
         )
         label = f"{hidden}->{output} {loss}"
         calls.clear()
-        errs = xbp.gradcheck(net, x, y, tol=1e-6)
+        errs = xbp.tools.gradcheck(net, x, y, tol=1e-6)
         assert set(errs) == {"layer0.W", "layer0.b", "layer1.W", "layer1.b"}
         assert max(errs.values()) <= 1e-6, (label, errs)
         # every pass gradcheck made ran on this backend and device, in float64
@@ -178,14 +180,14 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> 
         return result
 
     monkeypatch.setattr(xbp.Network, "value_and_grad", broken)
-    with pytest.raises(xbp.GradcheckError, match="layer0.W"):
-        xbp.gradcheck(net, x, y)
-    errs = xbp.gradcheck(net, x, y, raise_on_failure=False)
+    with pytest.raises(xbp.errors.GradcheckError, match="layer0.W"):
+        xbp.tools.gradcheck(net, x, y)
+    errs = xbp.tools.gradcheck(net, x, y, raise_on_failure=False)
     assert errs["layer0.W"] > 1e-3 and errs["layer1.W"] < 1e-6
 
 
-@pytest.mark.parametrize("init", xbp.INITS)
-def test_same_seed_same_weights_everywhere(backend: xbp.Backend, init: str) -> None:
+@pytest.mark.parametrize("init", xbp.nn.init.INITS)
+def test_same_seed_same_weights_everywhere(backend: xbp.backends.select.Backend, init: str) -> None:
     ref = xbp.mlp([4, 5, 3], init=init, seed=42, backend="numpy", dtype="float32")
     net = xbp.mlp([4, 5, 3], init=init, seed=42, backend=backend, dtype="float32")
     for p, r in zip(net.params, ref.params):
@@ -205,7 +207,9 @@ def test_init_statistics() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_results_stay_on_input_backend_and_device(backend: xbp.Backend, dtype: str) -> None:
+def test_results_stay_on_input_backend_and_device(
+    backend: xbp.backends.select.Backend, dtype: str
+) -> None:
     net = xbp.mlp([3, 4, 2], activation="relu", loss="cross_entropy", backend=backend, dtype=dtype)
     x = backend.asarray(np.random.default_rng(0).normal(size=(6, 3)), dtype)
     out = net.forward(x)
@@ -220,7 +224,7 @@ def test_results_stay_on_input_backend_and_device(backend: xbp.Backend, dtype: s
     np.testing.assert_allclose(backend.to_host(out).sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_to_moves_bit_exact(backend: xbp.Backend) -> None:
+def test_to_moves_bit_exact(backend: xbp.backends.select.Backend) -> None:
     net = xbp.mlp([3, 5, 2], activation="tanh", seed=9)
     moved = net.to(backend.name, device=backend.device)
     assert moved.backend == backend
@@ -232,7 +236,7 @@ def test_to_moves_bit_exact(backend: xbp.Backend) -> None:
     np.testing.assert_allclose(moved.predict(x), net.predict(x), rtol=1e-12, atol=0)
 
 
-def test_params_assignable_and_copied(backend: xbp.Backend) -> None:
+def test_params_assignable_and_copied(backend: xbp.backends.select.Backend) -> None:
     net = xbp.mlp([2, 2, 1], output="sigmoid", backend=backend)
     new = [{"W": np.ones((2, 2)), "b": np.zeros(2)}, {"W": np.ones((2, 1)), "b": np.ones(1)}]
     net.params = new
@@ -244,7 +248,7 @@ def test_params_assignable_and_copied(backend: xbp.Backend) -> None:
 
 
 def test_quadratic_cost_is_half_mean_squared_norm() -> None:
-    net = xbp.Network([xbp.Dense(2, 2, "identity")], loss="mse")
+    net = xbp.Network([xbp.nn.Dense(2, 2, "identity")], loss="mse")
     net.params = [{"W": np.eye(2), "b": np.zeros(2)}]
     x = np.array([[1.0, 2.0], [3.0, 4.0]])
     y = np.array([[0.0, 2.0], [3.0, 0.0]])
@@ -253,11 +257,11 @@ def test_quadratic_cost_is_half_mean_squared_norm() -> None:
 
 
 def test_stable_losses_survive_huge_logits() -> None:
-    net = xbp.Network([xbp.Dense(1, 2, "softmax")], loss="cross_entropy")
+    net = xbp.Network([xbp.nn.Dense(1, 2, "softmax")], loss="cross_entropy")
     net.params = [{"W": np.array([[1000.0, -1000.0]]), "b": np.zeros(2)}]
     loss, grads = net.backprop(np.array([[1.0]]), np.array([1]))
     assert float(loss) == pytest.approx(2000.0) and np.isfinite(grads[0]["W"]).all()
-    net = xbp.Network([xbp.Dense(1, 1, "sigmoid")], loss="binary_cross_entropy")
+    net = xbp.Network([xbp.nn.Dense(1, 1, "sigmoid")], loss="binary_cross_entropy")
     net.params = [{"W": np.array([[800.0]]), "b": np.zeros(1)}]
     loss, _ = net.backprop(np.array([[1.0]]), np.array([[0.0]]))
     assert float(loss) == pytest.approx(800.0)
@@ -266,7 +270,9 @@ def test_stable_losses_survive_huge_logits() -> None:
 @pytest.mark.parametrize(
     "output,loss", OUTPUT_LOSS[-3:], ids=[f"{a}-{b}" for a, b in OUTPUT_LOSS[-3:]]
 )
-def test_row_weights_equal_repeated_rows(backend: xbp.Backend, output: str, loss: str) -> None:
+def test_row_weights_equal_repeated_rows(
+    backend: xbp.backends.select.Backend, output: str, loss: str
+) -> None:
     """value_and_grad(sample_weight=w) with integer w equals the batch with row i
     repeated w_i times (a zero weight drops the row), on every backend."""
     rng = np.random.default_rng(4)

@@ -36,7 +36,7 @@ def reference(name: str, steps: int, g_seq, p0, **h):
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
-def test_update_rules_match_reference(backend: xbp.Backend, name: str) -> None:
+def test_update_rules_match_reference(backend: xbp.backends.select.Backend, name: str) -> None:
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(3, 2))
     b0 = rng.normal(size=2)
@@ -67,7 +67,7 @@ def test_l2_weight_decay_adds_to_gradient_not_bias() -> None:
     assert u[0]["W"][0, 0] == pytest.approx(-0.05) and u[0]["b"][0] == 0.0
 
 
-def test_clip_by_global_norm(backend: xbp.Backend) -> None:
+def test_clip_by_global_norm(backend: xbp.backends.select.Backend) -> None:
     opt = optim.sgd(1.0, clip_norm=1.0)
     p = [
         {
@@ -147,7 +147,9 @@ def test_state_round_trip_and_mismatch() -> None:
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
-def test_updates_never_write_to_their_inputs(backend: xbp.Backend, name: str) -> None:
+def test_updates_never_write_to_their_inputs(
+    backend: xbp.backends.select.Backend, name: str
+) -> None:
     """Every rule is written once, pure: gradients, parameters and state stay as they
     were (the training step decides what replaces what)."""
     rng = np.random.default_rng(3)
@@ -158,11 +160,11 @@ def test_updates_never_write_to_their_inputs(backend: xbp.Backend, name: str) ->
     for _ in range(3):
         grads = [{k: backend.asarray(rng.normal(size=s), "float64", copy=True)
                   for k, s in (("W", (3, 2)), ("b", (2,)))}]  # fmt: skip
-        host = [np.array(backend.to_host(v), copy=True) for v in xbp.tree.leaves(
-            (grads, params, xbp.tree.arrays(state)))]  # fmt: skip
+        host = [np.array(backend.to_host(v), copy=True) for v in xbp.optim.tree.leaves(
+            (grads, params, xbp.optim.tree.arrays(state)))]  # fmt: skip
         updates, new_state = opt.update(grads, state, params)
-        after = [backend.to_host(v) for v in xbp.tree.leaves(
-            (grads, params, xbp.tree.arrays(state)))]  # fmt: skip
+        after = [backend.to_host(v) for v in xbp.optim.tree.leaves(
+            (grads, params, xbp.optim.tree.arrays(state)))]  # fmt: skip
         for a, b in zip(host, after):
             np.testing.assert_array_equal(a, b)
         params = optim.apply_updates(params, updates)
@@ -193,7 +195,9 @@ def test_only_a_pure_learning_rate_chain_is_folded_into_backprop() -> None:
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
-def test_l1_adds_the_sign_of_each_weight_to_its_gradient(backend: xbp.Backend, name: str) -> None:
+def test_l1_adds_the_sign_of_each_weight_to_its_gradient(
+    backend: xbp.backends.select.Backend, name: str
+) -> None:
     """l1 adds l1 * sign(W) (0 at W = 0, never to biases) to the gradient, beside L2,
     before the optimizer's own rule: checked against a by-hand NumPy update."""
     rng = np.random.default_rng(5)
@@ -277,7 +281,7 @@ def sklearn_by_hand(rule, w0, b0, gws, gbs, lrs, l2s, momentum=0.9, nesterov=Tru
     ids=["sgd-nesterov", "sgd-momentum", "sgd-no-momentum", "adam"],
 )
 def test_sklearn_rules_match_scikit_learns_formulas(
-    backend: xbp.Backend, rule: str, momentum: float, nesterov: bool
+    backend: xbp.backends.select.Backend, rule: str, momentum: float, nesterov: bool
 ) -> None:
     """sklearn_sgd / sklearn_adam against the formulas by hand: the rate inside the
     momentum (it changes between steps here, as scikit-learn's invscaling and adaptive
@@ -301,9 +305,9 @@ def test_sklearn_rules_match_scikit_learns_formulas(
     for gw, gb, lr, c in zip(gws, gbs, lrs, l2s):
         opt = make(lr)  # the rate changes on the host: a new optimizer, the same state
         grads = [{"W": dev(gw), "b": dev(gb)}]
-        before = [np.array(backend.to_host(v)) for v in xbp.tree.leaves((grads, params))]
+        before = [np.array(backend.to_host(v)) for v in xbp.optim.tree.leaves((grads, params))]
         updates, state = opt.update(grads, state, params, scalars=opt.scalars(state, l2=c))
-        after = [backend.to_host(v) for v in xbp.tree.leaves((grads, params))]
+        after = [backend.to_host(v) for v in xbp.optim.tree.leaves((grads, params))]
         for a, b in zip(before, after):
             np.testing.assert_array_equal(a, b)
         params = optim.apply_updates(params, updates)

@@ -18,7 +18,7 @@ class _Script(xbp.Callback):
     def __init__(self, name: str, values: list[float]) -> None:
         self.name, self.values = name, values
 
-    def on_epoch_end(self, trainer: xbp.Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: xbp.train.Trainer, logs: dict[str, Any]) -> None:
         logs[self.name] = self.values[logs["epoch"] - 1]
 
 
@@ -116,7 +116,7 @@ def test_plateau_composes_with_the_schedule_and_adam() -> None:
     np.testing.assert_allclose(hist["learning_rate"], want, rtol=1e-14)
     # by hand: two epochs at the schedule, then two with the rate scaled
     ref = xbp.mlp([2, 1], output="identity", seed=0)
-    trainer = xbp.Trainer(ref, xbp.TrainOptions(optimizer=optim.adam(sched), batch_size=5))
+    trainer = xbp.train.Trainer(ref, xbp.TrainOptions(optimizer=optim.adam(sched), batch_size=5))
     xd, yd = ref.check_inputs(x), ref.check_targets(y, 10)
     for epoch in range(4):
         trainer.lr_scale = 1.0 if epoch < 2 else 0.25

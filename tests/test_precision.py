@@ -11,10 +11,12 @@ from conftest import backend_or_skip, required_backends
 
 import xbp
 from xbp.errors import XbpValueError
-from xbp.training import LossScaler
+from xbp.train.loop import LossScaler
 
 
-def test_exact_is_the_default_and_is_saved(backend: xbp.Backend, tmp_path: Any) -> None:
+def test_exact_is_the_default_and_is_saved(
+    backend: xbp.backends.select.Backend, tmp_path: Any
+) -> None:
     net = xbp.mlp([3, 4, 2], loss="cross_entropy", backend=backend, seed=0)
     assert net.precision == "exact" and net.config()["precision"] == "exact"
     xbp.save(net, tmp_path / "m.npz")
@@ -22,7 +24,7 @@ def test_exact_is_the_default_and_is_saved(backend: xbp.Backend, tmp_path: Any) 
     assert xbp.Network.from_config(net.config(), backend=backend).precision == "exact"
 
 
-def test_tf32_is_refused_where_the_device_has_no_tf32(backend: xbp.Backend) -> None:
+def test_tf32_is_refused_where_the_device_has_no_tf32(backend: xbp.backends.select.Backend) -> None:
     if str(backend.device).startswith(("cuda", "gpu")):
         pytest.skip("a GPU may have TF32")
     with pytest.raises(XbpValueError, match=r"precision='tf32' needs TensorFloat-32.*'exact'"):
@@ -52,7 +54,7 @@ def test_every_product_of_the_kernel_runs_inside_the_scope(
         yield
 
     net = xbp.mlp([3, 4, 2], loss="cross_entropy", seed=0)
-    monkeypatch.setattr(xbp.Backend, "precision_scope", scope)
+    monkeypatch.setattr(xbp.backends.select.Backend, "precision_scope", scope)
     x = np.ones((5, 3))
     calls = {
         "backprop": lambda: net.backprop(x, np.arange(5) % 2),
@@ -99,7 +101,9 @@ def test_torch_scopes_set_the_tf32_switch_for_xbp_and_restore_the_users() -> Non
         flags.allow_tf32 = saved
 
 
-def test_float32_gradients_agree_with_numpy_under_exact(backend: xbp.Backend) -> None:
+def test_float32_gradients_agree_with_numpy_under_exact(
+    backend: xbp.backends.select.Backend,
+) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 20)).astype(np.float32)
     y = rng.integers(0, 5, 32)
@@ -121,11 +125,11 @@ MIXED_BACKENDS = [("torch-cpu", "torch", "cpu"), ("jax-cpu", "jax", "cpu")]
 MIXED_TOL = {"bf16": 2e-2, "fp16": 3e-3}
 
 
-def _mixed_backend(spec: tuple[str, str, str]) -> xbp.Backend:
+def _mixed_backend(spec: tuple[str, str, str]) -> xbp.backends.select.Backend:
     return backend_or_skip(*spec, required_backends())
 
 
-def _host(be: xbp.Backend, a: Any) -> np.ndarray:
+def _host(be: xbp.backends.select.Backend, a: Any) -> np.ndarray:
     return np.asarray(be.to_host(a), dtype=np.float64)
 
 
@@ -200,20 +204,20 @@ def test_mixed_policy_is_saved_and_loaded(policy: str, tmp_path: Any) -> None:
 
 
 # -- fp16 dynamic loss scaling --------------------------------------------------------------
-def _fp16_trainer(optimizer: str) -> tuple[xbp.Trainer, Any, Any]:
+def _fp16_trainer(optimizer: str) -> tuple[xbp.train.Trainer, Any, Any]:
     be = _mixed_backend(MIXED_BACKENDS[0])
     rng = np.random.default_rng(1)
     net = xbp.mlp(
         [6, 16, 3], activation="tanh", loss="cross_entropy", dtype="float32", backend=be,
         precision="fp16", seed=1,
     )  # fmt: skip
-    trainer = xbp.Trainer(net, xbp.TrainOptions(optimizer=optimizer, learning_rate=0.1))
+    trainer = xbp.train.Trainer(net, xbp.TrainOptions(optimizer=optimizer, learning_rate=0.1))
     x = net.check_inputs(rng.normal(size=(32, 6)))
     y = net.check_targets(rng.integers(0, 3, 32), 32)
     return trainer, x, y
 
 
-def _weights(trainer: xbp.Trainer) -> list[np.ndarray]:
+def _weights(trainer: xbp.train.Trainer) -> list[np.ndarray]:
     return [np.array(v) for p in trainer.net.host_params() for v in p.values()]
 
 
@@ -240,7 +244,7 @@ def test_an_overflowing_step_is_skipped_and_halves_the_scale(optimizer: str) -> 
 
 def test_unscaled_updates_match_float32_training() -> None:
     trainer, x, y = _fp16_trainer("sgd")
-    ref = xbp.Trainer(
+    ref = xbp.train.Trainer(
         trainer.net.to(), xbp.TrainOptions(optimizer="sgd", learning_rate=0.1)
     )  # the same weights
     ref.net.precision = "exact"
@@ -263,7 +267,7 @@ def test_the_scale_grows_after_the_window_of_good_steps() -> None:
 
 
 class _PlantOverflow(xbp.Callback):
-    def on_train_begin(self, trainer: xbp.Trainer) -> None:
+    def on_train_begin(self, trainer: xbp.train.Trainer) -> None:
         trainer.loss_scaler.scale = 2.0**28  # the first steps overflow until it is small enough
 
 
@@ -311,9 +315,9 @@ def test_bf16_compiled_epochs_agree_with_eager_ones() -> None:
     for policy, compile_flag in (("bf16", True), ("bf16", False), ("exact", False)):
         net = xbp.mlp([4, 16, 3], activation="tanh", loss="cross_entropy", dtype="float32",
                       backend=be, precision=policy, seed=5)  # fmt: skip
-        start = np.concatenate([w.ravel() for w in _weights(xbp.Trainer(net))])
+        start = np.concatenate([w.ravel() for w in _weights(xbp.train.Trainer(net))])
         xbp.fit(net, x, y, epochs=2, batch_size=16, compile=compile_flag, progress=False)
-        end = np.concatenate([w.ravel() for w in _weights(xbp.Trainer(net))])
+        end = np.concatenate([w.ravel() for w in _weights(xbp.train.Trainer(net))])
         runs[policy, compile_flag] = end - start
     # XLA may keep fused bf16 intermediates in float32, so compiled and eager bf16 are not
     # bit-equal; both move the weights as float32 does, within bf16's tolerance

@@ -23,7 +23,7 @@ SETTINGS = settings(
 )
 
 
-def examples(be: xbp.Backend) -> int:
+def examples(be: xbp.backends.select.Backend) -> int:
     """Half the examples on each reference CPU library, a fortieth on the others.
 
     (jax compiles every new shape eagerly, a second or more an example; test_network
@@ -32,7 +32,9 @@ def examples(be: xbp.Backend) -> int:
     return max(EXAMPLES // share, 1)
 
 
-def for_every_network(be: xbp.Backend, check: Callable[[dict[str, Any]], None]) -> None:
+def for_every_network(
+    be: xbp.backends.select.Backend, check: Callable[[dict[str, Any]], None]
+) -> None:
     """Run ``check`` on random networks built on ``be`` (the backend fixture's choice)."""
 
     @settings(SETTINGS, max_examples=examples(be))
@@ -60,7 +62,7 @@ def networks(draw):
     }
 
 
-def build(spec, be: xbp.Backend) -> xbp.Network:
+def build(spec, be: xbp.backends.select.Backend) -> xbp.Network:
     return xbp.mlp(
         spec["sizes"],
         activation=spec["hidden"],
@@ -73,17 +75,17 @@ def build(spec, be: xbp.Backend) -> xbp.Network:
     )
 
 
-def test_backprop_agrees_with_finite_differences(backend: xbp.Backend) -> None:
+def test_backprop_agrees_with_finite_differences(backend: xbp.backends.select.Backend) -> None:
     def check(spec) -> None:
         net = build(spec, backend)
         x, y = batch(np.random.default_rng(spec["seed"]), spec["sizes"], spec["loss"], spec["n"])
-        errs = xbp.gradcheck(net, x, y, raise_on_failure=False)
+        errs = xbp.tools.gradcheck(net, x, y, raise_on_failure=False)
         assert max(errs.values()) <= 1e-6, (spec, errs)
 
     for_every_network(backend, check)
 
 
-def test_forward_shapes_and_dtypes_are_invariant(backend: xbp.Backend) -> None:
+def test_forward_shapes_and_dtypes_are_invariant(backend: xbp.backends.select.Backend) -> None:
     def check(spec) -> None:
         net = build(spec, backend)
         x, y = batch(np.random.default_rng(spec["seed"]), spec["sizes"], spec["loss"], spec["n"])
@@ -101,7 +103,7 @@ def test_forward_shapes_and_dtypes_are_invariant(backend: xbp.Backend) -> None:
     for_every_network(backend, check)
 
 
-def test_predictions_survive_save_and_load(backend: xbp.Backend) -> None:
+def test_predictions_survive_save_and_load(backend: xbp.backends.select.Backend) -> None:
     def check(spec) -> None:
         net = build(spec, backend)
         x, _ = batch(np.random.default_rng(spec["seed"]), spec["sizes"], spec["loss"], spec["n"])

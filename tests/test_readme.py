@@ -68,7 +68,7 @@ def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         try:
             with redirect_stdout(io.StringIO()):
                 exec(code, namespace)
-        except (ImportError, xbp.BackendUnavailableError) as exc:
+        except (ImportError, xbp.errors.BackendUnavailableError) as exc:
             missing = str(exc)
             if any(name in missing for name in required_backends()):
                 raise

@@ -20,7 +20,7 @@ from conftest import backend_or_skip, required_backends
 import xbp
 from xbp import optim
 from xbp.cli import main
-from xbp.sources import split_validation, to_device
+from xbp.data.sources import split_validation, to_device
 
 
 class _Script(xbp.Callback):
@@ -29,7 +29,7 @@ class _Script(xbp.Callback):
     def __init__(self, name: str, values: list[float]) -> None:
         self.name, self.values = name, values
 
-    def on_epoch_end(self, trainer: xbp.Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: xbp.train.Trainer, logs: dict[str, Any]) -> None:
         logs[self.name] = self.values[logs["epoch"] - 1]
 
 
@@ -39,7 +39,7 @@ class _Weights(xbp.Callback):
     def __init__(self) -> None:
         self.seen: list[list[dict[str, np.ndarray]]] = []
 
-    def on_epoch_end(self, trainer: xbp.Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: xbp.train.Trainer, logs: dict[str, Any]) -> None:
         self.seen.append(trainer.net.host_params())
 
 
@@ -149,11 +149,13 @@ def test_fit_validation_split_trains_on_the_other_rows() -> None:
 
 # -- 3. compiled steps honour the halved rate of a non-SGD optimizer -------------------------
 @pytest.fixture
-def jax_backend() -> xbp.Backend:
+def jax_backend() -> xbp.backends.select.Backend:
     return backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
 
 
-def _diverging_run(be: xbp.Backend, name: str, compile: bool) -> tuple[xbp.Network, xbp.History]:
+def _diverging_run(
+    be: xbp.backends.select.Backend, name: str, compile: bool
+) -> tuple[xbp.Network, xbp.History]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 5))
     y = (x @ np.arange(5.0))[:, None]
@@ -184,7 +186,7 @@ def _diverging_run(be: xbp.Backend, name: str, compile: bool) -> tuple[xbp.Netwo
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("name", ["momentum", "adam"])
 def test_compiled_step_uses_the_halved_rate_after_divergence(
-    jax_backend: xbp.Backend, name: str, capsys: pytest.CaptureFixture[str]
+    jax_backend: xbp.backends.select.Backend, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Rule 3: after on_divergence='halve', a compiled (jax) momentum/Adam step trains at the
     halved rate, giving the eager run's weights and learning-rate column."""
@@ -285,7 +287,7 @@ def test_best_only_checkpoint_holds_the_best_epochs_weights(
 
 # -- 6. fit restores the network's precision policy ------------------------------------------
 @pytest.fixture
-def torch_cpu() -> xbp.Backend:
+def torch_cpu() -> xbp.backends.select.Backend:
     return backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
 
 
@@ -296,14 +298,16 @@ class _Precision(xbp.Callback):
         self.fail = fail
         self.seen: list[str] = []
 
-    def on_epoch_end(self, trainer: xbp.Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: xbp.train.Trainer, logs: dict[str, Any]) -> None:
         self.seen.append(trainer.net.precision)
         if self.fail:
             raise RuntimeError("a callback failed")
 
 
 @pytest.mark.parametrize(("own", "run"), [("exact", "bf16"), ("exact", "fp16"), ("bf16", "exact")])
-def test_fit_restores_the_networks_precision(torch_cpu: xbp.Backend, own: str, run: str) -> None:
+def test_fit_restores_the_networks_precision(
+    torch_cpu: xbp.backends.select.Backend, own: str, run: str
+) -> None:
     """Rule 6: fit(precision=...) applies for the run only, also when the run raises."""
     x, y = _xor()
     for fail in (False, True):

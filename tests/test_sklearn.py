@@ -453,7 +453,7 @@ def test_readme_says_what_the_estimators_take_for_activation() -> None:
                 x, np.arange(20) % 2
             )
     finally:
-        xbp.activations.ACTIVATIONS.pop("my_soft")
+        xbp.nn.activations.ACTIVATIONS.pop("my_soft")
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme[readme.index("### Your own activation and loss") :]
     section = " ".join(section[: section.index("\n* **Activation**")].split())
@@ -497,11 +497,11 @@ def jax_traces(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     a jitted function runs once per trace) and the compiled-step cache emptied."""
     from collections import OrderedDict
 
-    from xbp.step import Step
+    from xbp.train.step import Step
 
     backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
     traces: list[int] = []
-    real = xbp.Backend.jit
+    real = xbp.backends.select.Backend.jit
 
     def counting(self, fn, donate_argnums=()):  # type: ignore[no-untyped-def]
         def traced(*args):  # type: ignore[no-untyped-def]
@@ -510,7 +510,7 @@ def jax_traces(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
         return real(self, traced, donate_argnums)
 
-    monkeypatch.setattr(xbp.Backend, "jit", counting)
+    monkeypatch.setattr(xbp.backends.select.Backend, "jit", counting)
     monkeypatch.setattr(Step, "_CACHE", OrderedDict())
     return traces
 
@@ -705,14 +705,14 @@ def test_poisson_is_a_builtin_loss_of_the_library_and_the_cli(tmp_path) -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (30, 3))
     y = rng.poisson(np.exp(x[:, :1] + 0.3)).astype(float)
-    xbp.gradcheck(net, x, y)  # backprop's gradient = central differences
+    xbp.tools.gradcheck(net, x, y)  # backprop's gradient = central differences
     # the cost is half the Poisson deviance of exp(Z_L), as scikit-learn's
     from scipy.special import xlogy
 
     mu = np.asarray(net.forward(x))
     expected = np.mean(xlogy(y, y / mu) - y + mu)
     np.testing.assert_allclose(net.loss_value(x, y), expected, rtol=1e-12)
-    with pytest.raises(xbp.XbpValueError, match="negative targets"):
+    with pytest.raises(xbp.errors.XbpValueError, match="negative targets"):
         net.check_targets(-y, 30)
     data = tmp_path / "counts.csv"
     np.savetxt(data, np.column_stack([x, y]), delimiter=",", header="a,b,c,y", comments="")

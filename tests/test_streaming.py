@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import xbp
-from xbp.hostrows import prefetch, row_reader
-from xbp.sources import Batch, BatchSource, HostData, Plan, Source
+from xbp.data.hostrows import prefetch, row_reader
+from xbp.data.sources import Batch, BatchSource, HostData, Plan, Source
 
 X, Y = xbp.data.make_blobs(230, centers=3, n_features=6, seed=3)
 
 
-def mlp(be: xbp.Backend | str = "numpy", dtype: str = "float64") -> xbp.Network:
+def mlp(be: xbp.backends.select.Backend | str = "numpy", dtype: str = "float64") -> xbp.Network:
     return xbp.mlp(
         [6, 9, 3], activation="tanh", loss="cross_entropy", backend=be, dtype=dtype, seed=5
     )
@@ -41,7 +41,7 @@ OPTS = {"epochs": 3, "batch_size": 17, "optimizer": "adam", "learning_rate": 0.0
 
 
 def test_memmap_gives_the_weights_of_the_array(
-    backend: xbp.Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: xbp.backends.select.Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     xm = memmap(tmp_path, X)
     kw = {**OPTS, "validation_split": 0.2, "progress": False}
@@ -148,7 +148,7 @@ def test_evaluate_and_predict_in_batches(tmp_path: Path) -> None:
     np.testing.assert_allclose(xbp.predict(net, [b[0] for b in source]), probs, rtol=1e-12)
 
 
-def test_predict_device_array_stays_on_the_device(backend: xbp.Backend) -> None:
+def test_predict_device_array_stays_on_the_device(backend: xbp.backends.select.Backend) -> None:
     net = mlp(backend)
     xd = backend.asarray(X)
     out = xbp.predict(net, xd, batch_size=50)
@@ -172,8 +172,8 @@ def test_divergence_replay_on_a_memmap(tmp_path: Path) -> None:
     errors, nets = [], []
     with np.errstate(all="ignore"):
         for features in (x, memmap(tmp_path, x)):
-            net = xbp.Network([xbp.Dense(3, 1, "identity")], loss="mse", seed=0)
-            with pytest.raises(xbp.DivergenceError) as info:
+            net = xbp.Network([xbp.nn.Dense(3, 1, "identity")], loss="mse", seed=0)
+            with pytest.raises(xbp.errors.DivergenceError) as info:
                 xbp.fit(net, features, y, epochs=3, batch_size=4,
                         optimizer=xbp.optim.sgd(20.0), progress=False)  # fmt: skip
             errors.append(str(info.value))
@@ -334,7 +334,7 @@ class Reversed(Source):
         self.n = len(self.x)
 
 
-def test_a_users_own_source_trains_like_the_arrays(backend: xbp.Backend) -> None:
+def test_a_users_own_source_trains_like_the_arrays(backend: xbp.backends.select.Backend) -> None:
     """The protocol is the loop's only way in: a source written here trains (shuffled,
     with dropout, validated on a second source) to the weights of the same arrays."""
     kw = {**OPTS, "progress": False}
@@ -358,13 +358,13 @@ def test_a_source_of_its_own_order_trains_and_is_refused_what_it_cannot_do() -> 
     hb = xbp.fit(b, Reversed(X, np.eye(3)[Y], 23), epochs=2, progress=False)
     assert max_diff(a, b) == 0.0
     assert ha["loss"] == hb["loss"] and hb["accuracy"] == [None, None]  # no labels given
-    with pytest.raises(xbp.XbpValueError, match="compile=True needs the data on the device"):
+    with pytest.raises(xbp.errors.XbpValueError, match="compile=True needs the data on the device"):
         xbp.fit(mlp(), Reversed(X, Y, 23), compile=True, progress=False)
-    with pytest.raises(xbp.XbpValueError, match="validation_split with a batch source"):
+    with pytest.raises(xbp.errors.XbpValueError, match="validation_split with a batch source"):
         xbp.fit(mlp(), Reversed(X, Y, 23), validation_split=0.2, progress=False)
-    with pytest.raises(xbp.XbpTypeError, match="omit y"):
+    with pytest.raises(xbp.errors.XbpTypeError, match="omit y"):
         xbp.fit(mlp(), HostRows(X, Y), Y, progress=False)
-    with pytest.raises(xbp.XbpValueError, match="cannot take rows"):
+    with pytest.raises(xbp.errors.XbpValueError, match="cannot take rows"):
         xbp.fit(mlp(), HostRows(X, Y), validation_split=0.2, progress=False)
 
 

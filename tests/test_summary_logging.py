@@ -22,7 +22,7 @@ def run(*argv: str) -> str:
 
 
 # -- summary ------------------------------------------------------------------------------
-def test_summary_counts_every_parameter(backend: xbp.Backend) -> None:
+def test_summary_counts_every_parameter(backend: xbp.backends.select.Backend) -> None:
     net = xbp.mlp(
         [64, 32, 16, 10], activation="relu", loss="cross_entropy", backend=backend, seed=0
     )
@@ -40,7 +40,7 @@ def test_summary_counts_every_parameter(backend: xbp.Backend) -> None:
 
 
 def test_summary_reads_a_layers_dropout() -> None:
-    net = xbp.Network([xbp.Dense(3, 4, "tanh", dropout=0.25), xbp.Dense(4, 1, "identity")])
+    net = xbp.Network([xbp.nn.Dense(3, 4, "tanh", dropout=0.25), xbp.nn.Dense(4, 1, "identity")])
     rows = [line.split() for line in net.summary().splitlines() if line[:1].isdigit()]
     assert [r[6] for r in rows] == ["0.25", "0"]
 
@@ -76,10 +76,10 @@ def test_one_row_per_epoch_equal_to_the_history(tmp_path: Path) -> None:
         callbacks=[xbp.CSVLogger(log)],
     )  # fmt: skip
     rows = read(log)
-    assert list(rows[0]) == list(xbp.callbacks.HISTORY_COLUMNS)
+    assert list(rows[0]) == list(xbp.train.callbacks.HISTORY_COLUMNS)
     assert len(rows) == len(hist) == 3
     for row, rec in zip(rows, hist.epochs):
-        for key in xbp.callbacks.HISTORY_COLUMNS:
+        for key in xbp.train.callbacks.HISTORY_COLUMNS:
             value = rec[key]
             assert (row[key] == "") if value is None else (float(row[key]) == value), key
 

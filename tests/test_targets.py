@@ -1,4 +1,4 @@
-"""The task and target rules (xbp.targets), class labels and feature names kept on the
+"""The task and target rules (xbp.nn.targets), class labels and feature names kept on the
 model, through the library call and through the command line."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import xbp
 from xbp.cli import main
 from xbp.errors import XbpValueError, spelled
-from xbp.targets import MIN_ROWS_PER_CLASS, encode_labels, infer_targets
+from xbp.nn.targets import MIN_ROWS_PER_CLASS, encode_labels, infer_targets
 
 pd = pytest.importorskip("pandas")
 
@@ -323,3 +323,26 @@ def test_poisson_targets_are_a_regression_of_counts() -> None:
         infer_targets(np.array([0.0, -1.0, 2.0]), loss="poisson")
     with pytest.raises(XbpValueError, match="not poisson"):
         infer_targets(np.array([0, 1, 2]), loss="poisson", task="classification")
+
+
+def test_evaluate_streams_host_rows_like_xbp_evaluate() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30_000, 200))  # 48 MB of float64 rows
+    y = rng.integers(0, 3, size=30_000)
+    w = rng.random(30_000)
+    net = xbp.mlp([200, 16, 3], activation="relu", loss="cross_entropy", dtype="float32")
+    want = xbp.evaluate(net, x, y, sample_weight=w)
+    tracemalloc.start()
+    try:
+        got = net.evaluate(x, y, batch_size=1000, sample_weight=w)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, peak  # a batch at a time, never the rows cast to float32 at once (24 MB)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    assert got["accuracy"] == pytest.approx(want["accuracy"], rel=1e-6)
+    assert net.evaluate(x[:500], y[:500]) == pytest.approx(
+        net.evaluate(x[:500], y[:500], batch_size=64)
+    )

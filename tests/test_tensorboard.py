@@ -26,7 +26,7 @@ class _Keep(xbp.Callback):
         self.weights: list[Any] = []
         self.grads: list[Any] = []
 
-    def on_epoch_end(self, trainer: xbp.Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: xbp.train.Trainer, logs: dict[str, Any]) -> None:
         self.weights.append(trainer.net.host_params())
         x, y = trainer.train_data.x, trainer.train_data.y  # type: ignore[union-attr]
         bs = trainer.options.batch_size

@@ -282,7 +282,7 @@ def test_cli_ranks_that_fail_or_disagree_under_torchrun(rank1: list[str], words:
 # -- one process: what is refused ---------------------------------------------------------------
 def test_without_a_launcher_the_strategy_says_how_to_launch(monkeypatch) -> None:
     from xbp.errors import XbpValueError
-    from xbp.torchdist import TorchDistributedStrategy
+    from xbp.parallel.torchdist import TorchDistributedStrategy
 
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
@@ -300,7 +300,7 @@ def test_a_group_without_gloo_is_refused(monkeypatch) -> None:
     import torch.distributed as dist
 
     from xbp.errors import XbpValueError
-    from xbp.torchdist import TorchDistributedStrategy
+    from xbp.parallel.torchdist import TorchDistributedStrategy
 
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
@@ -315,7 +315,7 @@ def test_a_group_without_gloo_is_refused(monkeypatch) -> None:
 def test_the_transport_reads_device_buffers_only_on_cuda_with_nccl() -> None:
     """Host (kDLCPU) arrays are staged through NumPy whatever the group; a layer without
     parameters first (Standardize) does not confuse the check."""
-    from xbp.torchdist import TorchDistributedStrategy
+    from xbp.parallel.torchdist import TorchDistributedStrategy
 
     strategy = TorchDistributedStrategy.__new__(TorchDistributedStrategy)
     net = xbp_net()

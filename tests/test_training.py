@@ -13,7 +13,7 @@ def test_xor_learned_by_the_seed_setup() -> None:
     """2-2-1 sigmoid, quadratic cost, plain SGD: the classic XOR network."""
     x, y = xbp.data.make_xor()
     net = xbp.Network(
-        [xbp.Dense(2, 2, "sigmoid"), xbp.Dense(2, 1, "sigmoid")],
+        [xbp.nn.Dense(2, 2, "sigmoid"), xbp.nn.Dense(2, 1, "sigmoid")],
         loss="quadratic",
         seed=0,
         init="nielsen",
@@ -24,7 +24,7 @@ def test_xor_learned_by_the_seed_setup() -> None:
     assert hist["accuracy"][-1] == 1.0 and hist["loss"][-1] < 1e-3 < hist["loss"][0]
 
 
-def test_same_seed_same_weights_on_every_backend(backend: xbp.Backend) -> None:
+def test_same_seed_same_weights_on_every_backend(backend: xbp.backends.select.Backend) -> None:
     x, y = xbp.data.load_digits()
     x, y = x[:400], y[:400]
     kwargs = dict(activation="sigmoid", loss="cross_entropy", seed=1, dtype="float64")
@@ -68,7 +68,7 @@ def test_integer_labels_equal_one_hot_targets() -> None:
     np.testing.assert_array_equal(a.params[0]["W"], b.params[0]["W"])
 
 
-def test_device_arrays_used_as_they_are(backend: xbp.Backend) -> None:
+def test_device_arrays_used_as_they_are(backend: xbp.backends.select.Backend) -> None:
     x, y = xbp.data.make_moons(64, noise=0.1, seed=0)
     net = xbp.mlp([2, 6, 1], activation="tanh", loss="binary_cross_entropy", backend=backend)
     xd = backend.asarray(x, "float64")
@@ -264,7 +264,7 @@ def test_the_progress_bar_ticks_once_per_batch(monkeypatch) -> None:
     pytest.importorskip("tqdm")
     import io
 
-    from xbp import training
+    from xbp.train import loop as training
 
     ticks: list[int] = []
     real = training._Progress.batches

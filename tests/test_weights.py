@@ -16,7 +16,7 @@ from ranks_in_threads import fit_in_threads
 
 import xbp
 from xbp import optim
-from xbp.weights import class_weights
+from xbp.nn.weights import class_weights
 
 
 def _data(n: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -28,7 +28,7 @@ def _data(n: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _net(be: Any = "numpy", dropout: float = 0.0, **kw: Any) -> xbp.Network:
-    layers = [xbp.Dense(4, 7, "tanh", dropout=dropout), xbp.Dense(7, 3, "softmax")]
+    layers = [xbp.nn.Dense(4, 7, "tanh", dropout=dropout), xbp.nn.Dense(7, 3, "softmax")]
     return xbp.Network(layers, loss="cross_entropy", backend=be, seed=1, **kw)
 
 
@@ -41,7 +41,9 @@ def _max_diff(a: xbp.Network, b: xbp.Network) -> float:
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_integer_weights_equal_repeated_rows(backend: xbp.Backend, opt: str) -> None:
+def test_integer_weights_equal_repeated_rows(
+    backend: xbp.backends.select.Backend, opt: str
+) -> None:
     x, y, w = _data()
     rep = np.repeat(np.arange(len(y)), w.astype(int))
     make = {"sgd": lambda: optim.sgd(0.5), "adam": lambda: optim.adam(0.05)}[opt]
@@ -132,12 +134,14 @@ def test_zero_weight_batches_and_rows() -> None:
 
 
 @pytest.fixture
-def jax_backend() -> xbp.Backend:
+def jax_backend() -> xbp.backends.select.Backend:
     return backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_compiled_weighted_steps_equal_eager(jax_backend: xbp.Backend, opt: str) -> None:
+def test_compiled_weighted_steps_equal_eager(
+    jax_backend: xbp.backends.select.Backend, opt: str
+) -> None:
     x, y, w = _data(37)  # a short last batch
     make = {"sgd": lambda: optim.sgd(0.5), "adam": lambda: optim.adam(0.05)}[opt]
     nets, hists = [], []

@@ -1,100 +1,78 @@
-"""xbp: neural networks trained by explicit backpropagation on any array library."""
+"""xbp: neural networks trained by explicit backpropagation on any array library.
 
-from . import data, metrics, optim, tree
-from .activations import ACTIVATIONS, register_activation
-from .backend import (
-    BACKEND_NAMES,
-    Backend,
-    BackendInfo,
-    available_backends,
-    backend,
-    default_backend,
-)
-from .callbacks import CSVLogger, ReduceLROnPlateau, TensorBoard
-from .checkpoint import ModelCheckpoint
-from .errors import (
-    BackendUnavailableError,
-    CollectiveError,
-    DivergenceError,
-    GradcheckError,
-    XbpError,
-    XbpFileError,
-    XbpFileNotFoundError,
-    XbpTypeError,
-    XbpValueError,
-)
-from .explain import explain
-from .export import export_onnx
-from .gradcheck import gradcheck
-from .init import INITS
-from .io import Checkpoint, load, load_checkpoint, save
-from .layers import BatchNorm, Dropout, Layer, LayerNorm, Standardize, register_layer
-from .losses import LOSSES, register_loss
-from .network import Dense, Network, StepResult, mlp
-from .run import evaluate, fit, predict, predict_classes
-from .strategy import LocalStrategy, Strategy
-from .targets import infer_targets
-from .training import Callback, EarlyStopping, History, Trainer, TrainOptions
+The top level holds what a script writes; the layers of the library are its
+sub-packages (docs/architecture.md): ``backends`` (one module per array
+library), ``nn`` (layers, activations, losses, the network and its one
+backprop, the task and target rules), ``optim`` (optimizers and schedules),
+``io`` (model files, checkpoints' files, ONNX), ``data`` (loaders and the data
+sources the loop reads), ``parallel`` (data-parallel strategies), ``train``
+(the one step, the loop, callbacks, ``fit``), ``tools`` (gradient checks, the
+explained step, benchmarks), ``sklearn`` and ``cli``.
+"""
 
 __version__ = "0.1.0"
 
+from . import data, metrics, nn, optim  # noqa: E402
+from .backends.select import available_backends, backend  # noqa: E402
+from .errors import XbpError  # noqa: E402
+from .io import load, load_checkpoint, save  # noqa: E402
+from .io.onnx import export_onnx  # noqa: E402
+from .nn import (  # noqa: E402
+    Network,
+    infer_targets,
+    mlp,
+    register_activation,
+    register_layer,
+    register_loss,
+)
+from .tools import explain  # noqa: E402
+from .train import (  # noqa: E402
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+    TensorBoard,
+    TrainOptions,
+    evaluate,
+    fit,
+    predict,
+)
+
 __all__ = [
-    "ACTIVATIONS",
-    "BACKEND_NAMES",
-    "INITS",
-    "LOSSES",
-    "Backend",
-    "Callback",
-    "CSVLogger",
-    "Checkpoint",
-    "EarlyStopping",
-    "History",
-    "LocalStrategy",
-    "ModelCheckpoint",
-    "ReduceLROnPlateau",
-    "TensorBoard",
-    "StepResult",
-    "Strategy",
-    "Trainer",
-    "TrainOptions",
-    "BackendInfo",
-    "BackendUnavailableError",
-    "CollectiveError",
-    "Dense",
-    "Dropout",
-    "Layer",
-    "LayerNorm",
-    "BatchNorm",
-    "Standardize",
-    "register_layer",
-    "DivergenceError",
-    "GradcheckError",
+    # building a network
     "Network",
-    "XbpError",
-    "XbpFileError",
-    "XbpFileNotFoundError",
-    "XbpTypeError",
-    "XbpValueError",
-    "available_backends",
-    "backend",
-    "default_backend",
-    "data",
-    "evaluate",
-    "explain",
-    "export_onnx",
-    "fit",
-    "gradcheck",
+    "mlp",
     "infer_targets",
-    "load",
-    "load_checkpoint",
-    "metrics",
-    "optim",
-    "tree",
-    "predict",
-    "predict_classes",
     "register_activation",
     "register_loss",
+    "register_layer",
+    # training
+    "fit",
+    "evaluate",
+    "predict",
+    "TrainOptions",
+    "History",
+    "Callback",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "CSVLogger",
+    "ReduceLROnPlateau",
+    "TensorBoard",
+    # files
     "save",
-    "mlp",
-    "__version__",
+    "load",
+    "load_checkpoint",
+    "export_onnx",
+    # backends, errors, learning
+    "backend",
+    "available_backends",
+    "XbpError",
+    "explain",
+    # modules
+    "data",
+    "metrics",
+    "nn",
+    "optim",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
@@ -73,7 +73,7 @@ class CollectiveError(XbpValueError):
 # table for the duration of a call, and the same message reads in its words. No
 # message is ever rewritten after the fact.
 _NO_VALUE = object()
-_Table = Mapping[str, tuple[str, Mapping[Any, str]]]
+_Table = Mapping[str, tuple[str, "Mapping[Any, str] | Callable[[Any], str]"]]
 _SPELLING: contextvars.ContextVar[_Table | None] = contextvars.ContextVar(
     "xbp_argument_spelling", default=None
 )
@@ -97,7 +97,12 @@ def arg(name: str, value: Any = _NO_VALUE) -> str:
     flag, values = spelling
     if value is _NO_VALUE:
         return flag
-    return f"{flag} {values.get(value, value)}"
+    if callable(values):
+        return f"{flag} {values(value)}"
+    try:
+        return f"{flag} {values.get(value, value)}"
+    except TypeError:  # an unhashable value
+        return f"{flag} {value}"
 
 
 @contextlib.contextmanager

@@ -14,10 +14,10 @@ and the update rules are scikit-learn's: :func:`xbp.optim.sklearn_sgd` (momentum
 or Nesterov) and :func:`xbp.optim.sklearn_adam`, each with its per-batch L2 term.
 The host drives the epoch loop (every random draw, the learning-rate schedules
 and the stopping rules happen there); every update is one
-:class:`xbp.step.Step` (:meth:`xbp.Network.value_and_grad`, then the
+:class:`xbp.train.step.Step` (:meth:`xbp.Network.value_and_grad`, then the
 optimizer), and the weights, the optimizer state and every gradient stay on
 the backend's device. On JAX an epoch is one compiled function, cached by
-:meth:`xbp.step.Step.compiled`, so later fits and other estimators of the same
+:meth:`xbp.train.step.Step.compiled`, so later fits and other estimators of the same
 shapes and solver settings reuse it. ``solver="lbfgs"`` runs SciPy's L-BFGS-B
 on the host with the gradient from the device (not a GPU path). See
 ``docs/sklearn.md``.
@@ -69,13 +69,14 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("xbp.sklearn needs scikit-learn: pip install 'xbp[sklearn]'") from exc
 
-from . import optim, tree
-from .backend import Backend
-from .backend import backend as resolve_backend
+from . import optim
+from .backends.select import Backend
+from .backends.select import backend as resolve_backend
 from .errors import XbpError, XbpValueError
-from .network import Dense, Network, Params, no_caches
-from .step import Batch, Step
-from .weights import batch_weight_sum
+from .nn.network import Dense, Network, Params, no_caches
+from .nn.weights import batch_weight_sum
+from .optim import tree
+from .train.step import Batch, Step
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -117,7 +118,8 @@ def _say(verbose: Any, msg: str) -> None:
 
 
 def _scoped(fitting: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Run an estimator method inside its backend's :meth:`xbp.Backend.float64_scope`
+    """Run an estimator method inside its backend's
+    :meth:`xbp.backends.select.Backend.float64_scope`
     (JAX: 64-bit mode for the estimator's own calls, the user's setting untouched).
     ``fitting``: the backend follows ``X`` (a fit may move the model); else the fitted one."""
 
@@ -143,7 +145,7 @@ class _Solver:
     optimizer starts (as scikit-learn's optimizer object keeps them), and its learning
     rate: constant, ``invscaling`` (set after each epoch) or ``adaptive`` (divided by 5
     when training stalls). The update itself is :func:`xbp.optim.sklearn_sgd` /
-    :func:`xbp.optim.sklearn_adam`, run by :class:`xbp.step.Step`; this class holds no
+    :func:`xbp.optim.sklearn_adam`, run by :class:`xbp.train.step.Step`; this class holds no
     array and does no update arithmetic."""
 
     def __init__(self, est: _BaseMLP) -> None:
@@ -243,13 +245,13 @@ class _Data:
 
 
 def _build_epoch(step: Step, template: Any, bs: int, per_output: int) -> Any:
-    """A compiled epoch of scikit-learn's training: :class:`xbp.step.Step` over every
+    """A compiled epoch of scikit-learn's training: :class:`xbp.train.step.Step` over every
     batch of the row order ``perm`` (``scan`` over the full batches, then the short last
-    one); row j of ``host`` holds step j's scalars (:meth:`xbp.step.Step.scalar_rows`),
+    one); row j of ``host`` holds step j's scalars (:meth:`xbp.train.step.Step.scalar_rows`),
     its divisor (the batch's weight sum) and ``alpha``. Returns the new
     weights, the optimizer's arrays and each batch's loss with scikit-learn's L2 term.
 
-    What it bakes in is what :meth:`xbp.step.Step.compiled` keys it by (the network's
+    What it bakes in is what :meth:`xbp.train.step.Step.compiled` keys it by (the network's
     parts, the optimizer's rule, the state's structure) and ``bs``, ``per_output``."""
     net = step.net
     be, xp = net.backend, net.xp
@@ -731,7 +733,7 @@ class _BaseMLP(BaseEstimator):
         incremental: bool,
     ) -> None:
         """scikit-learn's epochs: its random draws and stopping rules on the host, every
-        update one :class:`xbp.step.Step` of :func:`xbp.optim.sklearn_sgd` /
+        update one :class:`xbp.train.step.Step` of :func:`xbp.optim.sklearn_sgd` /
         :func:`xbp.optim.sklearn_adam` (one compiled epoch on JAX)."""
         be, net = self._be, self._net
         compiled = self._compiled()
@@ -849,7 +851,7 @@ class _BaseMLP(BaseEstimator):
     def _eager_epoch(
         self, step: Step, data: _Data, order: np.ndarray | None, divisors: list[float]
     ) -> list[float]:
-        """One epoch, a :class:`xbp.step.Step` per batch; each batch's loss (with
+        """One epoch, a :class:`xbp.train.step.Step` per batch; each batch's loss (with
         scikit-learn's L2 term) as host floats, read once at the end."""
         net, be = self._net, self._be
         xp = net.xp
@@ -886,7 +888,7 @@ class _BaseMLP(BaseEstimator):
         self, step: Step, data: _Data, order: np.ndarray | None, divisors: list[float]
     ) -> list[float]:
         """One epoch as one compiled function (JAX: ``jit`` of ``scan`` over the full
-        batches, then the short last batch), cached by :meth:`xbp.step.Step.compiled`:
+        batches, then the short last batch), cached by :meth:`xbp.train.step.Step.compiled`:
         a later fit, or another estimator with the same network parts, solver settings
         and batch size, reuses it (the learning rate, ``alpha`` and each batch's divisor
         are data, so they never retrace)."""
@@ -989,7 +991,7 @@ class _BaseMLP(BaseEstimator):
         stop = len(net.layers) - 1
 
         def z_out(xb: Any) -> Any:
-            hidden = net._run(net.check_inputs(xb), stop=stop)
+            hidden = net.forward(xb, stop=stop)
             with net.backend.precision_scope(net.precision):
                 return hidden @ last["W"] + last["b"]
 

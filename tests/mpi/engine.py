@@ -6,7 +6,7 @@ process group); ``rank()`` and ``allgather(obj)`` work once it exists.
 
 import os
 
-from xbp.distributed import launcher, strategy_from_environment
+from xbp.parallel.mpi import launcher, strategy_from_environment
 
 TORCH = launcher() == "torchrun"
 

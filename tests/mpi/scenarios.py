@@ -18,7 +18,7 @@ import engine
 import numpy as np
 
 import xbp
-from xbp.distributed import RanksDisagreeError, collective_guard
+from xbp.parallel.mpi import RanksDisagreeError, collective_guard
 
 scenario = sys.argv[1]
 TIMEOUT = 2.0  # seconds in one collective: small, so that the tests are quick

@@ -17,7 +17,7 @@ y = (x[:, 0] * x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 0.5)
 net = xbp.mlp([5, 7, 3], activation="tanh", loss="cross_entropy", backend="jax", seed=1)
 weights: dict = {}
 if opt_name.endswith("-weighted"):  # row and class weights, and dropout on the hidden layer
-    layers = [xbp.Dense(5, 7, "tanh", dropout=0.3), xbp.Dense(7, 3, "softmax")]
+    layers = [xbp.nn.Dense(5, 7, "tanh", dropout=0.3), xbp.nn.Dense(7, 3, "softmax")]
     net = xbp.Network(layers, loss="cross_entropy", backend="jax", seed=1)
     weights = {"sample_weight": rng.integers(0, 4, size=61) * 1.0, "class_weight": "balanced"}
     opt_name = opt_name.removesuffix("-weighted")

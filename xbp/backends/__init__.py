@@ -5,7 +5,7 @@ is a subclass of :class:`Library` in its own module of this package. A library
 object answers every library-specific question xbp has: how to import it, how
 to turn a user's device spec into a device, how to move data in and out, how
 to wait for queued work, what is installed and usable, and what MPI may do
-with its buffers. :mod:`xbp.backend` and the rest of xbp only call these
+with its buffers. :mod:`xbp.backends.select` and the rest of xbp only call these
 methods, so adding a library is one new module here plus :func:`register`.
 
 Examples
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, XbpTypeError, XbpValueError
+from ..errors import BackendUnavailableError, XbpTypeError, XbpValueError, arg
 
 __all__ = [
     "BackendInfo",
@@ -94,14 +94,14 @@ class Library(abc.ABC):
     Attributes
     ----------
     name : str
-        The backend name users pass to :func:`xbp.backend`.
+        The backend name users pass to :func:`xbp.backends.select`.
     module : str
         The import name of the library (what ``importlib`` looks for).
     extra : str or None
         The xbp pip extra that installs it, for the install hint; None means
         ``pip install <module>``.
     aliases : tuple of str
-        Other spellings :func:`xbp.backend` accepts (lower case).
+        Other spellings :func:`xbp.backends.select` accepts (lower case).
     mutable_arrays : bool
         False when arrays cannot be written in place (JAX): updates must
         rebind the container entry instead.
@@ -291,9 +291,9 @@ class Library(abc.ABC):
         if policy == "exact" or policy in MIXED_PRECISIONS:
             return _EXACT  # mixed precision: the arrays' own type decides (mixed_dtype)
         raise XbpValueError(
-            f"precision={policy!r} needs TensorFloat-32 matrix units, which {self.name} on "
-            f"{device!s} does not have; use precision='exact' (IEEE float32), or torch/jax on "
-            "an NVIDIA GPU"
+            f"{arg('precision', policy)} needs TensorFloat-32 matrix units, which {self.name} on "
+            f"{device!s} does not have; use {arg('precision', 'exact')} (IEEE float32), or "
+            "torch/jax on an NVIDIA GPU"
         )
 
     def mixed_dtype(self, policy: str, device: Any) -> Any:
@@ -309,9 +309,9 @@ class Library(abc.ABC):
 def _no_mixed(policy: str, name: str, device: Any) -> str:
     """The one-line refusal of a mixed precision policy a library cannot run."""
     return (
-        f"precision={policy!r} needs {MIXED_PRECISIONS.get(policy, policy)} arrays, which "
-        f"{name} on {device!s} does not have; use precision='exact' (float32), or backend="
-        "'torch' (CPU or CUDA) or 'jax' for bf16/fp16 mixed precision"
+        f"{arg('precision', policy)} needs {MIXED_PRECISIONS.get(policy, policy)} arrays, which "
+        f"{name} on {device!s} does not have; use {arg('precision', 'exact')} (float32), or "
+        "backend='torch' (CPU or CUDA) or 'jax' for bf16/fp16 mixed precision"
     )
 
 
@@ -327,7 +327,7 @@ _ALIASES: dict[str, str] = {}
 
 
 def register(library: Library) -> Library:
-    """Make ``library`` known to :func:`xbp.backend` under its name and aliases.
+    """Make ``library`` known to :func:`xbp.backends.select` under its name and aliases.
 
     Raises
     ------
