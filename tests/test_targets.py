@@ -346,3 +346,31 @@ def test_evaluate_streams_host_rows_like_xbp_evaluate() -> None:
     assert net.evaluate(x[:500], y[:500]) == pytest.approx(
         net.evaluate(x[:500], y[:500], batch_size=64)
     )
+
+
+def test_a_model_file_of_the_old_cli_still_predicts_on_raw_data(tmp_path, capsys) -> None:
+    """Before the Standardize layer, xbp train recorded the scaling beside the model;
+    such files keep predicting, evaluating and exporting on raw features."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)) * 5 + 2
+    y = (x[:, 0] > 2).astype(int)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    net = xbp.mlp([3, 4, 2], activation="tanh", loss="cross_entropy")
+    xbp.fit(net, (x - mean) / std, y, epochs=5, progress=False)
+    old = tmp_path / "old.npz"
+    meta = {
+        "standardize": {"mean": mean.tolist(), "std": std.tolist()},
+        "features": {"count": 3, "names": None},
+        "label": {"name": None, "index": None, "columns": None},
+        "classes": None,
+        "task": "classification",
+    }
+    xbp.save(net, old, metadata=meta)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "p.npz"
+    assert main(["predict", str(old), "--data", str(data), "--out", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out)["output"], net.predict((x - mean) / std), rtol=1e-12)
+    assert main(["evaluate", str(old), "--data", str(data)]) == 0
+    want = net.evaluate((x - mean) / std, y)["loss"]
+    assert f"{want:.4f}" in capsys.readouterr().out
