@@ -19,7 +19,7 @@ from ..io import atomic_write
 from ..io.paths import check_distinct, output_file, write_target
 from ..nn.validate import check_int, check_number
 from .checkpoint import ModelCheckpoint
-from .loop import Callback, Trainer, monitor_mode, monitor_value
+from .loop import Callback, Trainer, improves, monitor_mode, monitor_value
 
 __all__ = ["CSVLogger", "HISTORY_COLUMNS", "ReduceLROnPlateau", "TensorBoard"]
 
@@ -281,11 +281,7 @@ class ReduceLROnPlateau(Callback):
         self.reductions: list[int] = []  # the epochs after which the rate was reduced
 
     def _better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        return improves(value, self.best, self.mode, self.min_delta)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         value = monitor_value(logs, self.monitor, "ReduceLROnPlateau monitor")

@@ -22,7 +22,7 @@ from ..io.paths import output_file
 from ..metrics import metric_mode
 from ..nn.validate import check_int
 from ..optim import state_from_host, state_to_host
-from .loop import Callback, Trainer, monitor_mode, monitor_value
+from .loop import Callback, Trainer, improves, monitor_mode, monitor_value
 
 __all__ = [
     "ModelCheckpoint",
@@ -90,10 +90,7 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if self.best_only:
             value = monitor_value(logs, self.monitor, "ModelCheckpoint monitor")
-            better = self.best is None or (
-                value > self.best if self.mode == "max" else value < self.best
-            )
-            if not better:
+            if not improves(value, self.best, self.mode):
                 return
             self.best = value
         elif logs["epoch"] % self.every:

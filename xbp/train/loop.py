@@ -254,6 +254,22 @@ class Callback:
         pass
 
 
+def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether a monitored ``value`` improves on ``best`` by more than ``min_delta`` in
+    the monitor's direction (``mode`` ``"max"`` or ``"min"``); the first value does.
+
+    Examples
+    --------
+    >>> improves(0.5, 0.4, "max", 0.05), improves(0.5, 0.4, "max", 0.2), improves(0.3, 0.4, "min")
+    (True, False, True)
+    """
+    if best is None:
+        return True
+    if mode == "max":
+        return value > best + min_delta
+    return value < best - min_delta
+
+
 def monitor_value(logs: dict[str, Any], monitor: str, owner: str = "monitor") -> float:
     """The value of ``monitor`` in an epoch's logs (``val_*`` falls back to the training one).
 
@@ -328,11 +344,7 @@ class EarlyStopping(Callback):
         self._to_host: Any = None
 
     def _better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        return improves(value, self.best, self.mode, self.min_delta)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         value = monitor_value(logs, self.monitor, "EarlyStopping monitor")
