@@ -176,6 +176,9 @@ def test_interrupt_names_the_checkpoint_and_the_resume_command(tmp_path: Path, s
         [sys.executable, "-m", "xbp", "train", "--epochs", "100000", "--layers", "8",
          "--checkpoint", str(ck), "--progress", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        # a shell's background job inherits SIGINT ignored; Python then installs no
+        # KeyboardInterrupt handler: give the child the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
