@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -403,3 +404,73 @@ def test_mpi_ranks_read_their_share_of_a_memmap(tmp_path: Path) -> None:
     with np.load(out) as z:
         got = [z[f"arr_{i}"] for i in range(len(z.files))]
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, params(ref))) <= 1e-12
+
+
+def test_split_indices_are_the_rows_of_train_val_test_split() -> None:
+    x, y = xbp.data.load_digits()
+    for stratify in (True, False):
+        parts = xbp.data.split_indices(y, val=0.15, test=0.25, seed=4, stratify=stratify)
+        split = xbp.data.train_val_test_split(x, y, val=0.15, test=0.25, seed=4, stratify=stratify)
+        for idx, (xp_, yp) in zip(parts, split):
+            assert np.array_equal(x[idx], xp_) and np.array_equal(y[idx], yp)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
+
+
+def test_mapped_rows_view_reads_its_rows_in_order(tmp_path: Path) -> None:
+    raw = memmap(tmp_path, np.arange(40, dtype=np.float32).reshape(10, 4))
+    rows = np.array([7, 2, 9, 0])
+    view = xbp.data.MappedRows(raw, np.float32, rows=rows)
+    want = np.asarray(raw)[rows]
+    assert view.shape == (4, 4) and np.array_equal(view[:], want)
+    assert np.array_equal(view[np.array([3, 1])], want[[3, 1]])
+    reader = row_reader(view)
+    assert reader is not None  # read from the file, not through the mapping
+    try:
+        got = xbp.data.hostrows.gather(view, np.array([2, 0, 3]), reader)
+    finally:
+        reader.close()
+    assert np.array_equal(got, want[[2, 0, 3]])
+    assert np.array_equal(xbp.data.hostrows.gather(view, np.array([1, 3])), want[[1, 3]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_cli_train_streams_a_mapped_npz_with_the_weights_of_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dtype: str
+) -> None:
+    import xbp.cli.common
+    from xbp.cli import main
+
+    x = (X * 10).astype(dtype)
+    np.savez(tmp_path / "d.npz", x=x, y=Y)
+    seen: dict[str, list[Any]] = {"fit": [], "evaluate": []}
+    real_fit, real_evaluate = xbp.fit, xbp.evaluate
+
+    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
+        seen["fit"].append((xtr, kw["validation_data"][0]))
+        return real_fit(net, xtr, ytr, **kw)
+
+    def evaluate(net: Any, xte: Any, yte: Any, **kw: Any) -> Any:
+        seen["evaluate"].append(xte)
+        return real_evaluate(net, xte, yte, **kw)
+
+    monkeypatch.setattr(xbp, "fit", fit)
+    monkeypatch.setattr(xbp, "evaluate", evaluate)
+    outputs = []
+    for name, limit in (("memory", 2**62), ("stream", 0)):
+        monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", limit)
+        model = tmp_path / f"{name}.npz"
+        argv = ["train", "--data", str(tmp_path / "d.npz"), "--epochs", "2", "--batch-size"]
+        argv += ["16", "--layers", "7", "--backend", "numpy", "--seed", "3", "--save", str(model)]
+        assert main(argv) == 0
+        outputs.append(capsys.readouterr().out.splitlines()[-2])  # the test scores
+    (mem_tr, mem_va), (st_tr, st_va) = seen["fit"]
+    calls = seen["evaluate"]  # per run: the test rows, then the validation rows (a warning's)
+    mem_te, st_te = calls[0], calls[len(calls) // 2]
+    assert isinstance(mem_tr, np.ndarray) and not isinstance(mem_tr, np.memmap)
+    for part in (st_tr, st_va, st_te):  # row views of the file, never read whole
+        assert isinstance(part, xbp.data.MappedRows) and isinstance(part.raw, np.memmap)
+    for mem, st in ((mem_tr, st_tr), (mem_va, st_va), (mem_te, st_te)):
+        assert np.array_equal(np.asarray(st), mem) and np.asarray(st).dtype == mem.dtype
+    a, b = xbp.load(tmp_path / "memory.npz"), xbp.load(tmp_path / "stream.npz")
+    assert all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
+    assert outputs[0].split("(")[0] == outputs[1].split("(")[0]

@@ -37,23 +37,48 @@ class MappedRows:
     >>> rows = xbp.data.MappedRows(np.arange(12, dtype=np.uint8).reshape(3, 2, 2), divisor=2.0)
     >>> rows.shape, rows[np.array([2])].tolist()
     ((3, 4), [[4.0, 4.5, 5.0, 5.5]])
+
+    ``rows`` (indices into ``raw``) makes a view of those rows in that order,
+    nothing read: row ``i`` is ``raw[rows[i]]`` (the parts of a split of a file
+    too big to copy, as ``xbp train`` streams them).
+
+    >>> part = xbp.data.MappedRows(np.arange(12, dtype=np.uint8).reshape(3, 2, 2), rows=[2, 0])
+    >>> part.shape, part[:].tolist()
+    ((2, 4), [[8.0, 9.0, 10.0, 11.0], [0.0, 1.0, 2.0, 3.0]])
     """
 
     streamed = True
 
-    def __init__(self, raw: Any, dtype: Any = np.float32, divisor: float = 1.0) -> None:
+    def __init__(
+        self, raw: Any, dtype: Any = np.float32, divisor: float = 1.0, rows: Any = None
+    ) -> None:
         self.raw = raw
         self.dtype = np.dtype(dtype)
         self.divisor = float(divisor)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         width = int(np.prod(raw.shape[1:], dtype=np.int64)) if raw.ndim > 1 else 1
-        self.shape = (int(raw.shape[0]), width)
+        count = int(raw.shape[0]) if self.rows is None else int(self.rows.shape[0])
+        self.shape = (count, width)
         self.ndim = 2
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, rows: Any) -> np.ndarray:
-        return self.convert(np.asarray(self.raw[rows]))
+        if self.rows is None:
+            return self.convert(np.asarray(self.raw[rows]))
+        src = np.atleast_1d(self.rows[rows])
+        reader = row_reader(self.raw)  # read from the file: its pages stay out of the process
+        try:
+            block = reader.read(src) if reader is not None else _in_order(self.raw, src)
+        finally:
+            if reader is not None:
+                reader.close()
+        return self.convert(block)
+
+    def source_rows(self, positions: np.ndarray) -> np.ndarray:
+        """The rows of ``raw`` at ``positions`` of this view."""
+        return positions if self.rows is None else self.rows[positions]
 
     def convert(self, block: np.ndarray) -> np.ndarray:
         """Raw rows (as read from ``raw``) as float rows: flattened, cast, divided."""
@@ -182,10 +207,15 @@ def gather(x: Any, src: np.ndarray, reader: _RowReader | None = None) -> np.ndar
     """Host rows ``src`` of ``x`` (a memory map, :class:`MappedRows` or array), in that
     order; read from the file by ``reader`` (see :func:`row_reader`) where given."""
     if reader is not None:
-        block = reader.read(src)
-        return x.convert(block) if isinstance(x, MappedRows) else block
+        if isinstance(x, MappedRows):
+            return x.convert(reader.read(x.source_rows(src)))
+        return reader.read(src)
+    return _in_order(x, src)
+
+
+def _in_order(x: Any, src: np.ndarray) -> np.ndarray:
+    """``x[src]`` read in the file's order (memory-map locality), in ``src``'s order."""
     if src.size > 1 and bool(np.any(src[1:] < src[:-1])):
-        # read the file in order (memory-map locality), then restore the batch's order
         order = np.argsort(src, kind="stable")
         block = np.asarray(x[src[order]])
         out = np.empty_like(block)
