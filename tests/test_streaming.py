@@ -414,6 +414,11 @@ def test_split_indices_are_the_rows_of_train_val_test_split() -> None:
         for idx, (xp_, yp) in zip(parts, split):
             assert np.array_equal(x[idx], xp_) and np.array_equal(y[idx], yp)
     assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
+    # stratified: each class is split in the fractions (here the rule flips on stratify)
+    test_rows = xbp.data.split_indices(y, val=0.15, test=0.25, seed=4)[2]
+    want = [int(round(np.sum(y == c) * 0.25)) for c in np.unique(y)]
+    assert np.bincount(y[test_rows]).tolist() == want
+    assert np.bincount(y[parts[2]]).tolist() != want  # stratify=False (the last loop)
 
 
 def test_mapped_rows_view_reads_its_rows_in_order(tmp_path: Path) -> None:
@@ -474,3 +479,19 @@ def test_cli_train_streams_a_mapped_npz_with_the_weights_of_memory(
     a, b = xbp.load(tmp_path / "memory.npz"), xbp.load(tmp_path / "stream.npz")
     assert all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
     assert outputs[0].split("(")[0] == outputs[1].split("(")[0]
+
+
+def test_fingerprint_of_a_memmap_reads_the_file_not_the_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xbp.data import hostrows
+    from xbp.data.sources import to_stream
+
+    net = mlp()
+    whole = to_stream(net, X, Y).fingerprint(net)
+
+    def through_the_mapping(x: Any, src: np.ndarray) -> np.ndarray:
+        raise AssertionError("rows read through the memory map")
+
+    monkeypatch.setattr(hostrows, "_in_order", through_the_mapping)
+    assert to_stream(net, memmap(tmp_path, X), Y).fingerprint(net) == whole
