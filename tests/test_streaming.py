@@ -495,3 +495,50 @@ def test_fingerprint_of_a_memmap_reads_the_file_not_the_mapping(
 
     monkeypatch.setattr(hostrows, "_in_order", through_the_mapping)
     assert to_stream(net, memmap(tmp_path, X), Y).fingerprint(net) == whole
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_cli_train_streams_uncompressed_idx_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
+) -> None:
+    import xbp.cli.common
+    from xbp.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 120).astype(np.uint8)
+    images = (rng.integers(0, 60, (120, 4, 4)) + 60 * labels[:, None, None]).astype(np.uint8)
+    end = ".gz" if gz else ""
+    xbp.data.write_idx(tmp_path / f"train-images-idx3-ubyte{end}", images)
+    xbp.data.write_idx(tmp_path / f"train-labels-idx1-ubyte{end}", labels)
+    seen: list[Any] = []
+    real_fit = xbp.fit
+
+    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
+        seen.append(xtr)
+        return real_fit(net, xtr, ytr, **kw)
+
+    monkeypatch.setattr(xbp, "fit", fit)
+    for name, limit in (("memory", 2**62), ("stream", 0)):
+        monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", limit)
+        argv = ["train", "--data", str(tmp_path), "--epochs", "2", "--batch-size", "8"]
+        argv += ["--layers", "5", "--backend", "numpy", "--quiet", "--save"]
+        assert main([*argv, str(tmp_path / f"{name}.npz")]) == 0
+    # a gzip-compressed file cannot be mapped: it is read whole, as before
+    assert isinstance(seen[1], xbp.data.MappedRows) != gz
+    assert np.array_equal(np.asarray(seen[1]), seen[0])
+    a, b = xbp.load(tmp_path / "memory.npz"), xbp.load(tmp_path / "stream.npz")
+    assert all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
+
+
+def test_row_reader_names_a_file_truncated_while_read(tmp_path: Path) -> None:
+    xm = memmap(tmp_path, np.arange(40, dtype=np.float64).reshape(10, 4))
+    reader = row_reader(xm)
+    assert reader is not None
+    try:
+        assert np.array_equal(reader.read(np.array([9, 1])), np.asarray(xm)[[9, 1]])
+        with open(tmp_path / "x.npy", "r+b") as f:
+            f.truncate(f.seek(0, 2) - 8)  # the last row loses a value
+        with pytest.raises(xbp.XbpError, match="ended early"):
+            reader.read(np.array([8, 9]))
+    finally:
+        reader.close()
