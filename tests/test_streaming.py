@@ -542,3 +542,29 @@ def test_row_reader_names_a_file_truncated_while_read(tmp_path: Path) -> None:
             reader.read(np.array([8, 9]))
     finally:
         reader.close()
+
+
+def test_standardize_adapts_to_a_memmap_read_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xbp.data import hostrows
+
+    def through_the_mapping(x: Any, src: np.ndarray) -> np.ndarray:
+        raise AssertionError("rows read through the memory map")
+
+    nets = [xbp.mlp([6, 9, 3], loss="cross_entropy", seed=5, standardize=True) for _ in "ab"]
+    xbp.fit(nets[0], X, Y, progress=False, **OPTS)
+    xm = memmap(tmp_path, X)
+    monkeypatch.setattr(hostrows, "_in_order", through_the_mapping)
+    real = np.memmap.__getitem__
+
+    def one_row_at_most(self: np.memmap, key: Any) -> Any:
+        out = real(self, key)
+        assert getattr(out, "ndim", 0) < 2 or out.shape[0] <= 1, "rows read through the map"
+        return out
+
+    monkeypatch.setattr(np.memmap, "__getitem__", one_row_at_most)
+    xbp.fit(nets[1], xm, Y, progress=False, **OPTS)
+    for a, b in zip(nets[0].host_state(), nets[1].host_state()):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert max_diff(*nets) == 0.0
