@@ -568,3 +568,28 @@ def test_standardize_adapts_to_a_memmap_read_from_the_file(
     for a, b in zip(nets[0].host_state(), nets[1].host_state()):
         assert all(np.array_equal(a[k], b[k]) for k in a)
     assert max_diff(*nets) == 0.0
+
+
+def test_cli_train_compile_on_reads_a_big_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("jax")
+    import xbp.cli.common
+    from xbp.cli import main
+
+    np.savez(tmp_path / "d.npz", x=X.astype(np.float32), y=Y)
+    seen: list[Any] = []
+    real_fit = xbp.fit
+
+    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
+        seen.append(xtr)
+        return real_fit(net, xtr, ytr, **kw)
+
+    monkeypatch.setattr(xbp, "fit", fit)
+    monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", 0)
+    argv = ["train", "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--batch-size", "16"]
+    argv += ["--layers", "4", "--backend", "jax", "--quiet", "--compile"]
+    for compile_flag in ("on", "auto"):
+        assert main([*argv, compile_flag]) == 0
+    # compiled epochs need the data on the device: read whole; auto streams
+    assert isinstance(seen[0], np.ndarray) and isinstance(seen[1], xbp.data.MappedRows)
