@@ -497,6 +497,19 @@ def test_fingerprint_of_a_memmap_reads_the_file_not_the_mapping(
     assert to_stream(net, memmap(tmp_path, X), Y).fingerprint(net) == whole
 
 
+def fitted_on(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The training features of every ``xbp.fit`` call from here on (the CLI's)."""
+    seen: list[Any] = []
+    real_fit = xbp.fit
+
+    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
+        seen.append(xtr)
+        return real_fit(net, xtr, ytr, **kw)
+
+    monkeypatch.setattr(xbp, "fit", fit)
+    return seen
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_cli_train_streams_uncompressed_idx_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
@@ -510,14 +523,7 @@ def test_cli_train_streams_uncompressed_idx_files(
     end = ".gz" if gz else ""
     xbp.data.write_idx(tmp_path / f"train-images-idx3-ubyte{end}", images)
     xbp.data.write_idx(tmp_path / f"train-labels-idx1-ubyte{end}", labels)
-    seen: list[Any] = []
-    real_fit = xbp.fit
-
-    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
-        seen.append(xtr)
-        return real_fit(net, xtr, ytr, **kw)
-
-    monkeypatch.setattr(xbp, "fit", fit)
+    seen = fitted_on(monkeypatch)
     for name, limit in (("memory", 2**62), ("stream", 0)):
         monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", limit)
         argv = ["train", "--data", str(tmp_path), "--epochs", "2", "--batch-size", "8"]
@@ -578,14 +584,7 @@ def test_cli_train_compile_on_reads_a_big_file_whole(
     from xbp.cli import main
 
     np.savez(tmp_path / "d.npz", x=X.astype(np.float32), y=Y)
-    seen: list[Any] = []
-    real_fit = xbp.fit
-
-    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
-        seen.append(xtr)
-        return real_fit(net, xtr, ytr, **kw)
-
-    monkeypatch.setattr(xbp, "fit", fit)
+    seen = fitted_on(monkeypatch)
     monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", 0)
     argv = ["train", "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--batch-size", "16"]
     argv += ["--layers", "4", "--backend", "jax", "--quiet", "--compile"]
