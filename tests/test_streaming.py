@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -403,3 +404,191 @@ def test_mpi_ranks_read_their_share_of_a_memmap(tmp_path: Path) -> None:
     with np.load(out) as z:
         got = [z[f"arr_{i}"] for i in range(len(z.files))]
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(got, params(ref))) <= 1e-12
+
+
+def test_split_indices_are_the_rows_of_train_val_test_split() -> None:
+    x, y = xbp.data.load_digits()
+    for stratify in (True, False):
+        parts = xbp.data.split_indices(y, val=0.15, test=0.25, seed=4, stratify=stratify)
+        split = xbp.data.train_val_test_split(x, y, val=0.15, test=0.25, seed=4, stratify=stratify)
+        for idx, (xp_, yp) in zip(parts, split):
+            assert np.array_equal(x[idx], xp_) and np.array_equal(y[idx], yp)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
+    # stratified: each class is split in the fractions (here the rule flips on stratify)
+    test_rows = xbp.data.split_indices(y, val=0.15, test=0.25, seed=4)[2]
+    want = [int(round(np.sum(y == c) * 0.25)) for c in np.unique(y)]
+    assert np.bincount(y[test_rows]).tolist() == want
+    assert np.bincount(y[parts[2]]).tolist() != want  # stratify=False (the last loop)
+
+
+def test_mapped_rows_view_reads_its_rows_in_order(tmp_path: Path) -> None:
+    raw = memmap(tmp_path, np.arange(40, dtype=np.float32).reshape(10, 4))
+    rows = np.array([7, 2, 9, 0])
+    view = xbp.data.MappedRows(raw, np.float32, rows=rows)
+    want = np.asarray(raw)[rows]
+    assert view.shape == (4, 4) and np.array_equal(view[:], want)
+    assert np.array_equal(view[np.array([3, 1])], want[[3, 1]])
+    reader = row_reader(view)
+    assert reader is not None  # read from the file, not through the mapping
+    try:
+        got = xbp.data.hostrows.gather(view, np.array([2, 0, 3]), reader)
+    finally:
+        reader.close()
+    assert np.array_equal(got, want[[2, 0, 3]])
+    assert np.array_equal(xbp.data.hostrows.gather(view, np.array([1, 3])), want[[1, 3]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_cli_train_streams_a_mapped_npz_with_the_weights_of_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dtype: str
+) -> None:
+    import xbp.cli.common
+    from xbp.cli import main
+
+    x = (X * 10).astype(dtype)
+    np.savez(tmp_path / "d.npz", x=x, y=Y)
+    seen: dict[str, list[Any]] = {"fit": [], "evaluate": []}
+    real_fit, real_evaluate = xbp.fit, xbp.evaluate
+
+    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
+        seen["fit"].append((xtr, kw["validation_data"][0]))
+        return real_fit(net, xtr, ytr, **kw)
+
+    def evaluate(net: Any, xte: Any, yte: Any, **kw: Any) -> Any:
+        seen["evaluate"].append(xte)
+        return real_evaluate(net, xte, yte, **kw)
+
+    monkeypatch.setattr(xbp, "fit", fit)
+    monkeypatch.setattr(xbp, "evaluate", evaluate)
+    outputs = []
+    for name, limit in (("memory", 2**62), ("stream", 0)):
+        monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", limit)
+        model = tmp_path / f"{name}.npz"
+        argv = ["train", "--data", str(tmp_path / "d.npz"), "--epochs", "2", "--batch-size"]
+        argv += ["16", "--layers", "7", "--backend", "numpy", "--seed", "3", "--save", str(model)]
+        assert main(argv) == 0
+        outputs.append(capsys.readouterr().out.splitlines()[-2])  # the test scores
+    (mem_tr, mem_va), (st_tr, st_va) = seen["fit"]
+    calls = seen["evaluate"]  # per run: the test rows, then the validation rows (a warning's)
+    mem_te, st_te = calls[0], calls[len(calls) // 2]
+    assert isinstance(mem_tr, np.ndarray) and not isinstance(mem_tr, np.memmap)
+    for part in (st_tr, st_va, st_te):  # row views of the file, never read whole
+        assert isinstance(part, xbp.data.MappedRows) and isinstance(part.raw, np.memmap)
+    for mem, st in ((mem_tr, st_tr), (mem_va, st_va), (mem_te, st_te)):
+        assert np.array_equal(np.asarray(st), mem) and np.asarray(st).dtype == mem.dtype
+    a, b = xbp.load(tmp_path / "memory.npz"), xbp.load(tmp_path / "stream.npz")
+    assert all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
+    assert outputs[0].split("(")[0] == outputs[1].split("(")[0]
+
+
+def test_fingerprint_of_a_memmap_reads_the_file_not_the_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xbp.data import hostrows
+    from xbp.data.sources import to_stream
+
+    net = mlp()
+    whole = to_stream(net, X, Y).fingerprint(net)
+
+    def through_the_mapping(x: Any, src: np.ndarray) -> np.ndarray:
+        raise AssertionError("rows read through the memory map")
+
+    monkeypatch.setattr(hostrows, "_in_order", through_the_mapping)
+    assert to_stream(net, memmap(tmp_path, X), Y).fingerprint(net) == whole
+
+
+def fitted_on(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The training features of every ``xbp.fit`` call from here on (the CLI's)."""
+    seen: list[Any] = []
+    real_fit = xbp.fit
+
+    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
+        seen.append(xtr)
+        return real_fit(net, xtr, ytr, **kw)
+
+    monkeypatch.setattr(xbp, "fit", fit)
+    return seen
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_cli_train_streams_uncompressed_idx_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gz: bool
+) -> None:
+    import xbp.cli.common
+    from xbp.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 120).astype(np.uint8)
+    images = (rng.integers(0, 60, (120, 4, 4)) + 60 * labels[:, None, None]).astype(np.uint8)
+    end = ".gz" if gz else ""
+    xbp.data.write_idx(tmp_path / f"train-images-idx3-ubyte{end}", images)
+    xbp.data.write_idx(tmp_path / f"train-labels-idx1-ubyte{end}", labels)
+    seen = fitted_on(monkeypatch)
+    for name, limit in (("memory", 2**62), ("stream", 0)):
+        monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", limit)
+        argv = ["train", "--data", str(tmp_path), "--epochs", "2", "--batch-size", "8"]
+        argv += ["--layers", "5", "--backend", "numpy", "--quiet", "--save"]
+        assert main([*argv, str(tmp_path / f"{name}.npz")]) == 0
+    # a gzip-compressed file cannot be mapped: it is read whole, as before
+    assert isinstance(seen[1], xbp.data.MappedRows) != gz
+    assert np.array_equal(np.asarray(seen[1]), seen[0])
+    a, b = xbp.load(tmp_path / "memory.npz"), xbp.load(tmp_path / "stream.npz")
+    assert all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
+
+
+def test_row_reader_names_a_file_truncated_while_read(tmp_path: Path) -> None:
+    xm = memmap(tmp_path, np.arange(40, dtype=np.float64).reshape(10, 4))
+    reader = row_reader(xm)
+    assert reader is not None
+    try:
+        assert np.array_equal(reader.read(np.array([9, 1])), np.asarray(xm)[[9, 1]])
+        with open(tmp_path / "x.npy", "r+b") as f:
+            f.truncate(f.seek(0, 2) - 8)  # the last row loses a value
+        with pytest.raises(xbp.XbpError, match="ended early"):
+            reader.read(np.array([8, 9]))
+    finally:
+        reader.close()
+
+
+def test_standardize_adapts_to_a_memmap_read_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xbp.data import hostrows
+
+    def through_the_mapping(x: Any, src: np.ndarray) -> np.ndarray:
+        raise AssertionError("rows read through the memory map")
+
+    nets = [xbp.mlp([6, 9, 3], loss="cross_entropy", seed=5, standardize=True) for _ in "ab"]
+    xbp.fit(nets[0], X, Y, progress=False, **OPTS)
+    xm = memmap(tmp_path, X)
+    monkeypatch.setattr(hostrows, "_in_order", through_the_mapping)
+    real = np.memmap.__getitem__
+
+    def one_row_at_most(self: np.memmap, key: Any) -> Any:
+        out = real(self, key)
+        assert getattr(out, "ndim", 0) < 2 or out.shape[0] <= 1, "rows read through the map"
+        return out
+
+    monkeypatch.setattr(np.memmap, "__getitem__", one_row_at_most)
+    xbp.fit(nets[1], xm, Y, progress=False, **OPTS)
+    for a, b in zip(nets[0].host_state(), nets[1].host_state()):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert max_diff(*nets) == 0.0
+
+
+def test_cli_train_compile_on_reads_a_big_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("jax")
+    import xbp.cli.common
+    from xbp.cli import main
+
+    np.savez(tmp_path / "d.npz", x=X.astype(np.float32), y=Y)
+    seen = fitted_on(monkeypatch)
+    monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", 0)
+    argv = ["train", "--data", str(tmp_path / "d.npz"), "--epochs", "1", "--batch-size", "16"]
+    argv += ["--layers", "4", "--backend", "jax", "--quiet", "--compile"]
+    for compile_flag in ("on", "auto"):
+        assert main([*argv, compile_flag]) == 0
+    # compiled epochs need the data on the device: read whole; auto streams
+    assert isinstance(seen[0], np.ndarray) and isinstance(seen[1], xbp.data.MappedRows)

@@ -124,7 +124,7 @@ class _Loaded:
 
     def __init__(
         self,
-        x: np.ndarray,
+        x: Any,
         y: np.ndarray,
         feature_names: list[str] | None = None,
         label_name: str | None = None,
@@ -137,14 +137,51 @@ class _Loaded:
         self.label_index, self.classes, self.columns = label_index, classes, columns
 
 
-def _load_training(args: argparse.Namespace, fmt: str) -> _Loaded:
+#: features of at least this many bytes (as the floats they train as) are left in their
+#: file and streamed by ``xbp train`` where the file can be memory-mapped; smaller ones
+#: are loaded whole (on the device once, compiled epochs where the backend has them)
+STREAM_BYTES = 64 * 2**20
+
+
+def _load_training(args: argparse.Namespace, fmt: str, mapped: bool = False) -> _Loaded:
+    """``--data``'s training rows; ``mapped``: features of :data:`STREAM_BYTES` or more in
+    an uncompressed .npz or IDX file stay in the file (:func:`_mapped_training`)."""
     _check_layout_options(args, fmt)
     if fmt != "csv" and "label_column" in args.given:
         raise XbpValueError(
             f"--label-column applies to CSV data; --data {args.data!r} is {fmt} data with "
             "its labels stored apart: drop --label-column"
         )
-    return _read_training(args, fmt)
+    found = _mapped_training(args, fmt) if mapped else None
+    return found if found is not None else _read_training(args, fmt)
+
+
+def _mapped_training(args: argparse.Namespace, fmt: str) -> _Loaded | None:
+    """``--data``'s features as :class:`~xbp.data.MappedRows` over the file read in place
+    (the labels read whole), or None where the file cannot be mapped (compressed), the
+    features are not a table, or they are smaller than :data:`STREAM_BYTES`."""
+    from ..data import load_mnist, load_npz
+    from ..data.hostrows import MappedRows
+
+    rows: Any
+    if fmt == "npz" and _stored_plain(args.data):
+        raw, y = load_npz(args.data, args.x_key, args.y_key, mmap=True)
+        if raw.ndim != 2:
+            return None  # the whole-file path names the shape it cannot train on
+        # the arithmetic of the whole-file path: floats as stored, other numbers as float64
+        kind = raw.dtype.newbyteorder("=") if raw.dtype.kind == "f" else np.dtype(np.float64)
+        rows = MappedRows(raw, kind)
+    elif fmt == "mnist":
+        p = Path(args.data)
+        try:
+            rows, y = load_mnist(p if p.is_dir() else p.parent, "train", mmap=True)
+        except XbpValueError:
+            return None  # gzip-compressed files are read whole
+    else:
+        return None
+    if rows.shape[0] * rows.shape[1] * rows.dtype.itemsize < STREAM_BYTES:
+        return None
+    return _Loaded(rows, np.asarray(y))
 
 
 def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:

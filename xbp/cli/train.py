@@ -291,7 +291,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_outputs(_reads(files, **{"--resume": args.resume}), writes, allowed)
 
     # 3. the data, checked against the loss before anything is built
-    data = _load_training(args, fmt)
+    # a big uncompressed .npz or IDX file stays in the file: fit and evaluate stream its rows
+    # (--compile on needs the data on the device: read whole)
+    data = _load_training(args, fmt, mapped=args.compile != "on")
     x, y = data.x, data.y
     spec = _targets(y, args.loss, _task_choice(args, ck, data.classes))
     y, n_out, task, args.loss = spec.y, spec.n_out, spec.task, spec.loss
@@ -302,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     scaling = None if ck is None else ck.metadata.get("standardize")
     if ck is not None and scaling:
         stored = _stored_scaling(ck.metadata, xtr.shape[1], "--resume")
-        xtr, xva, xte = (_scaled(part, stored) for part in (xtr, xva, xte))
+        xtr, xva, xte = (_scaled(np.asarray(part), stored) for part in (xtr, xva, xte))
     if classes is not None:  # the model keeps its class labels: train on them
         names = np.asarray(classes)
         ytr, yva, yte = names[ytr], names[yva], names[yte]
@@ -415,13 +417,23 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
-def _split(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
-    """The (train, validation, test) pairs of ``--data``."""
-    from ..data import train_val_test_split
+def _split(args: argparse.Namespace, x: Any, y: np.ndarray) -> tuple[Any, ...]:
+    """The (train, validation, test) pairs of ``--data``: :func:`xbp.data.split_indices`'
+    rows, of features in memory or of :class:`~xbp.data.MappedRows` left in the file (views
+    of the same rows in the same order, read a batch at a time by fit and evaluate)."""
+    from ..data import split_indices, train_val_test_split
+    from ..data.hostrows import MappedRows
 
-    if x.dtype.kind != "f":
-        x = x.astype(np.float64)
-    split = train_val_test_split(x, y, val=args.val_split, test=args.test_split, seed=args.seed)
+    split: tuple[Any, ...]
+    if isinstance(x, MappedRows):
+        if x.shape[0] != y.shape[0]:
+            raise XbpValueError(f"--data has {x.shape[0]} rows of features but {len(y)} labels")
+        parts = split_indices(y, val=args.val_split, test=args.test_split, seed=args.seed)
+        split = tuple((MappedRows(x.raw, x.dtype, x.divisor, rows=idx), y[idx]) for idx in parts)
+    else:
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        split = train_val_test_split(x, y, val=args.val_split, test=args.test_split, seed=args.seed)
     if args.batch_size > len(split[0][1]):
         raise XbpValueError(
             f"--batch-size {args.batch_size} is larger than the {len(split[0][1])} training "

@@ -47,6 +47,7 @@ __all__ = [
     "standardize",
     "one_hot",
     "train_val_test_split",
+    "split_indices",
     "mnist_files",
     "dataset_format",
     "BUILTIN_SETS",
@@ -1036,6 +1037,8 @@ def train_val_test_split(
 ) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """Split into (train, validation, test) pairs, stratified by class when ``y`` holds labels.
 
+    The rows of each part are :func:`split_indices`' (the one split rule).
+
     Examples
     --------
     >>> import xbp
@@ -1049,6 +1052,34 @@ def train_val_test_split(
         raise XbpValueError("x and y must be arrays with one row per sample")
     if x.shape[0] != y.shape[0]:
         raise XbpValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    parts = split_indices(y, val=val, test=test, seed=seed, stratify=stratify)
+    return tuple((x[idx], y[idx]) for idx in parts)
+
+
+def split_indices(
+    y: np.ndarray,
+    *,
+    val: float = 0.1,
+    test: float = 0.2,
+    seed: int | None = 0,
+    stratify: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The row indices of :func:`train_val_test_split`'s (train, validation, test) parts,
+    in their order, computed from the labels alone: a file's features can stay in place
+    (a memory map indexed by them reads the same rows).
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> x, y = xbp.data.load_digits()
+    >>> train, val, test = xbp.data.split_indices(y, seed=3)
+    >>> (xtr, ytr), _, _ = xbp.data.train_val_test_split(x, y, seed=3)
+    >>> bool(np.array_equal(x[train], xtr)), len(train) + len(val) + len(test)
+    (True, 1797)
+    """
+    y = np.asarray(y)
+    if y.ndim == 0:
+        raise XbpValueError("x and y must be arrays with one row per sample")
     check_number(val, "val", low=0.0, low_open=False, high=1.0, high_open=True)
     check_number(test, "test", low=0.0, low_open=False, high=1.0, high_open=True)
     if val + test >= 1:
@@ -1067,15 +1098,12 @@ def train_val_test_split(
         parts[2].append(g[:n_test])
         parts[1].append(g[n_test : n_test + n_val])
         parts[0].append(g[n_test + n_val :])
-    out = []
-    for p in parts:
-        idx = rng.permutation(np.concatenate(p))
-        out.append((x[idx], y[idx]))
-    if len(out[0][1]) == 0:
+    train, held, tested = (rng.permutation(np.concatenate(p)) for p in parts)
+    if len(train) == 0:
         raise XbpValueError(
             f"val={val} and test={test} leave no training rows of the {len(y)}; lower them"
         )
-    return tuple(out)
+    return train, held, tested
 
 
 BUILTIN_SETS = ("digits", "mnist1d", "xor", "spirals", "moons", "blobs")

@@ -37,27 +37,54 @@ class MappedRows:
     >>> rows = xbp.data.MappedRows(np.arange(12, dtype=np.uint8).reshape(3, 2, 2), divisor=2.0)
     >>> rows.shape, rows[np.array([2])].tolist()
     ((3, 4), [[4.0, 4.5, 5.0, 5.5]])
+
+    ``rows`` (indices into ``raw``) makes a view of those rows in that order,
+    nothing read: row ``i`` is ``raw[rows[i]]`` (the parts of a split of a file
+    too big to copy, as ``xbp train`` streams them).
+
+    >>> part = xbp.data.MappedRows(np.arange(12, dtype=np.uint8).reshape(3, 2, 2), rows=[2, 0])
+    >>> part.shape, part[:].tolist()
+    ((2, 4), [[8.0, 9.0, 10.0, 11.0], [0.0, 1.0, 2.0, 3.0]])
     """
 
     streamed = True
 
-    def __init__(self, raw: Any, dtype: Any = np.float32, divisor: float = 1.0) -> None:
+    def __init__(
+        self, raw: Any, dtype: Any = np.float32, divisor: float = 1.0, rows: Any = None
+    ) -> None:
         self.raw = raw
         self.dtype = np.dtype(dtype)
         self.divisor = float(divisor)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         width = int(np.prod(raw.shape[1:], dtype=np.int64)) if raw.ndim > 1 else 1
-        self.shape = (int(raw.shape[0]), width)
+        count = int(raw.shape[0]) if self.rows is None else int(self.rows.shape[0])
+        self.shape = (count, width)
         self.ndim = 2
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, rows: Any) -> np.ndarray:
-        return self.convert(np.asarray(self.raw[rows]))
+        if self.rows is None:
+            return self.convert(np.asarray(self.raw[rows]))
+        src = np.atleast_1d(self.rows[rows])
+        reader = row_reader(self.raw)  # read from the file: its pages stay out of the process
+        try:
+            block = reader.read(src) if reader is not None else _in_order(self.raw, src)
+        finally:
+            if reader is not None:
+                reader.close()
+        return self.convert(block, fresh=True)
 
-    def convert(self, block: np.ndarray) -> np.ndarray:
-        """Raw rows (as read from ``raw``) as float rows: flattened, cast, divided."""
-        out = block.reshape(-1, self.shape[1]).astype(self.dtype)
+    def source_rows(self, positions: np.ndarray) -> np.ndarray:
+        """The rows of ``raw`` at ``positions`` of this view."""
+        return positions if self.rows is None else self.rows[positions]
+
+    def convert(self, block: np.ndarray, fresh: bool = False) -> np.ndarray:
+        """Raw rows (as read from ``raw``) as float rows: flattened, cast, divided.
+        ``fresh``: ``block`` is an array of our own (read from the file), used as it is
+        where it has the type already (no second copy of a large block)."""
+        out = block.reshape(-1, self.shape[1]).astype(self.dtype, copy=not fresh)
         if self.divisor != 1.0:
             out /= self.divisor
         return out
@@ -135,33 +162,33 @@ class _RowReader:
 
     def read(self, src: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(src, return_inverse=True)  # sorted: the file in order
-        rows = uniq.tolist()
-        parts = []
-        start = prev = rows[0]
-        for r in rows[1:]:
-            if r != prev + 1:  # a run of consecutive rows ends: one system call for it
-                parts.append(self._pread(start, prev - start + 1))
-                start = r
-            prev = r
-        parts.append(self._pread(start, prev - start + 1))
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        block = np.frombuffer(data, dtype=self.m.dtype).reshape(len(rows), *self.m.shape[1:])
+        out = np.empty((uniq.size, *self.m.shape[1:]), dtype=self.m.dtype)
+        # the rows land in one array of our own: no list of pieces, no joined copy
+        buf = memoryview(out.reshape(-1).view(np.uint8).data)
+        ends = np.flatnonzero(np.diff(uniq) != 1) + 1  # where a run of consecutive rows ends
+        starts = [0, *ends.tolist()]
+        for a, b in zip(starts, [*ends.tolist(), uniq.size]):
+            self._read_into(buf[a * self.row_bytes : b * self.row_bytes], int(uniq[a]))
         if uniq.size == src.size and bool(np.all(src[1:] > src[:-1])):
-            return block.copy()  # already in order (a writable array of our own)
-        return block[inverse]
+            return out  # already in order (a writable array of our own)
+        return out[inverse]
 
-    def _pread(self, row: int, count: int) -> bytes:
-        want = count * self.row_bytes
+    def _read_into(self, view: memoryview, row: int) -> None:
+        """Fill ``view`` from the file starting at ``row``: one system call per run."""
         pos = int(self.m.offset) + row * self.row_bytes
-        data = os.pread(self.fd, want, pos)
-        while len(data) < want:
-            more = os.pread(self.fd, want - len(data), pos + len(data))
-            if not more:
+        done = 0
+        while done < len(view):
+            if hasattr(os, "preadv"):
+                got = os.preadv(self.fd, [view[done:]], pos + done)
+            else:  # pragma: no cover - platforms without preadv
+                data = os.pread(self.fd, len(view) - done, pos + done)
+                view[done : done + len(data)] = data
+                got = len(data)
+            if not got:
                 raise XbpValueError(
                     f"{self.m.filename!r} ended early (truncated while being read?)"
                 )
-            data += more
-        return data
+            done += got
 
 
 def row_reader(x: Any) -> _RowReader | None:
@@ -182,10 +209,15 @@ def gather(x: Any, src: np.ndarray, reader: _RowReader | None = None) -> np.ndar
     """Host rows ``src`` of ``x`` (a memory map, :class:`MappedRows` or array), in that
     order; read from the file by ``reader`` (see :func:`row_reader`) where given."""
     if reader is not None:
-        block = reader.read(src)
-        return x.convert(block) if isinstance(x, MappedRows) else block
+        if isinstance(x, MappedRows):
+            return x.convert(reader.read(x.source_rows(src)), fresh=True)
+        return reader.read(src)
+    return _in_order(x, src)
+
+
+def _in_order(x: Any, src: np.ndarray) -> np.ndarray:
+    """``x[src]`` read in the file's order (memory-map locality), in ``src``'s order."""
     if src.size > 1 and bool(np.any(src[1:] < src[:-1])):
-        # read the file in order (memory-map locality), then restore the batch's order
         order = np.argsort(src, kind="stable")
         block = np.asarray(x[src[order]])
         out = np.empty_like(block)
