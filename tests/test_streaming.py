@@ -592,3 +592,133 @@ def test_cli_train_compile_on_reads_a_big_file_whole(
         assert main([*argv, compile_flag]) == 0
     # compiled epochs need the data on the device: read whole; auto streams
     assert isinstance(seen[0], np.ndarray) and isinstance(seen[1], xbp.data.MappedRows)
+
+
+def write_csv(path: Path, labels: Any) -> None:
+    with open(path, "w") as f:
+        f.write("a,b,c,d,e,f,label\n")
+        for row, label in zip(X, labels):
+            f.write(",".join(repr(float(v)) for v in row) + f",{label}\n")
+
+
+def csv_run(tmp_path: Path, name: str, *more: str) -> int:
+    from xbp.cli import main
+
+    argv = ["train", "--data", str(tmp_path / "d.csv"), "--epochs", "2", "--batch-size", "16"]
+    argv += ["--layers", "7", "--backend", "numpy", "--seed", "3", *more]
+    return main([*argv, "--save", str(tmp_path / f"{name}.npz")])
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system temp directory, for this test only (a big CSV's temporary file goes there)."""
+    import tempfile
+
+    import xbp.cli.common
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setattr(xbp.cli.common, "CSV_CHUNK_ROWS", 50)  # several chunks
+    return folder
+
+
+def test_cli_train_streams_a_big_csv_with_the_weights_of_memory(
+    tmp_path: Path,
+    temp_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import xbp.cli.common
+
+    write_csv(tmp_path / "d.csv", Y)
+    seen = fitted_on(monkeypatch)
+    files: list[list[Path]] = []
+    rows: list[np.ndarray] = []  # read while the temporary file is there
+    real = xbp.fit
+
+    def fit(net: Any, xtr: Any, ytr: Any, **kw: Any) -> Any:
+        files.append(sorted(temp_dir.iterdir()))
+        rows.append(np.array(xtr))
+        return real(net, xtr, ytr, **kw)
+
+    monkeypatch.setattr(xbp, "fit", fit)
+    outputs = []
+    # the features as float64: 230 rows and a header line, 6 features, 8 bytes each
+    for name, limit in (("memory", 231 * 6 * 8 + 1), ("stream", 231 * 6 * 8)):
+        monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", limit)
+        assert csv_run(tmp_path, name) == 0
+        outputs.append(capsys.readouterr().out.splitlines()[-2])  # the test scores
+    assert isinstance(seen[0], np.ndarray) and isinstance(seen[1], xbp.data.MappedRows)
+    assert isinstance(seen[1].raw, np.memmap) and files[0] == []
+    assert [p.parent for p in files[1]] == [temp_dir]  # the temporary file, while training
+    assert list(temp_dir.iterdir()) == []  # removed at the end
+    assert np.array_equal(rows[1], rows[0]) and rows[1].dtype == rows[0].dtype
+    a, b = xbp.load(tmp_path / "memory.npz"), xbp.load(tmp_path / "stream.npz")
+    assert all(np.array_equal(u, v) for u, v in zip(params(a), params(b)))
+    assert outputs[0].split("(")[0] == outputs[1].split("(")[0]
+    meta = [np.load(tmp_path / f"{n}.npz")["meta"].tobytes() for n in ("memory", "stream")]
+    assert (
+        b'"names": ["a", "b", "c", "d", "e", "f"]}, "label": {"name": "label", "index": 6'
+        in meta[1]
+    )  # what the model records
+    assert [m[m.index(b'"metadata"') :] for m in meta] == [
+        meta[0][meta[0].index(b'"metadata"') :]
+    ] * 2
+
+
+def test_cli_train_csv_temporary_file_is_removed_on_error(
+    tmp_path: Path,
+    temp_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import xbp.cli.common
+
+    write_csv(tmp_path / "d.csv", Y)
+    monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", 0)
+    seen = fitted_on(monkeypatch)
+
+    def interrupted(*a: Any, **kw: Any) -> Any:
+        assert len(list(temp_dir.iterdir())) == 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xbp, "fit", interrupted)
+    assert csv_run(tmp_path, "m") == 130  # Ctrl-C while training
+    assert list(temp_dir.iterdir()) == [] and seen == []
+    assert csv_run(tmp_path, "m", "--batch-size", "999") == 2  # an error after the copy
+    assert "--batch-size 999" in capsys.readouterr().err
+    assert list(temp_dir.iterdir()) == []
+
+
+def test_cli_train_csv_with_class_names_is_read_whole(
+    tmp_path: Path, temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xbp.cli.common
+
+    write_csv(tmp_path / "d.csv", np.array(["ant", "bee", "cat"])[Y])
+    monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", 0)
+    seen = fitted_on(monkeypatch)
+    assert csv_run(tmp_path, "m", "--quiet") == 0
+    assert isinstance(seen[0], np.ndarray) and list(temp_dir.iterdir()) == []
+
+
+def test_cli_train_csv_refuses_a_full_temp_directory(
+    tmp_path: Path,
+    temp_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    import xbp.cli.common
+
+    write_csv(tmp_path / "d.csv", Y)
+    monkeypatch.setattr(xbp.cli.common, "STREAM_BYTES", 0)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(9, 9, 231 * 48 - 1)
+    )  # type: ignore[attr-defined]
+    assert csv_run(tmp_path, "m") == 2
+    err = capsys.readouterr().err.strip()
+    assert "TMPDIR" in err and str(temp_dir) in err and len(err.splitlines()) == 1
+    assert list(temp_dir.iterdir()) == []

@@ -152,7 +152,9 @@ def _load_training(args: argparse.Namespace, fmt: str, mapped: bool = False) -> 
             f"--label-column applies to CSV data; --data {args.data!r} is {fmt} data with "
             "its labels stored apart: drop --label-column"
         )
-    found = _mapped_training(args, fmt) if mapped else None
+    found = None
+    if mapped:
+        found = _csv_training(args) if fmt == "csv" else _mapped_training(args, fmt)
     return found if found is not None else _read_training(args, fmt)
 
 
@@ -182,6 +184,83 @@ def _mapped_training(args: argparse.Namespace, fmt: str) -> _Loaded | None:
     if rows.shape[0] * rows.shape[1] * rows.dtype.itemsize < STREAM_BYTES:
         return None
     return _Loaded(rows, np.asarray(y))
+
+
+#: rows per chunk read from a big CSV into its temporary file
+CSV_CHUNK_ROWS = 65536
+
+#: the temporary files of this run (a big CSV's features as floats), removed at its end
+TEMPORARY: list[str] = []
+
+
+def _csv_training(args: argparse.Namespace) -> _Loaded | None:
+    """A big CSV's features read in chunks into a temporary float64 file in the system
+    temp directory (listed in :data:`TEMPORARY`; ``xbp train`` removes it however it ends)
+    and streamed from there as :class:`~xbp.data.MappedRows`; the labels kept in memory.
+    None where the features (estimated from the line count) are under
+    :data:`STREAM_BYTES` or the labels are names (their codes need the whole column)."""
+    import shutil
+    import tempfile
+
+    from ..data import csv_columns, iter_table
+    from ..data.hostrows import MappedRows
+
+    column = _label_column(args.label_column)
+    if column is None:
+        return None  # the whole-file path names what is missing
+    _, width = csv_columns(args.data, delimiter=args.delimiter)
+    need = _line_count(args.data) * max(width - 1, 0) * 8
+    if width < 2 or need < STREAM_BYTES:
+        return None
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise XbpValueError(
+            f"--data {args.data!r} is streamed through a temporary copy of its features "
+            f"({need / 2**20:.0f} MiB as floats) but the temp directory {folder!r} has "
+            f"{free / 2**20:.0f} MiB free; free space there or point TMPDIR at a larger disk"
+        )
+    fd, name = tempfile.mkstemp(prefix="xbp-csv-", suffix=".f64", dir=folder)
+    TEMPORARY.append(name)
+    labels: list[np.ndarray] = []
+    first, n = None, 0
+    with os.fdopen(fd, "wb") as f:
+        for t in iter_table(args.data, column, delimiter=args.delimiter, chunk_rows=CSV_CHUNK_ROWS):
+            if t.classes is not None:
+                _remove_temporary()  # class names: read whole (codes need every label)
+                return None
+            first = t if first is None else first
+            f.write(np.ascontiguousarray(t.x, dtype=np.float64).tobytes())
+            assert t.y is not None  # a label column was named
+            labels.append(t.y)
+            n += t.x.shape[0]
+    assert first is not None and first.label_index is not None
+    raw = np.memmap(name, np.float64, "r", shape=(n, first.x.shape[1]))
+    y: np.ndarray = np.concatenate(
+        labels
+    )  # int64 chunks beside float64 ones: float64, as read whole
+    return _Loaded(
+        MappedRows(raw, np.float64),
+        y,
+        first.feature_names,
+        first.label_name,
+        first.label_index,
+        None,
+        width,
+    )
+
+
+def _line_count(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def _remove_temporary() -> None:
+    while TEMPORARY:
+        try:
+            os.unlink(TEMPORARY.pop())
+        except FileNotFoundError:
+            pass
 
 
 def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:

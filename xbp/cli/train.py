@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -225,6 +226,31 @@ def _stored_optimizer_matches(ck: Any, run: dict[str, Any], n_train: int) -> Non
 
 # -- train --------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    """``xbp train``; a temporary file it makes (a big CSV's features) is removed however
+    the run ends: an error, Ctrl-C, or SIGTERM (turned into an exit here)."""
+    import signal
+
+    from . import common
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    # only where nobody else handles SIGTERM (the default handler kills without cleanup)
+    own = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
+    if own:
+        signal.signal(signal.SIGTERM, stop)
+    try:
+        return _train(args)
+    finally:
+        common._remove_temporary()
+        if own:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _train(args: argparse.Namespace) -> int:
     import xbp
 
     from ..io import load_checkpoint, save
@@ -291,7 +317,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _check_outputs(_reads(files, **{"--resume": args.resume}), writes, allowed)
 
     # 3. the data, checked against the loss before anything is built
-    # a big uncompressed .npz or IDX file stays in the file: fit and evaluate stream its rows
+    # a big uncompressed .npz or IDX file stays in the file (a big CSV goes to a temporary
+    # file of floats): fit and evaluate stream its rows
     # (--compile on needs the data on the device: read whole)
     data = _load_training(args, fmt, mapped=args.compile != "on")
     x, y = data.x, data.y
