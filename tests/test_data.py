@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
@@ -330,3 +331,31 @@ def test_csv_header_and_rows_of_different_widths(tmp_path) -> None:
     path.write_text("x1,x2,label\n1,2,3,a\n")
     with pytest.raises(XbpValueError, match="the header has 3 columns but line 2 has 4"):
         data.load_table(path, "label")
+
+
+def test_iter_table_bounded_parses_a_chunk_at_a_time(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.csv"
+    np.savetxt(
+        path,
+        np.column_stack([rng.standard_normal((70, 3)), rng.integers(0, 3, 70)]),
+        delimiter=",",
+        fmt=["%.17g"] * 3 + ["%d"],
+    )
+    calls: list[Any] = []
+    real = pd.read_csv
+
+    def read_csv(*a: Any, **kw: Any) -> Any:
+        calls.append(kw.get("chunksize"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pd, "read_csv", read_csv)
+    whole = list(data.iter_table(path, -1, chunk_rows=30, engine="pandas"))
+    bounded = list(data.iter_table(path, -1, chunk_rows=30, engine="pandas", bounded=True))
+    assert calls == [None, 30]  # a small file is parsed in one read unless bounded
+    assert [len(t.x) for t in bounded] == [30, 30, 10]
+    for a, b in zip(whole, bounded):
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and a.y.dtype == b.y.dtype

@@ -225,7 +225,9 @@ def _csv_training(args: argparse.Namespace) -> _Loaded | None:
     labels: list[np.ndarray] = []
     first, n = None, 0
     with os.fdopen(fd, "wb") as f:
-        for t in iter_table(args.data, column, delimiter=args.delimiter, chunk_rows=CSV_CHUNK_ROWS):
+        for t in iter_table(
+            args.data, column, delimiter=args.delimiter, chunk_rows=CSV_CHUNK_ROWS, bounded=True
+        ):
             if t.classes is not None:
                 _remove_temporary()  # class names: read whole (codes need every label)
                 return None
