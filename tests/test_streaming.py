@@ -685,6 +685,16 @@ def test_cli_train_csv_temporary_file_is_removed_on_error(
 
     monkeypatch.setattr(xbp, "fit", interrupted)
     assert csv_run(tmp_path, "m") == 130  # Ctrl-C while training
+    assert list(temp_dir.iterdir()) == []
+
+    def terminated(*a: Any, **kw: Any) -> Any:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's preemption
+
+    monkeypatch.setattr(xbp, "fit", terminated)
+    assert csv_run(tmp_path, "m") == 143
     assert list(temp_dir.iterdir()) == [] and seen == []
     assert csv_run(tmp_path, "m", "--batch-size", "999") == 2  # an error after the copy
     assert "--batch-size 999" in capsys.readouterr().err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from typing import Any
 
@@ -227,27 +226,14 @@ def _stored_optimizer_matches(ck: Any, run: dict[str, Any], n_train: int) -> Non
 # -- train --------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """``xbp train``; a temporary file it makes (a big CSV's features) is removed however
-    the run ends: an error, Ctrl-C, or SIGTERM (turned into an exit here)."""
-    import signal
-
+    the run ends: an error, Ctrl-C, or SIGTERM (which :func:`xbp.cli.main` raises as
+    :class:`xbp.errors.Terminated`)."""
     from . import common
 
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    # only where nobody else handles SIGTERM (the default handler kills without cleanup)
-    own = (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    )
-    if own:
-        signal.signal(signal.SIGTERM, stop)
     try:
         return _train(args)
     finally:
         common._remove_temporary()
-        if own:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _train(args: argparse.Namespace) -> int:
