@@ -19,6 +19,7 @@ from .common import (
     _data_files,
     _load_training,
     _reads,
+    _remove_temporary,
     _scaled,
     _stored_scaling,
     _targets,
@@ -228,12 +229,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``xbp train``; a temporary file it makes (a big CSV's features) is removed however
     the run ends: an error, Ctrl-C, or SIGTERM (which :func:`xbp.cli.main` raises as
     :class:`xbp.errors.Terminated`)."""
-    from . import common
-
     try:
         return _train(args)
     finally:
-        common._remove_temporary()
+        _remove_temporary()
 
 
 def _train(args: argparse.Namespace) -> int:
