@@ -77,8 +77,10 @@ for info in usable:
         for k in ("W", "b")
     )
     copies[info.name] = copy
-    print(f"{info.name:17s} cost {float(copy.backend.to_host(loss)):.15f}  "
-          f"max gradient difference {worst / scale:.1e}")
+    print(
+        f"{info.name:17s} cost {float(copy.backend.to_host(loss)):.15f}  "
+        f"max gradient difference {worst / scale:.1e}"
+    )
 
 # %%
 # Training
@@ -91,17 +93,27 @@ weights, fit_seconds = {}, {}
 for name in names:
     run = net.to(name, device=0 if name == "cupy" else None)
     start = time.perf_counter()
-    xbp.fit(run, x, y, epochs=epochs, batch_size=32, optimizer="adam", learning_rate=1e-3,
-            seed=0, progress=False)
+    xbp.fit(
+        run,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=32,
+        optimizer="adam",
+        learning_rate=1e-3,
+        seed=0,
+        progress=False,
+    )
     fit_seconds[name] = time.perf_counter() - start
     weights[name] = run.host_params()
 for name in names:
     diff = max(
-        float(np.max(np.abs(p["W"] - q["W"])))
-        for p, q in zip(weights[name], weights["numpy"])
+        float(np.max(np.abs(p["W"] - q["W"]))) for p, q in zip(weights[name], weights["numpy"])
     )
-    print(f"{name:17s} {epochs} epochs in {fit_seconds[name]:.2f} s; "
-          f"weights differ from NumPy's by at most {diff:.1e}")
+    print(
+        f"{name:17s} {epochs} epochs in {fit_seconds[name]:.2f} s; "
+        f"weights differ from NumPy's by at most {diff:.1e}"
+    )
 
 # %%
 # Timing one step

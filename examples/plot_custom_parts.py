@@ -114,9 +114,14 @@ y[outliers] += rng.choice([-6.0, 6.0], size=(outliers.sum(), 1))
 
 def network(loss):
     return xbp.Network(
-        [xbp.nn.Dense(1, 32, "gelu"), Gain(32), xbp.nn.Dense(32, 32, "gelu"),
-         xbp.nn.Dense(32, 1, "identity")],
-        loss=loss, seed=0,
+        [
+            xbp.nn.Dense(1, 32, "gelu"),
+            Gain(32),
+            xbp.nn.Dense(32, 32, "gelu"),
+            xbp.nn.Dense(32, 1, "identity"),
+        ],
+        loss=loss,
+        seed=0,
     )
 
 
@@ -153,8 +158,17 @@ for info in xbp.available_backends():
 fits = {}
 for loss in ("quadratic", "huber"):
     model = network(loss)
-    xbp.fit(model, x, y, epochs=20 if QUICK else 300, batch_size=32, optimizer="adam",
-            learning_rate=3e-3, seed=0, progress=False)
+    xbp.fit(
+        model,
+        x,
+        y,
+        epochs=20 if QUICK else 300,
+        batch_size=32,
+        optimizer="adam",
+        learning_rate=3e-3,
+        seed=0,
+        progress=False,
+    )
     grid = np.linspace(-3, 3, 200).reshape(-1, 1)
     fits[loss] = (model, model.predict(grid).ravel())
     clean = ~outliers

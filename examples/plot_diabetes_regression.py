@@ -30,9 +30,7 @@ QUICK = os.environ.get("XBP_EXAMPLES_QUICK") == "1"  # the test suite's short ru
 x, y = load_diabetes(return_X_y=True, scaled=False)
 spec = xbp.infer_targets(y)
 print(f"task {spec.task}, {spec.n_out} output, loss {spec.loss}")
-(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(
-    x, y, seed=0
-)
+(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(x, y, seed=0)
 print("rows: train", len(x_train), " validation", len(x_val), " test", len(x_test))
 
 
@@ -64,8 +62,16 @@ scores, nets, histories = [], [], []
 for seed in seeds:
     net = xbp.mlp([10, 8, 1], activation="relu", loss="quadratic", standardize=True, seed=seed)
     history = xbp.fit(
-        net, x_train, y_train, epochs=20 if QUICK else 300, batch_size=32, optimizer="adam",
-        learning_rate=1e-2, validation_data=(x_val, y_val), seed=seed, progress=False,
+        net,
+        x_train,
+        y_train,
+        epochs=20 if QUICK else 300,
+        batch_size=32,
+        optimizer="adam",
+        learning_rate=1e-2,
+        validation_data=(x_val, y_val),
+        seed=seed,
+        progress=False,
         callbacks=[xbp.EarlyStopping(patience=30)],
     )
     report = xbp.evaluate(net, x_test, y_test, metrics=["r2", "rmse", "mae"])
@@ -73,8 +79,10 @@ for seed in seeds:
     nets.append(net)
     histories.append(history)
     print(f"seed {seed}: {len(history)} epochs, test {xbp.metrics.regression_report(report)}")
-print(f"network: test R² {np.mean(scores):.4f} on average over {len(seeds)} seed(s), "
-      f"linear fit {r2(y_test, linear_test):.4f}")
+print(
+    f"network: test R² {np.mean(scores):.4f} on average over {len(seeds)} seed(s), "
+    f"linear fit {r2(y_test, linear_test):.4f}"
+)
 
 # %%
 # xbp's ``r2`` metric is the same number as the formula above:

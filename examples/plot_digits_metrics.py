@@ -27,13 +27,9 @@ QUICK = os.environ.get("XBP_EXAMPLES_QUICK") == "1"  # the test suite's short ru
 # the training rows), so it is given raw pixels.
 
 x, y = xbp.data.load_digits()
-(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(
-    x, y, seed=0
-)
+(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(x, y, seed=0)
 print("rows: train", len(x_train), " validation", len(x_val), " test", len(x_test))
-net = xbp.mlp(
-    [64, 128, 10], activation="relu", loss="cross_entropy", standardize=True, seed=0
-)
+net = xbp.mlp([64, 128, 10], activation="relu", loss="cross_entropy", standardize=True, seed=0)
 print(net.summary())
 
 # %%
@@ -43,14 +39,24 @@ print(net.summary())
 # and (``val_`` prefix) the validation rows.
 
 history = xbp.fit(
-    net, x_train, y_train, epochs=5 if QUICK else 30, batch_size=32, optimizer="adam",
-    learning_rate=1e-3, validation_data=(x_val, y_val), metrics=["f1_macro", "roc_auc_ovr"],
-    seed=0, progress=False,
+    net,
+    x_train,
+    y_train,
+    epochs=5 if QUICK else 30,
+    batch_size=32,
+    optimizer="adam",
+    learning_rate=1e-3,
+    validation_data=(x_val, y_val),
+    metrics=["f1_macro", "roc_auc_ovr"],
+    seed=0,
+    progress=False,
 )
 print("columns:", list(history.keys()))
-print(f"last epoch: val accuracy {history['val_accuracy'][-1]:.4f}, "
-      f"val F1 (macro) {history['val_f1_macro'][-1]:.4f}, "
-      f"val ROC AUC (ovr) {history['val_roc_auc_ovr'][-1]:.4f}")
+print(
+    f"last epoch: val accuracy {history['val_accuracy'][-1]:.4f}, "
+    f"val F1 (macro) {history['val_f1_macro'][-1]:.4f}, "
+    f"val ROC AUC (ovr) {history['val_roc_auc_ovr'][-1]:.4f}"
+)
 
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
 ax[0].plot(history["epoch"], history["loss"], label="training")
@@ -71,12 +77,12 @@ fig.tight_layout()
 # ``xbp.metrics.classification_report`` lays the confusion matrix out as
 # scikit-learn's report does (the table ``xbp evaluate`` prints).
 
-report = xbp.evaluate(
-    net, x_test, y_test, metrics=["f1_macro", "roc_auc_ovr", "confusion_matrix"]
-)
+report = xbp.evaluate(net, x_test, y_test, metrics=["f1_macro", "roc_auc_ovr", "confusion_matrix"])
 confusion = np.array(report["confusion_matrix"])
-print(f"test: loss {report['loss']:.4f}  accuracy {report['accuracy']:.4f}  "
-      f"F1 (macro) {report['f1_macro']:.4f}  ROC AUC (ovr) {report['roc_auc_ovr']:.4f}")
+print(
+    f"test: loss {report['loss']:.4f}  accuracy {report['accuracy']:.4f}  "
+    f"F1 (macro) {report['f1_macro']:.4f}  ROC AUC (ovr) {report['roc_auc_ovr']:.4f}"
+)
 print(xbp.metrics.classification_report(confusion))
 
 # %%
@@ -106,8 +112,14 @@ image = ax.imshow(confusion, cmap="Blues")
 for i in range(10):
     for j in range(10):
         if confusion[i, j]:
-            ax.text(j, i, int(confusion[i, j]), ha="center", va="center",
-                    color="white" if confusion[i, j] > confusion.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                int(confusion[i, j]),
+                ha="center",
+                va="center",
+                color="white" if confusion[i, j] > confusion.max() / 2 else "black",
+            )
 ax.set_xticks(range(10))
 ax.set_yticks(range(10))
 ax.set_xlabel("predicted digit")

@@ -52,9 +52,7 @@ if backend == "torch":
 
 x, y = xbp.data.load_digits()
 x = x / 16.0
-(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(
-    x, y, seed=0
-)
+(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(x, y, seed=0)
 sizes = [64, 256, 256, 10]
 policies = ["exact", "bf16", "fp16"]
 reference = xbp.mlp(sizes, activation="tanh", loss="cross_entropy", dtype="float64", seed=0)
@@ -62,16 +60,27 @@ _, grads64 = reference.backprop(x_train[:256], y_train[:256])
 errors = {}
 if backend:
     for policy in policies:
-        net = xbp.mlp(sizes, activation="tanh", loss="cross_entropy", dtype="float32", seed=0,
-                      backend=backend, precision=policy)
+        net = xbp.mlp(
+            sizes,
+            activation="tanh",
+            loss="cross_entropy",
+            dtype="float32",
+            seed=0,
+            backend=backend,
+            precision=policy,
+        )
         _, grads = net.backprop(x_train[:256], y_train[:256])
         errors[policy] = [
-            float(np.linalg.norm(np.asarray(net.backend.to_host(g["W"]), dtype=np.float64)
-                                 - r["W"]) / np.linalg.norm(r["W"]))
+            float(
+                np.linalg.norm(np.asarray(net.backend.to_host(g["W"]), dtype=np.float64) - r["W"])
+                / np.linalg.norm(r["W"])
+            )
             for g, r in zip(grads, grads64)
         ]
-        print(f"{policy:6s} relative gradient error per layer: "
-              + "  ".join(f"{e:.1e}" for e in errors[policy]))
+        print(
+            f"{policy:6s} relative gradient error per layer: "
+            + "  ".join(f"{e:.1e}" for e in errors[policy])
+        )
 
 # %%
 # Training
@@ -84,11 +93,26 @@ if backend:
 results = {}
 if backend:
     for policy in policies:
-        net = xbp.mlp(sizes, activation="tanh", loss="cross_entropy", dtype="float32", seed=0,
-                      backend=backend, precision=policy)
+        net = xbp.mlp(
+            sizes,
+            activation="tanh",
+            loss="cross_entropy",
+            dtype="float32",
+            seed=0,
+            backend=backend,
+            precision=policy,
+        )
         history = xbp.fit(
-            net, x_train, y_train, epochs=2 if QUICK else 15, batch_size=32, optimizer="adam",
-            learning_rate=1e-3, validation_data=(x_val, y_val), seed=0, progress=False,
+            net,
+            x_train,
+            y_train,
+            epochs=2 if QUICK else 15,
+            batch_size=32,
+            optimizer="adam",
+            learning_rate=1e-3,
+            validation_data=(x_val, y_val),
+            seed=0,
+            progress=False,
         )
         accuracy = xbp.evaluate(net, x_test, y_test)["accuracy"]
         # time single steps on a copy (a step changes the weights it is timed on)
@@ -104,8 +128,10 @@ if backend:
         results[policy] = (history, accuracy, 1e3 * float(np.median(times)))
         extra = ""
         if "skipped_steps" in history:
-            extra = (f"; loss scale {history['loss_scale'][-1]:g}, "
-                     f"{int(sum(history['skipped_steps']))} steps skipped")
+            extra = (
+                f"; loss scale {history['loss_scale'][-1]:g}, "
+                f"{int(sum(history['skipped_steps']))} steps skipped"
+            )
         print(f"{policy:6s} test accuracy {accuracy:.4f}; step {results[policy][2]:.2f} ms{extra}")
 
 # %%
@@ -119,7 +145,9 @@ if backend:
 if results:
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
     for policy, (history, accuracy, _) in results.items():
-        ax[0].plot(history["epoch"], history["val_accuracy"], label=f"{policy} (test {accuracy:.3f})")
+        ax[0].plot(
+            history["epoch"], history["val_accuracy"], label=f"{policy} (test {accuracy:.3f})"
+        )
     ax[0].set_xlabel("epoch")
     ax[0].set_ylabel("validation accuracy")
     ax[0].legend()

@@ -26,6 +26,7 @@ except ImportError:  # without it, BLAS keeps its own thread count
     def threadpool_limits(**_):
         return contextlib.nullcontext()
 
+
 QUICK = os.environ.get("XBP_EXAMPLES_QUICK") == "1"  # the test suite's short run
 
 # %%
@@ -64,8 +65,16 @@ epochs = 5 if QUICK else 150
 mlp = xbp.mlp([40, 100, 100, 10], activation="relu", loss="cross_entropy", seed=0)
 with threadpool_limits(limits=1, user_api="blas"):
     history = xbp.fit(
-        mlp, x_train, y_train, epochs=epochs, batch_size=100, optimizer="adam",
-        learning_rate=1e-2, validation_data=(x_test, y_test), seed=0, progress=False,
+        mlp,
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=100,
+        optimizer="adam",
+        learning_rate=1e-2,
+        validation_data=(x_test, y_test),
+        seed=0,
+        progress=False,
     )
 mlp_accuracy = xbp.evaluate(mlp, x_test, y_test)["accuracy"]
 seconds = sum(history["seconds"])
@@ -79,12 +88,23 @@ print(f"MLP: test accuracy {mlp_accuracy:.3f} after {epochs * 40} steps ({second
 
 logistic = xbp.mlp([40, 10], loss="cross_entropy", seed=0)
 with threadpool_limits(limits=1, user_api="blas"):
-    xbp.fit(logistic, x_train, y_train, epochs=3 if QUICK else 50, batch_size=100,
-            optimizer="adam", learning_rate=1e-2, seed=0, progress=False)
+    xbp.fit(
+        logistic,
+        x_train,
+        y_train,
+        epochs=3 if QUICK else 50,
+        batch_size=100,
+        optimizer="adam",
+        learning_rate=1e-2,
+        seed=0,
+        progress=False,
+    )
 logistic_accuracy = xbp.evaluate(logistic, x_test, y_test)["accuracy"]
 print(f"logistic regression: test accuracy {logistic_accuracy:.3f}")
-print("published: logistic regression 0.32, MLP 0.68 (the README gives 0.661-0.695 over "
-      "seeds 0-4 for this MLP)")
+print(
+    "published: logistic regression 0.32, MLP 0.68 (the README gives 0.661-0.695 over "
+    "seeds 0-4 for this MLP)"
+)
 
 # %%
 # Training and test accuracy per epoch; the dashed lines are the paper's rows.
@@ -97,8 +117,12 @@ ax.plot(history["epoch"], history["accuracy"], label="MLP, training (running)")
 ax.plot(history["epoch"], history["val_accuracy"], label="MLP, test")
 ax.axhline(0.68, ls="--", color="tab:orange", lw=1, label="paper: MLP 68%")
 ax.axhline(0.32, ls="--", color="tab:green", lw=1, label="paper: logistic regression 32%")
-ax.axhline(logistic_accuracy, color="tab:green", lw=1,
-           label=f"logistic regression here {logistic_accuracy:.0%}")
+ax.axhline(
+    logistic_accuracy,
+    color="tab:green",
+    lw=1,
+    label=f"logistic regression here {logistic_accuracy:.0%}",
+)
 ax.set_xlabel("epoch (40 steps of 100 signals)")
 ax.set_ylabel("accuracy")
 ax.set_ylim(0, 1)

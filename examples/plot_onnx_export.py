@@ -31,14 +31,27 @@ QUICK = os.environ.get("XBP_EXAMPLES_QUICK") == "1"  # the test suite's short ru
 # and ``Dropout``, a softmax out.
 
 x, y = xbp.data.load_digits()
-(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(
-    x, y, seed=0
-)
-layers = [xbp.nn.Standardize(64), xbp.nn.Dense(64, 64, "relu"), xbp.nn.BatchNorm(64),
-          xbp.nn.Dropout(0.2), xbp.nn.Dense(64, 10, "softmax")]
+(x_train, y_train), (x_val, y_val), (x_test, y_test) = xbp.data.train_val_test_split(x, y, seed=0)
+layers = [
+    xbp.nn.Standardize(64),
+    xbp.nn.Dense(64, 64, "relu"),
+    xbp.nn.BatchNorm(64),
+    xbp.nn.Dropout(0.2),
+    xbp.nn.Dense(64, 10, "softmax"),
+]
 net = xbp.Network(layers, loss="cross_entropy", dtype="float32", seed=0)
-xbp.fit(net, x_train, y_train, epochs=3 if QUICK else 20, batch_size=32, optimizer="adam",
-        learning_rate=1e-3, validation_data=(x_val, y_val), seed=0, progress=False)
+xbp.fit(
+    net,
+    x_train,
+    y_train,
+    epochs=3 if QUICK else 20,
+    batch_size=32,
+    optimizer="adam",
+    learning_rate=1e-3,
+    validation_data=(x_val, y_val),
+    seed=0,
+    progress=False,
+)
 print(f"xbp test accuracy: {xbp.evaluate(net, x_test, y_test)['accuracy']:.4f}")
 
 # %%
@@ -69,8 +82,10 @@ start = time.perf_counter()
 xbp_probs = net.predict(x_test)
 xbp_ms = 1e3 * (time.perf_counter() - start)
 diff32 = np.abs(onnx_probs - xbp_probs)
-print(f"float32: max |onnxruntime - xbp| = {diff32.max():.1e}; same classes: "
-      f"{np.array_equal(onnx_probs.argmax(1), xbp_probs.argmax(1))}")
+print(
+    f"float32: max |onnxruntime - xbp| = {diff32.max():.1e}; same classes: "
+    f"{np.array_equal(onnx_probs.argmax(1), xbp_probs.argmax(1))}"
+)
 print(f"{len(x_test)} images: onnxruntime {onnx_ms:.2f} ms, xbp {xbp_ms:.2f} ms (one run each)")
 assert diff32.max() < 1e-5
 

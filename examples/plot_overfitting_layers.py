@@ -44,9 +44,13 @@ print("training rows", len(train), " validation rows", len(val))
 
 def network(between):
     """64-256-256-10 with the layers that ``between(width)`` returns after each hidden one."""
-    layers = [xbp.nn.Dense(64, 256, "relu"), *between(256),
-              xbp.nn.Dense(256, 256, "relu"), *between(256),
-              xbp.nn.Dense(256, 10, "softmax")]
+    layers = [
+        xbp.nn.Dense(64, 256, "relu"),
+        *between(256),
+        xbp.nn.Dense(256, 256, "relu"),
+        *between(256),
+        xbp.nn.Dense(256, 10, "softmax"),
+    ]
     return xbp.Network(layers, loss="cross_entropy", seed=0)
 
 
@@ -61,14 +65,24 @@ histories = {}
 for name, between in variants.items():
     net = network(between)
     histories[name] = xbp.fit(
-        net, x_train, y_train, epochs=epochs, batch_size=20, optimizer="adam",
-        learning_rate=3e-3, validation_data=(x_val, y_val), seed=0, progress=False,
+        net,
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=20,
+        optimizer="adam",
+        learning_rate=3e-3,
+        validation_data=(x_val, y_val),
+        seed=0,
+        progress=False,
     )
     h = histories[name]
     best = int(np.argmin(h["val_loss"]))
-    print(f"{name:13s} final: train loss {h['loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, "
-          f"val accuracy {h['val_accuracy'][-1]:.3f}; best val loss {h['val_loss'][best]:.4f} "
-          f"at epoch {best + 1}")
+    print(
+        f"{name:13s} final: train loss {h['loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, "
+        f"val accuracy {h['val_accuracy'][-1]:.3f}; best val loss {h['val_loss'][best]:.4f} "
+        f"at epoch {best + 1}"
+    )
 
 # %%
 # What the curves show

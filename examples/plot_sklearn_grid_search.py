@@ -45,9 +45,7 @@ max_iter = 3 if QUICK else 30
 
 
 def search(estimator_class):
-    pipeline = make_pipeline(
-        StandardScaler(), estimator_class(max_iter=max_iter, random_state=0)
-    )
+    pipeline = make_pipeline(StandardScaler(), estimator_class(max_iter=max_iter, random_state=0))
     searcher = GridSearchCV(pipeline, grid, cv=3)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -58,10 +56,14 @@ def search(estimator_class):
 
 ours, our_seconds = search(xbp.sklearn.MLPClassifier)
 theirs, their_seconds = search(neural_network.MLPClassifier)
-print(f"xbp.sklearn:  best {ours.best_params_}  cv score {ours.best_score_:.6f}  "
-      f"({our_seconds:.1f} s)")
-print(f"scikit-learn: best {theirs.best_params_}  cv score {theirs.best_score_:.6f}  "
-      f"({their_seconds:.1f} s)")
+print(
+    f"xbp.sklearn:  best {ours.best_params_}  cv score {ours.best_score_:.6f}  "
+    f"({our_seconds:.1f} s)"
+)
+print(
+    f"scikit-learn: best {theirs.best_params_}  cv score {theirs.best_score_:.6f}  "
+    f"({their_seconds:.1f} s)"
+)
 
 # %%
 # Identical, number by number
@@ -79,18 +81,23 @@ assert ours.best_params_ == theirs.best_params_
 
 best_ours = ours.best_estimator_[-1]
 best_theirs = theirs.best_estimator_[-1]
-weights = list(zip(best_ours.coefs_ + best_ours.intercepts_,
-                   best_theirs.coefs_ + best_theirs.intercepts_))
+weights = list(
+    zip(best_ours.coefs_ + best_ours.intercepts_, best_theirs.coefs_ + best_theirs.intercepts_)
+)
 largest = max(np.abs(b).max() for _, b in weights)
 difference = max(np.abs(a - b).max() for a, b in weights) / largest
 curve = np.max(np.abs(np.subtract(best_ours.loss_curve_, best_theirs.loss_curve_)))
-print(f"refit model: max weight difference {difference:.1e} (relative), "
-      f"max loss-curve difference {curve:.1e}, n_iter_ {best_ours.n_iter_} and "
-      f"{best_theirs.n_iter_}")
+print(
+    f"refit model: max weight difference {difference:.1e} (relative), "
+    f"max loss-curve difference {curve:.1e}, n_iter_ {best_ours.n_iter_} and "
+    f"{best_theirs.n_iter_}"
+)
 assert difference < 1e-10
 same = np.mean(ours.predict(x_test) == theirs.predict(x_test))
-print(f"test accuracy: xbp {ours.score(x_test, y_test):.4f}, "
-      f"scikit-learn {theirs.score(x_test, y_test):.4f}; same predictions on {same:.0%}")
+print(
+    f"test accuracy: xbp {ours.score(x_test, y_test):.4f}, "
+    f"scikit-learn {theirs.score(x_test, y_test):.4f}; same predictions on {same:.0%}"
+)
 
 # %%
 # The two loss curves of the refit model lie on top of each other.

@@ -64,18 +64,30 @@ print(f"x.npy: {rows:,} rows x {features} features, {file_mb:.0f} MB")
 # process; its peak is the most memory the training allocated at once.
 
 x = np.load(x_path, mmap_mode="r")  # nothing is read yet
-net = xbp.mlp([features, 64, 10], activation="relu", loss="cross_entropy", dtype="float32",
-              seed=0)
+net = xbp.mlp([features, 64, 10], activation="relu", loss="cross_entropy", dtype="float32", seed=0)
 tracemalloc.start()
 start = time.perf_counter()
-history = xbp.fit(net, x, y, epochs=1, batch_size=256, optimizer="adam", learning_rate=3e-3,
-                  seed=0, progress=False)
+history = xbp.fit(
+    net,
+    x,
+    y,
+    epochs=1,
+    batch_size=256,
+    optimizer="adam",
+    learning_rate=3e-3,
+    seed=0,
+    progress=False,
+)
 seconds = time.perf_counter() - start
 _, traced_peak = tracemalloc.get_traced_memory()
 tracemalloc.stop()
-print(f"1 epoch streamed in {seconds:.1f} s; running training accuracy {history['accuracy'][-1]:.3f}")
-print(f"peak memory allocated during fit (tracemalloc): {traced_peak / MB:.1f} MB "
-      f"for a {file_mb:.0f} MB file")
+print(
+    f"1 epoch streamed in {seconds:.1f} s; running training accuracy {history['accuracy'][-1]:.3f}"
+)
+print(
+    f"peak memory allocated during fit (tracemalloc): {traced_peak / MB:.1f} MB "
+    f"for a {file_mb:.0f} MB file"
+)
 accuracy = xbp.evaluate(net, x, y, batch_size=8192)["accuracy"]  # read a batch at a time
 print(f"accuracy on all rows, evaluated from the map: {accuracy:.3f}")
 
@@ -108,12 +120,18 @@ print(before, peak_mb())
 """
 peaks = {}
 for mode in ("streamed", "loaded"):
-    done = subprocess.run([sys.executable, "-c", CHILD, x_path, y_path, mode],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, x_path, y_path, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     after_imports, peak = map(float, done.stdout.split())
     peaks[mode] = (after_imports, peak)
-    print(f"{mode:9s} peak resident memory {peak:6.0f} MB "
-          f"({after_imports:.0f} MB after importing xbp; file {file_mb:.0f} MB)")
+    print(
+        f"{mode:9s} peak resident memory {peak:6.0f} MB "
+        f"({after_imports:.0f} MB after importing xbp; file {file_mb:.0f} MB)"
+    )
 os.remove(x_path)
 os.remove(y_path)
 os.rmdir(workdir)

@@ -62,9 +62,7 @@ def outputs_and_deltas(net, xs, ys):
 def draw(ax, net, outputs, deltas, title):
     """Neurons as circles (output A and error delta written in), weights as lines."""
     widths = [len(a) for a in outputs]
-    pos = [
-        [(1.6 * layer, (w - 1) / 2 - i) for i in range(w)] for layer, w in enumerate(widths)
-    ]
+    pos = [[(1.6 * layer, (w - 1) / 2 - i) for i in range(w)] for layer, w in enumerate(widths)]
     params = net.host_params()
     for l, p in enumerate(params):
         big = np.abs(p["W"]).max()
@@ -72,12 +70,22 @@ def draw(ax, net, outputs, deltas, title):
             for j, (x1, y1) in enumerate(pos[l + 1]):
                 w = p["W"][i, j]
                 ax.plot(
-                    [x0, x1], [y0, y1], color="tab:red" if w < 0 else "tab:blue",
-                    lw=0.5 + 3 * abs(w) / big, alpha=0.6, zorder=1,
+                    [x0, x1],
+                    [y0, y1],
+                    color="tab:red" if w < 0 else "tab:blue",
+                    lw=0.5 + 3 * abs(w) / big,
+                    alpha=0.6,
+                    zorder=1,
                 )
                 ax.text(  # near the receiving neuron, where the labels do not collide
-                    x0 + 0.72 * (x1 - x0), y0 + 0.72 * (y1 - y0), f"{w:.2f}", fontsize=7,
-                    ha="center", va="center", backgroundcolor="white", zorder=2,
+                    x0 + 0.72 * (x1 - x0),
+                    y0 + 0.72 * (y1 - y0),
+                    f"{w:.2f}",
+                    fontsize=7,
+                    ha="center",
+                    va="center",
+                    backgroundcolor="white",
+                    zorder=2,
                 )
     for l, column in enumerate(pos):
         for i, (cx, cy) in enumerate(column):
