@@ -54,13 +54,16 @@ print(f"linear fit: test R² {r2(y_test, linear_test):.4f}")
 # -----------
 # One hidden layer of 8 ReLU units, the quadratic loss with an identity output
 # (``mlp``'s default for ``loss="quadratic"``), Adam, and early stopping that
-# keeps the epoch with the best validation loss. A new regression network
-# starts with its output bias at the training targets' mean.
+# keeps the epoch with the best validation loss. The output bias starts at
+# the training targets' mean (``output_bias_at_mean``, what ``xbp train`` does
+# for a new regression network), so training learns the targets' variation
+# rather than their offset of about 150.
 
 seeds = [0] if QUICK else [0, 1, 2, 3, 4]
 scores, nets, histories = [], [], []
 for seed in seeds:
     net = xbp.mlp([10, 8, 1], activation="relu", loss="quadratic", standardize=True, seed=seed)
+    xbp.nn.init.output_bias_at_mean(net, y_train)
     history = xbp.fit(
         net,
         x_train,
@@ -91,8 +94,11 @@ network_test = nets[0].predict(x_test).ravel()
 assert abs(r2(y_test, network_test) - scores[0]) < 1e-9
 
 # %%
-# Predictions against the truth on the test rows, and the first seed's
-# learning curves (the quadratic cost ``C = 1/(2n) sum (y - a)^2``).
+# Both models explain about half of the variance of the held-out rows and
+# the network does not beat the straight line here: with ten features and 310
+# rows there is little non-linear structure to find. Predictions against the
+# truth on the test rows, and the first seed's learning curves (the
+# quadratic cost ``C = 1/(2n) sum (y - a)^2``).
 
 fig, ax = plt.subplots(1, 2, figsize=(10, 4))
 lims = [y.min(), y.max()]
