@@ -137,7 +137,9 @@ if backend:
 # %%
 # On this page's machine the low-precision policies cost little or no
 # accuracy. They are not faster on a CPU without bfloat16/float16 matrix
-# instructions: the casts are extra work and the products are emulated. On
+# instructions: the casts are extra work and the products are emulated
+# (``fp16`` also reads one number back per step, to decide whether to skip
+# it, where the other policies read once per epoch). On
 # GPUs with tensor cores (and CPUs with AMX or AVX512-BF16) the products are
 # where the time goes, and there ``bf16`` pays; ``docs/precision.md`` says
 # which policy to choose on which GPU.

@@ -127,8 +127,9 @@ draw(axes[1], net, *after, f"the same sample after {epochs} steps")
 fig.tight_layout()
 
 # %%
-# The cost per epoch (log scale): a plateau while the hidden units are
-# still nearly symmetric, then a steep fall once they specialise.
+# The cost per epoch (log scale): a plateau near 0.125, the cost of
+# answering 0.5 for every sample, then a steep fall once the hidden units
+# have found features that separate the corners.
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.semilogy(history["epoch"], history["loss"])
