@@ -56,19 +56,26 @@ x = x / 16.0
 sizes = [64, 256, 256, 10]
 policies = ["exact", "bf16", "fp16"]
 reference = xbp.mlp(sizes, activation="tanh", loss="cross_entropy", dtype="float64", seed=0)
+
+
+def network(policy):
+    """The float32 network on the mixed-precision backend, with ``policy``."""
+    return xbp.mlp(
+        sizes,
+        activation="tanh",
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+        backend=backend,
+        precision=policy,
+    )
+
+
 _, grads64 = reference.backprop(x_train[:256], y_train[:256])
 errors = {}
 if backend:
     for policy in policies:
-        net = xbp.mlp(
-            sizes,
-            activation="tanh",
-            loss="cross_entropy",
-            dtype="float32",
-            seed=0,
-            backend=backend,
-            precision=policy,
-        )
+        net = network(policy)
         _, grads = net.backprop(x_train[:256], y_train[:256])
         errors[policy] = [
             float(
@@ -93,15 +100,7 @@ if backend:
 results = {}
 if backend:
     for policy in policies:
-        net = xbp.mlp(
-            sizes,
-            activation="tanh",
-            loss="cross_entropy",
-            dtype="float32",
-            seed=0,
-            backend=backend,
-            precision=policy,
-        )
+        net = network(policy)
         history = xbp.fit(
             net,
             x_train,
