@@ -179,12 +179,12 @@ for loss in ("quadratic", "huber"):
 # Saved models store their parts by name and load wherever the same names are
 # registered:
 
-path = os.path.join(tempfile.mkdtemp(), "huber.npz")
-xbp.save(fits["huber"][0], path)
-again = xbp.load(path)
+with tempfile.TemporaryDirectory() as workdir:
+    path = os.path.join(workdir, "huber.npz")
+    xbp.save(fits["huber"][0], path)
+    again = xbp.load(path)
 assert np.array_equal(again.predict(x), fits["huber"][0].predict(x))
 print("reloaded:", again)
-os.remove(path)
 
 fig, ax = plt.subplots(figsize=(7, 4))
 ax.scatter(x[~outliers], y[~outliers], s=6, color="0.6", label="data")

@@ -59,8 +59,8 @@ print(f"xbp test accuracy: {xbp.evaluate(net, x_test, y_test)['accuracy']:.4f}")
 # --------------
 # The input ``x`` has a symbolic batch dimension; the output is ``y``.
 
-workdir = tempfile.mkdtemp()
-path = os.path.join(workdir, "digits.onnx")
+workdir = tempfile.TemporaryDirectory()  # removed at the end, or at exit after an error
+path = os.path.join(workdir.name, "digits.onnx")
 xbp.export_onnx(net, path)
 model = onnx.load(path)
 onnx.checker.check_model(model)
@@ -95,7 +95,7 @@ assert diff32.max() < 1e-5
 # plain operators and the numbers stay exact.
 
 net64 = net.to(dtype="float64")  # the same weights and statistics, in float64
-path64 = os.path.join(workdir, "digits64.onnx")
+path64 = os.path.join(workdir.name, "digits64.onnx")
 xbp.export_onnx(net64, path64)
 session64 = ort.InferenceSession(path64, providers=["CPUExecutionProvider"])
 onnx64 = session64.run(["y"], {"x": x_test.astype(np.float64)})[0]
@@ -103,9 +103,7 @@ diff64 = np.abs(onnx64 - net64.predict(x_test))
 print("float64 nodes:", [node.op_type for node in onnx.load(path64).graph.node])
 print(f"float64: max |onnxruntime - xbp| = {diff64.max():.1e}")
 assert diff64.max() < 1e-10
-for p in (path, path64):
-    os.remove(p)
-os.rmdir(workdir)
+workdir.cleanup()
 
 # %%
 # The differences, image by image (the largest over the ten probabilities).

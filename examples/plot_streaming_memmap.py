@@ -42,8 +42,8 @@ MB = 1e6
 # block at a time, so making it needs no more memory than training on it.
 
 rows, features = (5_000 if QUICK else 50_000), 1_000
-workdir = tempfile.mkdtemp()
-x_path, y_path = os.path.join(workdir, "x.npy"), os.path.join(workdir, "y.npy")
+workdir = tempfile.TemporaryDirectory()  # removed at the end, or at exit after an error
+x_path, y_path = (os.path.join(workdir.name, name) for name in ("x.npy", "y.npy"))
 y = np.empty(rows, dtype=np.int64)
 rng = np.random.default_rng(0)
 with open(x_path, "wb") as f:
@@ -132,9 +132,8 @@ for mode in ("streamed", "loaded"):
         f"{mode:9s} peak resident memory {peak:6.0f} MB "
         f"({after_imports:.0f} MB after importing xbp; file {file_mb:.0f} MB)"
     )
-os.remove(x_path)
-os.remove(y_path)
-os.rmdir(workdir)
+del x  # close the memory map before its file is removed
+workdir.cleanup()
 
 # %%
 # The streamed run's memory is the interpreter and its libraries plus a few

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("plot_*.py"))
 #: seconds one quick example may take before it counts as hung (a busy machine included)
 TIMEOUT = 600
+#: files libraries write into the temporary directory themselves (importing onnxruntime
+#: writes ``$TMPDIR/.ses``)
+THIRD_PARTY_TEMP = {".ses"}
 
 
 def test_the_gallery_has_its_examples() -> None:
@@ -86,6 +89,9 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
     missing = missing_packages(path)
     if missing:
         pytest.skip(f"{path.name} needs {', '.join(missing)}")
+    work, temp = tmp_path / "cwd", tmp_path / "tmp"
+    work.mkdir()
+    temp.mkdir()
     env = dict(os.environ)
     env.update(
         MPLBACKEND="Agg",
@@ -93,10 +99,11 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
         # small products: one BLAS thread is faster, and the machine is shared
         OPENBLAS_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
+        TMPDIR=str(temp),  # the examples' temporary files, to check they are removed
     )
     done = subprocess.run(
         [sys.executable, str(path)],
-        cwd=tmp_path,  # an example that writes a file leaves nothing in the repository
+        cwd=work,
         env=env,
         capture_output=True,
         text=True,
@@ -104,4 +111,8 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, f"{path.name} failed:\n{done.stderr[-4000:]}"
     assert done.stdout.strip(), f"{path.name} printed nothing"
-    assert list(tmp_path.iterdir()) == [], f"{path.name} left files behind"
+    # nothing is left where it ran, nor in the temporary directory (200 MB in the
+    # streaming example at full size)
+    assert sorted(p.name for p in work.iterdir()) == [], f"{path.name} left files behind"
+    left = sorted(p.name for p in temp.iterdir() if p.name not in THIRD_PARTY_TEMP)
+    assert left == [], f"{path.name} left temporary files"
