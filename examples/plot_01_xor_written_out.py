@@ -9,7 +9,8 @@ of it: each neuron's output ``A`` and error ``delta = dC/dZ`` drawn on the
 network, next to the text ``xbp explain`` prints. Then the loss falling as the
 same network trains.
 
-The equations are those of the math page (``docs/math.md``): ``Z_l = A_{l-1} W_l + b_l``, ``A_l = phi(Z_l)``,
+The equations are those of the math page (``docs/math.md``):
+``Z_l = A_{l-1} W_l + b_l``, ``A_l = phi(Z_l)``,
 ``delta_L = (A_L - y) * phi'(Z_L) / n``,
 ``delta_l = (delta_{l+1} W_{l+1}^T) * phi'(Z_l)``.
 """
