@@ -98,9 +98,11 @@ print(f"accuracy on all rows, evaluated from the map: {accuracy:.3f}")
 # of a fresh Python process that imports xbp and trains one epoch, once on
 # the memory map and once on the array read into memory first
 # (``np.load(path)``), which is what a file larger than memory cannot do.
+# Each prints a digest of its trained weights: the two runs train the same
+# network.
 
 CHILD = """
-import sys, numpy as np, xbp
+import hashlib, sys, numpy as np, xbp
 def peak_mb():  # the process's peak resident memory
     try:
         with open("/proc/self/status") as f:
@@ -116,9 +118,10 @@ net = xbp.mlp([x.shape[1], 64, 10], activation="relu", loss="cross_entropy",
               dtype="float32", seed=0)
 xbp.fit(net, x, np.load(y_path), epochs=1, batch_size=256, optimizer="adam",
         learning_rate=3e-3, seed=0, progress=False)
-print(before, peak_mb())
+weights = hashlib.sha256(b"".join(p["W"].tobytes() for p in net.host_params()))
+print(before, peak_mb(), weights.hexdigest()[:16])
 """
-peaks = {}
+peaks, digests = {}, {}
 for mode in ("streamed", "loaded"):
     done = subprocess.run(
         [sys.executable, "-c", CHILD, x_path, y_path, mode],
@@ -126,12 +129,15 @@ for mode in ("streamed", "loaded"):
         text=True,
         check=True,
     )
-    after_imports, peak = map(float, done.stdout.split())
+    after_imports, peak, digests[mode] = done.stdout.split()
+    after_imports, peak = float(after_imports), float(peak)
     peaks[mode] = (after_imports, peak)
     print(
         f"{mode:9s} peak resident memory {peak:6.0f} MB "
         f"({after_imports:.0f} MB after importing xbp; file {file_mb:.0f} MB)"
     )
+print("the same weights, bit for bit:", digests["streamed"] == digests["loaded"], digests)
+assert digests["streamed"] == digests["loaded"]
 del x  # close the memory map before its file is removed
 workdir.cleanup()
 
