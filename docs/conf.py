@@ -15,6 +15,11 @@ import os
 import sys
 from pathlib import Path
 
+# the gallery runs small networks in this process: one BLAS/torch thread each (on a
+# busy 2-core machine the default of one thread per core made steps many times slower)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 # the checkout being documented, not an installed copy elsewhere

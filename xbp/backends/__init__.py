@@ -126,14 +126,13 @@ class Library(abc.ABC):
     Examples
     --------
     >>> import xbp
-    >>> NumPyLibrary = type(xbp.backends.lookup("numpy"))
-    >>> class Mine(NumPyLibrary):  # a library of one's own: here NumPy under a new name
-    ...     name = "mynumpy"
-    ...     aliases = ("mine",)
-    >>> _ = xbp.backends.register(Mine())
-    >>> xbp.mlp([2, 1], backend="mine")
-    Network([2->1 identity], loss='quadratic', backend='mynumpy', device='cpu', dtype='float64')
-    >>> xbp.backends.unregister("mynumpy")
+    >>> torch_library = xbp.backends.lookup("torch")  # known whether installed or not
+    >>> torch_library.name, torch_library.extra, torch_library.mutable_arrays
+    ('torch', 'torch', True)
+    >>> xbp.backends.lookup("jax").mutable_arrays  # JAX arrays are immutable: updates rebind
+    False
+
+    :func:`register` shows a library of one's own.
     """
 
     name: ClassVar[str]

@@ -49,12 +49,12 @@ class Checkpoint(NamedTuple):
     Examples
     --------
     >>> import xbp
-    >>> x, y = xbp.data.make_xor()
     >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
-    >>> history = xbp.fit(net, x, y, epochs=2, batch_size=4, checkpoint="run.npz", progress=False)
-    >>> ck = xbp.load_checkpoint("run.npz")
-    >>> type(ck).__name__, ck.network.config() == net.config(), ck.training["epoch"]
-    ('Checkpoint', True, 2)
+    >>> opt = xbp.optim.adam(1e-3)
+    >>> _ = xbp.save(net, "model.npz", optimizer=opt, optimizer_state=opt.init(net.params))
+    >>> ck = xbp.load_checkpoint("model.npz")  # a saved model: not resumable, but complete
+    >>> ck.optimizer == opt, ck.network.config() == net.config(), ck.resumable
+    (True, True, False)
     """
 
     network: Network

@@ -801,13 +801,14 @@ def momentum(
     Examples
     --------
     >>> import numpy as np
-    >>> import xbp
-    >>> x, y = xbp.data.make_xor()
-    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
-    >>> opt = xbp.optim.momentum(0.1, beta=0.9, clip_norm=5.0)
-    >>> history = xbp.fit(net, x, y, epochs=3, batch_size=4, optimizer=opt, progress=False)
-    >>> len(history["loss"])
-    3
+    >>> from xbp import optim
+    >>> opt = optim.momentum(0.1, beta=0.9)
+    >>> params = [{"b": np.zeros(1)}]
+    >>> grads = [{"b": np.ones(1)}]  # the same gradient twice: v = 1, then 0.9 * 1 + 1
+    >>> first, state = opt.update(grads, opt.init(params), params)
+    >>> second, state = opt.update(grads, state, params)
+    >>> first[0]["b"], second[0]["b"]
+    (array([-0.1]), array([-0.19]))
     """
     return _build(
         "momentum",
@@ -833,13 +834,12 @@ def nesterov(
     Examples
     --------
     >>> import numpy as np
-    >>> import xbp
-    >>> x, y = xbp.data.make_xor()
-    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
-    >>> opt = xbp.optim.nesterov(0.1, beta=0.9, clip_norm=5.0)
-    >>> history = xbp.fit(net, x, y, epochs=3, batch_size=4, optimizer=opt, progress=False)
-    >>> len(history["loss"])
-    3
+    >>> from xbp import optim
+    >>> opt = optim.nesterov(0.1, beta=0.9)
+    >>> params, grads = [{"b": np.zeros(1)}], [{"b": np.ones(1)}]
+    >>> updates, state = opt.update(grads, opt.init(params), params)
+    >>> updates[0]["b"]  # -eta (g + beta v) with v = g = 1
+    array([-0.19])
     """
     return _build(
         "nesterov",
@@ -937,13 +937,12 @@ def rmsprop(
     Examples
     --------
     >>> import numpy as np
-    >>> import xbp
-    >>> x, y = xbp.data.make_xor()
-    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
-    >>> opt = xbp.optim.rmsprop(0.1, rho=0.9, clip_norm=5.0)
-    >>> history = xbp.fit(net, x, y, epochs=3, batch_size=4, optimizer=opt, progress=False)
-    >>> len(history["loss"])
-    3
+    >>> from xbp import optim
+    >>> opt = optim.rmsprop(0.1, rho=0.9)
+    >>> params, grads = [{"b": np.zeros(1)}], [{"b": np.ones(1)}]
+    >>> updates, state = opt.update(grads, opt.init(params), params)
+    >>> updates[0]["b"].round(6)  # -eta g / sqrt((1 - rho) g^2): a first step of -0.1 / sqrt(0.1)
+    array([-0.316228])
     """
     return _build(
         "rmsprop",
