@@ -84,6 +84,10 @@ if os.environ.get("XBP_DOCS_OFFLINE", "1") == "1":
 
 # -- the example gallery: every examples/plot_*.py is executed and its output rendered
 EXAMPLES = ROOT / "examples"
+# the built-in parts, recorded now, restored around every example
+sys.path.insert(0, str(DOCS))
+import gallery_reset  # noqa: E402,F401
+
 sphinx_gallery_conf = {
     "examples_dirs": str(EXAMPLES),
     "gallery_dirs": str(DOCS / "auto_examples"),
@@ -92,7 +96,8 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "within_subsection_order": "FileNameSortKey",
     "abort_on_example_error": True,
-    "reset_modules": ("matplotlib",),
+    "reset_modules": ("matplotlib", "gallery_reset.forget_registered_parts"),
+    "reset_modules_order": "both",
     "min_reported_time": 1,
 }
 if not (EXAMPLES / "README.rst").is_file() and not (EXAMPLES / "README.txt").is_file():
