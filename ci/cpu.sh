@@ -22,7 +22,7 @@ export XBP_REQUIRE_BACKENDS=numpy,array_api_strict,torch,jax
 python -m pytest
 # the documentation site, warnings as errors (it executes the example gallery)
 docs_start=$(date +%s)
-rm -rf docs/_build docs/auto_examples docs/api/generated
+rm -rf docs/_build docs/auto_examples docs/api/generated docs/sg_execution_times.rst
 python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 echo "docs: $(( $(date +%s) - docs_start )) s"
 echo "ci/cpu.sh total: $(( $(date +%s) - start )) s"
