@@ -12,7 +12,7 @@ python -m pip install -q --upgrade pip
 # the CPU build of torch first: a plain 'torch' requirement would pull a CUDA build
 python -m pip install -q torch==2.13.0
 # cupy installs without a GPU; the tests check that xbp reports why it is unusable
-python -m pip install -q -e '.[test,jax,plot,sklearn,mpi,tensorboard]' cupy-cuda12x
+python -m pip install -q -e '.[test,jax,plot,sklearn,mpi,tensorboard,docs]' cupy-cuda12x
 echo "install: $(( $(date +%s) - start )) s"
 ruff check xbp xbp_start tests scripts
 ruff format --check xbp xbp_start tests scripts
@@ -20,4 +20,9 @@ mypy xbp xbp_start
 export XBP_REQUIRE_BACKENDS=numpy,array_api_strict,torch,jax
 # the README's test command
 python -m pytest
+# the documentation site, warnings as errors (it executes the example gallery)
+docs_start=$(date +%s)
+rm -rf docs/_build docs/auto_examples docs/api/generated docs/sg_execution_times.rst
+python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+echo "docs: $(( $(date +%s) - docs_start )) s"
 echo "ci/cpu.sh total: $(( $(date +%s) - start )) s"

@@ -216,13 +216,18 @@ def test_registration_rules(parts) -> None:
 
 
 def _readme_parts() -> dict:
-    """The README's GELU and Huber definitions (its block up to the registration)."""
-    from test_readme import BLOCKS
+    """The guide's GELU and Huber definitions (docs/custom.md: its block up to the registration)."""
+    from test_readme import PAGE_BLOCKS
 
-    source = next(src for _, src in BLOCKS if 'register_activation("gelu"' in src)
+    page, source = next(
+        (page, src)
+        for page, blocks in PAGE_BLOCKS.items()
+        for _, src in blocks
+        if 'register_activation("gelu"' in src
+    )
     defs = source[: source.index("xbp.register_activation(")]
     namespace: dict = {}
-    exec(compile(defs, "README.md", "exec"), namespace)
+    exec(compile(defs, str(page), "exec"), namespace)
     return namespace
 
 

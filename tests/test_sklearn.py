@@ -438,7 +438,7 @@ def test_other_backends_train_the_same_model(spec, compile) -> None:
 
 def test_readme_says_what_the_estimators_take_for_activation() -> None:
     """The estimators follow scikit-learn's activation set, registered activations
-    included: the README's section on registered parts says so and does not list them."""
+    included: the guide's page on registered parts says so and does not list them."""
     import re
     from pathlib import Path
 
@@ -454,8 +454,8 @@ def test_readme_says_what_the_estimators_take_for_activation() -> None:
             )
     finally:
         xbp.nn.activations.ACTIVATIONS.pop("my_soft")
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Your own activation and loss") :]
+    page = (Path(__file__).parents[1] / "docs" / "custom.md").read_text()
+    section = page[page.index("## Your own activation and loss") :]
     section = " ".join(section[: section.index("\n* **Activation**")].split())
     assert not re.search(r"estimators'? networks", section)
     assert "scikit-learn estimators follow scikit-learn's own activation set" in section

@@ -1100,6 +1100,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     classes a softmax output and cross-entropy, multilabel indicator targets
     logistic outputs. See :class:`sklearn.neural_network.MLPClassifier` for
     the parameters; ``backend`` and ``device`` choose where training runs.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> from sklearn.neural_network import MLPClassifier as SklearnMLP
+    >>> from xbp.sklearn import MLPClassifier
+    >>> x, y = xbp.data.load_digits()
+    >>> x = x[:500] / 16
+    >>> kw = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0)
+    >>> ours, theirs = MLPClassifier(**kw).fit(x, y[:500]), SklearnMLP(**kw).fit(x, y[:500])
+    >>> max(float(np.abs(a - b).max()) for a, b in zip(ours.coefs_, theirs.coefs_)) < 1e-10
+    True
+    >>> bool((ours.predict(x) == theirs.predict(x)).all())
+    True
     """
 
     _classifier = True

@@ -47,7 +47,15 @@ __all__ = [
 
 @dataclass
 class BackendInfo:
-    """What :func:`xbp.available_backends` reports about one array library."""
+    """What :func:`xbp.available_backends` reports about one array library.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> info = xbp.available_backends()[0]
+    >>> info.name, info.usable, info.devices
+    ('numpy', True, ['cpu'])
+    """
 
     name: str
     installed: bool
@@ -66,6 +74,12 @@ def gpu_index(device: Any, name: str) -> int:
         For ``True``/``False`` (a bool is an int, but never a device).
     XbpValueError
         For any other text.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> xbp.backends.gpu_index("cuda:1", "torch"), xbp.backends.gpu_index(0, "cupy")
+    (1, 0)
     """
     if isinstance(device, bool):
         raise XbpTypeError(f"device={device!r} is not a device; pass 'cpu', 'cuda', 'cuda:N' or N")
@@ -108,6 +122,17 @@ class Library(abc.ABC):
     host_arrays : bool
         True when the library's arrays are host NumPy arrays, so moving data
         in and out is free.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> torch_library = xbp.backends.lookup("torch")  # known whether installed or not
+    >>> torch_library.name, torch_library.extra, torch_library.mutable_arrays
+    ('torch', 'torch', True)
+    >>> xbp.backends.lookup("jax").mutable_arrays  # JAX arrays are immutable: updates rebind
+    False
+
+    :func:`register` shows a library of one's own.
     """
 
     name: ClassVar[str]
@@ -333,6 +358,17 @@ def register(library: Library) -> Library:
     ------
     XbpValueError
         When the name or an alias is already taken.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> class Mine(type(xbp.backends.lookup("numpy"))):
+    ...     name = "mynumpy"
+    ...     aliases = ()
+    >>> _ = xbp.backends.register(Mine())
+    >>> xbp.backend("mynumpy")
+    Backend('mynumpy', device='cpu')
+    >>> xbp.backends.unregister("mynumpy")
     """
     taken = [n for n in (library.name, *library.aliases) if n in _REGISTRY or n in _ALIASES]
     if taken:
@@ -347,7 +383,19 @@ def register(library: Library) -> Library:
 
 
 def unregister(name: str) -> None:
-    """Forget the library ``name`` and its aliases (e.g. at the end of a test)."""
+    """Forget the library ``name`` and its aliases (e.g. at the end of a test).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> class Mine(type(xbp.backends.lookup("numpy"))):
+    ...     name = "mynumpy"
+    ...     aliases = ()
+    >>> _ = xbp.backends.register(Mine())
+    >>> xbp.backends.unregister("mynumpy")
+    >>> "mynumpy" in xbp.backends.names()
+    False
+    """
     library = _REGISTRY.pop(name, None)
     if library is None:
         raise XbpValueError(f"name={name!r} is not registered; use one of {list(_REGISTRY)}")
@@ -356,12 +404,26 @@ def unregister(name: str) -> None:
 
 
 def names() -> tuple[str, ...]:
-    """The registered library names, in registration order."""
+    """The registered library names, in registration order.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> xbp.backends.names()
+    ('numpy', 'cupy', 'torch', 'jax', 'array_api_strict')
+    """
     return tuple(_REGISTRY)
 
 
 def lookup(spec: str) -> Library:
-    """The library called ``spec`` (a name or an alias, any case)."""
+    """The library called ``spec`` (a name or an alias, any case).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> xbp.backends.lookup("NumPy").name
+    'numpy'
+    """
     key = spec.lower()
     library = _REGISTRY.get(_ALIASES.get(key, key))
     if library is None:
@@ -370,7 +432,15 @@ def lookup(spec: str) -> Library:
 
 
 def library_of_namespace(xp: Any) -> Library:
-    """The first registered library whose namespace ``xp`` is."""
+    """The first registered library whose namespace ``xp`` is.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> import xbp
+    >>> xbp.backends.library_of_namespace(xp).name
+    'numpy'
+    """
     for library in _REGISTRY.values():
         if library.owns_namespace(xp):
             return library

@@ -99,6 +99,13 @@ def load_idx(path: str | os.PathLike[str], *, mmap: bool = False) -> np.ndarray:
     ``mmap=True`` reads an uncompressed file in place (a read-only
     ``numpy.memmap`` in the file's byte order): nothing is loaded until rows
     are used, so a file larger than memory can be streamed by :func:`xbp.fit`.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> _ = xbp.data.write_idx("images.idx", np.zeros((2, 28, 28), np.uint8))
+    >>> xbp.data.load_idx("images.idx").shape
+    (2, 28, 28)
     """
     p = _exists(path, "path")
     if mmap:
@@ -213,6 +220,16 @@ def load_mnist(
     ``mmap=True`` (uncompressed files) returns ``x`` as :class:`MappedRows` over
     the images file read in place, the same values a batch at a time; training
     on it streams (:func:`xbp.fit`).
+
+    Examples
+    --------
+    >>> import os, numpy as np, xbp
+    >>> os.mkdir("mnist")  # two made-up images in MNIST's files
+    >>> _ = xbp.data.write_idx("mnist/train-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
+    >>> _ = xbp.data.write_idx("mnist/train-labels-idx1-ubyte", np.array([3, 7], np.uint8))
+    >>> x, y = xbp.data.load_mnist("mnist", "train")
+    >>> x.shape, x.dtype, y.tolist()
+    ((2, 784), dtype('float32'), [3, 7])
     """
     images_path, labels_path = mnist_files(directory, kind)
     if mmap:
@@ -236,7 +253,17 @@ def load_mnist(
 
 
 def mnist_files(directory: str | os.PathLike[str], kind: str = "train") -> tuple[Path, Path]:
-    """The images and labels IDX files :func:`load_mnist` reads from ``directory``."""
+    """The images and labels IDX files :func:`load_mnist` reads from ``directory``.
+
+    Examples
+    --------
+    >>> import os, numpy as np, xbp
+    >>> os.mkdir("mnist")
+    >>> _ = xbp.data.write_idx("mnist/train-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
+    >>> _ = xbp.data.write_idx("mnist/train-labels-idx1-ubyte", np.array([3, 7], np.uint8))
+    >>> [path.name for path in xbp.data.mnist_files("mnist")]
+    ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte']
+    """
     if kind not in ("train", "t10k", "test"):
         raise XbpValueError(f"kind={kind!r}; use 'train' or 't10k'")
     kind = "t10k" if kind == "test" else kind
@@ -263,7 +290,7 @@ def mnist_files(directory: str | os.PathLike[str], kind: str = "train") -> tuple
 
 # -- CSV tables ----------------------------------------------------------------
 class Table(NamedTuple):
-    """A CSV file as features and (optionally) labels, with what the columns were.
+    r"""A CSV file as features and (optionally) labels, with what the columns were.
 
     Attributes
     ----------
@@ -281,6 +308,14 @@ class Table(NamedTuple):
         Position of the label column in the file (0-based; a list for several).
     classes : list of str or None
         For string labels: the class names, ``y`` holding indices into it.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> _ = open("t.csv", "w").write("a,b,kind\n1,2,cat\n3,4,dog\n")
+    >>> table = xbp.data.load_table("t.csv", "kind")
+    >>> table.y.tolist(), table.classes, table.feature_names, table.label_name
+    ([0, 1], ['cat', 'dog'], ['a', 'b'], 'kind')
     """
 
     x: np.ndarray
@@ -376,9 +411,16 @@ def _has_header(first: list[str], second: list[str] | None, header: bool | None)
 def csv_columns(
     path: str | os.PathLike[str], *, header: bool | None = None, delimiter: str = ","
 ) -> tuple[list[str] | None, int]:
-    """The header names (None without a header row) and the number of columns of a CSV.
+    r"""The header names (None without a header row) and the number of columns of a CSV.
 
     Reads only the first two rows.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> _ = open("t.csv", "w").write("a,b,label\n1,2,0\n")
+    >>> xbp.data.csv_columns("t.csv")
+    (['a', 'b', 'label'], 3)
     """
     p = _check_csv_args(path, header, delimiter)
     rows = _numbered(p, delimiter)
@@ -425,7 +467,7 @@ def iter_table(
     engine: str | None = None,
     bounded: bool = False,
 ) -> Iterator[Table]:
-    """Read a CSV in chunks of ``chunk_rows`` rows (bounded memory); see :func:`load_table`.
+    r"""Read a CSV in chunks of ``chunk_rows`` rows (bounded memory); see :func:`load_table`.
 
     The pandas engine parses a file of up to 512 MiB in one read (about 1.6x
     faster; memory about the size of the whole result) and hands it out in
@@ -434,6 +476,14 @@ def iter_table(
     String labels need ``classes`` (the names, in code order) when the file is
     read in more than one chunk, so that every chunk uses the same codes;
     :func:`load_table` reads one chunk and finds them itself.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> rows = ["a,b,label", "1,2,0", "3,4,1", "5,6,1"]
+    >>> _ = open("t.csv", "w").write("\n".join(rows) + "\n")
+    >>> [(t.x.shape, t.y.tolist()) for t in xbp.data.iter_table("t.csv", "label", chunk_rows=2)]
+    [((2, 2), [0, 1]), ((1, 2), [1])]
     """
     p = _check_csv_args(path, header, delimiter)
     chunk_rows = check_int(chunk_rows, "chunk_rows")
@@ -691,6 +741,7 @@ def _blank(labels: list[Any]) -> bool:
     return any("" in v if isinstance(v, tuple) else v == "" for v in labels)
 
 
+#: the CSV parsers ``load_table(engine=...)`` takes (None picks pandas, else numpy)
 CSV_ENGINES = ("pandas", "numpy", "python")
 
 
@@ -731,7 +782,7 @@ def load_table(
     dtype: Any = np.float64,
     engine: str | None = None,
 ) -> Table:
-    """Load a CSV as a :class:`Table`: features, labels and what the columns are called.
+    r"""Load a CSV as a :class:`Table`: features, labels and what the columns are called.
 
     Parameters
     ----------
@@ -793,7 +844,7 @@ def load_csv(
     dtype: Any = np.float64,
     engine: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a numeric CSV: features and the label column the user chooses.
+    r"""Load a numeric CSV: features and the label column the user chooses.
 
     ``label_column`` is an index (negative counts from the end) or, with a
     header row, a column name. ``header=None`` detects a non-numeric first row.
@@ -802,6 +853,14 @@ def load_csv(
     codes and keeps the names. ``dtype`` (float64 or float32) and ``engine``
     (pandas' C parser when installed, else ``numpy.loadtxt``) are
     :func:`load_table`'s.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> _ = open("t.csv", "w").write("a,b,label\n1,2,0\n3,4,1\n")
+    >>> x, y = xbp.data.load_csv("t.csv", "label")
+    >>> x.tolist(), y.tolist()
+    ([[1.0, 2.0], [3.0, 4.0]], [0, 1])
     """
     if label_column is None or isinstance(label_column, bool):
         raise XbpTypeError(
@@ -869,6 +928,15 @@ def load_npz(
     returns read-only memory maps into the archive (written by ``np.savez``,
     not ``np.savez_compressed``): nothing is read until rows are used, and
     :func:`xbp.fit` streams them a batch at a time.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> np.savez("d.npz", x=np.ones((3, 2)), y=np.arange(3))
+    >>> x, y = xbp.data.load_npz("d.npz")
+    >>> x.shape, y.tolist()
+    ((3, 2), [0, 1, 2])
+    >>> x, _ = xbp.data.load_npz("d.npz", mmap=True)  # read in place, streamed by fit
     """
     p = _exists(path, "path")
     for name, key in (("x_key", x_key), ("y_key", y_key)):
@@ -916,7 +984,15 @@ def load_npz(
 
 
 def make_xor() -> tuple[np.ndarray, np.ndarray]:
-    """The four XOR points and their 0/1 targets, shape (4, 1)."""
+    """The four XOR points and their 0/1 targets, shape (4, 1).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.make_xor()
+    >>> x.tolist(), y.ravel().tolist()
+    ([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], [0.0, 1.0, 1.0, 0.0])
+    """
     x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     return x, np.array([[0.0], [1.0], [1.0], [0.0]])
 
@@ -924,7 +1000,15 @@ def make_xor() -> tuple[np.ndarray, np.ndarray]:
 def make_spirals(
     n: int = 400, noise: float = 0.2, seed: int | None = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaved spirals, ``n`` points, integer labels 0/1."""
+    """Two interleaved spirals, ``n`` points, integer labels 0/1.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> x, y = xbp.data.make_spirals(100, seed=0)
+    >>> x.shape, np.bincount(y).tolist()
+    ((100, 2), [50, 50])
+    """
     n = check_int(n, "n", low=2)
     check_number(noise, "noise", low=0.0, low_open=False)
     check_memory(8 * 6 * n, f"make_spirals(n={n})", "ask for fewer rows")
@@ -941,7 +1025,15 @@ def make_spirals(
 def make_moons(
     n: int = 400, noise: float = 0.1, seed: int | None = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaving half circles, integer labels 0/1."""
+    """Two interleaving half circles, integer labels 0/1.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> x, y = xbp.data.make_moons(50, noise=0.1, seed=0)
+    >>> x.shape, np.bincount(y).tolist()
+    ((50, 2), [25, 25])
+    """
     n = check_int(n, "n", low=2)
     check_number(noise, "noise", low=0.0, low_open=False)
     check_memory(8 * 6 * n, f"make_moons(n={n})", "ask for fewer rows")
@@ -959,7 +1051,15 @@ def make_moons(
 def make_blobs(
     n: int = 300, centers: int = 3, n_features: int = 2, spread: float = 1.0, seed: int | None = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian blobs around ``centers`` random centres, integer labels."""
+    """Gaussian blobs around ``centers`` random centres, integer labels.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> x, y = xbp.data.make_blobs(90, centers=3, n_features=4, seed=0)
+    >>> x.shape, np.bincount(y).tolist()
+    ((90, 4), [30, 30, 30])
+    """
     n = check_int(n, "n", low=1)
     centers = check_int(centers, "centers")
     n_features = check_int(n_features, "n_features")
@@ -983,6 +1083,14 @@ def standardize(x: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
     mean and the scale. Constant columns are left centred, not divided by 0.
     Values too large to standardise in float64 (the variance overflows) are
     refused rather than turned into zeros.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> train, test = np.array([[1.0, 10.0], [3.0, 30.0]]), np.array([[2.0, 20.0]])
+    >>> train_s, test_s, mean, scale = xbp.data.standardize(train, test)
+    >>> train_s.tolist(), test_s.tolist(), mean.tolist(), scale.tolist()
+    ([[-1.0, -1.0], [1.0, 1.0]], [[0.0, 0.0]], [2.0, 20.0], [1.0, 10.0])
     """
     x = _numeric_2d(x, "x")
     scaled_others = [_numeric_2d(o, f"others[{i}]", x.shape[1]) for i, o in enumerate(others)]
@@ -1017,7 +1125,16 @@ def _numeric_2d(a: Any, argument: str, width: int | None = None) -> np.ndarray:
 
 
 def one_hot(y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
-    """Integer labels to a float64 one-hot matrix."""
+    """Integer labels to a float64 one-hot matrix.
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> xbp.data.one_hot(np.array([0, 2, 1]))
+    array([[1., 0., 0.],
+           [0., 0., 1.],
+           [0., 1., 0.]])
+    """
     y = np.asarray(y)
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise XbpTypeError(f"y must be 1-D integer labels, got shape {y.shape} dtype {y.dtype}")
@@ -1114,13 +1231,21 @@ def split_indices(
     return train, held, tested
 
 
+#: the data sets ``load_dataset`` and ``xbp train --data`` know by name
 BUILTIN_SETS = ("digits", "mnist1d", "xor", "spirals", "moons", "blobs")
 FORMATS = ("csv", "npz", "mnist")
 
 
 def dataset_format(spec: str, format: str | None = None) -> str:
     """What :func:`load_dataset` would read for ``spec``: ``"builtin"``, ``"csv"``,
-    ``"npz"`` or ``"mnist"`` (a directory of IDX files, or one IDX file's directory)."""
+    ``"npz"`` or ``"mnist"`` (a directory of IDX files, or one IDX file's directory).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> [xbp.data.dataset_format(s) for s in ("digits", "iris.csv", "arrays.npz")]
+    ['builtin', 'csv', 'npz']
+    """
     if not isinstance(spec, (str, os.PathLike)) or isinstance(spec, bool):
         raise XbpTypeError(
             f"spec is a {type(spec).__name__}; pass a built-in set name {list(BUILTIN_SETS)} "
@@ -1162,7 +1287,15 @@ def load_dataset(
 
     String class labels in a CSV come back as codes (see :func:`load_table` for
     the names). ``delimiter`` is the CSV's, ``x_key``/``y_key`` name the arrays
-    of an .npz, ``kind`` the MNIST files (``"train"`` or ``"t10k"``)."""
+    of an .npz, ``kind`` the MNIST files (``"train"`` or ``"t10k"``).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.load_dataset("digits")
+    >>> x.shape, y.shape
+    ((1797, 64), (1797,))
+    """
     seed = _check_seed(seed)
     fmt = dataset_format(spec, format)
     if fmt == "builtin":

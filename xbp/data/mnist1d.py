@@ -168,7 +168,7 @@ def load_mnist1d(seed: int = SEED, *, path: str | os.PathLike[str] | None = None
     Published reference (Greydanus & Kobak, ICML 2024): logistic regression
     about 32% test accuracy, an MLP about 68%; ``xbp.mlp([40, 100, 100, 10],
     activation="relu", loss="cross_entropy")`` trained with Adam reproduces
-    the MLP row (README, "Export and other data sets").
+    the MLP row (docs/data.md, "MNIST-1D").
 
     Examples
     --------

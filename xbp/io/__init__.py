@@ -39,11 +39,23 @@ from .signals import terminate_as_interrupt
 __all__ = ["save", "load", "load_checkpoint", "Checkpoint", "FORMAT_VERSION", "atomic_write"]
 
 FORMAT = "xbp-model"
+#: the model file format this xbp writes; a file from a newer format is refused
 FORMAT_VERSION = 1
 
 
 class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` returns."""
+    """What :func:`load_checkpoint` returns.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> opt = xbp.optim.adam(1e-3)
+    >>> _ = xbp.save(net, "model.npz", optimizer=opt, optimizer_state=opt.init(net.params))
+    >>> ck = xbp.load_checkpoint("model.npz")  # a saved model: not resumable, but complete
+    >>> ck.optimizer == opt, ck.network.config() == net.config(), ck.resumable
+    (True, True, False)
+    """
 
     network: Network
     optimizer: Optimizer | None
@@ -71,6 +83,13 @@ def atomic_write(
     bits ``open()`` would give it (0666 less the umask), a replaced file keeps
     its own; a symlink keeps pointing where it did and the file it points to is
     replaced.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> path = xbp.io.atomic_write("notes.txt", lambda f: f.write(b"all or nothing"))
+    >>> path.name, open("notes.txt").read()
+    ('notes.txt', 'all or nothing')
     """
     if not callable(write):
         raise XbpTypeError(f"write is a {type(write).__name__}; pass a function of a file object")
@@ -424,6 +443,16 @@ def load(
         trained with CuPy loads on a CPU-only machine.
     argument : str
         The name error messages give the file (the CLI passes ``"model"``).
+
+    Examples
+    --------
+    >>> import numpy as np, xbp
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> _ = xbp.save(net, "xor.npz")
+    >>> again = xbp.load("xor.npz", backend="numpy")
+    >>> x, _ = xbp.data.make_xor()
+    >>> bool(np.array_equal(again.predict(x), net.predict(x)))
+    True
     """
     meta, files = _read(path, argument)
     return _build(meta, files, backend, device, name_file(argument, path))
@@ -518,6 +547,20 @@ def load_checkpoint(
     Every part of the header is checked: a file with a malformed header raises
     :class:`xbp.errors.XbpFileError`, never a ``KeyError`` or ``TypeError``. ``argument``
     is the name error messages give the file.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.make_xor()
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> history = xbp.fit(net, x, y, epochs=2, batch_size=4, checkpoint="run.npz", progress=False)
+    >>> ck = xbp.load_checkpoint("run.npz")
+    >>> ck.resumable, ck.training["epoch"], ck.optimizer.name
+    (True, 2, 'sgd')
+    >>> history = xbp.fit(ck.network, x, y, epochs=4, batch_size=4, resume="run.npz",
+    ...                   progress=False)
+    >>> len(history)  # the resumed run's History holds all four epochs
+    4
     """
     meta, files = _read(path, argument)
     argument = name_file(argument, path)

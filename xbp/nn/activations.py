@@ -156,7 +156,7 @@ BUILTIN = frozenset(ACTIVATIONS) | frozenset(_ALIASES)
 
 _REGISTER_HOW = (
     "register it first with xbp.register_activation(name, forward, derivative) "
-    "(see README, 'Your own activation and loss')"
+    "(see docs/custom.md, 'Your own activation and loss')"
 )
 
 

@@ -107,6 +107,17 @@ class Layer:
     from the input tensor named ``src`` and the layer's parameters and state
     as NumPy arrays, and returns the output tensor's name. This module never
     imports onnx.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> dense = xbp.nn.Dense(4, 3, "relu")
+    >>> isinstance(dense, xbp.nn.Layer), dense.kind, dense.param_shapes()
+    (True, 'dense', {'W': (4, 3), 'b': (3,)})
+    >>> xbp.nn.BatchNorm(3).state_shapes()  # non-trainable state: running statistics
+    {'mean': (3,), 'var': (3,)}
+
+    :func:`xbp.register_layer` shows a complete layer of one's own.
     """
 
     kind: ClassVar[str] = ""

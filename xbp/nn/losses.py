@@ -135,7 +135,7 @@ BUILTIN = frozenset(LOSSES) | frozenset(_ALIASES)
 
 _REGISTER_HOW = (
     "register it first with xbp.register_loss(name, value, grad) "
-    "(see README, 'Your own activation and loss')"
+    "(see docs/custom.md, 'Your own activation and loss')"
 )
 
 

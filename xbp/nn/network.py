@@ -116,7 +116,17 @@ def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
 
 
 class StepResult(NamedTuple):
-    """What :meth:`Network.value_and_grad` returns."""
+    """What :meth:`Network.value_and_grad` returns.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> x, y = xbp.data.make_xor()
+    >>> result = net.value_and_grad(net.check_inputs(x), net.check_targets(y, 4))
+    >>> round(float(result.loss), 4), len(result.grads), result.output.shape
+    (0.7186, 2, (4, 1))
+    """
 
     loss: Any
     grads: Params

@@ -66,7 +66,17 @@ Params = list[dict[str, Any]]
 # -- learning-rate schedules (host-side functions of the step count) --------
 @dataclass(frozen=True)
 class Schedule:
-    """A learning rate as a function of the step count; ``config`` rebuilds it."""
+    """A learning rate as a function of the step count; ``config`` rebuilds it.
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> sched = optim.step(0.1, step_size=2, gamma=0.5)
+    >>> [sched(count) for count in range(5)]
+    [0.1, 0.1, 0.05, 0.05, 0.025]
+    >>> sched.config()
+    {'kind': 'step', 'learning_rate': 0.1, 'step_size': 2, 'gamma': 0.5}
+    """
 
     kind: str
     args: dict[str, Any]
@@ -150,7 +160,15 @@ def _unresolved(kind: str) -> Callable[[int], float]:
 
 
 def constant(learning_rate: float) -> Schedule:
-    """The same rate at every step."""
+    """The same rate at every step.
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> sched = optim.constant(0.01)
+    >>> sched(0), sched(1000)
+    (0.01, 0.01)
+    """
     lr = check_number(learning_rate, "learning_rate")
     return Schedule("constant", {"learning_rate": lr}, lambda c: lr)
 
@@ -163,7 +181,15 @@ def step(
     epochs: int | None = None,
 ) -> Schedule:
     """Multiply the rate by ``gamma`` every ``step_size`` steps (or every ``epochs``
-    epochs)."""
+    epochs).
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> sched = optim.step(0.1, step_size=2, gamma=0.5)
+    >>> [sched(count) for count in range(5)]
+    [0.1, 0.1, 0.05, 0.05, 0.025]
+    """
     lr = check_number(learning_rate, "learning_rate")
     length = _steps_or_epochs("step", step_size, epochs, "step_size")
     g = check_number(gamma, "gamma")
@@ -182,7 +208,15 @@ def exponential(
     epochs: int | None = None,
 ) -> Schedule:
     """``lr * decay_rate ** (count / decay_steps)``: ``decay_rate`` per ``decay_steps``
-    steps (default 1), or per ``epochs`` epochs."""
+    steps (default 1), or per ``epochs`` epochs.
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> sched = optim.exponential(1.0, 0.5, decay_steps=2)  # halves every 2 steps
+    >>> sched(0), sched(2), sched(4)
+    (1.0, 0.5, 0.25)
+    """
     lr = check_number(learning_rate, "learning_rate")
     d = check_number(decay_rate, "decay_rate")
     length = _steps_or_epochs(
@@ -235,7 +269,15 @@ def warmup(
     base: Schedule | float, warmup_steps: int | None = None, *, epochs: int | None = None
 ) -> Schedule:
     """Rise linearly from 0 to ``base`` over ``warmup_steps`` (or ``epochs`` epochs),
-    then follow ``base``."""
+    then follow ``base``.
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> sched = optim.warmup(0.1, 4)  # then constant 0.1
+    >>> [round(sched(count), 3) for count in range(6)]
+    [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]
+    """
     sched = as_schedule(base)
     length = _steps_or_epochs("warmup", warmup_steps, epochs, "warmup_steps")
     args = {"base": sched, **length}
@@ -289,6 +331,18 @@ class Transform(NamedTuple):
     reads a count for its arithmetic. A compiled step therefore receives these
     numbers as device scalars and is traced once, whatever the step
     (``scalars=None`` makes ``update`` compute them itself).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.sgd(0.5)  # an Optimizer holds its Transform
+    >>> params = [{"W": np.ones((2, 1)), "b": np.zeros(1)}]
+    >>> grads = [{"W": np.full((2, 1), 0.2), "b": np.ones(1)}]
+    >>> state = opt.transform.init(params)
+    >>> updates, state = opt.update(grads, state, params)
+    >>> updates[0]["b"]
+    array([-0.5])
     """
 
     init: Callable[[Params], Any]
@@ -571,7 +625,17 @@ def chain(*transforms: Transform) -> Transform:
 
 @dataclass(frozen=True)
 class Optimizer:
-    """A named optimizer: its transform, learning-rate schedule and hyper-parameters."""
+    """A named optimizer: its transform, learning-rate schedule and hyper-parameters.
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> opt = optim.adam(1e-3, weight_decay=1e-4)
+    >>> opt.name, opt.config()["weight_decay"]
+    ('adam', 0.0001)
+    >>> optim.from_config(opt.config()) == opt
+    True
+    """
 
     name: str
     hyper: dict[str, Any]
@@ -708,7 +772,19 @@ def sgd(
     """Plain gradient descent ``w <- w - eta * grad`` (the seed algorithm).
 
     Every optimizer takes ``weight_decay`` (L2: ``+ weight_decay * W`` on the
-    gradient), ``l1`` (``+ l1 * sign(W)`` on the gradient) and ``clip_norm``."""
+    gradient), ``l1`` (``+ l1 * sign(W)`` on the gradient) and ``clip_norm``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.sgd(0.5)
+    >>> params = [{"W": np.ones((2, 1)), "b": np.zeros(1)}]
+    >>> grads = [{"W": np.full((2, 1), 0.2), "b": np.ones(1)}]
+    >>> updates, state = opt.update(grads, opt.init(params), params)
+    >>> optim.apply_updates(params, updates)[0]["W"].ravel()  # 1 - 0.5 * 0.2
+    array([0.9, 0.9])
+    """
     return _build("sgd", learning_rate, [], {}, weight_decay, clip_norm, l1=l1)
 
 
@@ -720,7 +796,20 @@ def momentum(
     clip_norm: float | None = None,
     l1: float = 0.0,
 ) -> Optimizer:
-    """Heavy-ball momentum: ``v <- beta v + g``, ``w <- w - eta v``."""
+    """Heavy-ball momentum: ``v <- beta v + g``, ``w <- w - eta v``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.momentum(0.1, beta=0.9)
+    >>> params = [{"b": np.zeros(1)}]
+    >>> grads = [{"b": np.ones(1)}]  # the same gradient twice: v = 1, then 0.9 * 1 + 1
+    >>> first, state = opt.update(grads, opt.init(params), params)
+    >>> second, state = opt.update(grads, state, params)
+    >>> first[0]["b"], second[0]["b"]
+    (array([-0.1]), array([-0.19]))
+    """
     return _build(
         "momentum",
         learning_rate,
@@ -740,7 +829,18 @@ def nesterov(
     clip_norm: float | None = None,
     l1: float = 0.0,
 ) -> Optimizer:
-    """Nesterov momentum: ``w <- w - eta (g + beta v)`` with ``v <- beta v + g``."""
+    """Nesterov momentum: ``w <- w - eta (g + beta v)`` with ``v <- beta v + g``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.nesterov(0.1, beta=0.9)
+    >>> params, grads = [{"b": np.zeros(1)}], [{"b": np.ones(1)}]
+    >>> updates, state = opt.update(grads, opt.init(params), params)
+    >>> updates[0]["b"]  # -eta (g + beta v) with v = g = 1
+    array([-0.19])
+    """
     return _build(
         "nesterov",
         learning_rate,
@@ -764,7 +864,19 @@ def adam(
     decoupled: bool = False,
 ) -> Optimizer:
     """Adam with bias correction; ``weight_decay`` is L2 added to the gradient
-    (``decoupled=True``: added to the update instead, which is :func:`adamw`)."""
+    (``decoupled=True``: added to the update instead, which is :func:`adamw`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.adam(0.01)
+    >>> params = [{"W": np.ones((2, 1)), "b": np.zeros(1)}]
+    >>> grads = [{"W": np.full((2, 1), 0.2), "b": np.ones(1)}]
+    >>> updates, state = opt.update(grads, opt.init(params), params)
+    >>> updates[0]["W"].ravel()  # the first step moves every weight by about the rate
+    array([-0.01, -0.01])
+    """
     return _build(
         "adamw" if decoupled else "adam",
         learning_rate,
@@ -787,7 +899,18 @@ def adamw(
     clip_norm: float | None = None,
     l1: float = 0.0,
 ) -> Optimizer:
-    """Adam with decoupled weight decay (Loshchilov and Hutter)."""
+    """Adam with decoupled weight decay (Loshchilov and Hutter).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.load_digits()
+    >>> net = xbp.mlp([64, 32, 10], activation="relu", loss="cross_entropy", seed=0)
+    >>> opt = xbp.optim.adamw(xbp.optim.cosine(2e-3, epochs=2), weight_decay=0.1)
+    >>> history = xbp.fit(net, x[:256], y[:256], epochs=2, optimizer=opt, progress=False)
+    >>> history["loss"][1] < history["loss"][0]
+    True
+    """
     return adam(
         learning_rate,
         beta_1,
@@ -809,7 +932,18 @@ def rmsprop(
     clip_norm: float | None = None,
     l1: float = 0.0,
 ) -> Optimizer:
-    """RMSProp: divide by a running root-mean-square of the gradients."""
+    """RMSProp: divide by a running root-mean-square of the gradients.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.rmsprop(0.1, rho=0.9)
+    >>> params, grads = [{"b": np.zeros(1)}], [{"b": np.ones(1)}]
+    >>> updates, state = opt.update(grads, opt.init(params), params)
+    >>> updates[0]["b"].round(6)  # -eta g / sqrt((1 - rho) g^2): a first step of -0.1 / sqrt(0.1)
+    array([-0.316228])
+    """
     return _build(
         "rmsprop",
         learning_rate,
@@ -895,6 +1029,7 @@ def sklearn_adam(
     )
 
 
+#: the optimizers by name, as ``optimizer="adam"`` and ``xbp train --optimizer`` take them
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "sgd": sgd,
     "momentum": momentum,
@@ -906,7 +1041,15 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
 
 
 def get_optimizer(name: str | Optimizer, learning_rate: Any = None, **kwargs: Any) -> Optimizer:
-    """An optimizer by name (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ...)."""
+    """An optimizer by name (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ...).
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> opt = optim.get_optimizer("nesterov", 0.05, beta=0.8)
+    >>> opt.name, opt.schedule(0), opt.config()["beta"]
+    ('nesterov', 0.05, 0.8)
+    """
     if isinstance(name, Optimizer):
         return name
     if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
@@ -917,7 +1060,16 @@ def get_optimizer(name: str | Optimizer, learning_rate: Any = None, **kwargs: An
 
 
 def from_config(cfg: dict[str, Any]) -> Optimizer:
-    """Rebuild an optimizer from :meth:`Optimizer.config` (as stored in model files)."""
+    """Rebuild an optimizer from :meth:`Optimizer.config` (as stored in model files).
+
+    Examples
+    --------
+    >>> from xbp import optim
+    >>> opt = optim.rmsprop(optim.warmup(1e-3, 100))
+    >>> again = optim.from_config(opt.config())
+    >>> again == opt, again.schedule(50)
+    (True, 0.00051)
+    """
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     if name not in OPTIMIZERS:
@@ -929,7 +1081,17 @@ def from_config(cfg: dict[str, Any]) -> Optimizer:
 
 
 def apply_updates(params: Params, updates: Params) -> Params:
-    """``params + updates``, in place where the arrays are writable (not on JAX)."""
+    """``params + updates``, in place where the arrays are writable (not on JAX).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> params = [{"W": np.ones((2, 1)), "b": np.zeros(1)}]
+    >>> updates = [{"W": np.full((2, 1), -0.25), "b": np.ones(1)}]
+    >>> optim.apply_updates(params, updates)[0]["W"].ravel()
+    array([0.75, 0.75])
+    """
     for p, u in zip(params, updates):
         for k in p:
             p[k] += u[k]  # in place on NumPy/CuPy/torch; rebinds the entry on JAX
@@ -939,7 +1101,18 @@ def apply_updates(params: Params, updates: Params) -> Params:
 # -- saving optimizer state ------------------------------------------------------
 def state_to_host(state: Any, to_host: Callable[[Any], np.ndarray]) -> list[np.ndarray]:
     """The state's leaves, in a fixed order (:func:`xbp.optim.tree.leaves`), as NumPy arrays
-    (counts as 0-d int64)."""
+    (counts as 0-d int64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.momentum(0.1)
+    >>> params = [{"W": np.ones((2, 1)), "b": np.zeros(1)}]
+    >>> leaves = optim.state_to_host(opt.init(params), np.asarray)
+    >>> [leaf.shape for leaf in leaves]  # the velocities of W and b, the step count
+    [(2, 1), (1,), ()]
+    """
     return [
         np.asarray(leaf, dtype=np.int64) if isinstance(leaf, int) else to_host(leaf)
         for leaf in tree.leaves(state)
@@ -949,7 +1122,20 @@ def state_to_host(state: Any, to_host: Callable[[Any], np.ndarray]) -> list[np.n
 def state_from_host(
     template: Any, leaves: list[np.ndarray], to_device: Callable[[np.ndarray, Any], Any]
 ) -> Any:
-    """Fill a freshly built state (``opt.init(params)``) with saved leaves; refuse a mismatch."""
+    """Fill a freshly built state (``opt.init(params)``) with saved leaves; refuse a mismatch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xbp import optim
+    >>> opt = optim.momentum(0.1)
+    >>> params = [{"W": np.ones((2, 1)), "b": np.zeros(1)}]
+    >>> leaves = optim.state_to_host(opt.init(params), np.asarray)
+    >>> leaves[0] = np.full((2, 1), 3.0)  # e.g. read back from a file
+    >>> state = optim.state_from_host(opt.init(params), leaves, lambda a, dtype: a)
+    >>> optim.state_to_host(state, np.asarray)[0].ravel()
+    array([3., 3.])
+    """
     it = iter(leaves)
     expected = len(tree.leaves(template))
     if len(leaves) != expected:

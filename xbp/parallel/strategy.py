@@ -33,6 +33,13 @@ class Strategy:
         This process's index and the number of processes.
     reduces : bool
         True when gradients must be combined across processes each step.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> strategy = xbp.parallel.strategy_from_environment()  # no launcher: one process
+    >>> isinstance(strategy, xbp.parallel.Strategy), strategy.size
+    (True, 1)
     """
 
     rank: int = 0
@@ -94,7 +101,15 @@ class Strategy:
 
 
 class LocalStrategy(Strategy):
-    """One process: the training loop's default."""
+    """One process: the training loop's default.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> local = xbp.parallel.LocalStrategy()
+    >>> local.rank, local.size, local.reduces, local.is_root
+    (0, 1, False, True)
+    """
 
     def __repr__(self) -> str:
         return "LocalStrategy()"

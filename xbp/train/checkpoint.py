@@ -56,6 +56,16 @@ class ModelCheckpoint(Callback):
     are replaced atomically. With ``best_only`` the ``monitor`` (the loss or any
     metric of ``fit(metrics=[...])``) is watched in its own direction (``mode``
     None) or the one given (``"min"``/``"max"``).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.make_xor()
+    >>> net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
+    >>> save = xbp.ModelCheckpoint("run.npz", every=2)
+    >>> history = xbp.fit(net, x, y, epochs=4, batch_size=4, callbacks=[save], progress=False)
+    >>> xbp.load_checkpoint("run.npz").training["epoch"]
+    4
     """
 
     def __init__(

@@ -220,6 +220,21 @@ class Callback:
     arrays: they are stored in the checkpoint's arrays, bit-exact).
     :meth:`outputs` names the files a callback writes, so that
     :func:`xbp.fit` checks them against its inputs and locks them for the run.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> class Losses(xbp.Callback):
+    ...     def reset(self):
+    ...         self.seen = []
+    ...     def on_epoch_end(self, trainer, logs):
+    ...         self.seen.append(round(logs["loss"], 4))
+    >>> x, y = xbp.data.make_xor()
+    >>> cb = Losses()
+    >>> history = xbp.fit(xbp.mlp([2, 3, 1], seed=0), x, y, epochs=3, batch_size=4,
+    ...                   callbacks=[cb], progress=False)
+    >>> cb.seen == [round(v, 4) for v in history["loss"]]
+    True
     """
 
     #: True for a callback that writes the run's state (:class:`xbp.ModelCheckpoint`):
@@ -317,6 +332,17 @@ class EarlyStopping(Callback):
     metric of ``fit(metrics=[...])`` (``"val_f1_macro"``, ``"val_r2"``, ...),
     each watched in its own direction; any other key a callback adds to the
     epoch's logs works with ``mode="min"`` or ``"max"``.
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.load_digits()
+    >>> net = xbp.mlp([64, 32, 10], activation="relu", loss="cross_entropy", seed=0)
+    >>> stop = xbp.EarlyStopping(patience=2, monitor="val_accuracy")  # max is better
+    >>> history = xbp.fit(net, x[:300], y[:300], epochs=50, validation_split=0.3,
+    ...                   optimizer="adam", learning_rate=0.01, callbacks=[stop], progress=False)
+    >>> len(history) < 50  # stopped early, with the best epoch's weights restored
+    True
     """
 
     def __init__(

@@ -503,7 +503,18 @@ def predict(net: Network, x: Any, *, batch_size: int = EVAL_BATCH) -> Any:
 def predict_classes(net: Network, x: Any) -> Any:
     """Class labels: argmax of the outputs, or ``output > 0.5`` for one output.
 
-    Returned where ``x`` came from (NumPy in, NumPy out)."""
+    Returned where ``x`` came from (NumPy in, NumPy out).
+
+    Examples
+    --------
+    >>> import xbp
+    >>> x, y = xbp.data.load_digits()
+    >>> net = xbp.mlp([64, 10], loss="cross_entropy", standardize=True, seed=0)
+    >>> history = xbp.fit(net, x, y, epochs=2, optimizer="adam", learning_rate=0.01, progress=False)
+    >>> labels = xbp.train.predict_classes(net, x[:5])
+    >>> labels.shape, labels.dtype.kind
+    ((5,), 'i')
+    """
     if not isinstance(net, Network):
         raise XbpTypeError(f"net is a {type(net).__name__}; pass an xbp.Network")
     return net.predict_classes(x)
