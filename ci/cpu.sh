@@ -14,8 +14,8 @@ python -m pip install -q torch==2.13.0
 # cupy installs without a GPU; the tests check that xbp reports why it is unusable
 python -m pip install -q -e '.[test,jax,plot,sklearn,mpi,tensorboard,docs]' cupy-cuda12x
 echo "install: $(( $(date +%s) - start )) s"
-ruff check xbp xbp_start tests scripts
-ruff format --check xbp xbp_start tests scripts
+ruff check xbp xbp_start tests scripts examples docs
+ruff format --check xbp xbp_start tests scripts examples docs/*.py
 mypy xbp xbp_start
 export XBP_REQUIRE_BACKENDS=numpy,array_api_strict,torch,jax
 # the README's test command
