@@ -39,6 +39,9 @@ class Loss(NamedTuple):
     ``(rows, 1)`` array of row weights: the cost is ``sum_i w_i C_i / n`` and
     row i of delta_L is scaled by ``w_i``. ``outputs`` lists the output
     activations it may follow; empty means any that is not output-only.
+    ``reads_z=False`` says that ``value_and_delta`` reads ``z`` only through a
+    ``from_z`` activation's derivative, so the output activation may compute
+    in place in ``z`` (registered losses read it: True).
     """
 
     name: str
@@ -48,7 +51,8 @@ class Loss(NamedTuple):
     # pass over z, used instead of activation.forward + value_and_delta when set
     fused_forward: Callable[[Any, Any, Any, Any, Any], tuple[Any, Any, Any]] | None = None
     # False: value_and_delta reads z only for an activation whose derivative takes Z_L
-    # (``from_z``), so an output activation may overwrite Z_L in place (no copy)
+    # (``from_z``; such an activation never overwrites Z_L), so an output activation
+    # that may overwrite it (sigmoid) needs no copy of Z_L
     reads_z: bool = True
 
 

@@ -780,8 +780,7 @@ class Network:
             else:
                 # an activation that overwrites Z_L works on a copy when the loss reads Z_L
                 loss = self.loss
-                copy = act.overwrites_z and (loss.reads_z or act.from_z)
-                a = act.forward(xp, z + 0 if copy else z)
+                a = act.forward(xp, z + 0 if act.overwrites_z and loss.reads_z else z)
                 cost, delta = loss.value_and_delta(xp, z, a, y, n, act, w)
             del z
             if forward_only:
