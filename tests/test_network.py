@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, backend_or_skip, required_backends
 
 import xbp
 
@@ -294,3 +294,106 @@ def test_row_weights_equal_repeated_rows(
     for g, h in zip(grads, want_grads):
         for key in "Wb":
             np.testing.assert_allclose(backend.to_host(g[key]), h[key], rtol=1e-12, atol=1e-14)
+
+
+def test_the_kernels_namespace_reduces_to_the_same_bits(
+    backend: xbp.backends.select.Backend,
+) -> None:
+    """The kernel may compute with faster direct forms of its namespace's functions
+    (NumPy's reductions without their Python wrappers): every name is there, and the
+    reductions give the same values, types, dtypes and shapes, summed in the same order
+    (300 rows cross NumPy's pairwise-summation blocks)."""
+    xp, kxp = backend.xp, backend.kernel_xp
+    assert all(hasattr(kxp, name) for name in getattr(xp, "__all__", ()))
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        a = backend.asarray(rng.normal(size=(300, 7)) * 1e3, dtype)
+        for name, axis, keepdims in itertools.product(
+            ("sum", "max", "min"), (None, 0, 1, (0, 1)), (False, True)
+        ):
+            got = getattr(kxp, name)(a, axis=axis, keepdims=keepdims)
+            want = getattr(xp, name)(a, axis=axis, keepdims=keepdims)
+            label = f"{name} axis={axis} keepdims={keepdims} {dtype}"
+            assert type(got) is type(want) and got.dtype == want.dtype, label
+            assert tuple(got.shape) == tuple(want.shape), label
+            np.testing.assert_array_equal(backend.to_host(got), backend.to_host(want), label)
+    ints = backend.asarray(np.arange(10, dtype=np.int32))
+    assert kxp.sum(ints).dtype == xp.sum(ints).dtype and int(kxp.sum(ints)) == 45
+
+
+@pytest.mark.parametrize("extra", [{}, {"norm": "layer"}, {"norm": "batch"}])
+def test_the_kernels_namespace_changes_no_gradient(
+    backend: xbp.backends.select.Backend, extra: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """value_and_grad with the kernel's namespace equals, bit for bit, the same pass with
+    the plain namespace, for every output and loss (softmax + cross-entropy reduces
+    with max and sum, normalisations with sum)."""
+    rng = np.random.default_rng(3)
+    for output, loss in OUTPUT_LOSS:
+        sizes = [4, 5, 3 if loss != "binary_cross_entropy" else 2]
+        x, y = batch(rng, sizes, loss, n=9)
+        kw = dict(activation="tanh", output=output, loss=loss, seed=1, backend=backend, **extra)
+        results = []
+        for plain in (False, True):
+            net = xbp.mlp(sizes, **kw)
+            if plain:  # the network's backend is its own object: patch it alone
+                monkeypatch.setattr(net.backend, "kernel_xp", net.backend.xp)
+            xd, yd = net.check_inputs(x), net.check_targets(y, 9)
+            cost, grads, out = net.value_and_grad(xd, yd)
+            results.append([cost, out, *(g[k] for g in grads for k in sorted(g))])
+        for got, want in zip(*results):
+            np.testing.assert_array_equal(
+                backend.to_host(got), backend.to_host(want), f"{output} {loss} {extra}"
+            )
+
+
+def test_a_precision_change_rebuilds_the_passes_contexts() -> None:
+    """The contexts a network keeps for its passes belong to one precision policy: after
+    ``net.precision = "bf16"`` the products run in bfloat16 (as in a network built with
+    it), and back at ``"exact"`` in float32 again."""
+    torch_be = backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3)).astype("float32"), rng.integers(0, 2, 6)
+    kw = dict(activation="tanh", loss="cross_entropy", backend=torch_be, dtype="float32", seed=0)
+    net = xbp.mlp([3, 8, 2], **kw)
+    exact = [torch_be.to_host(g["W"]) for g in net.backprop(x, y)[1]]
+    net.precision = "bf16"
+    mixed = [torch_be.to_host(g["W"]) for g in net.backprop(x, y)[1]]
+    fresh = xbp.mlp([3, 8, 2], precision="bf16", **kw)
+    want = [torch_be.to_host(g["W"]) for g in fresh.backprop(x, y)[1]]
+    for got, ref, plain in zip(mixed, want, exact):
+        np.testing.assert_array_equal(got, ref)
+        assert not np.array_equal(got, plain)
+    net.precision = "exact"
+    for got, plain in zip((torch_be.to_host(g["W"]) for g in net.backprop(x, y)[1]), exact):
+        np.testing.assert_array_equal(got, plain)
+
+
+def test_a_precision_scope_with_work_is_entered_on_every_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A library's no-op precision scope is reused; one that does something (JAX's matmul
+    precision, TF32 on CUDA) is asked for and entered on every pass."""
+    entered: list[str] = []
+
+    class Scope:
+        def __init__(self, policy: str) -> None:
+            self.policy = policy
+
+        def __enter__(self) -> None:
+            entered.append(self.policy)
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    net = xbp.mlp([2, 3, 1], seed=0)
+    x, y = np.ones((4, 2)), np.zeros((4, 1))
+    library = type(net.backend.library)
+    monkeypatch.setattr(library, "precision_scope", lambda self, policy, device: Scope(policy))
+    net.backprop(x, y)
+    assert entered == []  # the scope asked for when the policy was set: a no-op
+    net.precision = "exact"  # asks the library again: now a scope with work
+    for _ in range(3):
+        net.backprop(x, y)
+    net.predict(x)
+    assert entered == ["exact"] * 4

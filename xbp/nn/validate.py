@@ -367,9 +367,10 @@ def as_targets(
 
     Integer class labels of shape ``(n,)`` are one-hot encoded when the network
     has more than one output. ``rule(width, lo, hi, argument)`` is the loss's
-    rule on its targets (:func:`xbp.nn.losses.check_target_range`): it gets the
-    targets' smallest and largest values (None for one-hot rows made from
-    labels, or no rows), read once together with the NaN/Inf check.
+    rule on its targets (:func:`xbp.nn.losses.check_target_range`): given
+    targets with rows, it gets their smallest and largest values, read once
+    together with the NaN/Inf check (one-hot rows made from labels hold only
+    0 and 1, which every rule takes).
     """
     fast = _FAST.get((id(be.xp), dtype)) if type(data) is np.ndarray else None
     if fast is not None and data.dtype is fast[0] and data.shape == (n_rows, n_outputs):
@@ -404,8 +405,6 @@ def as_targets(
                 f"{argument} holds class labels from {lo} to {hi} but the network has "
                 f"{n_outputs} outputs; labels must lie in 0..{n_outputs - 1}"
             )
-        if rule is not None:  # one-hot rows: only the width can break a loss's rule
-            rule(n_outputs, None, None, argument)
         labels = be.asarray(a) if on_host else a
         dxp = be.xp  # the one-hot matrix is built on the device
         classes = dxp.arange(n_outputs, device=be.device)
@@ -428,12 +427,9 @@ def as_targets(
         if is_float:
             _check_range(lo, hi, argument, *dtype_limit(be, dtype))
         rule(n_outputs, lo, hi, argument)
-    else:
-        if is_float:  # integer targets are finite and within every float type's range
-            peak, into = dtype_limit(be, dtype)
-            _check_values(xp, a, argument, peak, into)
-        if rule is not None:
-            rule(n_outputs, None, None, argument)
+    elif is_float:  # integer targets are finite and within every float type's range
+        peak, into = dtype_limit(be, dtype)
+        _check_values(xp, a, argument, peak, into)
     return _on_device(be, xp, a, on_host, dtype)
 
 
