@@ -373,7 +373,7 @@ def test_a_precision_scope_with_work_is_entered_on_every_pass(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A library's no-op precision scope is reused; one that does something (JAX's matmul
-    precision, TF32 on CUDA) is asked for and entered on every pass."""
+    precision, TF32 on CUDA) is asked for on every pass (such scopes may be single use)."""
     entered: list[str] = []
 
     class Scope:
@@ -381,6 +381,9 @@ def test_a_precision_scope_with_work_is_entered_on_every_pass(
             self.policy = policy
 
         def __enter__(self) -> None:
+            # single use, as a generator-based context manager is
+            assert not getattr(self, "used", False), "a used scope entered again"
+            self.used = True
             entered.append(self.policy)
 
         def __exit__(self, *exc: object) -> None:
