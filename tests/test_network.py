@@ -400,3 +400,26 @@ def test_a_precision_scope_with_work_is_entered_on_every_pass(
         net.backprop(x, y)
     net.predict(x)
     assert entered == ["exact"] * 4
+
+
+def test_a_traced_pass_leaves_nothing_cached_on_the_network() -> None:
+    """Inside :func:`xbp.nn.network.no_caches` (how compiled steps trace the kernel) a
+    pass keeps nothing on the network: a traced value kept there (the bias gradients'
+    ones vector) would leak out of the trace into the next eager pass."""
+    import jax
+
+    jax_be = backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
+    net = xbp.mlp([3, 4, 2], activation="tanh", backend=jax_be, seed=0)
+    rng = np.random.default_rng(0)
+    x, y = net.check_inputs(rng.normal(size=(5, 3))), net.check_targets(rng.normal(size=(5, 2)), 5)
+
+    @jax.jit
+    def traced(params):
+        with xbp.nn.network.no_caches():
+            return net.value_and_grad(x, y, params=params)[1]
+
+    compiled = traced(net.params)
+    eager = net.value_and_grad(x, y)[1]  # a leaked tracer would raise here
+    for g, h in zip(compiled, eager):
+        for key in "Wb":
+            np.testing.assert_allclose(jax_be.to_host(g[key]), jax_be.to_host(h[key]), rtol=1e-12)
