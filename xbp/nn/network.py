@@ -773,7 +773,7 @@ class Network:
                 if state_out is not None and new is not None:
                     state_out[l] = new
             z, a_in, mask = out_layer.affine(ctx, params[last], a, last, last=True)
-            act = out_layer.act
+            act = out_layer._act  # type: ignore[attr-defined]
             fused = self.loss.fused_forward
             if fused is not None:  # softmax + cross-entropy from one pass over Z_L
                 a, cost, delta = fused(xp, z, y, n, w)
@@ -904,11 +904,12 @@ class Network:
         naming ``argument``. A pandas DataFrame's columns must match
         :attr:`feature_names` when the network recorded them.
         """
-        if hasattr(x, "columns") and hasattr(x, "iloc"):  # a pandas DataFrame
-            if self._feature_names is not None:
+        if type(x) is not np.ndarray and hasattr(x, "columns") and hasattr(x, "iloc"):
+            if self._feature_names is not None:  # a pandas DataFrame
                 self._check_names(x.columns, argument)
             x = x.to_numpy()
-        return as_features(self.backend, x, self.dtype, self.n_in, argument, self._low_limit)
+        n_in = self.layers[0].n_in
+        return as_features(self.backend, x, self.dtype, n_in, argument, self._low_limit)
 
     def input_limit(self) -> tuple[float, str]:
         """``(largest finite value, type name)`` of the type inputs are computed in: the
@@ -920,13 +921,14 @@ class Network:
         """``y`` as ``(n_rows, n_out)`` targets on this device; ``(n,)`` integer labels
         are one-hot encoded (class labels of :attr:`classes` first become their codes).
         The loss's own rule on target values is applied."""
-        if hasattr(y, "iloc") and hasattr(y, "to_numpy"):  # a pandas Series / DataFrame
-            y = y.to_numpy()
+        if type(y) is not np.ndarray and hasattr(y, "iloc") and hasattr(y, "to_numpy"):
+            y = y.to_numpy()  # a pandas Series / DataFrame
         if self._classes is not None and getattr(y, "ndim", 1) == 1:
             y = encode_labels(y, self._classes, argument)
         # the loss's rule on the targets' range reads them once, with the NaN/Inf check
         rule = self._target_rule if self.loss.name in TARGET_RULES else None
-        return as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument, rule)
+        n_out = self._output.n_out
+        return as_targets(self.backend, y, self.dtype, n_out, n_rows, argument, rule)
 
     def _target_rule(self, width: int, lo: float | None, hi: float | None, argument: str) -> None:
         check_target_range(self.loss, width, lo, hi, argument)
