@@ -449,3 +449,19 @@ def test_the_benchmark_times_the_checked_backprop_against_the_same_pass_by_hand(
     got = bench.ratios("tiny", med)
     assert got["xbp backprop/hand backprop"] == 1.5
     assert got["xbp-torch-cpu backprop/torch autograd backprop"] == 0.25
+
+
+@pytest.mark.parametrize("loss", ["quadratic", "binary_cross_entropy"])
+def test_checked_float32_calls_warn_nothing(loss: str) -> None:
+    """The checks' one read of float32 host data compares in Python floats: the square of
+    float32's largest value would overflow a float32 comparison (a RuntimeWarning on
+    every call)."""
+    import warnings
+
+    net = xbp.mlp([2, 4, 1], output="sigmoid", loss=loss, dtype="float32", seed=0)
+    x, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):  # the later calls take the one-read path
+            net.backprop(x, y)
+            net.predict(x)
