@@ -324,7 +324,7 @@ def as_features(
         shape = data.shape
         if len(shape) == 2 and shape[1] == n_features and shape[0]:
             bound = fast[1] if limit is None else limit[0] * limit[0]
-            if np.vdot(data, data) < bound:  # a NumPy scalar: no float() needed
+            if float(np.vdot(data, data)) < bound:
                 return data
             # else: the exact checks below say which value is wrong
     xp, a, on_host = _on_backend(be, data, argument)
@@ -376,7 +376,7 @@ def as_targets(
     if fast is not None and data.dtype is fast[0] and data.shape == (n_rows, n_outputs):
         # float targets in the right shape, in one read when clean
         if rule is None:
-            if np.vdot(data, data) < fast[1]:
+            if float(np.vdot(data, data)) < fast[1]:
                 return data
         elif n_rows:
             lo, hi = _value_range(be, host_xp, data)
