@@ -773,7 +773,7 @@ class Network:
                 if state_out is not None and new is not None:
                     state_out[l] = new
             z, a_in, mask = out_layer.affine(ctx, params[last], a, last, last=True)
-            act = out_layer._act  # type: ignore[attr-defined]
+            act = out_layer.act
             fused = self.loss.fused_forward
             if fused is not None:  # softmax + cross-entropy from one pass over Z_L
                 a, cost, delta = fused(xp, z, y, n, w)
