@@ -68,6 +68,9 @@ class Backend:
         The backend's own device object.
     library : xbp.backends.Library
         The library object every library-specific decision is delegated to.
+    kernel_xp : module
+        The namespace xbp's kernels compute with: ``xp``, or for NumPy ``xp`` with
+        its reductions called directly (the same bits; ``Library.kernel_namespace``).
 
     Examples
     --------
