@@ -369,39 +369,6 @@ def test_a_precision_change_rebuilds_the_passes_contexts() -> None:
         np.testing.assert_array_equal(got, plain)
 
 
-def test_a_precision_scope_with_work_is_entered_on_every_pass(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A library's no-op precision scope is reused; one that does something (JAX's matmul
-    precision, TF32 on CUDA) is asked for on every pass (such scopes may be single use)."""
-    entered: list[str] = []
-
-    class Scope:
-        def __init__(self, policy: str) -> None:
-            self.policy = policy
-
-        def __enter__(self) -> None:
-            # single use, as a generator-based context manager is
-            assert not getattr(self, "used", False), "a used scope entered again"
-            self.used = True
-            entered.append(self.policy)
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    net = xbp.mlp([2, 3, 1], seed=0)
-    x, y = np.ones((4, 2)), np.zeros((4, 1))
-    library = type(net.backend.library)
-    monkeypatch.setattr(library, "precision_scope", lambda self, policy, device: Scope(policy))
-    net.backprop(x, y)
-    assert entered == []  # the scope asked for when the policy was set: a no-op
-    net.precision = "exact"  # asks the library again: now a scope with work
-    for _ in range(3):
-        net.backprop(x, y)
-    net.predict(x)
-    assert entered == ["exact"] * 4
-
-
 def test_a_traced_pass_leaves_nothing_cached_on_the_network() -> None:
     """Inside :func:`xbp.nn.network.no_caches` (how compiled steps trace the kernel) a
     pass keeps nothing on the network: a traced value kept there (the bias gradients'

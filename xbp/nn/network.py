@@ -279,7 +279,7 @@ class Network:
             raise XbpValueError(
                 f"{arg('precision', value)} is not known; use one of {list(PRECISIONS)}"
             )
-        scope = self.backend.precision_scope(value)  # refuses a policy the device cannot run
+        self.backend.precision_scope(value)  # refuses a policy the device cannot run
         # the low-precision dtype of a mixed policy (refused where the library has none);
         # None keeps the exact path free of casts
         low = None
@@ -287,9 +287,6 @@ class Network:
             low = self.backend.library.mixed_dtype(value, self.backend.device)
         self._precision = value
         self._low = low
-        # a scope with nothing to do (every CPU library) is entered again on every call
-        # instead of being asked for each time; the others are made per call
-        self._scope = scope if isinstance(scope, contextlib.nullcontext) else None
         self._contexts: dict[bool, Context] = {}  # the common contexts of this policy
         # inputs beyond the low type's range would enter the first product as Inf
         self._low_limit: tuple[float, str] | None = (
@@ -666,7 +663,7 @@ class Network:
         a = x if self._low is None else xp.astype(x, self._low, copy=False)
         layers = self.layers if stop is None else self.layers[:stop]
         last = len(self.layers) - 1
-        with self._scope or self.backend.precision_scope(self._precision):
+        with self.backend.precision_scope(self._precision):
             for l, layer in enumerate(layers):
                 if l == last:
                     z = self._output.affine(ctx, params[l], a, l, last=True)[0]
@@ -748,7 +745,7 @@ class Network:
         >>> grads[0]["W"].shape, out.shape
         ((2, 3), (4, 1))
         """
-        with self._scope or self.backend.precision_scope(self._precision):
+        with self.backend.precision_scope(self._precision):
             xp = self.backend.kernel_xp
             params = self._params if params is None else params
             state = self._state if state is None else state
