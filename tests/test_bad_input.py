@@ -1271,3 +1271,75 @@ def test_malicious_pickle_never_runs(tmp_path: Path) -> None:
     with pytest.raises(XbpValueError, match="lacks"):
         xbp.data.load_npz(plain)
     assert not marker.exists()
+
+
+# -- checks that a clean call made cheaper still run on the next call ----------------------------
+_ROWS = 12
+_BIN = (np.arange(_ROWS) % 2).astype(float).reshape(-1, 1)
+_ONE_HOT = np.eye(3)[np.arange(_ROWS) % 3]
+
+
+def _with(a: np.ndarray, value: float, dtype: Any = None) -> np.ndarray:
+    out = np.array(a, dtype=dtype or a.dtype)
+    out[5, 0] = value
+    return out
+
+
+# (id, network kwargs (mlp [3, 4, k]), good targets, bad x or None, bad targets, message)
+AGAIN = [
+    ("bce-above-1", dict(output="sigmoid", loss="binary_cross_entropy"), _BIN, None,
+     _with(_BIN, 2.0), "y holds targets from 0 to 2 but binary_cross_entropy"),
+    ("bce-below-0", dict(output="sigmoid", loss="binary_cross_entropy"), _BIN, None,
+     _with(_BIN, -0.5), "y holds targets from -0.5 to 1 but binary_cross_entropy"),
+    ("bce-nan", dict(output="sigmoid", loss="binary_cross_entropy"), _BIN, None,
+     _with(_BIN, np.nan), "y contains NaN or Inf"),
+    ("bce-inf", dict(output="sigmoid", loss="binary_cross_entropy"), _BIN, None,
+     _with(_BIN, -np.inf), "y contains NaN or Inf"),
+    ("bce-other-dtype", dict(output="sigmoid", loss="binary_cross_entropy"), _BIN, None,
+     _with(_BIN, 3.0, np.float32), "y holds targets from 0 to 3"),
+    ("bce-integers", dict(output="sigmoid", loss="binary_cross_entropy"), _BIN, None,
+     _with(_BIN, 4, np.int64), "y holds targets from 0 to 4"),
+    ("ce-negative", dict(loss="cross_entropy", k=3), _ONE_HOT, None,
+     _with(_ONE_HOT, -0.25), "cross_entropy needs non-negative"),
+    ("ce-labels", dict(loss="cross_entropy", k=3), np.arange(_ROWS) % 3, None,
+     np.arange(_ROWS) % 3 + 1, "y holds class labels from 1 to 3"),
+    ("ce-after-labels", dict(loss="cross_entropy", k=3), np.arange(_ROWS) % 3, None,
+     _with(_ONE_HOT, np.nan), "y contains NaN or Inf"),
+    ("poisson-negative", dict(output="exp", loss="poisson"), _BIN * 3, None,
+     _with(_BIN, -1.0), "the poisson loss needs counts"),
+    ("quadratic-nan", dict(), _BIN, None, _with(_BIN, np.nan), "y contains NaN or Inf"),
+    ("quadratic-x-inf", dict(), _BIN, _with(X, np.inf), _BIN, "x contains NaN or Inf"),
+    ("quadratic-x-other-dtype", dict(), _BIN, _with(X, np.nan, np.float32), _BIN,
+     "x contains NaN or Inf"),
+    ("float32-y-too-big", dict(dtype="float32"), _BIN, None, _with(_BIN, 1e39),
+     "y holds values up to 1e+39 in magnitude but the network computes in float32"),
+    ("float32-x-too-big", dict(dtype="float32"), _BIN, _with(X, -1e39), _BIN,
+     "x holds values up to 1e+39 in magnitude but the network computes in float32"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", AGAIN, ids=[c[0] for c in AGAIN])
+def test_a_clean_call_leaves_the_next_call_checked(case, be: xbp.backends.select.Backend) -> None:
+    """The public calls check host data in one read once they have seen its type and the
+    loss's rule on the same read: a later call with bad values, another dtype or bad
+    labels is still refused in one line, and a clean call works again afterwards."""
+    _, kwargs, good, bad_x, bad_y, text = case
+    kwargs = dict(kwargs)
+    k = kwargs.pop("k", 1)
+    dtype = kwargs.get("dtype", "float64")
+    net = xbp.mlp([3, 4, k], activation="tanh", backend=be, seed=0, **kwargs)
+    x = X.astype(dtype)
+    for _ in range(2):  # the second call takes the paths a first call prepared
+        net.backprop(x, good)
+    for target in (net.backprop, net.loss_value, net.evaluate):
+        with pytest.raises(XbpError) as info:
+            target(x if bad_x is None else bad_x, bad_y)
+        assert text in str(info.value) and "\n" not in str(info.value), str(info.value)
+    # and on the device: the targets are read once there too
+    with pytest.raises(XbpError, match=text.split(" but ")[0].replace("+", r"\+")):
+        net.backprop(
+            net.backend.asarray(x if bad_x is None else bad_x),
+            be.asarray(bad_y) if bad_y.ndim == 2 or bad_y.dtype.kind == "i" else bad_y,
+        )
+    cost, _ = net.backprop(x, good)
+    assert np.isfinite(float(cost))

@@ -346,3 +346,63 @@ def test_cli_imports_a_module_that_registers_parts(
         assert len(lines) == 1 and "--import no_such_xbp_module" in lines[0], lines
     finally:
         ACTIVATIONS.pop("softsign_cli", None)
+
+
+def test_a_loss_that_reads_z_after_a_sigmoid_output_gets_z_itself(parts) -> None:
+    """The sigmoid computes in place in Z_L where no loss reads it; a registered loss's
+    output error reads Z_L, so it must get Z_L unchanged (here sigmoid(z) - y, the
+    built-in binary cross-entropy's delta, written from z)."""
+
+    def bce(xp, a, y):
+        return -(y * xp.log(a) + (1 - y) * xp.log(1 - a))
+
+    def from_z(xp, z, a, y):
+        return 1 / (1 + xp.exp(-z)) - y
+
+    xbp.register_loss("bce_from_z", bce, delta=from_z, outputs=["sigmoid"])
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(8, 3)), (rng.random((8, 1)) > 0.5).astype(float)
+    mine = xbp.mlp([3, 4, 1], activation="tanh", loss="bce_from_z", seed=0)
+    ref = xbp.mlp([3, 4, 1], activation="tanh", loss="binary_cross_entropy", seed=0)
+    c1, g1 = mine.backprop(x, y)
+    c2, g2 = ref.backprop(x, y)
+    assert float(c1) == pytest.approx(float(c2), rel=1e-12)
+    for a, b in zip(g1, g2):
+        for key in ("W", "b"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-15)
+
+
+def test_a_part_registered_again_reaches_new_networks_after_old_ones_ran(parts) -> None:
+    """The network's per-call caches (its contexts, the kernel's namespace, the checked
+    input types) hold no part: after a network ran, a name registered again with a new
+    rule gives new networks the new rule, while the old network keeps the one it was
+    built with."""
+    x, y = data()
+    old = xbp.mlp([3, 4, 2], activation="gelu_t", loss="huber_t", seed=0)
+    old_cost, _ = old.backprop(x, y)
+    old_out = old.predict(x)
+    xbp.register_activation(
+        "gelu_t",
+        lambda xp, z: 2 * gelu(xp, z),
+        lambda xp, z: 2 * gelu_prime(xp, z),
+        from_z=True,
+    )
+    xbp.register_loss(
+        "huber_t", lambda xp, a, y: 3 * huber(xp, a, y), lambda xp, a, y: 3 * huber_grad(xp, a, y)
+    )
+    new = xbp.mlp([3, 4, 2], activation="gelu_t", loss="huber_t", seed=0)
+    new_cost, new_grads = new.backprop(x, y)
+    p = new.host_params()
+    h = gelu(np, x @ p[0]["W"] + p[0]["b"]) * 2
+    a = h @ p[1]["W"] + p[1]["b"]  # identity output: the loss's default
+    assert float(new_cost) == pytest.approx(3 * huber(np, a, y).sum() / len(x), rel=1e-12)
+    assert not np.allclose(new.predict(x), old_out)
+    np.testing.assert_allclose(new.predict(x), a, rtol=1e-12)
+    # the old network keeps its rules
+    assert float(old.backprop(x, y)[0]) == float(old_cost)
+    np.testing.assert_array_equal(old.predict(x), old_out)
+    assert errors_small(new, x, y)
+
+
+def errors_small(net: xbp.Network, x: np.ndarray, y: np.ndarray) -> bool:
+    return max(xbp.tools.gradcheck(net, x, y).values()) < 1e-7

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, backend_or_skip, required_backends
 
 import xbp
 
@@ -294,3 +294,141 @@ def test_row_weights_equal_repeated_rows(
     for g, h in zip(grads, want_grads):
         for key in "Wb":
             np.testing.assert_allclose(backend.to_host(g[key]), h[key], rtol=1e-12, atol=1e-14)
+
+
+def test_the_kernels_namespace_reduces_to_the_same_bits(
+    backend: xbp.backends.select.Backend,
+) -> None:
+    """The kernel may compute with faster direct forms of its namespace's functions
+    (NumPy's reductions without their Python wrappers): every name is there, and the
+    reductions give the same values, types, dtypes and shapes, summed in the same order
+    (300 rows cross NumPy's pairwise-summation blocks)."""
+    xp, kxp = backend.xp, backend.kernel_xp
+    assert all(hasattr(kxp, name) for name in getattr(xp, "__all__", ()))
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        a = backend.asarray(rng.normal(size=(300, 7)) * 1e3, dtype)
+        for name, axis, keepdims in itertools.product(
+            ("sum", "max", "min"), (None, 0, 1, (0, 1)), (False, True)
+        ):
+            got = getattr(kxp, name)(a, axis=axis, keepdims=keepdims)
+            want = getattr(xp, name)(a, axis=axis, keepdims=keepdims)
+            label = f"{name} axis={axis} keepdims={keepdims} {dtype}"
+            assert type(got) is type(want) and got.dtype == want.dtype, label
+            assert tuple(got.shape) == tuple(want.shape), label
+            np.testing.assert_array_equal(backend.to_host(got), backend.to_host(want), label)
+    ints = backend.asarray(np.arange(10, dtype=np.int32))
+    assert kxp.sum(ints).dtype == xp.sum(ints).dtype and int(kxp.sum(ints)) == 45
+
+
+@pytest.mark.parametrize("extra", [{}, {"norm": "layer"}, {"norm": "batch"}])
+def test_the_kernels_namespace_changes_no_gradient(
+    backend: xbp.backends.select.Backend, extra: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """value_and_grad with the kernel's namespace equals, bit for bit, the same pass with
+    the plain namespace, for every output and loss (softmax + cross-entropy reduces
+    with max and sum, normalisations with sum)."""
+    rng = np.random.default_rng(3)
+    for output, loss in OUTPUT_LOSS:
+        sizes = [4, 5, 3 if loss != "binary_cross_entropy" else 2]
+        x, y = batch(rng, sizes, loss, n=9)
+        kw = dict(activation="tanh", output=output, loss=loss, seed=1, backend=backend, **extra)
+        results = []
+        for plain in (False, True):
+            net = xbp.mlp(sizes, **kw)
+            if plain:  # the network's backend is its own object: patch it alone
+                monkeypatch.setattr(net.backend, "kernel_xp", net.backend.xp)
+            xd, yd = net.check_inputs(x), net.check_targets(y, 9)
+            cost, grads, out = net.value_and_grad(xd, yd)
+            results.append([cost, out, *(g[k] for g in grads for k in sorted(g))])
+        for got, want in zip(*results):
+            np.testing.assert_array_equal(
+                backend.to_host(got), backend.to_host(want), f"{output} {loss} {extra}"
+            )
+
+
+def test_a_precision_change_rebuilds_the_passes_contexts() -> None:
+    """The contexts a network keeps for its passes belong to one precision policy: after
+    ``net.precision = "bf16"`` the products run in bfloat16 (as in a network built with
+    it), and back at ``"exact"`` in float32 again."""
+    torch_be = backend_or_skip("torch-cpu", "torch", "cpu", required_backends())
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3)).astype("float32"), rng.integers(0, 2, 6)
+    kw = dict(activation="tanh", loss="cross_entropy", backend=torch_be, dtype="float32", seed=0)
+    net = xbp.mlp([3, 8, 2], **kw)
+    exact = [torch_be.to_host(g["W"]) for g in net.backprop(x, y)[1]]
+    net.precision = "bf16"
+    mixed = [torch_be.to_host(g["W"]) for g in net.backprop(x, y)[1]]
+    fresh = xbp.mlp([3, 8, 2], precision="bf16", **kw)
+    want = [torch_be.to_host(g["W"]) for g in fresh.backprop(x, y)[1]]
+    for got, ref, plain in zip(mixed, want, exact):
+        np.testing.assert_array_equal(got, ref)
+        assert not np.array_equal(got, plain)
+    net.precision = "exact"
+    for got, plain in zip((torch_be.to_host(g["W"]) for g in net.backprop(x, y)[1]), exact):
+        np.testing.assert_array_equal(got, plain)
+
+
+def test_a_traced_pass_leaves_nothing_cached_on_the_network() -> None:
+    """Inside :func:`xbp.nn.network.no_caches` (how compiled steps trace the kernel) a
+    pass keeps nothing on the network: a traced value kept there (the bias gradients'
+    ones vector) would leak out of the trace into the next eager pass."""
+    import jax
+
+    jax_be = backend_or_skip("jax-cpu", "jax", "cpu", required_backends())
+    net = xbp.mlp([3, 4, 2], activation="tanh", backend=jax_be, seed=0)
+    rng = np.random.default_rng(0)
+    x, y = net.check_inputs(rng.normal(size=(5, 3))), net.check_targets(rng.normal(size=(5, 2)), 5)
+
+    @jax.jit
+    def traced(params):
+        with xbp.nn.network.no_caches():
+            return net.value_and_grad(x, y, params=params)[1]
+
+    compiled = traced(net.params)
+    eager = net.value_and_grad(x, y)[1]  # a leaked tracer would raise here
+    for g, h in zip(compiled, eager):
+        for key in "Wb":
+            np.testing.assert_allclose(jax_be.to_host(g[key]), jax_be.to_host(h[key]), rtol=1e-12)
+
+
+def test_the_benchmark_times_the_checked_backprop_against_the_same_pass_by_hand() -> None:
+    """``xbp bench`` times the public, checked ``net.backprop`` (host NumPy data; torch
+    tensors on torch) beside the same forward and backward pass written by hand and by
+    torch autograd, and reports their ratios."""
+    from xbp.tools import bench
+
+    case = bench.CASES["tiny"]
+    mine = bench.xbp_backprop_contender(case, "numpy")
+    hand = bench.numpy_backprop_contender(case)
+    assert mine.name == "xbp numpy backprop" and hand.name == "numpy by hand backprop"
+    loss, grads = mine.step()
+    hand_loss, hand_grads = hand.step()
+    assert [g["W"].shape for g in grads] == [g[0].shape for g in hand_grads]
+    assert [g["b"].shape for g in grads] == [g[1].shape for g in hand_grads]
+    assert np.isfinite(float(loss)) and np.isfinite(float(hand_loss))
+    med = {
+        "xbp numpy backprop": 3.0,
+        "numpy by hand backprop": 2.0,
+        "xbp torch-cpu backprop": 1.0,
+        "torch autograd cpu backprop": 4.0,
+    }
+    got = bench.ratios("tiny", med)
+    assert got["xbp backprop/hand backprop"] == 1.5
+    assert got["xbp-torch-cpu backprop/torch autograd backprop"] == 0.25
+
+
+@pytest.mark.parametrize("loss", ["quadratic", "binary_cross_entropy"])
+def test_checked_float32_calls_warn_nothing(loss: str) -> None:
+    """The checks' one read of float32 host data compares in Python floats: the square of
+    float32's largest value would overflow a float32 comparison (a RuntimeWarning on
+    every call)."""
+    import warnings
+
+    net = xbp.mlp([2, 4, 1], output="sigmoid", loss=loss, dtype="float32", seed=0)
+    x, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):  # the later calls take the one-read path
+            net.backprop(x, y)
+            net.predict(x)

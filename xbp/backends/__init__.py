@@ -272,6 +272,13 @@ class Library(abc.ABC):
             out = xp.asarray(out, copy=True)
         return out
 
+    def kernel_namespace(self, xp: Any) -> Any:
+        """The namespace xbp's kernels compute with (forward, backward, losses): ``xp``
+        itself by default. A library whose standard functions go through Python wrappers
+        that cost more than tiny arrays' arithmetic may return ``xp`` with direct
+        equivalents in their place, giving the same bits (NumPy's reductions)."""
+        return xp
+
     def detach(self, a: Any) -> Any:
         """``a`` without any tie to the library's autograd (a user's array entering xbp).
 

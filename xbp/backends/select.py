@@ -68,6 +68,9 @@ class Backend:
         The backend's own device object.
     library : xbp.backends.Library
         The library object every library-specific decision is delegated to.
+    kernel_xp : module
+        The namespace xbp's kernels compute with: ``xp``, or for NumPy ``xp`` with
+        its reductions called directly (the same bits; ``Library.kernel_namespace``).
 
     Examples
     --------
@@ -83,11 +86,14 @@ class Backend:
     xp: Any
     device: Any
     library: Library = field(init=False, repr=False)
+    kernel_xp: Any = field(init=False, repr=False)
     _tokens: list[contextvars.Token[Backend | None]] = field(default_factory=list, repr=False)
     _checked_dtypes: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.library = backends.lookup(self.name)
+        #: the namespace the kernels compute with (see Library.kernel_namespace)
+        self.kernel_xp = self.library.kernel_namespace(self.xp)
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, device={str(self.device)!r})"

@@ -26,7 +26,8 @@ class Activation(NamedTuple):
     full-size temporaries per layer. ``forward`` may overwrite ``z`` when
     ``overwrites_z`` is set. With ``from_z`` the derivative (and ``backward``)
     take the net input ``Z`` instead of ``A``, for activations that cannot be
-    inverted (GELU, swish); the network then keeps that layer's ``Z``.
+    inverted (GELU, swish); the network then keeps that layer's ``Z`` (so such
+    an activation never overwrites it).
     """
 
     name: str

@@ -274,7 +274,7 @@ class Dense(Layer):
 
     def forward(self, ctx: Context, p: Arrays, s: Arrays, a: Any, l: int) -> tuple[Any, Any, Any]:
         z, a_in, mask = self.affine(ctx, p, a, l)
-        act = self.act
+        act = self._act  # type: ignore[attr-defined]
         out = act.forward(ctx.xp, z)  # may overwrite z (overwrites_z): z is a temporary
         return out, (a_in, out, z if act.from_z else None, mask), None
 
@@ -283,7 +283,7 @@ class Dense(Layer):
     ) -> tuple[Any, Arrays]:
         """From ``d = dC/dA``: ``delta = dC/dZ = d * phi'(Z)`` first."""
         a_in, out, z, mask = saved
-        act = self.act
+        act = self._act  # type: ignore[attr-defined]
         src = z if act.from_z else out
         if act.backward is not None:
             d = act.backward(ctx.xp, d, src)  # A (Z) is not needed after this: reused

@@ -24,6 +24,7 @@ __all__ = [
     "get_loss",
     "check_pair",
     "check_targets",
+    "check_target_range",
     "register_loss",
 ]
 
@@ -38,6 +39,9 @@ class Loss(NamedTuple):
     ``(rows, 1)`` array of row weights: the cost is ``sum_i w_i C_i / n`` and
     row i of delta_L is scaled by ``w_i``. ``outputs`` lists the output
     activations it may follow; empty means any that is not output-only.
+    ``reads_z=False`` says that ``value_and_delta`` reads ``z`` only through a
+    ``from_z`` activation's derivative, so the output activation may compute
+    in place in ``z`` (registered losses read it: True).
     """
 
     name: str
@@ -46,6 +50,10 @@ class Loss(NamedTuple):
     # (xp, z, y, n, w) -> (a, cost, delta): the output activation and the cost from one
     # pass over z, used instead of activation.forward + value_and_delta when set
     fused_forward: Callable[[Any, Any, Any, Any, Any], tuple[Any, Any, Any]] | None = None
+    # False: value_and_delta reads z only for an activation whose derivative takes Z_L
+    # (``from_z``; such an activation never overwrites Z_L), so an output activation
+    # that may overwrite it (sigmoid) needs no copy of Z_L
+    reads_z: bool = True
 
 
 def _weighted_sum(xp: Any, terms: Any, w: Any) -> Any:
@@ -65,8 +73,12 @@ def _quadratic(
     xp: Any, z: Any, a: Any, y: Any, n: Any, act: Activation, w: Any = None
 ) -> tuple[Any, Any]:
     diff = a - y
-    cost = _weighted_sum(xp, diff * diff, w) / (2 * n)
-    diff = _scale_rows(diff, w, n)
+    if w is None:  # the common call, without the helpers' calls (tiny networks feel them)
+        cost = xp.sum(diff * diff) / (2 * n)
+        diff /= n
+    else:
+        cost = _weighted_sum(xp, diff * diff, w) / (2 * n)
+        diff = _scale_rows(diff, w, n)
     if act.derivative is not None:
         diff *= act.derivative(xp, z if act.from_z else a)
     return cost, diff
@@ -119,7 +131,7 @@ def _poisson(
 
 LOSSES: dict[str, Loss] = {
     # any output activation but softmax (output-only, fused with cross-entropy)
-    "quadratic": Loss("quadratic", _quadratic, ()),
+    "quadratic": Loss("quadratic", _quadratic, (), reads_z=False),
     "cross_entropy": Loss(
         "cross_entropy", _cross_entropy, ("softmax",), fused_forward=_softmax_cross_entropy
     ),
@@ -342,17 +354,29 @@ def check_targets(loss: Loss, xp: Any, y: Any, argument: str = "y") -> None:
     """
     if loss.name not in TARGET_RULES or y.ndim != 2:
         return  # quadratic and registered losses take any finite target
-    width = int(y.shape[1])
+    if y.shape[0] == 0:
+        check_target_range(loss, int(y.shape[1]), None, None, argument)
+    else:
+        check_target_range(loss, int(y.shape[1]), float(xp.min(y)), float(xp.max(y)), argument)
+
+
+def check_target_range(
+    loss: Loss, width: int, lo: float | None, hi: float | None, argument: str = "y"
+) -> None:
+    """:func:`check_targets` from what it reads: the targets' ``width`` (columns) and their
+    smallest and largest values ``lo`` and ``hi`` (None: no rows, or one-hot rows xbp made
+    from labels). A caller that reads the range anyway (to refuse NaN and Inf) passes it
+    here, so the targets are read once for every rule."""
+    if loss.name not in TARGET_RULES:
+        return
     if loss.name == "cross_entropy" and width < 2:
         raise XbpValueError(
             f"{argument} has {width} column but cross_entropy needs at least 2 classes (a "
             "1-unit softmax always outputs 1); for one 0/1 target use "
             "loss='binary_cross_entropy' with a sigmoid output, or give labels of 2+ classes"
         )
-    if y.shape[0] == 0:
+    if lo is None or hi is None:
         return
-    lo = float(xp.min(y))
-    hi = float(xp.max(y))
     if loss.name == "poisson" and lo < 0:
         raise XbpValueError(
             f"{argument} holds negative targets (down to {lo:g}) but the poisson loss needs "

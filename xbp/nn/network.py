@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-import array_api_compat.numpy as host_xp
 import numpy as np
 
 from ..backends import MIXED_PRECISIONS
@@ -38,7 +37,7 @@ from .layers import (
     check_dropout,
     layer_from_config,
 )
-from .losses import TARGET_RULES, Loss, check_pair, check_targets, default_output, get_loss
+from .losses import TARGET_RULES, Loss, check_pair, check_target_range, default_output, get_loss
 from .summary import summarize
 from .targets import encode_labels
 from .validate import (
@@ -298,6 +297,7 @@ class Network:
             low = self.backend.library.mixed_dtype(value, self.backend.device)
         self._precision = value
         self._low = low
+        self._contexts: dict[bool, Context] = {}  # the common contexts of this policy
         # inputs beyond the low type's range would enter the first product as Inf
         self._low_limit: tuple[float, str] | None = (
             None
@@ -635,12 +635,12 @@ class Network:
     def _context(
         self, training: bool, key: Any = None, reduce: Callable[[Any], Any] | None = None
     ) -> Context:
-        if key is None and reduce is None:  # the common case, built once per policy
-            cached = self.__dict__.setdefault("_contexts", {})
-            ctx = cached.get((training, self._precision))
+        if key is None and reduce is None and not _NO_CACHES.get():
+            # the common case, built once per policy; its ones() keeps the vectors it made
+            ctx = self._contexts.get(training)
             if ctx is None:
-                ctx = cached[(training, self._precision)] = self._new_context(training)
-            return ctx  # type: ignore[no-any-return]
+                ctx = self._contexts[training] = self._new_context(training)
+            return ctx
         return self._new_context(training, key, reduce)
 
     def _new_context(
@@ -648,13 +648,13 @@ class Network:
     ) -> Context:
         low = self._low
         return Context(
-            xp=self.backend.xp,
+            xp=self.backend.kernel_xp,
             dtype=self.dtype,
             device=self.device,
             training=training,
             key=key,
             low=low,
-            ones=lambda n: self._ones(n, low),
+            ones=self._ones_maker(low),
             reduce=reduce,
         )
 
@@ -669,7 +669,7 @@ class Network:
         params = self._params if params is None else params
         state = self._state if state is None else state
         ctx = self._context(False)
-        xp = self.backend.xp
+        xp = ctx.xp
         a = x if self._low is None else xp.astype(x, self._low, copy=False)
         layers = self.layers if stop is None else self.layers[:stop]
         last = len(self.layers) - 1
@@ -677,8 +677,7 @@ class Network:
             for l, layer in enumerate(layers):
                 if l == last:
                     z = self._output.affine(ctx, params[l], a, l, last=True)[0]
-                    act = self._output.act
-                    return act.forward(xp, z + 0 if act.overwrites_z else z)
+                    return self._output.act.forward(xp, z)  # z is a temporary: may be overwritten
                 a = layer.forward(ctx, params[l], state[l], a, l)[0]
         return a
 
@@ -757,103 +756,80 @@ class Network:
         ((2, 3), (4, 1))
         """
         with self.backend.precision_scope(self._precision):
-            return self._value_and_grad(
-                x,
-                y,
-                params,
-                n_total,
-                grad_scale,
-                forward_only,
-                grad_ready,
-                sample_weight,
-                dropout_key,
-                state,
-                state_out,
-                training,
-                reduce_stats,
-            )
+            xp = self.backend.kernel_xp
+            params = self._params if params is None else params
+            state = self._state if state is None else state
+            training = not forward_only if training is None else training
+            ctx = self._context(training, dropout_key, reduce_stats)
+            low = self._low  # mixed precision: the backward products run in it too
+            a = x if low is None else xp.astype(x, low)
+            w = None
+            if sample_weight is None:
+                n = x.shape[0] if n_total is None else n_total
+            else:
+                w = xp.reshape(sample_weight, (-1, 1))
+                n = xp.sum(sample_weight) if n_total is None else n_total
+            layers = self.layers
+            last = len(layers) - 1
+            out_layer = self._output
+            # forward: every layer but the output keeps what its backward rule needs
+            saved = []
+            for l in range(last):
+                a, keep, new = layers[l].forward(ctx, params[l], state[l], a, l)
+                saved.append(keep)
+                if state_out is not None and new is not None:
+                    state_out[l] = new
+            z, a_in, mask = out_layer.affine(ctx, params[last], a, last, last=True)
+            act = out_layer.act
+            fused = self.loss.fused_forward
+            if fused is not None:  # softmax + cross-entropy from one pass over Z_L
+                a, cost, delta = fused(xp, z, y, n, w)
+            else:
+                # an activation that overwrites Z_L works on a copy when the loss reads Z_L
+                loss = self.loss
+                a = act.forward(xp, z + 0 if act.overwrites_z and loss.reads_z else z)
+                cost, delta = loss.value_and_delta(xp, z, a, y, n, act, w)
+            del z
+            if forward_only:
+                return StepResult(cost, [], a)
+            # output error delta_L above; each layer's backward rule turns dC/d(output)
+            # into dC/d(input) and its parameter gradients (docs/math.md)
+            if grad_scale is not None:
+                delta *= grad_scale
+            if low is not None:  # scaled first: fp16's loss scale keeps small errors representable
+                delta = xp.astype(delta, low)
+            grads: Params = [{}] * len(params)
+            d, grads[last] = out_layer.backward_z(ctx, params[last], (a_in, mask), delta, last > 0)
+            if grad_ready is not None:
+                grad_ready(last, grads[last])
+            for l in range(last - 1, -1, -1):
+                d, grads[l] = layers[l].backward(ctx, params[l], saved[l], d, l > 0)
+                if grad_ready is not None and grads[l]:
+                    grad_ready(l, grads[l])
+            return StepResult(cost, grads, a)
 
-    def _value_and_grad(
-        self,
-        x: Any,
-        y: Any,
-        params: Params | None,
-        n_total: int | None,
-        grad_scale: Any,
-        forward_only: bool,
-        grad_ready: Callable[[int, dict[str, Any]], None] | None,
-        sample_weight: Any,
-        dropout_key: Any,
-        state: Params | None,
-        state_out: list[Any] | None,
-        training: bool | None,
-        reduce_stats: Callable[[Any], Any] | None,
-    ) -> StepResult:
-        xp = self.backend.xp
-        params = self._params if params is None else params
-        state = self._state if state is None else state
-        training = not forward_only if training is None else training
-        ctx = self._context(training, dropout_key, reduce_stats)
-        low = self._low  # mixed precision: the backward products run in it too
-        a = x if low is None else xp.astype(x, low)
-        w = None
-        if sample_weight is None:
-            n = x.shape[0] if n_total is None else n_total
-        else:
-            w = xp.reshape(sample_weight, (-1, 1))
-            n = xp.sum(sample_weight) if n_total is None else n_total
-        # forward: every layer but the output keeps what its backward rule needs
-        last = len(self.layers) - 1
-        saved = []
-        for l in range(last):
-            a, keep, new = self.layers[l].forward(ctx, params[l], state[l], a, l)
-            saved.append(keep)
-            if state_out is not None and new is not None:
-                state_out[l] = new
-        out_layer = self._output
-        z, a_in, mask = out_layer.affine(ctx, params[last], a, last, last=True)
-        act = out_layer.act
-        fused = self.loss.fused_forward
-        if fused is not None:  # softmax + cross-entropy from one pass over Z_L
-            a, cost, delta = fused(xp, z, y, n, w)
-        else:
-            a = act.forward(xp, z + 0 if act.overwrites_z else z)  # the loss reads Z_L
-            cost, delta = self.loss.value_and_delta(xp, z, a, y, n, act, w)
-        del z
-        if forward_only:
-            return StepResult(cost, [], a)
-        # output error delta_L above; each layer's backward rule turns dC/d(output)
-        # into dC/d(input) and its parameter gradients (docs/math.md)
-        if grad_scale is not None:
-            delta *= grad_scale
-        if low is not None:  # scaled first: fp16's loss scale keeps small errors representable
-            delta = xp.astype(delta, low)
-        grads: Params = [{}] * len(params)
-        d, grads[last] = out_layer.backward_z(ctx, params[last], (a_in, mask), delta, last > 0)
-        if grad_ready is not None:
-            grad_ready(last, grads[last])
-        for l in range(last - 1, -1, -1):
-            d, grads[l] = self.layers[l].backward(ctx, params[l], saved[l], d, l > 0)
-            if grad_ready is not None and grads[l]:
-                grad_ready(l, grads[l])
-        return StepResult(cost, grads, a)
+    def _ones_maker(self, low: Any = None) -> Callable[[int], Any]:
+        """``ones(n)``: a ones vector of length n (bias gradients as GEMVs), never written
+        to, in the network's dtype or in ``low`` under mixed precision.
 
-    def _ones(self, n: int, low: Any = None) -> Any:
-        """A cached ones vector of length n (bias gradients as GEMVs); never written to.
-
-        In the network's dtype, or in ``low`` under mixed precision. Inside a
-        compiled step (see :func:`no_caches`) a fresh vector is made: a cached
-        traced value would leak out of the trace."""
+        Outside a compiled step the vectors are kept per length (a few batch sizes at
+        most: the last batch, evaluation), shared by the network's contexts. Inside one
+        (see :func:`no_caches`) each call makes a fresh vector: a cached traced value
+        would leak out of the trace."""
+        xp, device = self.backend.xp, self.device
         dtype = self.dtype if low is None else low
         if _NO_CACHES.get():
-            return self.backend.xp.ones(n, dtype=dtype, device=self.device)
-        cache = self.__dict__.setdefault("_ones_cache", {})
-        key = n if low is None else (n, self._precision)
-        ones = cache.get(key)
-        if ones is None:
-            if len(cache) > 8:  # a few batch sizes at most: the last batch, evaluation
-                cache.clear()
-            ones = cache[key] = self.backend.xp.ones(n, dtype=dtype, device=self.device)
+            return lambda n: xp.ones(n, dtype=dtype, device=device)
+        cache = self.__dict__.setdefault("_ones_cache", {}).setdefault(self._precision, {})
+
+        def ones(n: int) -> Any:
+            found = cache.get(n)
+            if found is None:
+                if len(cache) > 8:
+                    cache.clear()
+                found = cache[n] = xp.ones(n, dtype=dtype, device=device)
+            return found
+
         return ones
 
     # -- public API ----------------------------------------------------
@@ -935,11 +911,12 @@ class Network:
         naming ``argument``. A pandas DataFrame's columns must match
         :attr:`feature_names` when the network recorded them.
         """
-        if hasattr(x, "columns") and hasattr(x, "iloc"):  # a pandas DataFrame
-            if self._feature_names is not None:
+        if type(x) is not np.ndarray and hasattr(x, "columns") and hasattr(x, "iloc"):
+            if self._feature_names is not None:  # a pandas DataFrame
                 self._check_names(x.columns, argument)
             x = x.to_numpy()
-        return as_features(self.backend, x, self.dtype, self.n_in, argument, self._low_limit)
+        n_in = self.layers[0].n_in
+        return as_features(self.backend, x, self.dtype, n_in, argument, self._low_limit)
 
     def input_limit(self) -> tuple[float, str]:
         """``(largest finite value, type name)`` of the type inputs are computed in: the
@@ -951,22 +928,17 @@ class Network:
         """``y`` as ``(n_rows, n_out)`` targets on this device; ``(n,)`` integer labels
         are one-hot encoded (class labels of :attr:`classes` first become their codes).
         The loss's own rule on target values is applied."""
-        if hasattr(y, "iloc") and hasattr(y, "to_numpy"):  # a pandas Series / DataFrame
-            y = y.to_numpy()
+        if type(y) is not np.ndarray and hasattr(y, "iloc") and hasattr(y, "to_numpy"):
+            y = y.to_numpy()  # a pandas Series / DataFrame
         if self._classes is not None and getattr(y, "ndim", 1) == 1:
             y = encode_labels(y, self._classes, argument)
-        yd = as_targets(self.backend, y, self.dtype, self.n_out, n_rows, argument)
-        # the loss's rule reads the targets' range once, where it is cheapest: one-hot rows
-        # xbp made from labels need only the width (no rows), host data is read on the host
-        if self.loss.name not in TARGET_RULES:
-            pass  # quadratic and registered losses take any finite target
-        elif getattr(y, "ndim", 0) == 1 and self.n_out > 1:
-            check_targets(self.loss, self.backend.xp, yd[:0, ...], argument)
-        elif type(y) is np.ndarray:
-            check_targets(self.loss, host_xp, np.reshape(y, (n_rows, -1)), argument)
-        else:
-            check_targets(self.loss, self.backend.xp, yd, argument)
-        return yd
+        # the loss's rule on the targets' range reads them once, with the NaN/Inf check
+        rule = self._target_rule if self.loss.name in TARGET_RULES else None
+        n_out = self._output.n_out
+        return as_targets(self.backend, y, self.dtype, n_out, n_rows, argument, rule)
+
+    def _target_rule(self, width: int, lo: float | None, hi: float | None, argument: str) -> None:
+        check_target_range(self.loss, width, lo, hi, argument)
 
     def forward(self, x: Any, *, stop: int | None = None) -> Any:
         """The network's output ``A_L`` for ``x`` of shape ``(n, n_in)``, on the device.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -176,15 +177,16 @@ def _on_backend(be: Backend, data: Any, argument: str) -> tuple[Any, Any, bool]:
     return be.xp, be.library.detach(data), False
 
 
-#: (namespace id, dtype) -> (NumPy dtype, largest finite value squared) for backends whose
-#: arrays are host NumPy arrays: data already in that dtype needs no conversion, and
-#: ``x . x < limit**2`` (False for NaN and Inf) clears its values in one dot product
-_FAST: dict[tuple[int, Any], tuple[np.dtype[Any], float]] = {}
+#: (namespace id, dtype) -> (NumPy dtype, largest finite value squared, largest finite
+#: value) for backends whose arrays are host NumPy arrays: data already in that dtype needs
+#: no conversion, and ``x . x < limit**2`` (False for NaN and Inf) clears its values in one
+#: dot product; targets whose range a loss restricts are cleared by their min and max
+_FAST: dict[tuple[int, Any], tuple[np.dtype[Any], float, float]] = {}
 
 
 def _fast_path(be: Backend, dtype: Any) -> None:
     peak = dtype_limit(be, dtype)[0]
-    _FAST.setdefault((id(be.xp), dtype), (np.dtype(dtype), peak * peak))
+    _FAST.setdefault((id(be.xp), dtype), (np.dtype(dtype), peak * peak, peak))
 
 
 _LIMITS: dict[tuple[int, Any], tuple[float, str]] = {}
@@ -227,6 +229,33 @@ def _min_max(xp: Any, a: Any) -> tuple[Any, Any]:
     return xp.min(a), xp.max(a)
 
 
+def _value_range(be: Backend, xp: Any, a: Any) -> tuple[float, float]:
+    """``(min, max)`` of ``a`` (host or device) as Python floats, in one read from the device."""
+    if isinstance(a, np.ndarray):
+        return float(np.minimum.reduce(a, axis=None)), float(np.maximum.reduce(a, axis=None))
+    lo, hi = (float(v) for v in be.to_host(xp.stack((xp.min(a), xp.max(a)))))
+    return lo, hi
+
+
+def _check_range(lo: float, hi: float, argument: str, limit: float, into: str) -> None:
+    """:func:`_check_values` from the values' range (NaN propagates into min and max)."""
+    _refuse(argument, math.isfinite(lo) and math.isfinite(hi), max(-lo, hi), limit, into)
+
+
+def _refuse(argument: str, finite: bool, peak: float, limit: float, into: str) -> None:
+    """The value checks' errors: NaN or Inf anywhere, or a magnitude ``peak`` above ``limit``."""
+    if not finite:
+        raise XbpValueError(
+            f"{argument} contains NaN or Inf; remove or impute those values before training"
+        )
+    if peak > limit:
+        raise XbpValueError(
+            f"{argument} holds values up to {peak:.4g} in magnitude but the network computes "
+            f"in {into} (largest finite value {limit:.5g}): they would become Inf; scale the "
+            "values (e.g. standardise them) or use a wider dtype"
+        )
+
+
 def _check_values(xp: Any, a: Any, argument: str, limit: float, into: str) -> None:
     """Refuse NaN, Inf and magnitudes above ``limit`` (the largest finite value of the
     type ``a`` is computed in, named by ``into``), reading ``a`` once when it is clean.
@@ -245,16 +274,7 @@ def _check_values(xp: Any, a: Any, argument: str, limit: float, into: str) -> No
     else:
         peak = float(xp.max(xp.abs(a)))  # NaN propagates; one value read from the device
         finite = math.isfinite(peak)
-    if not finite:
-        raise XbpValueError(
-            f"{argument} contains NaN or Inf; remove or impute those values before training"
-        )
-    if peak > limit:
-        raise XbpValueError(
-            f"{argument} holds values up to {peak:.4g} in magnitude but the network computes "
-            f"in {into} (largest finite value {limit:.5g}): they would become Inf; scale the "
-            "values (e.g. standardise them) or use a wider dtype"
-        )
+    _refuse(argument, finite, peak, limit, into)
 
 
 def check_values(a: np.ndarray, argument: str, limit: tuple[float, str]) -> None:
@@ -341,16 +361,28 @@ def as_targets(
     n_outputs: int,
     n_rows: int,
     argument: str = "y",
+    rule: Callable[[int, float | None, float | None, str], None] | None = None,
 ) -> Any:
     """Check targets and return them on the device as ``(n_rows, n_outputs)`` floats.
 
     Integer class labels of shape ``(n,)`` are one-hot encoded when the network
-    has more than one output.
+    has more than one output. ``rule(width, lo, hi, argument)`` is the loss's
+    rule on its targets (:func:`xbp.nn.losses.check_target_range`): given
+    targets with rows, it gets their smallest and largest values, read once
+    together with the NaN/Inf check (one-hot rows made from labels hold only
+    0 and 1, which every rule takes).
     """
     fast = _FAST.get((id(be.xp), dtype)) if type(data) is np.ndarray else None
     if fast is not None and data.dtype is fast[0] and data.shape == (n_rows, n_outputs):
-        if float(np.vdot(data, data)) < fast[1]:  # float targets in the right shape, clean
-            return data
+        # float targets in the right shape, in one read when clean
+        if rule is None:
+            if float(np.vdot(data, data)) < fast[1]:
+                return data
+        elif n_rows:
+            lo, hi = _value_range(be, host_xp, data)
+            if -fast[2] <= lo and hi <= fast[2]:  # finite and within range (False for NaN)
+                rule(n_outputs, lo, hi, argument)
+                return data
     xp, a, on_host = _on_backend(be, data, argument)
     if a.ndim == 0 or a.ndim > 2:
         raise XbpValueError(
@@ -390,7 +422,12 @@ def as_targets(
         )
     if on_host and a.ndim == 2 and be.is_host:
         _fast_path(be, dtype)
-    if is_float:  # integer targets are finite and within every float type's range
+    if rule is not None and a.shape[0]:  # one read for the value check and the loss's rule
+        lo, hi = _value_range(be, xp, a)
+        if is_float:
+            _check_range(lo, hi, argument, *dtype_limit(be, dtype))
+        rule(n_outputs, lo, hi, argument)
+    elif is_float:  # integer targets are finite and within every float type's range
         peak, into = dtype_limit(be, dtype)
         _check_values(xp, a, argument, peak, into)
     return _on_device(be, xp, a, on_host, dtype)

@@ -8,7 +8,11 @@ step (forward + backward + SGD update) of:
 * a plain hand-written NumPy step (the reference for abstraction overhead),
 * "GEMM only": the step's matrix products alone on the same backend (the floor),
 * PyTorch autograd + ``torch.optim.SGD`` (when installed),
-* scikit-learn ``MLPClassifier.partial_fit`` on one batch (when installed).
+* scikit-learn ``MLPClassifier.partial_fit`` on one batch (when installed),
+
+and, without the update, the public checked ``net.backprop(x, y)`` (NumPy, and torch
+on the CPU) against the same forward and backward pass by hand (NumPy) and by
+PyTorch autograd.
 
 ``--memory`` also measures the peak resident memory of a full ``fit`` on the
 large case, for xbp and for torch, each in a fresh process.
@@ -246,8 +250,9 @@ def jax_contender(case: dict[str, Any]) -> Contender:
     return Contender("jax.jit by hand", step, lambda: jax.block_until_ready(state["p"]))
 
 
-def numpy_contender(case: dict[str, Any]) -> Contender:
-    """The same step as a plain NumPy program: what one writes by hand."""
+def _numpy_by_hand(case: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[], float]]:
+    """``(backprop, step)`` of the case's network as a plain NumPy program: the forward
+    and backward pass alone, and the training step (the same, then the SGD update)."""
     x, y = case_data(case)
     rng = np.random.default_rng(0)
     sizes, dt = case["sizes"], case["dtype"]
@@ -256,7 +261,7 @@ def numpy_contender(case: dict[str, Any]) -> Contender:
     relu = case["act"] == "relu"
     n = x.shape[0]
 
-    def step() -> float:
+    def backprop() -> tuple[Any, list[tuple[Any, Any]]]:
         acts = [x]
         a = x
         for W, b in zip(Ws[:-1], bs[:-1]):
@@ -274,17 +279,54 @@ def numpy_contender(case: dict[str, Any]) -> Contender:
             out = 1 / (1 + np.exp(-z))
             loss = np.sum((out - y) ** 2) / (2 * n)
             delta = (out - y) / n * out * (1 - out)
+        grads = []
         for l in range(len(Ws) - 1, -1, -1):
-            dW = acts[l].T @ delta
-            db = delta.sum(axis=0)
+            grads.append((acts[l].T @ delta, delta.sum(axis=0)))
             if l:
                 a = acts[l]
                 delta = (delta @ Ws[l].T) * ((a > 0) if relu else a * (1 - a))
+        return loss, grads[::-1]
+
+    def step() -> float:
+        loss, grads = backprop()
+        for l, (dW, db) in enumerate(grads):
             Ws[l] -= LR * dW
             bs[l] -= LR * db
         return float(loss)
 
-    return Contender("numpy by hand", step, lambda: None)
+    return backprop, step
+
+
+def numpy_contender(case: dict[str, Any]) -> Contender:
+    """The same step as a plain NumPy program: what one writes by hand."""
+    return Contender("numpy by hand", _numpy_by_hand(case)[1], lambda: None)
+
+
+def numpy_backprop_contender(case: dict[str, Any]) -> Contender:
+    """The hand-written NumPy forward and backward pass alone (no update)."""
+    return Contender("numpy by hand backprop", _numpy_by_hand(case)[0], lambda: None)
+
+
+def xbp_backprop_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
+    """The public, checked ``net.backprop(x, y)``: the caller's data (host NumPy, or arrays
+    of the backend) checked on every call, then the forward and backward pass."""
+    import xbp
+
+    net = xbp.mlp(
+        case["sizes"],
+        activation=case["act"],
+        output=case["out"],
+        loss=case["loss"],
+        backend=backend,
+        device=device,
+        dtype=case["dtype"],
+        seed=0,
+    )
+    x, y = case_data(case)
+    if not net.backend.is_host:  # a user of this backend passes its own arrays
+        x, y = net.backend.asarray(x), net.backend.asarray(y)
+    label = backend if device is None else f"{backend}-{device}"
+    return Contender(f"xbp {label} backprop", lambda: net.backprop(x, y), _sync(net))
 
 
 def gemm_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
@@ -317,7 +359,9 @@ def gemm_contender(case: dict[str, Any], backend: str, device: Any = None) -> Co
     return Contender(f"GEMM only {label}", step, be.sync)
 
 
-def torch_contender(case: dict[str, Any], device: str = "cpu") -> Contender:
+def _torch_autograd(case: dict[str, Any], device: str) -> tuple[Callable[[], Any], Any]:
+    """``(forward_backward, optimizer)``: PyTorch autograd's pass for the case's network
+    (gradients left in ``.grad``) and its ``torch.optim.SGD``."""
     import torch
 
     torch.manual_seed(0)
@@ -338,7 +382,7 @@ def torch_contender(case: dict[str, Any], device: str = "cpu") -> Contender:
     labels = yt.argmax(dim=1)
     ce = torch.nn.CrossEntropyLoss()
 
-    def step() -> Any:
+    def forward_backward() -> Any:
         opt.zero_grad(set_to_none=True)
         out = model(xt)
         loss = (
@@ -347,11 +391,32 @@ def torch_contender(case: dict[str, Any], device: str = "cpu") -> Contender:
             else 0.5 * ((out - yt) ** 2).sum() / len(xt)
         )
         loss.backward()
+        return loss
+
+    return forward_backward, opt
+
+
+def _torch_sync(device: str) -> Callable[[], None]:
+    import torch
+
+    return (lambda: torch.cuda.synchronize()) if device != "cpu" else (lambda: None)
+
+
+def torch_contender(case: dict[str, Any], device: str = "cpu") -> Contender:
+    forward_backward, opt = _torch_autograd(case, device)
+
+    def step() -> Any:
+        loss = forward_backward()
         opt.step()
         return loss
 
-    sync = (lambda: torch.cuda.synchronize()) if device != "cpu" else (lambda: None)
-    return Contender(f"torch autograd {device}", step, sync)
+    return Contender(f"torch autograd {device}", step, _torch_sync(device))
+
+
+def torch_backprop_contender(case: dict[str, Any], device: str = "cpu") -> Contender:
+    """PyTorch autograd's forward and backward pass alone (no optimizer step)."""
+    forward_backward, _ = _torch_autograd(case, device)
+    return Contender(f"torch autograd {device} backprop", forward_backward, _torch_sync(device))
 
 
 def sklearn_contender(case: dict[str, Any]) -> Contender:
@@ -410,12 +475,18 @@ def contenders(case_name: str, backends: list[str] | None) -> list[Contender]:
     if not gpu_only:
         out.append(numpy_contender(case))
         out.append(gemm_contender(case, "numpy"))
+        # the public, checked backprop call against the same pass written by hand
+        out.append(xbp_backprop_contender(case, "numpy"))
+        out.append(numpy_backprop_contender(case))
     for name, device in (("cupy", None), ("torch", "cuda")):
         if _usable(name, device):
             out.append(gemm_contender(case, name, device))
     if importlib.util.find_spec("torch") is not None:
         if not gpu_only:
             out.append(torch_contender(case, "cpu"))
+            if backends is None or "torch" in backends:
+                out.append(xbp_backprop_contender(case, "torch", "cpu"))
+                out.append(torch_backprop_contender(case, "cpu"))
         if _usable("torch", "cuda"):
             out.append(torch_contender(case, "cuda"))
             if case["loss"] == "cross_entropy":
@@ -492,6 +563,12 @@ def ratios(case_name: str, med: dict[str, float]) -> dict[str, float]:
         ),
         ("xbp-torch-cuda compiled/GEMM floor", "GEMM only torch-cuda", "xbp torch-cuda compiled"),
         ("xbp-torch-cpu/torch autograd cpu", "xbp torch-cpu", "torch autograd cpu"),
+        ("xbp backprop/hand backprop", "xbp numpy backprop", "numpy by hand backprop"),
+        (
+            "xbp-torch-cpu backprop/torch autograd backprop",
+            "xbp torch-cpu backprop",
+            "torch autograd cpu backprop",
+        ),
     ):
         if num in med and den in med:
             out[key] = med[num] / med[den]
