@@ -146,7 +146,10 @@ class TracedEpochRunner(EpochRunner):
                 out = {"costs": costs, "corrects": corrects if labels is not None else None}
                 # the epoch's one read-back vector, built here rather than by eager calls
                 summary = epoch_summary(xp, params + state, out)  # NaN in weights or state
-                pen = xp.concat(penalties) if step.optimizer.per_step_l2 else None
+                pen = None
+                if step.optimizer.per_step_l2:  # the per-step L2 sums end the summary
+                    pen = xp.concat(penalties)
+                    summary = xp.concat([summary, xp.astype(pen, summary.dtype)])
                 return params, arrays, state, costs, corrects, summary, pen
 
             # parameters and optimizer state are donated: the device may update in place

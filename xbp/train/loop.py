@@ -1047,7 +1047,9 @@ class Trainer:
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
                 summary = epoch_summary(xp, self.net.params + self.net.state, out)
                 mvec, pvec = out.get("metrics"), out.get("penalties")
-                if pvec is not None:  # the per-step L2 term's sums ride on the same read
+                if pvec is not None and out.get("summary") is None:
+                    # the per-step L2 term's sums ride on the same read (a compiled epoch
+                    # appends them to its summary itself)
                     summary = xp.concat([summary, xp.astype(pvec, summary.dtype)])
                 if mvec is not None:  # the metrics too
                     summary = xp.concat([summary, xp.astype(mvec, summary.dtype)])
