@@ -402,3 +402,49 @@ def test_a_callback_reads_the_step_sums_and_sets_the_rate() -> None:
     assert [len(s) for s in seen] == [4, 4, 4]
     assert [float(s.sum()) / 60 for s in seen] == pytest.approx(hist["loss"], rel=1e-12)
     assert hist["learning_rate"] == pytest.approx([0.4, 0.2, 0.1])
+
+
+def test_eager_steps_update_flat_buffers_with_the_per_layer_numbers(
+    backend: xbp.backends.select.Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On writable arrays the step applies the optimizer to one flat buffer per parameter
+    name (xbp.optim.flat.Flat): the same numbers as the rule applied layer by layer (adam
+    with weight decay and momentum state, bit for bit), the weights are views of the
+    buffers, and weights or state replaced between steps (a restored snapshot) are taken
+    up, never the stale buffers."""
+    from xbp.train.step import Step
+
+    if not backend.mutable:
+        pytest.skip(f"{backend.name} arrays are immutable: updates rebind, nothing is flat")
+    x, y = _blobs()
+
+    def run() -> tuple[list[np.ndarray], xbp.train.Trainer]:
+        net = xbp.mlp([2, 5, 4, 3], loss="cross_entropy", seed=0, backend=backend)
+        opts = xbp.TrainOptions(optimizer=optim.adam(0.05, weight_decay=0.01))
+        trainer = xbp.train.Trainer(net, opts)
+        xd, yd = net.check_inputs(x), net.check_targets(y, 60)
+        for _ in range(2):
+            trainer.train_step(xd, yd)
+        snapshot = trainer.copy_model(), trainer.copy_state(trainer.opt_state)
+        trainer.train_step(xd, yd)
+        trainer.set_model(snapshot[0])  # back to the weights and state of step 2
+        trainer.opt_state = snapshot[1]
+        trainer.train_step(xd[:30, ...], yd[:30, ...])
+        return _weights(net), trainer
+
+    flat, trainer = run()
+    w = trainer.net.params[0]["W"]
+    buffers = trainer.one_step._flat.buffers
+    buffers["W"][0] = 123.0  # the trained weights are views of the flat buffer
+    assert float(backend.to_host(w)[0, 0]) == 123.0
+    real = Step.apply
+
+    def per_layer(self, params, opt_state, grads, scalars, n_total=None):  # type: ignore[no-untyped-def]
+        updates, opt_state = self.updates(params, opt_state, grads, scalars, n_total)
+        return optim.apply_updates([dict(p) for p in params], updates), opt_state, updates
+
+    monkeypatch.setattr(Step, "apply", per_layer)
+    layered, _ = run()
+    monkeypatch.setattr(Step, "apply", real)
+    for a, b in zip(flat, layered):
+        np.testing.assert_array_equal(a, b)
