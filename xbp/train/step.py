@@ -38,9 +38,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..data.sources import Batch
-from ..nn.network import _NO_CACHES, LOSS_SCALED, Network, Params, count_correct
+from ..nn.network import LOSS_SCALED, Network, Params, count_correct
 from ..optim import DECAYED, Optimizer, apply_updates, tree
-from ..optim.flat import Flat
 from ..parallel.strategy import LocalStrategy, Strategy
 
 __all__ = ["Batch", "Step", "StepOut", "all_finite"]
@@ -233,41 +232,10 @@ class Step:
         self, params: Params, opt_state: Any, grads: Params, scalars: Any, n_total: Any = None
     ) -> tuple[Params, Any, Params]:
         """:meth:`updates` added to the weights: in place where the arrays are
-        writable (NumPy, CuPy, torch, captured graphs), rebound where not (JAX).
-
-        Eager steps on writable arrays apply the optimizer to flat buffers, one per
-        parameter name (:class:`xbp.optim.flat.Flat`): the parameters and the optimizer
-        state become per-layer views of them, and an update is a few whole-vector
-        operations instead of a few per layer (the same numbers: the rules are
-        elementwise). Plain SGD, whose update is folded into the backward pass, and
-        traced or captured steps (which keep no state between calls) apply per layer."""
-        if (
-            self.net.backend.mutable
-            and not self.optimizer.scale_only
-            and not _NO_CACHES.get()  # inside a traced or captured step
-        ):
-            return self._apply_flat(params, opt_state, grads, scalars, n_total)
+        writable (NumPy, CuPy, torch, captured graphs), rebound where not (JAX)."""
         updates, opt_state = self.updates(params, opt_state, grads, scalars, n_total)
         params = apply_updates([dict(p) for p in params], updates)
         return params, opt_state, updates
-
-    _flat: Flat | None = None
-
-    def _apply_flat(
-        self, params: Params, opt_state: Any, grads: Params, scalars: Any, n_total: Any
-    ) -> tuple[Params, Any, Params]:
-        flat = self._flat
-        if flat is None or not flat.holds(params, opt_state):
-            # new weights or state (the first step, a restored snapshot, a resume): copied
-            # into new buffers once, then updated there in place
-            flat = self._flat = Flat(self.net.xp, params, opt_state)
-        updates, new_state = self.updates(
-            [flat.buffers], flat.flat_state, [flat.pack(grads)], scalars, n_total
-        )
-        for k, u in updates[0].items():
-            buf = flat.buffers[k]
-            buf += u  # in place: every layer's view sees it
-        return flat.params, flat.advance(new_state), flat.views(updates[0])
 
     def sums(self, cost: Any, out: Any, batch: Batch) -> tuple[Any, Any]:
         """The step's contribution to the epoch: ``cost * n_total`` and the correct count."""
