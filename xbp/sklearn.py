@@ -272,74 +272,33 @@ class _Order:
 
 class _Rules(Callback):
     """scikit-learn's bookkeeping and stopping rules as a callback of the one training
-    loop (:class:`xbp.train.Trainer`): after each epoch its loss (from the loop's per-step
-    sums), ``n_iter_``, ``t_``, ``loss_curve_``, the no-improvement count on the training
-    loss (``tol``) or the validation score (``early_stopping``, keeping the best weights),
-    the ``invscaling`` / ``adaptive`` rate (the loop's ``lr_scale``), the stop, and the
-    ``ConvergenceWarning`` at ``max_iter``; at the end the best weights come back."""
+    loop (:class:`xbp.train.Trainer`): after each epoch the estimator's ``_epoch_end``
+    (its loss from the loop's per-step sums, ``n_iter_``, ``t_``, ``loss_curve_``, the
+    no-improvement count on the training loss or the validation score, the
+    ``invscaling`` / ``adaptive`` rate as the loop's ``lr_scale``, the stop, the
+    ``ConvergenceWarning`` at ``max_iter``); at the end ``_train_end`` (the best weights
+    of ``early_stopping`` come back). ``order``, ``w``, ``batch``, ``val`` and
+    ``incremental`` describe the fit."""
 
     def __init__(
         self,
-        est: _BaseMLP,
+        epoch_end: Callable[[Trainer, _Rules], None],
+        train_end: Callable[[Trainer], None],
         order: _Order,
         w: np.ndarray | None,
         batch: int,
         val: Any,
         incremental: bool,
     ) -> None:
-        self.est, self.order, self.w, self.batch = est, order, w, batch
+        self.epoch_end, self.train_end = epoch_end, train_end
+        self.order, self.w, self.batch = order, w, batch
         self.val, self.incremental = val, incremental
-        self.per_output = est._per_output()
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        est, solver = self.est, self.est._solver
-        assert solver is not None, "the solver starts before the loop"
-        n, bs = self.order.idx.shape[0], self.batch
-        costs, penalties = trainer.step_sums["costs"], trainer.step_sums["penalties"]
-        # each batch's loss as scikit-learn's: its mean cost (over the outputs too for
-        # the squared error) plus the L2 term, both divided by the batch's weight sum
-        # (as the step divided them), summed in its order weighted by the batch's rows
-        total = 0.0
-        for j, start in enumerate(range(0, n, bs)):
-            rows = min(start + bs, n) - start
-            if self.w is None:
-                d = float(rows)
-            else:
-                d = float(batch_weight_sum(np, self.w[self.order.idx[start : start + bs]]))
-            total += (costs[j] / d / self.per_output + penalties[j] / d) * rows
-        est.n_iter_ += 1
-        est.loss_ = float(total) / n
-        est.t_ += n
-        est.loss_curve_.append(est.loss_)
-        _say(est.verbose, f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
-        est._update_no_improvement_count(self.val)
-        solver.iteration_ends(est.t_)
-        if est._no_improvement_count > est.n_iter_no_change:
-            what = "Validation score" if est.early_stopping else "Training loss"
-            msg = (
-                f"{what} did not improve more than tol={est.tol:f} for "
-                f"{est.n_iter_no_change} consecutive epochs."
-            )
-            if solver.trigger_stopping(msg, est.verbose):
-                trainer.stop_training = True
-                return
-            est._no_improvement_count = 0
-        trainer.lr_scale = solver.scale()
-        if not self.incremental and est.n_iter_ == est.max_iter:
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and "
-                "the optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        self.epoch_end(trainer, self)
 
     def on_train_end(self, trainer: Trainer) -> None:
-        est = self.est
-        if est.early_stopping and est._best is not None:
-            # the best weights come back; until a better epoch they are also the
-            # current ones (scikit-learn restores by sharing the arrays)
-            trainer.set_params(est._best)
-            est._best = None
+        self.train_end(trainer)
 
 
 #: xbp's own constructor parameters, in scikit-learn's constraint language
@@ -839,7 +798,9 @@ class _BaseMLP(BaseEstimator):
             batch_size=batch,
             optimizer=solver.optimizer(float(self.alpha)),
             sampler=order,
-            callbacks=[_Rules(self, order, wt_host, batch, val, incremental)],
+            callbacks=[
+                _Rules(self._epoch_end, self._train_end, order, wt_host, batch, val, incremental)
+            ],
             progress=False,
             # scikit-learn trains on through NaN; _fit refuses non-finite weights after
             on_divergence="continue",
@@ -852,6 +813,58 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         trainer.fit(data, None, options.epochs)
         self._opt_state = trainer.opt_state
+
+    def _epoch_end(self, trainer: Trainer, rules: _Rules) -> None:
+        """scikit-learn's end of an epoch (the body of its epoch loop after the batches),
+        run by the training loop's callback :class:`_Rules`."""
+        solver = self._solver
+        assert solver is not None, "the solver starts before the loop"
+        order = rules.order.idx
+        n, bs, per_output = order.shape[0], rules.batch, self._per_output()
+        costs, penalties = trainer.step_sums["costs"], trainer.step_sums["penalties"]
+        # each batch's loss as scikit-learn's: its mean cost (over the outputs too for
+        # the squared error) plus the L2 term, both divided by the batch's weight sum
+        # (as the step divided them), summed in its order weighted by the batch's rows
+        total = 0.0
+        for j, start in enumerate(range(0, n, bs)):
+            rows = min(start + bs, n) - start
+            if rules.w is None:
+                d = float(rows)
+            else:
+                d = float(batch_weight_sum(np, rules.w[order[start : start + bs]]))
+            total += (costs[j] / d / per_output + penalties[j] / d) * rows
+        self.n_iter_ += 1
+        self.loss_ = float(total) / n
+        self.t_ += n
+        self.loss_curve_.append(self.loss_)
+        _say(self.verbose, f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+        self._update_no_improvement_count(rules.val)
+        solver.iteration_ends(self.t_)
+        if self._no_improvement_count > self.n_iter_no_change:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            msg = (
+                f"{what} did not improve more than tol={self.tol:f} for "
+                f"{self.n_iter_no_change} consecutive epochs."
+            )
+            if solver.trigger_stopping(msg, self.verbose):
+                trainer.stop_training = True
+                return
+            self._no_improvement_count = 0
+        trainer.lr_scale = solver.scale()
+        if not rules.incremental and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and "
+                "the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+    def _train_end(self, trainer: Trainer) -> None:
+        if self.early_stopping and self._best is not None:
+            # the best weights come back; until a better epoch they are also the
+            # current ones (scikit-learn restores by sharing the arrays)
+            trainer.set_params(self._best)
+            self._best = None
 
     def _per_output(self) -> int:
         # scikit-learn's squared error averages over the outputs too (its gradient does

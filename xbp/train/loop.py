@@ -463,13 +463,6 @@ class TrainOptions:
     shuffle : bool
         Reshuffle every epoch from a host generator seeded by ``seed``: the same
         seed gives the same batches on every backend.
-    sampler : callable, optional
-        ``sampler(n) -> order``: the epoch's host order of the ``n`` training rows (each
-        row once, as integers), called once per epoch in place of ``shuffle``'s draw;
-        the batches are consecutive runs of ``batch_size`` rows of it. Your own random
-        generator, a curriculum, or another library's draws (the scikit-learn
-        estimators pass scikit-learn's). Its state is not in checkpoints: a resumed run
-        calls it afresh. Needs a data source with known rows (not a batch source).
     seed : int or None
         Seeds shuffling and the validation split (a non-negative integer).
     callbacks : sequence of Callback
@@ -501,6 +494,14 @@ class TrainOptions:
         as the loss) and the validation rows (``val_`` prefix), e.g.
         ``["f1_macro", "roc_auc_ovr"]`` or ``["r2", "rmse"]``; see :mod:`xbp.metrics`.
         Training metrics run the epoch eagerly (``compile=True`` is refused).
+    sampler : callable, optional
+        ``sampler(n) -> order``: the epoch's host order of the ``n`` training rows (each
+        row once, as integers), called once per epoch in place of ``shuffle``'s draw;
+        the batches are consecutive runs of ``batch_size`` rows of it. Your own random
+        generator, a curriculum, or another library's draws (the scikit-learn
+        estimators pass scikit-learn's). Its state is not in checkpoints: a resumed run
+        calls it afresh. Needs a data source with known rows (not a batch source);
+        under data parallelism (MPI) every process must return the same order.
 
     Examples
     --------
@@ -516,7 +517,6 @@ class TrainOptions:
     learning_rate: Any = None
     validation_split: float = 0.0
     shuffle: bool = True
-    sampler: Any = None
     seed: int | None = 0
     callbacks: Any = ()
     progress: Any = "auto"
@@ -528,6 +528,8 @@ class TrainOptions:
     precision: str | None = None
     metadata: dict[str, Any] | None = None
     metrics: Any = ()
+    # last, so that positional construction written before it still means the same
+    sampler: Any = None
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs")
