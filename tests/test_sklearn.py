@@ -935,3 +935,46 @@ def test_set_params_after_fitting_is_followed_by_predict_partial_fit_and_warm_st
             est.fit(x, y)
     assert_same_model(ours, theirs)
     np.testing.assert_allclose(ours.predict_proba(x), theirs.predict_proba(x), rtol=1e-10)
+
+
+def test_the_convergence_warning_as_scikit_learn_at_max_iter_but_not_in_partial_fit() -> None:
+    """The loop's callback warns at max_iter as scikit-learn does: fit with max_iter=1
+    warns, partial_fit (one epoch, whatever max_iter) never does, for both libraries."""
+    x, y = iris()
+    for cls in (MLPClassifier, SkClassifier):
+        est = cls(**dict(SMALL, max_iter=1))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.partial_fit(x, y, classes=[0, 1, 2])
+            est.partial_fit(x, y)
+        assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)], cls
+        with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(1\) reached"):
+            cls(**dict(SMALL, max_iter=1)).fit(x, y)
+
+
+def test_the_estimators_run_the_one_training_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sgd/adam keep no loop of their own: each fit or partial_fit is one Trainer.fit
+    (max_iter epochs, or one), and every update one run of the Trainer's step."""
+    from xbp.train.loop import Trainer
+
+    fits: list[int] = []
+    steps: list[int] = []
+    real_fit, real_step = Trainer.fit, Trainer.run_step
+
+    def fit(self, train, val, epochs):  # type: ignore[no-untyped-def]
+        fits.append(epochs)
+        return real_fit(self, train, val, epochs)
+
+    def run_step(self, batch):  # type: ignore[no-untyped-def]
+        steps.append(1)
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    monkeypatch.setattr(Trainer, "run_step", run_step)
+    x, y = iris()
+    est = MLPClassifier(**dict(SMALL, compile=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(x, y)
+    est.partial_fit(x, y)
+    assert fits == [5, 1] and len(steps) == 6 * 5  # 150 rows in batches of 32: 5 a epoch

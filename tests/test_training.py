@@ -279,3 +279,126 @@ def test_the_progress_bar_ticks_once_per_batch(monkeypatch) -> None:
     net = xbp.mlp([2, 3, 1], loss="binary_cross_entropy", seed=0)
     xbp.fit(net, np.tile(x, (3, 1)), np.tile(y, (3, 1)), epochs=2, batch_size=5, progress="bar")
     assert sum(ticks) == 2 * 3  # 12 rows in batches of 5: three batches per epoch
+
+
+# -- the loop's hooks the scikit-learn estimators drive it with (public, for users too) -----
+def _blobs() -> tuple[np.ndarray, np.ndarray]:
+    return xbp.data.make_blobs(60, centers=3, seed=0)
+
+
+def _weights(net: xbp.Network) -> list[np.ndarray]:
+    return [np.array(net.backend.to_host(p[k])) for p in net.params for k in sorted(p)]
+
+
+def test_a_sampler_gives_the_epochs_row_order(backend: xbp.backends.select.Backend) -> None:
+    """sampler(n) replaces shuffle's draw: a generator's permutations give the weights of
+    shuffle=True with that generator's seed, arange those of shuffle=False, and another
+    order (reversed) other weights; it is called once per epoch with the rows."""
+    x, y = _blobs()
+    kw = dict(epochs=3, batch_size=16, optimizer="adam", learning_rate=0.05, progress=False)
+
+    def trained(**options: object) -> list[np.ndarray]:
+        net = xbp.mlp([2, 5, 3], loss="cross_entropy", seed=0, backend=backend)
+        xbp.fit(net, x, y, **kw, **options)
+        return _weights(net)
+
+    gen = np.random.default_rng(4)
+    calls: list[int] = []
+
+    def draw(n: int) -> np.ndarray:
+        calls.append(n)
+        return gen.permutation(n)
+
+    for a, b in zip(trained(sampler=draw), trained(seed=4)):
+        np.testing.assert_array_equal(a, b)
+    assert calls == [60, 60, 60]
+    in_order = trained(shuffle=False)
+    for a, b in zip(trained(sampler=lambda n: np.arange(n)), in_order):
+        np.testing.assert_array_equal(a, b)
+    reversed_ = trained(sampler=lambda n: np.arange(n)[::-1])
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(reversed_, in_order)) > 1e-6
+
+
+@pytest.mark.parametrize(
+    "order, message",
+    [
+        (lambda n: np.arange(n - 1), r"not an order of the 60 rows"),
+        (lambda n: np.zeros(n, dtype=int), r"not an order of the 60 rows"),
+        (lambda n: np.arange(n) * 1.0, r"float64 \(60,\), not an order"),
+        (lambda n: np.arange(1, n + 1), r"return each of 0\.\.59 once"),
+    ],
+)
+def test_a_sampler_that_is_not_an_order_is_refused(order, message) -> None:
+    x, y = _blobs()
+    net = xbp.mlp([2, 3], loss="cross_entropy", seed=0)
+    with pytest.raises(XbpValueError, match=r"sampler\(60\) returned .*" + message):
+        xbp.fit(net, x, y, epochs=1, batch_size=16, sampler=order, progress=False)
+    with pytest.raises(XbpTypeError, match="sampler is a list; pass a function"):
+        xbp.TrainOptions(sampler=[0, 1])
+
+
+def test_on_divergence_continue_trains_on_and_records_the_epochs() -> None:
+    """on_divergence="continue" neither raises nor replays: every epoch runs, the logged
+    loss is not finite and history.diverged names the epochs; "raise" still raises."""
+    x, y = _blobs()
+    x = x * 1e6  # a rate this large on these inputs overflows at once
+    kw = dict(epochs=3, batch_size=20, optimizer="sgd", learning_rate=1e300, progress=False)
+    net = xbp.mlp([2, 4, 3], activation="relu", loss="cross_entropy", seed=0)
+    with np.errstate(all="ignore"):
+        hist = xbp.fit(net, x, y, on_divergence="continue", **kw)
+        assert len(hist) == 3 and not np.isfinite(hist["loss"][-1])
+        assert [d["epoch"] for d in hist.diverged] == [1, 2, 3]
+        with pytest.raises(xbp.errors.DivergenceError, match="training diverged at epoch 1"):
+            net = xbp.mlp([2, 4, 3], activation="relu", loss="cross_entropy", seed=0)
+            xbp.fit(net, x, y, **kw)
+    with pytest.raises(XbpValueError, match="use 'raise', 'halve' or 'continue'"):
+        xbp.TrainOptions(on_divergence="ignore")
+
+
+def test_the_per_step_l2_term_divides_by_the_batch_and_joins_the_loss(
+    backend: xbp.backends.select.Backend,
+) -> None:
+    """sklearn_sgd(alpha=...) in xbp.fit: each step adds (alpha / n_batch) W to the weight
+    gradients (biases untouched), and the logged loss is the batch objective with
+    alpha/2 ||W||^2 / n_batch (weights before the step); alpha is data (one key)."""
+    x, y = _blobs()
+    alpha, lr = 0.3, 0.05
+    net = xbp.mlp([2, 4, 3], activation="tanh", loss="cross_entropy", seed=0, backend=backend)
+    ref = xbp.mlp([2, 4, 3], activation="tanh", loss="cross_entropy", seed=0)
+    w0 = [{k: v.copy() for k, v in p.items()} for p in ref.params]
+    opt = optim.sklearn_sgd(lr, momentum=0.0, alpha=alpha)
+    hist = xbp.fit(net, x, y, epochs=1, batch_size=60, optimizer=opt, shuffle=False,
+                   progress=False)  # fmt: skip
+    cost, grads, _ = ref.value_and_grad(ref.check_inputs(x), ref.check_targets(y, 60))
+    norm = sum(float(np.sum(p["W"] ** 2)) for p in w0)
+    assert hist["loss"][0] == pytest.approx(float(cost) + 0.5 * alpha * norm / 60, rel=1e-12)
+    got = _weights(net)
+    want = [
+        p[k] - lr * (g[k] + (alpha / 60 * p[k] if k == "W" else 0.0))
+        for p, g in zip(w0, grads)
+        for k in sorted(p)
+    ]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert optim.sklearn_sgd(0.1, alpha=0.1).key == optim.sklearn_sgd(0.1, alpha=0.5).key
+    assert optim.sklearn_adam(alpha=0.1).key == optim.sklearn_adam(alpha=0.0).key
+
+
+def test_a_callback_reads_the_step_sums_and_sets_the_rate() -> None:
+    """trainer.step_sums holds the epoch's per-step cost sums (they add up to the logged
+    loss); a callback setting trainer.lr_scale changes the next epoch's rate."""
+    x, y = _blobs()
+    seen: list[np.ndarray] = []
+
+    class Halve(xbp.Callback):
+        def on_epoch_end(self, trainer, logs):  # type: ignore[no-untyped-def]
+            seen.append(trainer.step_sums["costs"])
+            assert trainer.step_sums["penalties"] is None
+            trainer.lr_scale *= 0.5
+
+    net = xbp.mlp([2, 3], loss="cross_entropy", seed=0)
+    hist = xbp.fit(net, x, y, epochs=3, batch_size=16, optimizer="sgd", learning_rate=0.4,
+                   callbacks=[Halve()], progress=False)  # fmt: skip
+    assert [len(s) for s in seen] == [4, 4, 4]
+    assert [float(s.sum()) / 60 for s in seen] == pytest.approx(hist["loss"], rel=1e-12)
+    assert hist["learning_rate"] == pytest.approx([0.4, 0.2, 0.1])

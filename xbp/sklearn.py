@@ -12,15 +12,15 @@ scikit-learn: the initial weights, the batch order and the early-stopping
 split are drawn from the estimator's ``RandomState`` in scikit-learn's order,
 and the update rules are scikit-learn's: :func:`xbp.optim.sklearn_sgd` (momentum
 or Nesterov) and :func:`xbp.optim.sklearn_adam`, each with its per-batch L2 term.
-The host drives the epoch loop (every random draw, the learning-rate schedules
-and the stopping rules happen there); every update is one
-:class:`xbp.train.step.Step` (:meth:`xbp.Network.value_and_grad`, then the
-optimizer), and the weights, the optimizer state and every gradient stay on
-the backend's device. On JAX an epoch is one compiled function, cached by
-:meth:`xbp.train.step.Step.compiled`, so later fits and other estimators of the same
-shapes and solver settings reuse it. ``solver="lbfgs"`` runs SciPy's L-BFGS-B
-on the host with the gradient from the device (not a GPU path). See
-``docs/sklearn.md``.
+``solver="sgd"``/``"adam"`` run the training loop of :func:`xbp.fit`
+(:class:`xbp.train.Trainer`, every update its one :class:`xbp.train.step.Step`):
+scikit-learn's batch order is the loop's ``sampler``, its bookkeeping, schedules
+and stopping rules a callback; the weights, the optimizer state and every
+gradient stay on the backend's device. On JAX an epoch is one compiled
+function, cached by :meth:`xbp.train.step.Step.compiled`, so later fits and other
+estimators of the same shapes and solver settings reuse it. ``solver="lbfgs"``
+runs SciPy's L-BFGS-B on the host with the gradient from the device (not a GPU
+path). See ``docs/sklearn.md``.
 
 Array-API inputs follow scikit-learn's rule "everything follows X": torch or
 CuPy input trains on that library and device, and the fitted ``coefs_`` and
@@ -45,7 +45,6 @@ import numbers
 import pickle
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -72,11 +71,11 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 from . import optim
 from .backends.select import Backend
 from .backends.select import backend as resolve_backend
+from .data.sources import Batch, DeviceData, Plan, Source
 from .errors import XbpError, XbpValueError
-from .nn.network import Dense, Network, Params, no_caches
+from .nn.network import Dense, Network, Params
 from .nn.weights import batch_weight_sum
-from .optim import tree
-from .train.step import Batch, Step
+from .train.loop import Callback, Trainer, TrainOptions
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -144,9 +143,9 @@ class _Solver:
     """scikit-learn's stochastic solver on the host: its settings, taken when the
     optimizer starts (as scikit-learn's optimizer object keeps them), and its learning
     rate: constant, ``invscaling`` (set after each epoch) or ``adaptive`` (divided by 5
-    when training stalls). The update itself is :func:`xbp.optim.sklearn_sgd` /
-    :func:`xbp.optim.sklearn_adam`, run by :class:`xbp.train.step.Step`; this class holds no
-    array and does no update arithmetic."""
+    when training stalls), which reaches the loop as its ``lr_scale``. The update itself
+    is :func:`xbp.optim.sklearn_sgd` / :func:`xbp.optim.sklearn_adam`, run by the loop's
+    one step; this class holds no array and does no update arithmetic."""
 
     def __init__(self, est: _BaseMLP) -> None:
         self.adam = est.solver == "adam"
@@ -157,12 +156,17 @@ class _Solver:
         self.momentum, self.nesterov = est.momentum, bool(est.nesterovs_momentum)
         self.betas = (est.beta_1, est.beta_2, est.epsilon)
 
-    def optimizer(self) -> optim.Optimizer:
-        """The update rule at the current learning rate (the rate is data to a compiled
-        step: :attr:`xbp.optim.Optimizer.key` leaves it out)."""
+    def optimizer(self, alpha: float = 0.0) -> optim.Optimizer:
+        """The update rule at the initial rate, with the L2 term's ``alpha`` (read at each
+        call, as scikit-learn reads it at each step). The rate and ``alpha`` are data to
+        a compiled step: :attr:`xbp.optim.Optimizer.key` leaves them out."""
         if self.adam:
-            return optim.sklearn_adam(self.lr_init, *self.betas)
-        return optim.sklearn_sgd(self.learning_rate, self.momentum, self.nesterov)
+            return optim.sklearn_adam(self.lr_init, *self.betas, alpha=alpha)
+        return optim.sklearn_sgd(self.lr_init, self.momentum, self.nesterov, alpha=alpha)
+
+    def scale(self) -> float:
+        """The current rate over the initial one: the loop's ``lr_scale``."""
+        return self.learning_rate / self.lr_init
 
     def iteration_ends(self, time_step: int) -> None:
         if self.schedule == "invscaling":
@@ -178,15 +182,6 @@ class _Solver:
         self.learning_rate /= 5.0
         _say(verbose, msg + f" Setting learning rate to {self.learning_rate:f}")
         return False
-
-
-def _l2_penalty(xp: Any, params: Params, alpha: Any, divisor: Any) -> Any:
-    """scikit-learn's L2 term of a batch's loss: ``(alpha / 2) ||W||^2 / sum(w_batch)``."""
-    values: Any = 0.0
-    for p in params:
-        r = xp.reshape(p["W"], (-1,))
-        values = values + r @ r
-    return (0.5 * alpha) * values / divisor
 
 
 #: rows of sparse input densified on the device at a time outside training (predict,
@@ -230,75 +225,80 @@ def _take_rows(be: Backend, x: Any, idx: np.ndarray) -> Any:
     return be.xp.take(x, be.asarray(idx), axis=0)
 
 
-@dataclass
-class _Data:
-    """One fit's training rows on the device, its batch size and ``alpha``, and the
-    compiled epoch once looked up (it serves every epoch of the fit: the learning rate
-    is not part of its key)."""
+class _SparseSource(Source):
+    """Sparse host rows as a data source of the training loop: each batch's rows are
+    densified on their way to the device (memory bounded by a batch); targets and row
+    weights are on the device already."""
 
-    x: Any
-    y: Any
-    w: Any
-    batch_size: int
-    alpha: float
-    compiled: Any = None
+    def __init__(self, x: _SparseRows, y: Any, w: Any, weight_total: float) -> None:
+        self.x, self.y, self.w, self._total = x, y, w, weight_total
+        self.n = int(x.shape[0])
+
+    @property
+    def weight_total(self) -> float:
+        return self._total
+
+    @property
+    def weighted(self) -> bool:
+        return self.w is not None
+
+    def batches(self, net: Network, plan: Plan) -> Iterator[Batch]:
+        xp = net.xp
+        assert plan.perm is not None, "the estimators always order the rows"
+        perm = net.backend.asarray(plan.perm)
+        for s, e, lo, hi in plan.spans:
+            idx = perm[lo:hi]
+            yb = xp.take(self.y, idx, axis=0)
+            wb = None if self.w is None else xp.take(self.w, idx, axis=0)
+            total = e - s if wb is None else batch_weight_sum(xp, wb)
+            yield Batch(self.x.rows(plan.perm[lo:hi]), yb, total, wb)
 
 
-def _build_epoch(step: Step, template: Any, bs: int, per_output: int) -> Any:
-    """A compiled epoch of scikit-learn's training: :class:`xbp.train.step.Step` over every
-    batch of the row order ``perm`` (``scan`` over the full batches, then the short last
-    one); row j of ``host`` holds step j's scalars (:meth:`xbp.train.step.Step.scalar_rows`),
-    its divisor (the batch's weight sum) and ``alpha``. Returns the new
-    weights, the optimizer's arrays and each batch's loss with scikit-learn's L2 term.
+class _Order:
+    """scikit-learn's batch order, as the loop's ``sampler``: every epoch shuffles the
+    previous epoch's order with a permutation drawn from the estimator's ``RandomState``
+    (the draw of ``sklearn.utils.shuffle``, without its per-call validation), or keeps
+    ``arange(n)`` without ``shuffle``."""
 
-    What it bakes in is what :meth:`xbp.train.step.Step.compiled` keys it by (the network's
-    parts, the optimizer's rule, the state's structure) and ``bs``, ``per_output``."""
-    net = step.net
-    be, xp = net.backend, net.xp
+    def __init__(self, rs: Any, n: int, shuffle: bool) -> None:
+        self.rs, self.shuffle = rs, shuffle
+        self.idx = np.arange(n, dtype=int)
 
-    def one(params, arrays, x, y, w, idx, row, d, alpha):  # type: ignore[no-untyped-def]
-        xb, yb = xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
-        wb = None if w is None else xp.take(w, idx, axis=0)
-        with no_caches(), be.precision_scope(net.precision):
-            penalty = _l2_penalty(xp, params, alpha, d)
-            state = tree.rebuild(template, list(arrays))
-            out = step(params, state, Batch(xb, yb, d, wb), step.unpack(template, row))
-        cost = out.cost if per_output == 1 else out.cost / per_output
-        return out.params, tree.arrays(out.opt_state), cost + penalty
+    def __call__(self, n: int) -> np.ndarray:
+        if self.shuffle:
+            self.idx = self.idx[self.rs.permutation(n)]
+        return self.idx
 
-    def epoch(params, arrays, x, y, w, perm, host):  # type: ignore[no-untyped-def]
-        # host: one row per step, its scalars, then its divisor and alpha
-        scal, divisors, alpha = host[:, :-2], host[:, -2], host[0, -1]
-        n_full, rest = divmod(perm.shape[0], bs)
-        losses = []
-        if n_full:
-            idx_mat = xp.reshape(perm[: n_full * bs], (n_full, bs))
 
-            def body(carry, inp):  # type: ignore[no-untyped-def]
-                p, a = carry
-                p, a, loss = one(p, a, x, y, w, inp[0], inp[1], inp[2], alpha)
-                return (p, a), loss
+class _Rules(Callback):
+    """scikit-learn's bookkeeping and stopping rules as a callback of the one training
+    loop (:class:`xbp.train.Trainer`): after each epoch the estimator's ``_epoch_end``
+    (its loss from the loop's per-step sums, ``n_iter_``, ``t_``, ``loss_curve_``, the
+    no-improvement count on the training loss or the validation score, the
+    ``invscaling`` / ``adaptive`` rate as the loop's ``lr_scale``, the stop, the
+    ``ConvergenceWarning`` at ``max_iter``); at the end ``_train_end`` (the best weights
+    of ``early_stopping`` come back). ``order``, ``w``, ``batch``, ``val`` and
+    ``incremental`` describe the fit."""
 
-            xs = (idx_mat, scal[:n_full, ...], divisors[:n_full])
-            (params, arrays), full = be.scan(body, (params, arrays), xs)
-            losses.append(full)
-        if rest:
-            params, arrays, loss = one(
-                params,
-                arrays,
-                x,
-                y,
-                w,
-                perm[n_full * bs :],
-                scal[n_full, ...],
-                divisors[n_full],
-                alpha,
-            )
-            losses.append(xp.reshape(loss, (1,)))
-        return params, arrays, xp.concat(losses)
+    def __init__(
+        self,
+        epoch_end: Callable[[Trainer, _Rules], None],
+        train_end: Callable[[Trainer], None],
+        order: _Order,
+        w: np.ndarray | None,
+        batch: int,
+        val: Any,
+        incremental: bool,
+    ) -> None:
+        self.epoch_end, self.train_end = epoch_end, train_end
+        self.order, self.w, self.batch = order, w, batch
+        self.val, self.incremental = val, incremental
 
-    # the weights and the optimizer state are donated: the device may update them in place
-    return be.jit(epoch, (0, 1))
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        self.epoch_end(trainer, self)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self.train_end(trainer)
 
 
 #: xbp's own constructor parameters, in scikit-learn's constraint language
@@ -732,16 +732,18 @@ class _BaseMLP(BaseEstimator):
         rs: Any,
         incremental: bool,
     ) -> None:
-        """scikit-learn's epochs: its random draws and stopping rules on the host, every
-        update one :class:`xbp.train.step.Step` of :func:`xbp.optim.sklearn_sgd` /
-        :func:`xbp.optim.sklearn_adam` (one compiled epoch on JAX)."""
+        """scikit-learn's epochs, run by the one training loop (:class:`xbp.train.Trainer`,
+        every update its step with :func:`xbp.optim.sklearn_sgd` /
+        :func:`xbp.optim.sklearn_adam`; one compiled epoch on JAX): scikit-learn's batch
+        order is the loop's ``sampler`` (:class:`_Order`), its bookkeeping and stopping
+        rules a callback (:class:`_Rules`)."""
         be, net = self._be, self._net
         compiled = self._compiled()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         if not incremental or self._solver is None:
             self._solver = _Solver(self)
-            self._opt_state = self._solver.optimizer().init(net.params)
+            self._opt_state = None
         solver = self._solver
         n_all = xd.shape[0]
         val = None
@@ -783,141 +785,91 @@ class _BaseMLP(BaseEstimator):
                     stacklevel=4,
                 )
             batch = int(np.clip(self.batch_size, 1, n))
-        starts = range(0, n, batch)
-        rows = [min(s + batch, n) - s for s in starts]
-        # sparse rows: the eager step, each batch densified on its way to the device
-        sparse = isinstance(xd, _SparseRows)
-        epoch = self._compiled_epoch if compiled and not sparse else self._eager_epoch
-        data = _Data(xt, yt, wt, batch, float(self.alpha))
-        sample_idx = np.arange(n, dtype=int)
-        step, rate = None, None
+        weight_total = float(n) if wt_host is None else float(np.sum(wt_host))
+        if isinstance(xt, _SparseRows):
+            data: Source = _SparseSource(xt, yt, wt, weight_total)
+        else:
+            data = DeviceData(xt, yt)
+            if wt is not None:
+                data.weigh(wt, weight_total)
+        order = _Order(rs, n, bool(self.shuffle))
+        options = TrainOptions(
+            epochs=1 if incremental else int(self.max_iter),
+            batch_size=batch,
+            optimizer=solver.optimizer(float(self.alpha)),
+            sampler=order,
+            callbacks=[
+                _Rules(self._epoch_end, self._train_end, order, wt_host, batch, val, incremental)
+            ],
+            progress=False,
+            # scikit-learn trains on through NaN; _fit refuses non-finite weights after
+            on_divergence="continue",
+            compile=compiled,
+        )
+        trainer = Trainer(net, options)
+        if self._opt_state is not None:  # partial_fit continues the optimizer
+            trainer.opt_state = self._opt_state
+        trainer.lr_scale = solver.scale()
         self.n_iter_ = 0
-        for _ in range(self.max_iter):
-            if self.shuffle:
-                # the draw of sklearn.utils.shuffle (a shuffled arange), without its
-                # per-call argument validation
-                sample_idx = sample_idx[rs.permutation(n)]
-            # each batch divides by its weight sum (scikit-learn's sw_sum, summed on the
-            # host as there), by its rows when unweighted; an all-zero batch divides by 1,
-            # not 0 (as xbp.fit; scikit-learn raises ZeroDivisionError there)
-            if wt_host is None:
-                divisors = [float(r) for r in rows]
+        trainer.fit(data, None, options.epochs)
+        self._opt_state = trainer.opt_state
+
+    def _epoch_end(self, trainer: Trainer, rules: _Rules) -> None:
+        """scikit-learn's end of an epoch (the body of its epoch loop after the batches),
+        run by the training loop's callback :class:`_Rules`."""
+        solver = self._solver
+        assert solver is not None, "the solver starts before the loop"
+        order = rules.order.idx
+        n, bs, per_output = order.shape[0], rules.batch, self._per_output()
+        costs, penalties = trainer.step_sums["costs"], trainer.step_sums["penalties"]
+        # each batch's loss as scikit-learn's: its mean cost (over the outputs too for
+        # the squared error) plus the L2 term, both divided by the batch's weight sum
+        # (as the step divided them), summed in its order weighted by the batch's rows
+        total = 0.0
+        for j, start in enumerate(range(0, n, bs)):
+            rows = min(start + bs, n) - start
+            if rules.w is None:
+                d = float(rows)
             else:
-                w = wt_host[sample_idx]
-                divisors = [float(batch_weight_sum(np, w[s : s + batch])) for s in starts]
-            order = sample_idx if self.shuffle else None
-            if step is None or rate != solver.learning_rate:  # at the solver's current rate
-                step, rate = Step(net, solver.optimizer()), solver.learning_rate
-            losses = epoch(step, data, order, divisors)
-            total = 0.0
-            for loss, r in zip(losses, rows):  # scikit-learn's sum, in its order
-                total += loss * r
-            self.n_iter_ += 1
-            self.loss_ = total / n
-            self.t_ += n
-            self.loss_curve_.append(self.loss_)
-            _say(self.verbose, f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-            self._update_no_improvement_count(val)
-            solver.iteration_ends(self.t_)
-            if self._no_improvement_count > self.n_iter_no_change:
-                what = "Validation score" if self.early_stopping else "Training loss"
-                msg = (
-                    f"{what} did not improve more than tol={self.tol:f} for "
-                    f"{self.n_iter_no_change} consecutive epochs."
-                )
-                if solver.trigger_stopping(msg, self.verbose):
-                    break
-                self._no_improvement_count = 0
-            if incremental:
-                break
-            if self.n_iter_ == self.max_iter:
-                warnings.warn(
-                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and "
-                    "the optimization hasn't converged yet.",
-                    ConvergenceWarning,
-                    stacklevel=4,
-                )
+                d = float(batch_weight_sum(np, rules.w[order[start : start + bs]]))
+            total += (costs[j] / d / per_output + penalties[j] / d) * rows
+        self.n_iter_ += 1
+        self.loss_ = float(total) / n
+        self.t_ += n
+        self.loss_curve_.append(self.loss_)
+        _say(self.verbose, f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+        self._update_no_improvement_count(rules.val)
+        solver.iteration_ends(self.t_)
+        if self._no_improvement_count > self.n_iter_no_change:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            msg = (
+                f"{what} did not improve more than tol={self.tol:f} for "
+                f"{self.n_iter_no_change} consecutive epochs."
+            )
+            if solver.trigger_stopping(msg, self.verbose):
+                trainer.stop_training = True
+                return
+            self._no_improvement_count = 0
+        trainer.lr_scale = solver.scale()
+        if not rules.incremental and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and "
+                "the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+
+    def _train_end(self, trainer: Trainer) -> None:
         if self.early_stopping and self._best is not None:
             # the best weights come back; until a better epoch they are also the
             # current ones (scikit-learn restores by sharing the arrays)
-            net.adopt_params(self._best)
+            trainer.set_params(self._best)
             self._best = None
 
     def _per_output(self) -> int:
         # scikit-learn's squared error averages over the outputs too (its gradient does
         # not); its log-losses and Poisson deviance sum them
         return self._net.n_out if self._output()[1] == "quadratic" else 1
-
-    def _eager_epoch(
-        self, step: Step, data: _Data, order: np.ndarray | None, divisors: list[float]
-    ) -> list[float]:
-        """One epoch, a :class:`xbp.train.step.Step` per batch; each batch's loss (with
-        scikit-learn's L2 term) as host floats, read once at the end."""
-        net, be = self._net, self._be
-        xp = net.xp
-        x, y, w, bs, alpha = data.x, data.y, data.w, data.batch_size, data.alpha
-        sparse = x if isinstance(x, _SparseRows) else None
-        host_order = np.arange(x.shape[0]) if order is None else order
-        if order is not None:  # the epoch's batch order: one gather, then slices
-            perm = be.asarray(order)
-            if sparse is None:
-                x = xp.take(x, perm, axis=0)
-            y = xp.take(y, perm, axis=0)
-            w = None if w is None else xp.take(w, perm, axis=0)
-        n, per_output = x.shape[0], self._per_output()
-        params, state = net.params, self._opt_state
-        losses = []
-        with be.precision_scope(net.precision):  # the L2 term's dot products too
-            for j, start in enumerate(range(0, n, bs)):
-                sl = slice(start, min(start + bs, n))
-                d = divisors[j]
-                # sparse: only this batch's rows are dense on the device
-                xb = x[sl, ...] if sparse is None else sparse.rows(host_order[sl])
-                batch = Batch(xb, y[sl, ...], d, None if w is None else w[sl])
-                # before the step, which may update the weights in place
-                penalty = _l2_penalty(xp, params, alpha, d)
-                out = step(params, state, batch, step.scalars(state, l2=alpha / d))
-                cost = out.cost if per_output == 1 else out.cost / per_output
-                losses.append(cost + penalty)
-                params, state = out.params, out.opt_state
-        net.adopt_params(params)
-        self._opt_state = state
-        return [float(v) for v in np.asarray(be.to_host(xp.stack(losses)))]
-
-    def _compiled_epoch(
-        self, step: Step, data: _Data, order: np.ndarray | None, divisors: list[float]
-    ) -> list[float]:
-        """One epoch as one compiled function (JAX: ``jit`` of ``scan`` over the full
-        batches, then the short last batch), cached by :meth:`xbp.train.step.Step.compiled`:
-        a later fit, or another estimator with the same network parts, solver settings
-        and batch size, reuses it (the learning rate, ``alpha`` and each batch's divisor
-        are data, so they never retrace)."""
-        net, be = self._net, self._be
-        x, y, w, bs, alpha = data.x, data.y, data.w, data.batch_size, data.alpha
-        n = x.shape[0]
-        state = self._opt_state
-        if data.compiled is None:
-            data.compiled = step.compiled(
-                state,
-                ("sklearn epoch", bs, self._per_output()),
-                lambda: _build_epoch(step, state, bs, self._per_output()),
-            )
-        fn = data.compiled
-        # the epoch's host numbers in one transfer: each step's scalars, its divisor, alpha
-        scal = step.scalar_rows(state, len(divisors), l2=[alpha / d for d in divisors])
-        host = np.column_stack([scal, divisors, np.full(len(divisors), alpha)])
-        params, arrays, losses = fn(
-            [dict(p) for p in net.params],
-            tree.arrays(state),
-            x,
-            y,
-            w,
-            be.asarray(np.arange(n) if order is None else order),
-            be.asarray(host, net.dtype),
-        )
-        net.adopt_params(params)
-        self._opt_state = tree.rebuild(state, arrays, len(divisors))
-        return [float(v) for v in np.asarray(be.to_host(losses))]
 
     def _update_no_improvement_count(self, val: Any) -> None:
         if val is None:

@@ -520,17 +520,20 @@ def scale_by_learning_rate(schedule: Schedule) -> Transform:
     return Transform(lambda p: ScaleState(0), update, scalars)
 
 
-def add_l2_per_step() -> Transform:
+def add_l2_per_step(alpha: float = 0.0) -> Transform:
     """L2 whose coefficient is a per-step scalar: add ``c * W`` to each weight gradient
     (biases untouched), where ``(c,)`` is the step's scalar.
 
-    scikit-learn divides its L2 term by each batch's weight sum (the batch's rows when
-    unweighted), so its coefficient ``alpha / sum(w_batch)`` changes from batch to batch;
-    it enters as data (``Optimizer.scalars(state, l2=...)``), never as a baked-in number.
-    Without one (``scalars=None``, or the host default) ``c`` is 0: nothing is added."""
+    scikit-learn adds ``alpha/2 ||W||^2`` to each batch's summed loss before dividing by
+    the batch's weight sum (its rows when unweighted), so the coefficient
+    ``alpha / sum(w_batch)`` changes from batch to batch. The host scalar is ``alpha``
+    (data, never a baked-in number; ``Optimizer.scalars(state, l2=...)`` overrides it) and
+    the training step (:class:`xbp.train.step.Step`) divides it by the batch's divisor.
+    Called directly with ``scalars=None`` ``c`` is 0: nothing is added."""
+    a = check_number(alpha, "alpha", low=0.0, low_open=False)
 
     def scalars(state: Any) -> tuple[float]:
-        return (0.0,)
+        return (a,)
 
     def update(
         grads: Params, state: Any, params: Params, scalars: Any = None
@@ -623,6 +626,11 @@ def chain(*transforms: Transform) -> Transform:
     return Transform(init, update, scalars)
 
 
+#: hyper-parameters every update reads as data (:meth:`Optimizer.scalars`), left out of
+#: :attr:`Optimizer.key`: the learning rate and the per-step L2 term's ``alpha``
+_DATA_HYPER = ("learning_rate", "alpha")
+
+
 @dataclass(frozen=True)
 class Optimizer:
     """A named optimizer: its transform, learning-rate schedule and hyper-parameters.
@@ -653,9 +661,10 @@ class Optimizer:
         """What the update computes, hashable: the config of an optimizer this module
         built (equal configs compute the same), less its learning rate, which every
         update reads as data (:meth:`scalars`), so optimizers that differ only in their
-        rate share a compiled step; else the transform object itself."""
+        rate (or per-step L2 ``alpha``) share a compiled step; else the transform object
+        itself."""
         if self.builtin:
-            rule = {k: v for k, v in self.config().items() if k != "learning_rate"}
+            rule = {k: v for k, v in self.config().items() if k not in _DATA_HYPER}
             return (self.name, repr(rule))
         return (self.name, self.transform)
 
@@ -956,17 +965,21 @@ def rmsprop(
 
 
 def sklearn_sgd(
-    learning_rate: Schedule | float = 0.001, momentum: float = 0.9, nesterov: bool = True
+    learning_rate: Schedule | float = 0.001,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    alpha: float = 0.0,
 ) -> Optimizer:
     """scikit-learn's SGD solver (``MLPClassifier(solver="sgd")``), number for number.
 
     The gradient gets scikit-learn's L2 term, a per-step coefficient times ``W``
-    (:func:`add_l2_per_step`; ``Optimizer.scalars(state, l2=alpha / sum(w_batch))``),
-    then ``v <- momentum v - lr g`` and the update ``momentum v - lr g`` (``nesterov``)
+    (:func:`add_l2_per_step`: in a training step ``alpha / sum(w_batch)``; called
+    directly, the coefficient ``c`` of ``Optimizer.scalars(state, l2=c)``), then
+    ``v <- momentum v - lr g`` and the update ``momentum v - lr g`` (``nesterov``)
     or ``v``: the learning rate sits inside the momentum, so a changed rate leaves
     the velocity as it is. scikit-learn's ``invscaling`` and ``adaptive`` rates are
-    host-side changes of ``learning_rate`` (the estimators of :mod:`xbp.sklearn` build
-    the optimizer with the new rate; the compiled step reads it as data).
+    host-side changes of the rate (the estimators of :mod:`xbp.sklearn` set the
+    training loop's ``lr_scale``; a compiled step reads it as data).
 
     Examples
     --------
@@ -982,10 +995,10 @@ def sklearn_sgd(
     """
     sched = as_schedule(learning_rate)
     m = check_number(momentum, "momentum", low=0.0, low_open=False, high=1.0)
-    transform = chain(add_l2_per_step(), scale_by_sklearn_sgd(sched, m, bool(nesterov)))
+    transform = chain(add_l2_per_step(alpha), scale_by_sklearn_sgd(sched, m, bool(nesterov)))
     return Optimizer(
         "sklearn_sgd",
-        {"momentum": m, "nesterov": bool(nesterov)},
+        {"momentum": m, "nesterov": bool(nesterov), "alpha": float(alpha)},
         sched,
         transform,
         builtin=True,
@@ -998,6 +1011,7 @@ def sklearn_adam(
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     epsilon: float = 1e-8,
+    alpha: float = 0.0,
 ) -> Optimizer:
     """scikit-learn's Adam solver (``MLPClassifier(solver="adam")``), number for number.
 
@@ -1021,9 +1035,14 @@ def sklearn_adam(
     core = scale_by_sklearn_adam(sched, beta_1, beta_2, epsilon)
     return Optimizer(
         "sklearn_adam",
-        {"beta_1": float(beta_1), "beta_2": float(beta_2), "epsilon": float(epsilon)},
+        {
+            "beta_1": float(beta_1),
+            "beta_2": float(beta_2),
+            "epsilon": float(epsilon),
+            "alpha": float(alpha),
+        },
         sched,
-        chain(add_l2_per_step(), core),
+        chain(add_l2_per_step(alpha), core),
         builtin=True,
         per_step_l2=True,
     )

@@ -47,13 +47,14 @@ def traced_step(
     batch: Batch,
     row: Any,
     state: Any,
-) -> tuple[Any, list[Any], Any, Any, Any]:
+) -> tuple[Any, list[Any], Any, Any, Any, Any]:
     """The one step (:class:`xbp.train.step.Step`) as a function of device values, for
     tracing or capture: the optimizer state travels as its array leaves
     (``template`` gives the structure; counts stay on the host) and the step's host
     numbers as the device row ``row``; ``state`` is the layers' state (running
     statistics). Returns the new parameters, optimizer arrays and layer state,
-    ``cost * n_total`` and the correct count (0 without labels)."""
+    ``cost * n_total``, the correct count (0 without labels) and the per-step L2
+    term's ``penalty_sum`` (0 without one)."""
     with no_caches():
         out = step(
             params,
@@ -62,10 +63,12 @@ def traced_step(
             step.unpack(template, row),
             [dict(s) for s in state],
         )
-    correct = out.correct
+    correct, penalty = out.correct, out.penalty_sum
     if correct is None:
         correct = step.net.xp.zeros((), dtype=out.cost.dtype)
-    return out.params, tree.arrays(out.opt_state), out.state, out.cost_sum, correct
+    if penalty is None:
+        penalty = step.net.xp.zeros((), dtype=out.cost.dtype)
+    return out.params, tree.arrays(out.opt_state), out.state, out.cost_sum, correct, penalty
 
 
 class EpochRunner:
@@ -104,26 +107,27 @@ class TracedEpochRunner(EpochRunner):
 
             def epoch(params, arrays, state, x, y, labels, w, perm, scal, keys):  # type: ignore[no-untyped-def]
                 n_full, rest = divmod(perm.shape[0], bs)
-                costs, corrects = [], []
+                costs, corrects, penalties = [], [], []
                 if n_full:
                     idx_mat = xp.reshape(perm[: n_full * bs], (n_full, bs))
 
                     def body(carry, inp):  # type: ignore[no-untyped-def]
                         p, a, st = carry
                         dkey = None if keys is None else inp[2]
-                        p, a, st, cost, correct = one(
+                        p, a, st, cost, correct, pen = one(
                             p, a, st, x, y, labels, w, inp[0], inp[1], dkey
                         )
-                        return (p, a, st), (cost, correct)
+                        return (p, a, st), (cost, correct, pen)
 
                     xs: tuple[Any, ...] = (idx_mat, scal[:n_full, ...])
                     if keys is not None:
                         xs = (*xs, keys[:n_full, ...])
-                    (params, arrays, state), (c, k) = be.scan(body, (params, arrays, state), xs)
+                    (params, arrays, state), (c, k, q) = be.scan(body, (params, arrays, state), xs)
                     costs.append(c)
                     corrects.append(k)
+                    penalties.append(q)
                 if rest:
-                    params, arrays, state, c, k = one(
+                    params, arrays, state, c, k, q = one(
                         params,
                         arrays,
                         state,
@@ -137,11 +141,16 @@ class TracedEpochRunner(EpochRunner):
                     )
                     costs.append(xp.reshape(c, (1,)))
                     corrects.append(xp.reshape(k, (1,)))
+                    penalties.append(xp.reshape(q, (1,)))
                 costs, corrects = xp.concat(costs), xp.concat(corrects)
                 out = {"costs": costs, "corrects": corrects if labels is not None else None}
                 # the epoch's one read-back vector, built here rather than by eager calls
                 summary = epoch_summary(xp, params + state, out)  # NaN in weights or state
-                return params, arrays, state, costs, corrects, summary
+                pen = None
+                if step.optimizer.per_step_l2:  # the per-step L2 sums end the summary
+                    pen = xp.concat(penalties)
+                    summary = xp.concat([summary, xp.astype(pen, summary.dtype)])
+                return params, arrays, state, costs, corrects, summary, pen
 
             # parameters and optimizer state are donated: the device may update in place
             return be.jit(epoch, (0, 1))
@@ -155,7 +164,7 @@ class TracedEpochRunner(EpochRunner):
         epoch_fn = self._function()
         state = trainer.opt_state
         scal = trainer.one_step.scalar_rows(state, n_steps, trainer.lr_scale)
-        params, arrays, layer_state, costs, corrects, summary = epoch_fn(
+        params, arrays, layer_state, costs, corrects, summary, penalties = epoch_fn(
             [dict(p) for p in net.params],
             tree.arrays(state),
             [dict(s) for s in net.state],
@@ -175,6 +184,7 @@ class TracedEpochRunner(EpochRunner):
             "costs": costs,
             "corrects": None if data.labels is None else corrects,
             "summary": summary,
+            "penalties": penalties,
         }
 
 
@@ -337,7 +347,7 @@ class CapturedEpochRunner(EpochRunner):
             xb, yb, wb, total = take_batch(xp, data.x, data.y, data.w, self.idx, bs)
             labels = None if data.labels is None else xp.take(data.labels, self.idx, axis=0)
             batch = Batch(xb, yb, total, wb, self.dkey, labels)
-            new_params, new_arrays, new_state, cost_sum, correct = traced_step(
+            new_params, new_arrays, new_state, cost_sum, correct, _ = traced_step(
                 step, template, params, arrays, batch, self.scal, lstate
             )
             # static buffers: results end in the very same tensors
@@ -439,6 +449,11 @@ def compiled_epoch_runner(trainer: Any, required: bool) -> EpochRunner | bool:
         )
     elif runner_type is None:
         reason = f"the {net.backend.name} backend on {net.device!s} has no compiled step"
+    elif trainer.optimizer.per_step_l2 and (trainer.strategy.reduces or runner_type != "trace"):
+        reason = (
+            "the per-step L2 term's penalty (sklearn_sgd, sklearn_adam) is summed by eager "
+            "and traced single-process epochs only"
+        )
     elif trainer.strategy.reduces and runner_type != "trace":
         reason = "captured steps do not combine gradients across processes (MPI) yet"
     elif trainer.strategy.reduces and net.batch_statistics:

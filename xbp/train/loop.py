@@ -498,10 +498,13 @@ class TrainOptions:
     checkpoint : path, optional
         Shortcut for ``ModelCheckpoint(checkpoint, every=checkpoint_every)``.
     checkpoint_every : int
-    on_divergence : "raise" or "halve"
+    on_divergence : "raise", "halve" or "continue"
         On a NaN/Inf loss or gradient: restore the last good weights and raise
-        :class:`xbp.errors.DivergenceError`, or halve the learning rate and retry the
-        epoch up to ``max_retries`` times.
+        :class:`xbp.errors.DivergenceError`, halve the learning rate and retry the
+        epoch up to ``max_retries`` times, or go on training (the epoch's logs hold
+        the non-finite loss and ``history.diverged`` the epoch; the caller checks the
+        weights, as the scikit-learn estimators do). "continue" keeps no per-epoch
+        snapshot of the weights, so it also saves that copy.
     max_retries : int
     compile : bool or None
         Run the training step compiled (``jax.jit`` over an epoch on JAX, a
@@ -517,6 +520,14 @@ class TrainOptions:
         as the loss) and the validation rows (``val_`` prefix), e.g.
         ``["f1_macro", "roc_auc_ovr"]`` or ``["r2", "rmse"]``; see :mod:`xbp.metrics`.
         Training metrics run the epoch eagerly (``compile=True`` is refused).
+    sampler : callable, optional
+        ``sampler(n) -> order``: the epoch's host order of the ``n`` training rows (each
+        row once, as integers), called once per epoch in place of ``shuffle``'s draw;
+        the batches are consecutive runs of ``batch_size`` rows of it. Your own random
+        generator, a curriculum, or another library's draws (the scikit-learn
+        estimators pass scikit-learn's). Its state is not in checkpoints: a resumed run
+        calls it afresh. Needs a data source with known rows (not a batch source);
+        under data parallelism (MPI) every process must return the same order.
 
     Examples
     --------
@@ -543,6 +554,8 @@ class TrainOptions:
     precision: str | None = None
     metadata: dict[str, Any] | None = None
     metrics: Any = ()
+    # last, so that positional construction written before it still means the same
+    sampler: Any = None
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "epochs")
@@ -559,8 +572,15 @@ class TrainOptions:
             check_int(self.seed, "seed", low=0)
         if not isinstance(self.shuffle, (bool, np.bool_)):
             raise XbpTypeError(f"shuffle={self.shuffle!r}; pass True or False")
-        if self.on_divergence not in ("raise", "halve"):
-            raise XbpValueError(f"on_divergence={self.on_divergence!r}; use 'raise' or 'halve'")
+        if self.on_divergence not in ("raise", "halve", "continue"):
+            raise XbpValueError(
+                f"on_divergence={self.on_divergence!r}; use 'raise', 'halve' or 'continue'"
+            )
+        if self.sampler is not None and not callable(self.sampler):
+            raise XbpTypeError(
+                f"sampler is a {type(self.sampler).__name__}; pass a function "
+                "sampler(n) -> the epoch's order of the n rows, or None"
+            )
         check_int(self.max_retries, "max_retries", low=0)
         check_int(self.checkpoint_every, "checkpoint_every")
         if self.compile not in (None, True, False):
@@ -695,7 +715,11 @@ class Trainer:
     Attributes a callback may use: ``net``, ``options``, ``optimizer``,
     ``opt_state``, ``history``, ``epoch`` (completed epochs), ``step``
     (completed updates), ``stop_training``, ``strategy``, ``metadata``,
-    ``loss_scaler`` (its :class:`LossScaler`, used when ``net.precision`` is ``"fp16"``).
+    ``loss_scaler`` (its :class:`LossScaler`, used when ``net.precision`` is ``"fp16"``),
+    ``lr_scale`` (the factor on every step's learning rate; a callback may set it, as
+    :class:`xbp.ReduceLROnPlateau` does) and ``step_sums`` (the last epoch's per-step
+    sums on the host: ``costs``, each step's ``cost * n_total``, and ``penalties``, each
+    step's per-step L2 term or None; read in the epoch's one transfer).
 
     Examples
     --------
@@ -748,6 +772,10 @@ class Trainer:
         self.loss_scaler = LossScaler()  # used by fp16 steps only
         self._scaler_at_epoch: dict[str, Any] = self.loss_scaler.state_dict()
         self._bar: _Progress | None = None
+        #: the last epoch's per-step sums on the host, for callbacks: ``costs`` (each
+        #: step's ``cost * n_total``) and ``penalties`` (each step's per-step L2 term,
+        #: :attr:`xbp.train.step.StepOut.penalty_sum`, or None without one)
+        self.step_sums: dict[str, Any] = {"costs": None, "penalties": None}
         #: the training data of the running fit (callbacks may read a batch of it)
         self.train_data: Source | None = None
         # the dropout masks' seed: the run's seed, or one drawn now (saved for resume)
@@ -916,7 +944,7 @@ class Trainer:
         # its own share of the batch; a source's batches are not: each step makes its key
         keys = None if offsets is None else self.dropout_keys(self.step, offsets)
         keyed_per_step = keys is None and any(self.net.dropout)
-        costs, corrects = [], []
+        costs, corrects, penalties = [], [], []
         labelled = True
         metrics = self.metric_set if self.metric_set and not check_each else None
         mstate: Any = None if metrics is None else metrics.start(self.net)
@@ -938,6 +966,8 @@ class Trainer:
                     self.step -= 1
                     return {"failed_batch": b}
                 costs.append(out.cost_sum)
+                if out.penalty_sum is not None:
+                    penalties.append(out.penalty_sum)
                 if metrics is not None:  # the step's own output, as the loss (Keras' rule)
                     mstate = metrics.update(xp, mstate, out.output, batch.y, batch.labels, batch.w)
                 if out.correct is None:
@@ -952,7 +982,33 @@ class Trainer:
             "costs": xp.stack(costs),
             "corrects": xp.stack(corrects) if corrects and labelled else None,
             "metrics": None if metrics is None else metrics.vector(xp, mstate),
+            "penalties": xp.stack(penalties) if penalties else None,
         }
+
+    def _permutation(self, train: Source) -> np.ndarray | None:
+        """The epoch's host order of ``train``'s rows: ``options.sampler``'s (checked),
+        else the source's own draw from the run's generator (None: its own batches)."""
+        sampler = self.options.sampler
+        if sampler is None:
+            return train.permutation(self.rng, self.options.shuffle)
+        n = train.n
+        if n is None:
+            raise XbpValueError(
+                "sampler= orders rows a source knows ahead; a batch source yields its own "
+                "batches: drop sampler= or pass arrays"
+            )
+        order = np.ascontiguousarray(sampler(n))  # torch refuses negative strides
+        if (
+            order.shape != (n,)
+            or order.dtype.kind not in "iu"
+            or (n and (order.min() < 0 or order.max() >= n))
+            or (n and not np.all(np.bincount(order, minlength=n) == 1))
+        ):
+            raise XbpValueError(
+                f"sampler({n}) returned {order.dtype} {order.shape}, not an order of the {n} "
+                f"rows; return each of 0..{n - 1} once, e.g. rng.permutation({n})"
+            )
+        return order
 
     def compiled_runner(self) -> Any:
         """The compiled epoch runner this run uses, or None when it runs eagerly.
@@ -1005,8 +1061,10 @@ class Trainer:
                 epoch_no = self.epoch + 1
                 lr = self.optimizer.learning_rate(self.opt_state) * self.lr_scale
                 # the host order of the epoch's rows (None: a source's own batches)
-                perm = train.permutation(self.rng, self.options.shuffle)
-                snapshot = (self.copy_model(), self.copy_state(self.opt_state), self.step)
+                perm = self._permutation(train)
+                snapshot = None
+                if self.options.on_divergence != "continue":  # the replay's start
+                    snapshot = (self.copy_model(), self.copy_state(self.opt_state), self.step)
                 self._scaler_at_epoch = self.loss_scaler.state_dict()
                 if runner is not None:
                     out = runner.run_epoch(arrays, perm)
@@ -1016,8 +1074,12 @@ class Trainer:
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
                 summary = epoch_summary(xp, self.net.params + self.net.state, out)
-                mvec = out.get("metrics")
-                if mvec is not None:  # the metrics ride on the same read
+                mvec, pvec = out.get("metrics"), out.get("penalties")
+                if pvec is not None and out.get("summary") is None:
+                    # the per-step L2 term's sums ride on the same read (a compiled epoch
+                    # appends them to its summary itself)
+                    summary = xp.concat([summary, xp.astype(pvec, summary.dtype)])
+                if mvec is not None:  # the metrics too
                     summary = xp.concat([summary, xp.astype(mvec, summary.dtype)])
                 summary = np.array(be.to_host(summary))
                 summary = summary.astype(np.float64)
@@ -1027,12 +1089,24 @@ class Trainer:
                     train_metrics = self.metric_set.decode(summary[-n_metric:])
                     summary = summary[:-n_metric]
                 n_steps = int(out["costs"].shape[0])
+                step_penalties = None
+                if pvec is not None:
+                    step_penalties, summary = summary[-n_steps:], summary[:-n_steps]
                 if out["corrects"] is not None:  # each process counted its own share
                     summary[n_steps:-1] = strategy.reduce_sums(summary[n_steps:-1])
-                if not np.isfinite(summary).all():
+                self.step_sums = {"costs": summary[:n_steps], "penalties": step_penalties}
+                finite = np.isfinite(summary).all() and (
+                    step_penalties is None or np.isfinite(step_penalties).all()
+                )
+                if not finite and snapshot is not None:
                     self._diverged(train, perm, snapshot, summary[:n_steps], epoch_no)
                     continue
-                loss = float(summary[:n_steps].sum()) / train.weight_total
+                if not finite:  # on_divergence="continue": the caller checks the weights
+                    self.history.diverged.append({"epoch": epoch_no, "learning_rate": lr})
+                total = summary[:n_steps].sum()
+                if step_penalties is not None:
+                    total = total + step_penalties.sum()
+                loss = float(total) / train.weight_total
                 acc = None
                 if out["corrects"] is not None:
                     acc = float(summary[n_steps:-1].sum()) / train.weight_total

@@ -75,8 +75,10 @@ def fit(
         field of :class:`xbp.TrainOptions` is accepted as a keyword:
         ``epochs`` (10), ``batch_size`` (32), ``optimizer`` ("sgd"),
         ``learning_rate``, ``validation_split`` (0.0), ``shuffle`` (True),
+        ``sampler`` (None: ``sampler(n)`` gives each epoch's row order),
         ``seed`` (0), ``callbacks``, ``progress`` ("auto"), ``checkpoint``,
-        ``checkpoint_every`` (1), ``on_divergence`` ("raise"), ``max_retries``
+        ``checkpoint_every`` (1), ``on_divergence`` ("raise", "halve" or
+        "continue"), ``max_retries``
         (3), ``compile`` (None: where supported), ``precision`` (None: the
         network's), ``metadata``, ``metrics`` (e.g. ``["f1_macro"]``, logged
         per epoch for training and validation; :mod:`xbp.metrics`).

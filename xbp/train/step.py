@@ -39,7 +39,7 @@ import numpy as np
 
 from ..data.sources import Batch
 from ..nn.network import LOSS_SCALED, Network, Params, count_correct
-from ..optim import Optimizer, apply_updates, tree
+from ..optim import DECAYED, Optimizer, apply_updates, tree
 from ..parallel.strategy import LocalStrategy, Strategy
 
 __all__ = ["Batch", "Step", "StepOut", "all_finite"]
@@ -49,8 +49,12 @@ class StepOut(NamedTuple):
     """What a step returns: the new parameters and optimizer state, the layers' new
     state (BatchNorm's running statistics; the old one where nothing changed), the
     batch cost, its sums (``cost * n_total`` and the correct count or None), the
-    updates that were added to the weights, the output ``A_L``, and whether the step
-    was applied (False only for an fp16 step skipped for overflow)."""
+    updates that were added to the weights, the output ``A_L``, whether the step
+    was applied (False only for an fp16 step skipped for overflow), and for an optimizer
+    with a per-step L2 term (:func:`xbp.optim.sklearn_sgd`, :func:`xbp.optim.sklearn_adam`)
+    the term's share of the summed batch objective, ``alpha/2 ||W||^2`` of the weights
+    before the update (None for other optimizers; the batch's objective is
+    ``(cost_sum + penalty_sum) / n_total``)."""
 
     params: Params
     opt_state: Any
@@ -61,6 +65,7 @@ class StepOut(NamedTuple):
     updates: Params
     output: Any
     applied: bool = True
+    penalty_sum: Any = None
 
 
 def all_finite(xp: Any, grads: Params) -> bool:
@@ -136,6 +141,33 @@ class Step:
             rows.append(tree.flatten(self.scalars(advanced, lr_scale, l2=c)))
         return np.array(rows, dtype=np.float64)
 
+    def per_batch(self, scalars: Any, n_total: Any) -> Any:
+        """``scalars`` for a batch of divisor ``n_total``: an optimizer's per-step L2
+        scalar (``alpha``, :func:`xbp.optim.add_l2_per_step`) becomes the coefficient
+        ``alpha / n_total``, scikit-learn's L2 term divided by the batch's weight sum as
+        its data term is (on the device in compiled steps, so ``alpha`` stays data)."""
+        if not self.optimizer.per_step_l2:
+            return scalars
+        opt, loss_scale = scalars
+        return (((opt[0][0] / n_total,), *opt[1:]), loss_scale)
+
+    def penalty_sum(self, params: Params, scalars: Any) -> Any:
+        """``alpha/2 ||W||^2`` of the per-step L2 term (``scalars``: the optimizer's,
+        before :meth:`per_batch`), over the parameters the term acts on
+        (:data:`xbp.optim.DECAYED`); None without such a term."""
+        if not self.optimizer.per_step_l2:
+            return None
+        net = self.net
+        xp = net.xp
+        total: Any = 0.0
+        with net.backend.precision_scope(net.precision):
+            for p in params:
+                for k in DECAYED:
+                    if k in p:
+                        r = xp.reshape(p[k], (-1,))
+                        total = total + r @ r  # scikit-learn's dot product
+        return (0.5 * scalars[0][0]) * total
+
     def unpack(self, opt_state: Any, row: Any) -> tuple[Any, ...]:
         """A device row of :meth:`scalar_rows` as :meth:`scalars`' nested form."""
         return tree.unflatten(self.scalars(opt_state), row)[0]
@@ -182,9 +214,12 @@ class Step:
         return cost, grads, out, merged
 
     def updates(
-        self, params: Params, opt_state: Any, grads: Params, scalars: Any
+        self, params: Params, opt_state: Any, grads: Params, scalars: Any, n_total: Any = None
     ) -> tuple[Params, Any]:
-        """The optimizer's updates from (reduced) gradients, and its new state."""
+        """The optimizer's updates from (reduced) gradients, and its new state
+        (``n_total``: the batch's divisor, for :meth:`per_batch`)."""
+        if n_total is not None:
+            scalars = self.per_batch(scalars, n_total)
         opt, loss_scale = scalars
         if loss_scale:
             unscale = 1.0 / loss_scale[0]
@@ -194,11 +229,11 @@ class Step:
         return self.optimizer.update(grads, opt_state, params, scalars=opt)
 
     def apply(
-        self, params: Params, opt_state: Any, grads: Params, scalars: Any
+        self, params: Params, opt_state: Any, grads: Params, scalars: Any, n_total: Any = None
     ) -> tuple[Params, Any, Params]:
         """:meth:`updates` added to the weights: in place where the arrays are
         writable (NumPy, CuPy, torch, captured graphs), rebound where not (JAX)."""
-        updates, opt_state = self.updates(params, opt_state, grads, scalars)
+        updates, opt_state = self.updates(params, opt_state, grads, scalars, n_total)
         params = apply_updates([dict(p) for p in params], updates)
         return params, opt_state, updates
 
@@ -227,9 +262,13 @@ class Step:
             zero = [{k: self.net.xp.zeros_like(g) for k, g in p.items()} for p in grads]
             cost_sum, correct = self.sums(cost, out, batch)
             return StepOut(params, opt_state, state, cost, cost_sum, correct, zero, out, False)
-        params, opt_state, updates = self.apply(params, opt_state, grads, scalars)
+        # before the update, which may write the weights in place
+        penalty = self.penalty_sum(params, scalars[0])
+        params, opt_state, updates = self.apply(params, opt_state, grads, scalars, batch.n_total)
         cost_sum, correct = self.sums(cost, out, batch)
-        return StepOut(params, opt_state, new_state, cost, cost_sum, correct, updates, out)
+        return StepOut(
+            params, opt_state, new_state, cost, cost_sum, correct, updates, out, True, penalty
+        )
 
     # -- compiled steps, cached by what they compute ---------------------------------
     def key(self, opt_state: Any) -> tuple[Any, ...]:
