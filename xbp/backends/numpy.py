@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
 from ..errors import XbpValueError
-from . import Library
+from . import Library, extended_namespace
 
 
 class NumpyLibrary(Library):
@@ -62,15 +61,6 @@ def _min(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
     return np.minimum.reduce(x, axis=axis, keepdims=keepdims)  # type: ignore[call-overload]
 
 
-_KERNEL: dict[int, Any] = {}
-
-
 def _kernel_namespace(xp: Any) -> Any:
-    """``xp`` (array_api_compat's NumPy namespace) with the direct reductions, built once."""
-    found = _KERNEL.get(id(xp))
-    if found is None:
-        found = types.ModuleType(f"{xp.__name__}+xbp", xp.__doc__)
-        found.__dict__.update({name: getattr(xp, name) for name in xp.__all__})
-        found.__dict__.update(sum=_sum, max=_max, min=_min, __all__=list(xp.__all__))
-        _KERNEL[id(xp)] = found
-    return found
+    """``xp`` (array_api_compat's NumPy namespace) with the direct reductions."""
+    return extended_namespace(xp, sum=_sum, max=_max, min=_min)

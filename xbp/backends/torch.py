@@ -9,7 +9,7 @@ import array_api_compat
 import numpy as np
 
 from ..errors import BackendUnavailableError, XbpValueError
-from . import Library, gpu_index
+from . import Library, extended_namespace, gpu_index
 
 
 class TorchLibrary(Library):
@@ -79,6 +79,13 @@ class TorchLibrary(Library):
         with torch.cuda.graph(graph):
             outputs = step()
         return graph.replay, outputs
+
+    def kernel_namespace(self, xp: Any) -> Any:
+        # torch's CPU tanh is several times slower than its sigmoid (332 vs 54 us on
+        # 256x512 float32, one thread): the sigmoid activation takes torch's own
+        import torch
+
+        return extended_namespace(xp, logistic=torch.sigmoid)
 
     def owns_namespace(self, xp: Any) -> bool:
         return bool(array_api_compat.is_torch_namespace(xp))
