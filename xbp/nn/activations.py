@@ -39,9 +39,17 @@ class Activation(NamedTuple):
     from_z: bool = False
 
 
+#: each namespace's own ``logistic`` or None, looked up once: a failed attribute look-up
+#: on a module costs a tiny network's backprop about 3 us (Library.kernel_namespace)
+_OWN_LOGISTIC: dict[int, Any] = {}
+
+
 def _sigmoid(xp: Any, z: Any) -> Any:
-    logistic = getattr(xp, "logistic", None)  # a library's own, where much faster
-    if logistic is not None:  # (Library.kernel_namespace: torch)
+    try:
+        logistic = _OWN_LOGISTIC[id(xp)]
+    except KeyError:
+        logistic = _OWN_LOGISTIC[id(xp)] = getattr(xp, "logistic", None)
+    if logistic is not None:  # a library's own, where much faster (torch)
         return logistic(z)
     # (1 + tanh(z/2)) / 2 cannot overflow and is faster than 1 / (1 + exp(-z));
     # z is a temporary: halving it in place saves an allocation (overwrites_z)
