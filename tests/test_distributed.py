@@ -82,7 +82,7 @@ def run(n: int, backend: str, out: Path, mode: str = "momentum", exchange: str =
         ("numpy", 2, "blocking"),
         ("numpy", 3, "layers"),
         ("torch", 2, "layers"),
-        ("jax", 2, "layers"),
+        pytest.param("jax", 2, "layers", marks=pytest.mark.slow),  # JAX compiles in each rank
     ],
 )
 def test_ranks_equal_one_process(tmp_path, backend: str, ranks: int, exchange: str) -> None:
@@ -141,7 +141,7 @@ def batchnorm_single(tmp_path_factory) -> Callable[[str, str], Path]:
         ("numpy", "bn-dropout-weighted", 2),
         ("numpy", "bn-dropout-weighted", 3),
         ("torch", "bn-dropout-weighted", 3),
-        ("jax", "bn", 2),
+        pytest.param("jax", "bn", 2, marks=pytest.mark.slow),
     ],
 )
 def test_batchnorm_ranks_equal_one_process(
