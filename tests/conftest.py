@@ -6,7 +6,8 @@ unless ``XBP_REQUIRE_BACKENDS`` names it: then the test fails instead.
 ``python -m pytest`` runs on every core (pytest-xdist, ``-n auto`` in pyproject.toml) and
 leaves out the tests marked ``slow`` (``-m "not slow"``); ``python -m pytest -m ""`` runs
 every test, as CI does. Tests marked ``mpi`` (they launch several ranks, send signals to
-them and time them out) run one after another on one worker.
+them and time them out) run one after another on one worker, and so do the tests on JAX
+(which compiles each operation once per process).
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("mpi"):
             # several ranks each, signals and time limits: never two launches at once
             item.add_marker(pytest.mark.xdist_group("mpi"))
+        elif "jax" in item.name.lower():
+            # JAX compiles each operation once per shape and process: on one worker, the
+            # tests on JAX (by name or parameter) compile what they share once
+            item.add_marker(pytest.mark.xdist_group("jax"))
     if config.option.markexpr == DEFAULT_MARKEXPR:
         left_out = sum(1 for item in items if item.get_closest_marker("slow"))
         config.stash[_SLOW_KEY] = left_out
