@@ -223,9 +223,20 @@ def test_a_stop_on_one_gloo_rank_stops_all(disagree) -> None:
     "scenario,line",
     [
         ("before", "xbp: rank 1 of 2 failed: FileNotFoundError"),
-        ("inside", "xbp: rank 1 of 2 failed: RuntimeError: callback failed on purpose"),
-        ("after", "xbp: rank 0 of 2 failed: OSError: disk full"),
-        ("stuck", "xbp: rank 0 of 2 finished, but not every rank did within 2 s"),
+        # "before" in the default run; the others (as under mpiexec there) in CI's
+        pytest.param(
+            "inside",
+            "xbp: rank 1 of 2 failed: RuntimeError: callback failed on purpose",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "after", "xbp: rank 0 of 2 failed: OSError: disk full", marks=pytest.mark.slow
+        ),
+        pytest.param(
+            "stuck",
+            "xbp: rank 0 of 2 finished, but not every rank did within 2 s",
+            marks=pytest.mark.slow,
+        ),
         pytest.param(
             "sigstop",
             "xbp: rank 0 of 2 waited 2.0 s in the gradient exchange, but rank 1 did not respond "
