@@ -144,9 +144,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("mpi"):
             # several ranks each, signals and time limits: never two launches at once
             item.add_marker(pytest.mark.xdist_group("mpi"))
-        elif "jax" in item.name.lower():
+        elif "jax" in item.name.lower() and not item.get_closest_marker("slow"):
             # JAX compiles each operation once per shape and process: on one worker, the
-            # tests on JAX (by name or parameter) compile what they share once
+            # tests on JAX (by name or parameter) compile what they share once (the slow
+            # ones run JAX in processes of their own)
             item.add_marker(pytest.mark.xdist_group("jax"))
     if config.option.markexpr == DEFAULT_MARKEXPR:
         left_out = sum(1 for item in items if item.get_closest_marker("slow"))
