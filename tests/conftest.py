@@ -2,6 +2,12 @@
 
 A backend that is not installed or not usable is skipped with the reason,
 unless ``XBP_REQUIRE_BACKENDS`` names it: then the test fails instead.
+
+``python -m pytest`` runs on every core (pytest-xdist, ``-n auto`` in pyproject.toml) and
+leaves out the tests marked ``slow`` (``-m "not slow"``); ``python -m pytest -m ""`` runs
+every test, as CI does. Tests marked ``mpi`` (they launch several ranks, send signals to
+them and time them out) run one after another on one worker, and so do the tests on JAX
+(which compiles each operation once per process).
 """
 
 from __future__ import annotations
@@ -109,3 +115,63 @@ def assert_close(
     scale = float(np.max(np.abs(expected), initial=0.0)) or 1.0
     err = float(np.max(np.abs(host - expected), initial=0.0)) / scale
     assert err <= rel, f"relative error {err:.3e} > {rel:.1e}"
+
+
+# -- how the suite runs: slow tests left out by default, multi-rank launches one at a time --
+DEFAULT_MARKEXPR = "not slow"  # pyproject.toml's addopts: keep the two in step
+SLOW_LEFT_OUT = "xbp_slow_left_out"  # the key in a pytest-xdist worker's output
+_SLOW_KEY = pytest.StashKey[int]()
+
+
+MAX_WORKERS = 8  # -n auto: one worker per core, at most this many (each holds ~1 GB: JAX, torch)
+
+
+@pytest.hookimpl(optionalhook=True, hookwrapper=True)  # a pytest-xdist hook
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> Any:
+    outcome = yield
+    if not os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):  # a number set by hand stands
+        outcome.force_result(min(outcome.get_result(), MAX_WORKERS))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # registered here too, so the marker is known with or without pytest-xdist installed
+    config.addinivalue_line("markers", "xdist_group(name): run on one pytest-xdist worker")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups and -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("mpi"):
+            # several ranks each, signals and time limits: never two launches at once
+            item.add_marker(pytest.mark.xdist_group("mpi"))
+        elif "jax" in item.name.lower() and not item.get_closest_marker("slow"):
+            # JAX compiles each operation once per shape and process: on one worker, the
+            # tests on JAX (by name or parameter) compile what they share once (the slow
+            # ones run JAX in processes of their own)
+            item.add_marker(pytest.mark.xdist_group("jax"))
+    if config.option.markexpr == DEFAULT_MARKEXPR:
+        left_out = sum(1 for item in items if item.get_closest_marker("slow"))
+        config.stash[_SLOW_KEY] = left_out
+        if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+            config.workeroutput[SLOW_LEFT_OUT] = left_out
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown without it
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist's controller: a worker's count of the slow tests it left out."""
+    left_out = getattr(node, "workeroutput", {}).get(SLOW_LEFT_OUT)
+    if left_out is not None:
+        node.config.stash[_SLOW_KEY] = left_out
+
+
+@pytest.hookimpl(hookwrapper=True)  # after pytest's short summary: the run's last words
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> Any:
+    yield
+    left_out = config.stash.get(_SLOW_KEY, 0)
+    if left_out and not config.option.keyword:  # not when -k picked tests
+        tests = "1 test marked slow was" if left_out == 1 else f"{left_out} tests marked slow were"
+        terminalreporter.write_line(
+            f"xbp: {tests} not run (multi-process and end-to-end runs); run every test,"
+            ' as CI does, with: python -m pytest -m ""',
+            yellow=True,
+        )

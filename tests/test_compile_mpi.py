@@ -22,6 +22,7 @@ def _run(args: list[str], timeout: int = 120) -> None:
 
 
 @pytest.mark.mpi
+@pytest.mark.slow  # JAX ranks: each compiles its steps
 @pytest.mark.parametrize("opt", ["adam", "sgd", "adam-weighted"])
 def test_compiled_ranks_equal_one_eager_process(tmp_path: Path, opt: str) -> None:
     mpiexec = shutil.which("mpiexec")

@@ -81,8 +81,9 @@ def run(n: int, backend: str, out: Path, mode: str = "momentum", exchange: str =
     [
         ("numpy", 2, "blocking"),
         ("numpy", 3, "layers"),
-        ("torch", 2, "layers"),
-        ("jax", 2, "layers"),
+        # torch and JAX ranks start for seconds each (JAX compiles in each): CI's run
+        pytest.param("torch", 2, "layers", marks=pytest.mark.slow),
+        pytest.param("jax", 2, "layers", marks=pytest.mark.slow),
     ],
 )
 def test_ranks_equal_one_process(tmp_path, backend: str, ranks: int, exchange: str) -> None:
@@ -140,8 +141,8 @@ def batchnorm_single(tmp_path_factory) -> Callable[[str, str], Path]:
         ("numpy", "bn", 3),
         ("numpy", "bn-dropout-weighted", 2),
         ("numpy", "bn-dropout-weighted", 3),
-        ("torch", "bn-dropout-weighted", 3),
-        ("jax", "bn", 2),
+        pytest.param("torch", "bn-dropout-weighted", 3, marks=pytest.mark.slow),
+        pytest.param("jax", "bn", 2, marks=pytest.mark.slow),
     ],
 )
 def test_batchnorm_ranks_equal_one_process(
@@ -160,6 +161,7 @@ def test_batchnorm_ranks_equal_one_process(
             assert np.max(np.abs(a[key] - b[key])) <= 1e-12 * scale, key
 
 
+@pytest.mark.slow  # torch ranks
 def test_batchnorm_in_low_precision_sums_statistics_across_ranks(tmp_path) -> None:
     """bf16 sums cross the host in the network's dtype; the ranks stay bitwise equal."""
     pytest.importorskip("torch")
@@ -171,6 +173,7 @@ def test_batchnorm_in_low_precision_sums_statistics_across_ranks(tmp_path) -> No
         assert all(np.isfinite(b[key]).all() for key in b.files)
 
 
+@pytest.mark.slow  # JAX ranks
 def test_batchnorm_compile_true_is_one_line_on_every_rank(tmp_path) -> None:
     """compile=True with BatchNorm under MPI: every rank raises the same one-line error
     (a CollectiveError: nothing is aborted, a script can catch it)."""

@@ -363,11 +363,20 @@ def test_ctrl_c_during_the_cli_start_up_import_is_one_line(tmp_path) -> None:
     assert (
         proc.stderr.strip() == "xbp: interrupted while starting (exit status 130); nothing was run"
     )
-    # and a real SIGINT at moments of the import (once the launcher runs): one line
-    launcher = (
-        "import sys, xbp_start; print(flush=True); sys.argv[1:] = ['backends']; "
-        "sys.exit(xbp_start.main())"
-    )
+    # and a real SIGINT at moments of the import (once the launcher's handler is in place,
+    # signalled by the blank line: a SIGINT before that is Python's own): one line
+    launcher = textwrap.dedent("""
+        import signal, sys, xbp_start
+        install = signal.signal
+        def installed(signum, handler):
+            previous = install(signum, handler)
+            if signum == signal.SIGINT and previous is signal.default_int_handler:
+                print(flush=True)
+            return previous
+        signal.signal = installed
+        sys.argv[1:] = ['backends']
+        sys.exit(xbp_start.main())
+    """)
     for delay in (0.0, 0.1, 0.3):
         p = subprocess.Popen([sys.executable, "-c", launcher], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip

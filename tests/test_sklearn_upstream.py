@@ -61,7 +61,15 @@ def upstream_source() -> str:
     return source.replace(IMPORT_LINE, XBP_IMPORT)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+# numpy in the default run; torch and JAX (minutes: JAX compiles every shape) in CI's
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "numpy",
+        pytest.param("torch", marks=pytest.mark.slow),
+        pytest.param("jax", marks=pytest.mark.slow),
+    ],
+)
 def test_sklearn_test_mlp_passes(backend: str, tmp_path: Path) -> None:
     try:
         __import__(backend)
