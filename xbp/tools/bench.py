@@ -115,11 +115,11 @@ def _sync(net: Any) -> Callable[[], None]:
     return wait
 
 
-def _trainer(case: dict[str, Any], backend: str, device: Any, compile: bool) -> Any:
-    """A Trainer of the case's network (seed 0) with SGD, no shuffling."""
+def _case_network(case: dict[str, Any], backend: str, device: Any) -> Any:
+    """The case's network on ``backend``/``device``, seed 0."""
     import xbp
 
-    net = xbp.mlp(
+    return xbp.mlp(
         case["sizes"],
         activation=case["act"],
         output=case["out"],
@@ -129,6 +129,13 @@ def _trainer(case: dict[str, Any], backend: str, device: Any, compile: bool) -> 
         dtype=case["dtype"],
         seed=0,
     )
+
+
+def _trainer(case: dict[str, Any], backend: str, device: Any, compile: bool) -> Any:
+    """A Trainer of the case's network (seed 0) with SGD, no shuffling."""
+    import xbp
+
+    net = _case_network(case, backend, device)
     options = xbp.TrainOptions(
         optimizer=xbp.optim.sgd(LR),
         batch_size=case["batch"],
@@ -310,18 +317,8 @@ def numpy_backprop_contender(case: dict[str, Any]) -> Contender:
 def xbp_backprop_contender(case: dict[str, Any], backend: str, device: Any = None) -> Contender:
     """The public, checked ``net.backprop(x, y)``: the caller's data (host NumPy, or arrays
     of the backend) checked on every call, then the forward and backward pass."""
-    import xbp
 
-    net = xbp.mlp(
-        case["sizes"],
-        activation=case["act"],
-        output=case["out"],
-        loss=case["loss"],
-        backend=backend,
-        device=device,
-        dtype=case["dtype"],
-        seed=0,
-    )
+    net = _case_network(case, backend, device)
     x, y = case_data(case)
     if not net.backend.is_host:  # a user of this backend passes its own arrays
         x, y = net.backend.asarray(x), net.backend.asarray(y)
