@@ -367,6 +367,8 @@ def test_ctrl_c_during_the_cli_start_up_import_is_one_line(tmp_path) -> None:
     # signalled by the blank line: a SIGINT before that is Python's own): one line
     launcher = textwrap.dedent("""
         import signal, sys, xbp_start
+        # a terminal's default: a background job (CI) hands its children SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         install = signal.signal
         def installed(signum, handler):
             previous = install(signum, handler)
