@@ -602,7 +602,7 @@ class TestCommandLine:
 
         lib = {f.name: f.default for f in dataclasses.fields(xbp.TrainOptions)}
         args = cli.options.build_parser().parse_args(["train"])
-        cli.options._finish_args(args)  # noqa: SLF001
+        cli.options.finish_args(args)  # noqa: SLF001
         assert args.seed == lib["seed"] and args.checkpoint_every == lib["checkpoint_every"]
         assert args.on_divergence == lib["on_divergence"] and args.progress == lib["progress"]
         assert args.compile == {None: "auto", True: "on", False: "off"}[lib["compile"]]

@@ -120,7 +120,7 @@ def test_cli_and_library_share_the_one_rule() -> None:
 
     from xbp import cli
 
-    assert "check_files(" in inspect.getsource(cli.common._check_outputs)
+    assert "check_files(" in inspect.getsource(cli.common.check_outputs)
     assert "check_files(" in inspect.getsource(xbp.train.run._check_run_files)
 
 

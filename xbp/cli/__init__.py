@@ -22,7 +22,7 @@ from .evaluate import cmd_evaluate
 from .explain import cmd_explain
 from .export import cmd_export
 from .gradcheck import cmd_gradcheck
-from .options import FLAGS, _finish_args, build_parser
+from .options import FLAGS, build_parser, finish_args
 from .predict import cmd_predict
 from .summary import cmd_summary
 from .train import cmd_train
@@ -149,7 +149,7 @@ def _main(argv: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _finish_args(args)
+    finish_args(args)
     from ..errors import Terminated
     from ..io.signals import terminate_as_interrupt
 

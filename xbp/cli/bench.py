@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .common import _check_outputs
+from .common import check_outputs
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..tools.bench import run_bench
 
-    _check_outputs({}, {"--json": args.json})
+    check_outputs({}, {"--json": args.json})
     return run_bench(
         cases=args.cases.split(","),
         backends=args.backends,

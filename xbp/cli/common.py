@@ -14,11 +14,11 @@ import numpy as np
 
 from .. import backends
 from ..errors import XbpError, XbpFileError, XbpValueError
-from .options import TASKS, _device, _flag, _label_column
+from .options import TASKS, device_option, flag_of, label_column_option
 
 
 # -- files: what a command reads and writes, checked before any work -------------------
-def _data_files(args: argparse.Namespace) -> tuple[str, list[Path]]:
+def data_files(args: argparse.Namespace) -> tuple[str, list[Path]]:
     """The data's format and the files it is read from (checked: regular, readable)."""
     from ..data import dataset_format, mnist_files
     from ..io.paths import input_file
@@ -29,12 +29,12 @@ def _data_files(args: argparse.Namespace) -> tuple[str, list[Path]]:
     p = Path(args.data)
     if fmt == "mnist":
         directory = p if p.is_dir() else p.parent
-        files = list(mnist_files(directory, _mnist_kind(args)))
+        files = list(mnist_files(directory, mnist_kind(args)))
         return fmt, [input_file(f, "--data") for f in files]
     return fmt, [input_file(p, "--data", f"a .{fmt} file")]
 
 
-def _mnist_kind(args: argparse.Namespace) -> str:
+def mnist_kind(args: argparse.Namespace) -> str:
     """evaluate and predict read an MNIST directory's t10k files (the test set) when present."""
     from ..data import mnist_files
 
@@ -53,8 +53,8 @@ def _check_layout_options(args: argparse.Namespace, fmt: str) -> None:
     for name, wanted in (("delimiter", "csv"), ("x_key", "npz"), ("y_key", "npz")):
         if name in args.given and fmt != wanted:
             raise XbpValueError(
-                f"{_flag(name)} applies to {wanted} data; --data {args.data!r} is {fmt} data: "
-                f"drop {_flag(name)}"
+                f"{flag_of(name)} applies to {wanted} data; --data {args.data!r} is {fmt} data: "
+                f"drop {flag_of(name)}"
             )
 
 
@@ -72,7 +72,7 @@ def _layout(args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_outputs(
+def check_outputs(
     reads: dict[str, Any],
     writes: dict[str, Any],
     allowed: Sequence[tuple[str, str]] = (),
@@ -84,13 +84,13 @@ def _check_outputs(
     check_files(reads, writes, allowed)
 
 
-def _reads(files: list[Path], **more: Any) -> dict[str, Any]:
+def reads_of(files: list[Path], **more: Any) -> dict[str, Any]:
     out: dict[str, Any] = {f"--data ({f.name})" if len(files) > 1 else "--data": f for f in files}
     out.update({k: v for k, v in more.items() if v is not None})
     return out
 
 
-def _use_jax_x64(args: argparse.Namespace) -> None:
+def prepare_backend(args: argparse.Namespace) -> None:
     """float64 on JAX needs 64-bit mode, switched on before any array exists."""
     name = getattr(args, "backend", None)
     if name is None:
@@ -143,7 +143,7 @@ class _Loaded:
 STREAM_BYTES = 64 * 2**20
 
 
-def _load_training(args: argparse.Namespace, fmt: str, mapped: bool = False) -> _Loaded:
+def load_training(args: argparse.Namespace, fmt: str, mapped: bool = False) -> _Loaded:
     """``--data``'s training rows; ``mapped``: features of :data:`STREAM_BYTES` or more in
     an uncompressed .npz or IDX file stay in the file (:func:`_mapped_training`)."""
     _check_layout_options(args, fmt)
@@ -205,7 +205,7 @@ def _csv_training(args: argparse.Namespace) -> _Loaded | None:
     from ..data import csv_columns, iter_table
     from ..data.hostrows import MappedRows
 
-    column = _label_column(args.label_column)
+    column = label_column_option(args.label_column)
     if column is None:
         return None  # the whole-file path names what is missing
     _, width = csv_columns(args.data, delimiter=args.delimiter)
@@ -229,7 +229,7 @@ def _csv_training(args: argparse.Namespace) -> _Loaded | None:
             args.data, column, delimiter=args.delimiter, chunk_rows=CSV_CHUNK_ROWS, bounded=True
         ):
             if t.classes is not None:
-                _remove_temporary()  # class names: read whole (codes need every label)
+                remove_temporary()  # class names: read whole (codes need every label)
                 return None
             first = t if first is None else first
             f.write(np.ascontiguousarray(t.x, dtype=np.float64).tobytes())
@@ -257,7 +257,7 @@ def _line_count(path: str) -> int:
         return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
 
-def _remove_temporary() -> None:
+def remove_temporary() -> None:
     while TEMPORARY:
         try:
             os.unlink(TEMPORARY.pop())
@@ -269,7 +269,7 @@ def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:
     from ..data import load_dataset, load_table
 
     if fmt == "csv":
-        column = _label_column(args.label_column)
+        column = label_column_option(args.label_column)
         if column is None:
             raise XbpValueError(
                 f"--label-column none: xbp {args.command} needs a label column; give its index "
@@ -285,7 +285,7 @@ def _read_training(args: argparse.Namespace, fmt: str) -> _Loaded:
     return _Loaded(np.asarray(x), np.asarray(y))
 
 
-def _targets(y: np.ndarray, loss: str | None, task: str = "auto") -> Any:
+def targets_of(y: np.ndarray, loss: str | None, task: str = "auto") -> Any:
     """The library's task and target rules (:func:`xbp.nn.targets.infer_targets`) for
     ``--data``'s labels under ``--loss`` and ``--task``."""
     from ..nn.targets import infer_targets
@@ -293,7 +293,7 @@ def _targets(y: np.ndarray, loss: str | None, task: str = "auto") -> Any:
     return infer_targets(y, loss=loss, task=TASKS[task], argument="--data's labels")
 
 
-def _task_choice(args: argparse.Namespace, ck: Any = None, classes: Any = None) -> str:
+def task_choice(args: argparse.Namespace, ck: Any = None, classes: Any = None) -> str:
     """``--task``, or the checkpoint's task on a resume, or ``classify`` for class names."""
     if args.task != "auto":
         return str(args.task)
@@ -303,7 +303,7 @@ def _task_choice(args: argparse.Namespace, ck: Any = None, classes: Any = None) 
     return "classify" if classes is not None else "auto"
 
 
-def _scaled(x: np.ndarray, scaling: Any, argument: str = "--data") -> np.ndarray:
+def scaled_features(x: np.ndarray, scaling: Any, argument: str = "--data") -> np.ndarray:
     """Apply a model's stored scaling; refuse values that are not finite afterwards."""
     if scaling is None:
         out = x if x.dtype.kind == "f" else x.astype(np.float64)
@@ -322,7 +322,7 @@ def _scaled(x: np.ndarray, scaling: Any, argument: str = "--data") -> np.ndarray
     return out
 
 
-def _stored_scaling(meta: dict[str, Any], n_in: int, argument: str) -> Any:
+def stored_scaling(meta: dict[str, Any], n_in: int, argument: str) -> Any:
     pre = meta.get("standardize")
     if not pre:
         return None
@@ -339,7 +339,7 @@ def _stored_scaling(meta: dict[str, Any], n_in: int, argument: str) -> Any:
 
 
 # -- models --------------------------------------------------------------------------
-def _build_network(args: argparse.Namespace, n_in: int, n_out: int, output: str | None) -> Any:
+def build_network(args: argparse.Namespace, n_in: int, n_out: int, output: str | None) -> Any:
     from ..nn.network import mlp
 
     return mlp(
@@ -349,7 +349,7 @@ def _build_network(args: argparse.Namespace, n_in: int, n_out: int, output: str 
         output=output,
         loss=args.loss,
         backend=args.backend,
-        device=_device(args.device),
+        device=device_option(args.device),
         dtype=args.dtype,
         seed=args.seed,
         init=args.init,
@@ -357,14 +357,16 @@ def _build_network(args: argparse.Namespace, n_in: int, n_out: int, output: str 
 
 
 # -- evaluate and predict: a saved model on new data -----------------------------------
-def _model_option(args: argparse.Namespace) -> str:
+def model_option(args: argparse.Namespace) -> str:
     return "--model" if args.command == "explain" else "model"
 
 
-def _load_model(args: argparse.Namespace, path: str, name: str) -> tuple[Any, dict[str, Any]]:
+def load_model(args: argparse.Namespace, path: str, name: str) -> tuple[Any, dict[str, Any]]:
     from ..io import load_checkpoint
 
-    ck = load_checkpoint(path, backend=args.backend, device=_device(args.device), argument=name)
+    ck = load_checkpoint(
+        path, backend=args.backend, device=device_option(args.device), argument=name
+    )
     return ck.network, ck.metadata
 
 
@@ -383,7 +385,7 @@ def _width_error(have: int, want: int, what: str, hint: str = "") -> XbpValueErr
     )
 
 
-def _data_chunks(
+def data_chunks(
     args: argparse.Namespace, fmt: str, net: Any, meta: dict[str, Any], need_labels: bool
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Chunks of (scaled features, labels or None) of at most ``--batch-size`` rows."""
@@ -397,7 +399,7 @@ def _read_chunks(
     from ..data.hostrows import HostChunks
 
     n_in, names = _model_features(meta, net)
-    scaling = _stored_scaling(meta, n_in, f"model {args.model!r}")
+    scaling = stored_scaling(meta, n_in, f"model {args.model!r}")
     classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
     label: dict[str, Any] = meta["label"] if isinstance(meta.get("label"), dict) else {}
     given = "label_column" in args.given
@@ -412,7 +414,7 @@ def _read_chunks(
             raise XbpValueError(f"--data has features of dtype {x.dtype}; need numbers")
         if y is not None and classes and net.classes is not None:
             y = np.asarray(classes)[y]  # the names iter_table coded, for the model's classes
-        return _scaled(x, scaling), y
+        return scaled_features(x, scaling), y
 
     if fmt == "csv":
         delimiter = layout["delimiter"]
@@ -422,7 +424,7 @@ def _read_chunks(
         n_labels = len(stored) if isinstance(stored, list) else 1
         index = label.get("index")
         if given:
-            column = _label_column(args.label_column)
+            column = label_column_option(args.label_column)
         elif file_names is not None and all(n in file_names for n in stored_names):
             column = stored
         elif width == n_in:
@@ -491,7 +493,7 @@ def _read_chunks(
     elif fmt == "npz":
         x, y = load_npz(args.data, layout["x_key"], layout["y_key"], mmap=_stored_plain(args.data))
     else:
-        x, y = load_dataset(args.data, format=args.format, seed=0, kind=_mnist_kind(args))
+        x, y = load_dataset(args.data, format=args.format, seed=0, kind=mnist_kind(args))
     if len(x.shape) != 2:
         raise XbpValueError(f"--data has features of shape {x.shape}; need (samples, features)")
     if x.shape[1] != n_in:
@@ -513,7 +515,7 @@ def _stored_plain(path: str) -> bool:
         return False  # load_npz says what is wrong with the file
 
 
-def _task(net: Any, meta: dict[str, Any]) -> str:
+def task_of(net: Any, meta: dict[str, Any]) -> str:
     task = meta.get("task")
     if task in ("classification", "regression"):
         return str(task)

@@ -10,13 +10,13 @@ import numpy as np
 from ..errors import XbpValueError
 from ..metrics import classification_report, headline_metrics, regression_report
 from .common import (
-    _data_chunks,
-    _data_files,
-    _load_model,
-    _mnist_kind,
-    _model_option,
-    _task,
-    _use_jax_x64,
+    data_chunks,
+    data_files,
+    load_model,
+    mnist_kind,
+    model_option,
+    prepare_backend,
+    task_of,
 )
 
 
@@ -25,17 +25,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from ..io.paths import input_file
 
-    fmt, files = _data_files(args)
+    fmt, files = data_files(args)
     input_file(args.model, "model", "a model file written by xbp train --save")
-    _use_jax_x64(args)
-    net, meta = _load_model(args, args.model, _model_option(args))
-    task = _task(net, meta)
+    prepare_backend(args)
+    net, meta = load_model(args, args.model, model_option(args))
+    task = task_of(net, meta)
     rows = 0
 
     def counted() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         nonlocal rows
         rows = 0
-        for x, y in _data_chunks(args, fmt, net, meta, need_labels=True):
+        for x, y in data_chunks(args, fmt, net, meta, need_labels=True):
             rows += len(x)
             yield x, y
 
@@ -66,4 +66,4 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _test_set_note(args: argparse.Namespace, fmt: str) -> str:
-    return " of the t10k test set" if fmt == "mnist" and _mnist_kind(args) == "t10k" else ""
+    return " of the t10k test set" if fmt == "mnist" and mnist_kind(args) == "t10k" else ""

@@ -9,15 +9,15 @@ import numpy as np
 
 from ..errors import XbpError, XbpValueError
 from .common import (
-    _build_network,
-    _data_chunks,
-    _data_files,
-    _load_model,
-    _load_training,
-    _scaled,
-    _targets,
-    _task_choice,
-    _use_jax_x64,
+    build_network,
+    data_chunks,
+    data_files,
+    load_model,
+    load_training,
+    prepare_backend,
+    scaled_features,
+    targets_of,
+    task_choice,
 )
 
 
@@ -33,7 +33,7 @@ def _explain_model_data(args: argparse.Namespace, meta: dict[str, Any], fmt: str
         )
     args.data = stored
     try:
-        return _data_files(args)[0]
+        return data_files(args)[0]
     except XbpError as e:
         raise XbpValueError(
             f"--model {args.model!r} was trained on {stored!r}, which cannot be read here; pass "
@@ -49,26 +49,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"--digits {args.digits} must lie in 2..17 (a float64 holds 17 significant digits)"
         )
     args.loss = "quadratic" if args.loss == "mse" else args.loss
-    fmt, _ = _data_files(args)
+    fmt, _ = data_files(args)
     if args.model:
         from ..io.paths import input_file
 
         input_file(args.model, "--model", "a model file written by xbp train --save")
-    _use_jax_x64(args)
+    prepare_backend(args)
     if args.model:
-        net, meta = _load_model(args, args.model, "--model")
+        net, meta = load_model(args, args.model, "--model")
         fmt = _explain_model_data(args, meta, fmt)
         args.batch_size = 1 << 30
-        chunks = list(_data_chunks(args, fmt, net, meta, need_labels=True))
+        chunks = list(data_chunks(args, fmt, net, meta, need_labels=True))
         x = np.concatenate([c[0] for c in chunks])
         y = np.concatenate([c[1] for c in chunks if c[1] is not None])
     else:
-        data = _load_training(args, fmt)
+        data = load_training(args, fmt)
         x, y = data.x, data.y
-        x = _scaled(np.asarray(x), None)
-        spec = _targets(np.asarray(y), args.loss, _task_choice(args, None, data.classes))
+        x = scaled_features(np.asarray(x), None)
+        spec = targets_of(np.asarray(y), args.loss, task_choice(args, None, data.classes))
         y, args.loss = spec.y, spec.loss
-        net = _build_network(args, x.shape[1], spec.n_out, args.output or spec.output)
+        net = build_network(args, x.shape[1], spec.n_out, args.output or spec.output)
     if not -len(x) <= args.index < len(x):
         raise XbpValueError(
             f"--sample {args.index} is outside the {len(x)} samples; use -{len(x)}..{len(x) - 1}"

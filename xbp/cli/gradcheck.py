@@ -6,15 +6,15 @@ import argparse
 
 import numpy as np
 
-from .common import _build_network, _use_jax_x64
+from .common import build_network, prepare_backend
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     from ..tools.gradcheck import gradcheck
 
-    _use_jax_x64(args)
+    prepare_backend(args)
     args.loss = "quadratic" if args.loss == "mse" else args.loss
-    net = _build_network(args, args.inputs, args.outputs, args.output)
+    net = build_network(args, args.inputs, args.outputs, args.output)
     rng = np.random.default_rng(args.seed)
     x = rng.normal(size=(args.samples, args.inputs))
     if net.loss.name == "cross_entropy":

@@ -326,19 +326,19 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _device(text: str | None) -> Any:
+def device_option(text: str | None) -> Any:
     if text is None:
         return None
     return int(text) if text.isdigit() else text
 
 
-def _label_column(text: str | None) -> Any:
+def label_column_option(text: str | None) -> Any:
     """``-1`` -> -1 (an index), ``species`` -> a header name, ``none`` -> no label column,
     ``t1,t2`` -> several label columns (multi-output regression)."""
     if text is None or text.lower() == "none":
         return None
     if "," in text:
-        return [_label_column(part.strip()) for part in text.split(",")]
+        return [label_column_option(part.strip()) for part in text.split(",")]
     try:
         return int(text)
     except ValueError:
@@ -346,7 +346,7 @@ def _label_column(text: str | None) -> Any:
 
 
 # -- the parser -------------------------------------------------------------------
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, list):
@@ -365,7 +365,7 @@ class _Options:
 
     def add(self, flag: str, help: str, default_text: str | None = None, **kw: Any) -> None:
         dest = flag.lstrip("-").replace("-", "_")
-        shown = default_text or _show(self.defaults[dest])
+        shown = default_text or show_value(self.defaults[dest])
         self.p.add_argument(flag, default=UNSET, help=f"{help} (default: {shown})", **kw)
 
 
@@ -644,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _finish_args(args: argparse.Namespace) -> argparse.Namespace:
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in defaults; ``args.given`` names the options given on the command line."""
     defaults = resolved_defaults(args.command)
     given = set()
@@ -657,7 +657,7 @@ def _finish_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def _flag(name: str) -> str:
+def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 

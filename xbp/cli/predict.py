@@ -15,14 +15,14 @@ import numpy as np
 from ..errors import XbpValueError
 from ..metrics import output_names
 from .common import (
-    _check_outputs,
-    _data_chunks,
-    _data_files,
-    _load_model,
-    _model_option,
-    _reads,
-    _task,
-    _use_jax_x64,
+    check_outputs,
+    data_chunks,
+    data_files,
+    load_model,
+    model_option,
+    prepare_backend,
+    reads_of,
+    task_of,
 )
 
 _OUT_SUFFIXES = (".csv", ".npy", ".npz")
@@ -32,22 +32,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..io import atomic_write
     from ..io.paths import input_file
 
-    fmt, files = _data_files(args)
+    fmt, files = data_files(args)
     input_file(args.model, "model", "a model file written by xbp train --save")
     if args.out is not None:
         suffix = os.path.splitext(args.out)[1].lower()
         if suffix not in _OUT_SUFFIXES:
             raise XbpValueError(f"--out {args.out!r}: use a .csv, .npy or .npz file name")
-    _check_outputs(_reads(files, model=args.model), {"--out": args.out})
-    _use_jax_x64(args)
-    net, meta = _load_model(args, args.model, _model_option(args))
-    classify = _task(net, meta) == "classification"
+    check_outputs(reads_of(files, model=args.model), {"--out": args.out})
+    prepare_backend(args)
+    net, meta = load_model(args, args.model, model_option(args))
+    classify = task_of(net, meta) == "classification"
     classes = meta.get("classes") if isinstance(meta.get("classes"), list) else None
     if net.classes is not None:
         classes = list(net.classes)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        for x, _ in _data_chunks(args, fmt, net, meta, need_labels=False):
+        for x, _ in data_chunks(args, fmt, net, meta, need_labels=False):
             out = np.asarray(net.predict(x))
             labels = None
             if classify:

@@ -14,26 +14,26 @@ from ..errors import XbpFileError, XbpValueError
 from ..metrics import headline_metrics, summary_line, trivial_warning
 from ..nn.init import output_bias_at_mean
 from .common import (
-    _build_network,
-    _check_outputs,
-    _data_files,
-    _load_training,
-    _reads,
-    _remove_temporary,
-    _scaled,
-    _stored_scaling,
-    _targets,
-    _task_choice,
-    _use_jax_x64,
+    build_network,
+    check_outputs,
+    data_files,
+    load_training,
+    prepare_backend,
+    reads_of,
+    remove_temporary,
+    scaled_features,
+    stored_scaling,
+    targets_of,
+    task_choice,
 )
 from .options import (
     ADAPTIVE,
     DEFAULT_LR,
     DEFAULT_WEIGHT_DECAY,
-    _device,
-    _flag,
-    _show,
+    device_option,
+    flag_of,
     library_defaults,
+    show_value,
 )
 
 
@@ -108,7 +108,7 @@ def _effective(name: str, run: dict[str, Any]) -> Any:
 
 
 def _contradiction(name: str, current: dict[str, Any], stored: dict[str, Any], label: str) -> str:
-    flag = _flag(name)
+    flag = flag_of(name)
     if isinstance(current[name], bool):
         was = "without" if not stored[name] else "with"
         return (
@@ -117,8 +117,8 @@ def _contradiction(name: str, current: dict[str, Any], stored: dict[str, Any], l
             "without --resume"
         )
     return (
-        f"{flag} {_show(current[name])} contradicts {label}, which was trained with {flag} "
-        f"{_show(_effective(name, stored))}; drop {flag} to continue the same run, or start a "
+        f"{flag} {show_value(current[name])} contradicts {label}, which was trained with {flag} "
+        f"{show_value(_effective(name, stored))}; drop {flag} to continue the same run, or start a "
         "new run without --resume"
     )
 
@@ -143,13 +143,13 @@ def _resume_run(args: argparse.Namespace, ck: Any) -> dict[str, Any]:
                 continue
             if name in checkable:
                 raise XbpValueError(
-                    f"{_flag(name)} {_show(current[name])} contradicts {label}, which holds "
-                    f"{_flag(name)} {_show(checkable[name])}; drop {_flag(name)} to continue "
-                    "the same run, or start a new run without --resume"
+                    f"{flag_of(name)} {show_value(current[name])} contradicts {label}, which holds "
+                    f"{flag_of(name)} {show_value(checkable[name])}; drop {flag_of(name)} to "
+                    "continue the same run, or start a new run without --resume"
                 )
             raise XbpValueError(
-                f"{_flag(name)} cannot be checked against {label}: it records no xbp train "
-                f"options (written by xbp.fit or an older xbp); drop {_flag(name)} to continue "
+                f"{flag_of(name)} cannot be checked against {label}: it records no xbp train "
+                f"options (written by xbp.fit or an older xbp); drop {flag_of(name)} to continue "
                 "the run as saved"
             )
         run = dict(current)
@@ -232,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         return _train(args)
     finally:
-        _remove_temporary()
+        remove_temporary()
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -257,10 +257,10 @@ def _train(args: argparse.Namespace) -> int:
         from ..io.paths import input_file
 
         input_file(args.resume, "--resume", "a checkpoint written by --checkpoint")
-        _check_outputs({"--resume": args.resume}, writes, allowed)
+        check_outputs({"--resume": args.resume}, writes, allowed)
     else:
-        fmt, files = _data_files(args)
-        _check_outputs(_reads(files), writes, allowed)
+        fmt, files = data_files(args)
+        check_outputs(reads_of(files), writes, allowed)
     if args.plot is not None:
         _need_matplotlib()
     compile_flag = {"auto": None, "on": True, "off": False}[args.compile]
@@ -268,7 +268,7 @@ def _train(args: argparse.Namespace) -> int:
         raise XbpValueError(
             f"--compile {args.compile}: this xbp's fit has no compile option; use --compile auto"
         )
-    _use_jax_x64(args)
+    prepare_backend(args)
 
     strategy = None
     if args.distributed:
@@ -286,7 +286,10 @@ def _train(args: argparse.Namespace) -> int:
     run = _run_options(args)
     if args.resume is not None:
         ck = load_checkpoint(
-            args.resume, backend=args.backend, device=_device(args.device), argument="--resume"
+            args.resume,
+            backend=args.backend,
+            device=device_option(args.device),
+            argument="--resume",
         )
         if not ck.resumable:
             raise XbpValueError(
@@ -298,16 +301,16 @@ def _train(args: argparse.Namespace) -> int:
         for name in RUN_OPTIONS:
             setattr(args, name, run[name])
         args.epochs = run["epochs"]
-        fmt, files = _data_files(args)
-        _check_outputs(_reads(files, **{"--resume": args.resume}), writes, allowed)
+        fmt, files = data_files(args)
+        check_outputs(reads_of(files, **{"--resume": args.resume}), writes, allowed)
 
     # 3. the data, checked against the loss before anything is built
     # a big uncompressed .npz or IDX file stays in the file (a big CSV goes to a temporary
     # file of floats): fit and evaluate stream its rows
     # (--compile on needs the data on the device: read whole)
-    data = _load_training(args, fmt, mapped=args.compile != "on")
+    data = load_training(args, fmt, mapped=args.compile != "on")
     x, y = data.x, data.y
-    spec = _targets(y, args.loss, _task_choice(args, ck, data.classes))
+    spec = targets_of(y, args.loss, task_choice(args, ck, data.classes))
     y, n_out, task, args.loss = spec.y, spec.n_out, spec.task, spec.loss
     classes = data.classes if data.classes is not None else spec.classes
     (xtr, ytr), (xva, yva), (xte, yte) = _split(args, x, y)
@@ -315,8 +318,8 @@ def _train(args: argparse.Namespace) -> int:
     # training rows by fit); a checkpoint of an older xbp recorded the scaling instead
     scaling = None if ck is None else ck.metadata.get("standardize")
     if ck is not None and scaling:
-        stored = _stored_scaling(ck.metadata, xtr.shape[1], "--resume")
-        xtr, xva, xte = (_scaled(np.asarray(part), stored) for part in (xtr, xva, xte))
+        stored = stored_scaling(ck.metadata, xtr.shape[1], "--resume")
+        xtr, xva, xte = (scaled_features(np.asarray(part), stored) for part in (xtr, xva, xte))
     if classes is not None:  # the model keeps its class labels: train on them
         names = np.asarray(classes)
         ytr, yva, yte = names[ytr], names[yva], names[yte]
@@ -336,7 +339,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"{xtr.shape[1]} features and {n_out} outputs; resume with the same data"
             )
     else:
-        net = _build_network(args, xtr.shape[1], n_out, args.output or spec.output)
+        net = build_network(args, xtr.shape[1], n_out, args.output or spec.output)
         net.classes = classes
         if task == "regression" and net.layers[-1].activation == "identity":
             output_bias_at_mean(net, ytr)  # start at the mean: learn the variation, not the offset
