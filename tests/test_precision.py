@@ -267,6 +267,17 @@ def test_the_scale_grows_after_the_window_of_good_steps() -> None:
     assert LossScaler().growth_interval == 2000  # the documented default window
 
 
+def test_the_scalers_state_holds_every_field_and_loads_back() -> None:
+    import dataclasses
+
+    s = LossScaler(scale=8.0, growth_interval=5, good_steps=2, skipped=3)
+    state = s.state_dict()
+    assert set(state) == {f.name for f in dataclasses.fields(LossScaler)}
+    again = LossScaler()
+    again.load_state_dict(state)
+    assert again == s
+
+
 class _PlantOverflow(xbp.Callback):
     def on_train_begin(self, trainer: xbp.train.Trainer) -> None:
         trainer.loss_scaler.scale = 2.0**28  # the first steps overflow until it is small enough

@@ -326,6 +326,9 @@ def test_a_sampler_gives_the_epochs_row_order(backend: xbp.backends.select.Backe
         (lambda n: np.zeros(n, dtype=int), r"not an order of the 60 rows"),
         (lambda n: np.arange(n) * 1.0, r"float64 \(60,\), not an order"),
         (lambda n: np.arange(1, n + 1), r"return each of 0\.\.59 once"),
+        (lambda n: np.arange(n) - 1, r"not an order of the 60 rows"),
+        (lambda n: np.r_[np.arange(1, n), 0, 0], r"not an order of the 60 rows"),
+        (lambda n: np.r_[np.arange(n - 1), n - 2].astype(np.uint64), r"not an order"),
     ],
 )
 def test_a_sampler_that_is_not_an_order_is_refused(order, message) -> None:

@@ -232,6 +232,11 @@ class Library(abc.ABC):
         ``donate_argnums`` may be consumed where the device can reuse their buffers."""
         raise NotImplementedError(f"{self.name} does not trace functions")
 
+    def jit_input(self, xp: Any, data: np.ndarray, dtype: Any, device: Any) -> Any:
+        """Host data as an argument of a :meth:`jit` function: on the device by default;
+        a library whose compiled call moves host arguments itself takes it as it is."""
+        return self.asarray(xp, data, dtype, device, False)
+
     def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any) -> Any:
         """``(carry, stacked ys)`` of ``body(carry, x)`` over the leading axis of ``xs``,
         inside a traced function (``"trace"`` libraries)."""

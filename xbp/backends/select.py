@@ -156,6 +156,12 @@ class Backend:
         """``fn`` traced and compiled by the library (``compiler() == "trace"``)."""
         return self.library.jit(fn, donate_argnums, self.device)
 
+    def jit_input(self, data: np.ndarray, dtype: Any = None) -> Any:
+        """Host data ``data`` as an argument of a :meth:`jit` function (the library may
+        move it with the call itself rather than ahead of it)."""
+        dt = None if dtype is None else self.dtype(dtype)
+        return self.library.jit_input(self.xp, data, dt, self.device)
+
     def scan(self, body: Any, carry: Any, xs: Any) -> Any:
         """A loop over the leading axis of ``xs`` inside a traced function."""
         return self.library.scan(body, carry, xs)

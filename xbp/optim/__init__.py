@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -656,13 +657,13 @@ class Optimizer:
     # the chain starts with add_l2_per_step: a per-step L2 coefficient (Optimizer.scalars' l2)
     per_step_l2: bool = field(default=False, repr=False, compare=False)
 
-    @property
+    @functools.cached_property
     def key(self) -> Any:
         """What the update computes, hashable: the config of an optimizer this module
         built (equal configs compute the same), less its learning rate, which every
         update reads as data (:meth:`scalars`), so optimizers that differ only in their
         rate (or per-step L2 ``alpha``) share a compiled step; else the transform object
-        itself."""
+        itself. Computed once (every compiled epoch looks its step up by it)."""
         if self.builtin:
             rule = {k: v for k, v in self.config().items() if k not in _DATA_HYPER}
             return (self.name, repr(rule))

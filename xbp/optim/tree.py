@@ -72,7 +72,8 @@ def rebuild(template: Any, new_arrays: list[Any], advance: int = 0) -> Any:
 
 def structure(tree: Any) -> Any:
     """A hashable description: container types, counts as ``"count"``, arrays as
-    ``(shape, dtype)``. Two trees with equal structures fit one compiled function."""
+    ``(shape, dtype)`` (the library's dtype object). Two trees with equal structures fit
+    one compiled function."""
     if isinstance(tree, tuple):
         return (type(tree).__name__, tuple(structure(s) for s in tree))
     if isinstance(tree, list):
@@ -83,7 +84,7 @@ def structure(tree: Any) -> Any:
         return "count"
     if isinstance(tree, (float, int)):
         return "number"
-    return (tuple(tree.shape), str(tree.dtype))
+    return (tuple(tree.shape), tree.dtype)  # a dtype object hashes faster than its name
 
 
 def flatten(tree: Any) -> list[float]:

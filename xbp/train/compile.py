@@ -172,8 +172,8 @@ class TracedEpochRunner(EpochRunner):
             data.y,
             data.labels,
             data.w,
-            be.asarray(host_perm),
-            be.asarray(scal, net.dtype),
+            be.jit_input(host_perm),
+            be.jit_input(scal, net.dtype),
             trainer.dropout_keys(trainer.step, [0] * n_steps),
         )
         net.adopt_params(params)

@@ -201,13 +201,32 @@ class LossScaler:
                 )
 
     def state_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # by hand: dataclasses.asdict deep-copies, and the loop saves this every epoch
+        return {
+            "scale": self.scale,
+            "growth_interval": self.growth_interval,
+            "good_steps": self.good_steps,
+            "skipped": self.skipped,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scale = float(state.get("scale", self.scale))
         self.growth_interval = int(state.get("growth_interval", self.growth_interval))
         self.good_steps = int(state.get("good_steps", 0))
         self.skipped = int(state.get("skipped", 0))
+
+
+def _is_order(order: np.ndarray, n: int) -> bool:
+    """Whether ``order`` holds each of ``0..n-1`` once (an integer vector of length n)."""
+    if order.shape != (n,) or order.dtype.kind not in "iu":
+        return False
+    if not n:
+        return True
+    try:  # one pass: a count per row, every count 1 (rows past n-1 lengthen the counts)
+        counts = np.bincount(order, minlength=n)
+    except ValueError:  # negative entries
+        return False
+    return counts.shape[0] == n and int(counts.max()) == 1
 
 
 class Callback:
@@ -998,12 +1017,7 @@ class Trainer:
                 "batches: drop sampler= or pass arrays"
             )
         order = np.ascontiguousarray(sampler(n))  # torch refuses negative strides
-        if (
-            order.shape != (n,)
-            or order.dtype.kind not in "iu"
-            or (n and (order.min() < 0 or order.max() >= n))
-            or (n and not np.all(np.bincount(order, minlength=n) == 1))
-        ):
+        if not _is_order(order, n):
             raise XbpValueError(
                 f"sampler({n}) returned {order.dtype} {order.shape}, not an order of the {n} "
                 f"rows; return each of 0..{n - 1} once, e.g. rng.permutation({n})"
