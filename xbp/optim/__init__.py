@@ -365,6 +365,9 @@ def _ns(params: Params) -> Any:
 
 
 def _map(fn: Callable[..., Any], *trees: Params) -> Params:
+    if len(trees) == 2:  # the common case, without a generator per leaf (per-step cost)
+        first, second = trees
+        return [{k: fn(p[k], q[k]) for k in p} for p, q in zip(first, second)]
     return [{k: fn(*(t[i][k] for t in trees)) for k in trees[0][i]} for i in range(len(trees[0]))]
 
 

@@ -1087,7 +1087,7 @@ class Trainer:
                     out = self.run_epoch(train, perm)
                 # one device->host read per epoch: every step's loss, the correct counts
                 # and a sum over all weights (NaN/Inf anywhere makes it non-finite)
-                summary = epoch_summary(xp, self.net.params + self.net.state, out)
+                summary = epoch_summary(be.kernel_xp, self.net.params + self.net.state, out)
                 mvec, pvec = out.get("metrics"), out.get("penalties")
                 if pvec is not None and out.get("summary") is None:
                     # the per-step L2 term's sums ride on the same read (a compiled epoch
