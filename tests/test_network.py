@@ -446,10 +446,16 @@ def test_the_benchmark_times_the_checked_backprop_against_the_same_pass_by_hand(
         "numpy by hand backprop": 2.0,
         "xbp torch-cpu backprop": 1.0,
         "torch autograd cpu backprop": 4.0,
+        "GEMM only torch-cpu": 3.6,
     }
     got = bench.ratios("tiny", med)
     assert got["xbp backprop/hand backprop"] == 1.5
     assert got["xbp-torch-cpu backprop/torch autograd backprop"] == 0.25
+    # the floor of that ratio: torch's time in the products both passes compute
+    assert got["GEMM floor torch-cpu/torch autograd backprop"] == pytest.approx(0.9)
+    names = [c.name for c in bench.contenders("tiny", ["torch"])]
+    if "torch autograd cpu backprop" in names:
+        assert "GEMM only torch-cpu" in names
 
 
 @pytest.mark.parametrize("loss", ["quadratic", "binary_cross_entropy"])

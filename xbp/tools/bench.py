@@ -484,6 +484,8 @@ def contenders(case_name: str, backends: list[str] | None) -> list[Contender]:
             if backends is None or "torch" in backends:
                 out.append(xbp_backprop_contender(case, "torch", "cpu"))
                 out.append(torch_backprop_contender(case, "cpu"))
+                # the products both passes compute: the floor of their ratio
+                out.append(gemm_contender(case, "torch", "cpu"))
         if _usable("torch", "cuda"):
             out.append(torch_contender(case, "cuda"))
             if case["loss"] == "cross_entropy":
@@ -564,6 +566,12 @@ def ratios(case_name: str, med: dict[str, float]) -> dict[str, float]:
         (
             "xbp-torch-cpu backprop/torch autograd backprop",
             "xbp torch-cpu backprop",
+            "torch autograd cpu backprop",
+        ),
+        # the smallest that ratio can be: both passes run these same matrix products
+        (
+            "GEMM floor torch-cpu/torch autograd backprop",
+            "GEMM only torch-cpu",
             "torch autograd cpu backprop",
         ),
     ):
