@@ -978,3 +978,40 @@ def test_the_estimators_run_the_one_training_loop(monkeypatch: pytest.MonkeyPatc
         est.fit(x, y)
     est.partial_fit(x, y)
     assert fits == [5, 1] and len(steps) == 6 * 5  # 150 rows in batches of 32: 5 a epoch
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
+def test_the_benchmarks_hand_written_floor_trains_scikit_learns_weights(
+    library: str, task: str
+) -> None:
+    """``scripts/bench_sklearn.py`` times a plain loop (NumPy or torch) as the floor of
+    what the same training can cost; it is a floor of *that* training only if it trains
+    scikit-learn's weights."""
+    import importlib.util
+    import pathlib
+
+    if library == "torch":
+        pytest.importorskip("torch")
+    path = pathlib.Path(__file__).parent.parent / "scripts" / "bench_sklearn.py"
+    spec = importlib.util.spec_from_file_location("bench_sklearn", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    if task == "regression":
+        x, y = make_regression(250, 6, noise=5.0, random_state=0)
+        y = (y - y.mean()) / y.std()
+        sk: type = SkRegressor
+    else:
+        x, y = make_classification(
+            250, 6, n_informative=4, n_classes=3 if task == "multiclass" else 2, random_state=0
+        )
+        sk = SkClassifier
+    ref = sk(hidden_layer_sizes=(100,), max_iter=4, random_state=0, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref.fit(x, y)
+    hand = bench.HandMLP(task != "regression", ref.n_iter_, library).fit(x, y)
+    assert _rel(hand.coefs_, ref.coefs_) < 1e-12
+    assert _rel(hand.intercepts_, ref.intercepts_) < 1e-12
+    assert hand.score(x, y) == pytest.approx(ref.score(x, y), abs=1e-9)
