@@ -371,6 +371,24 @@ def _map(fn: Callable[..., Any], *trees: Params) -> Params:
     return [{k: fn(*(t[i][k] for t in trees)) for k in trees[0][i]} for i in range(len(trees[0]))]
 
 
+def _map_moments(fn: Callable[[Any, Any, Any], tuple[Any, Any, Any]], *trees: Params) -> Any:
+    """``fn(m, v, g) -> (m', v', update)`` over the leaves of the three trees in one pass
+    (an update and two moments from each leaf); the three result trees."""
+    mus: Params = []
+    nus: Params = []
+    outs: Params = []
+    for m_tree, v_tree, g_tree in zip(*trees):
+        mu: dict[str, Any] = {}
+        nu: dict[str, Any] = {}
+        out: dict[str, Any] = {}
+        for k, g in g_tree.items():
+            mu[k], nu[k], out[k] = fn(m_tree[k], v_tree[k], g)
+        mus.append(mu)
+        nus.append(nu)
+        outs.append(out)
+    return mus, nus, outs
+
+
 def _zeros_like(params: Params) -> Params:
     if not any(params):
         return [{} for _ in params]
@@ -470,10 +488,14 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> Transform:
     ) -> tuple[Params, AdamState]:
         xp = _ns(grads)
         _, _, eps_hat, correction = _scalars(state) if scalars is None else scalars
-        mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
-        nu = _map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
-        # m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v) + eps sqrt(c2)) * sqrt(c2) / c1
-        out = _map(lambda m, v: m / (xp.sqrt(v) + eps_hat) * correction, mu, nu)
+
+        def leaf(m: Any, v: Any, g: Any) -> tuple[Any, Any, Any]:
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * (g * g)
+            # m_hat / (sqrt(v_hat) + eps) == m / (sqrt(v) + eps sqrt(c2)) * sqrt(c2) / c1
+            return m, v, m / (xp.sqrt(v) + eps_hat) * correction
+
+        mu, nu, out = _map_moments(leaf, state.mu, state.nu, grads)
         return out, AdamState(state.steps + 1, mu, nu)
 
     _scalars = scalars
@@ -602,9 +624,13 @@ def scale_by_sklearn_adam(schedule: Schedule, b1: float, b2: float, eps: float) 
     ) -> tuple[Params, AdamState]:
         xp = _ns(grads)
         (neg_lr,) = _scalars(state) if scalars is None else scalars
-        mu = _map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
-        nu = _map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads)
-        out = _map(lambda m, v: neg_lr * m / (xp.sqrt(v) + eps), mu, nu)
+
+        def leaf(m: Any, v: Any, g: Any) -> tuple[Any, Any, Any]:
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * (g * g)
+            return m, v, neg_lr * m / (xp.sqrt(v) + eps)
+
+        mu, nu, out = _map_moments(leaf, state.mu, state.nu, grads)
         return out, AdamState(state.steps + 1, mu, nu)
 
     _scalars = scalars

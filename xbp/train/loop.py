@@ -953,8 +953,10 @@ class Trainer:
         """One eager pass over ``data`` (any :class:`~xbp.data.sources.Source`) in the order
         of the host permutation ``perm`` (None: the source's own batches): per-step
         ``costs`` (cost times rows) and ``corrects`` as 1-D device arrays (None unless
-        every batch has class labels). With ``check_each`` every step is checked on
-        the host (only when replaying a diverged epoch)."""
+        every batch has class labels), and the epoch's ``summary`` (see
+        :func:`xbp.nn.network.epoch_summary`; the per-step L2 sums last). With
+        ``check_each`` every step is checked on the host (only when replaying a
+        diverged epoch)."""
         xp = self.net.xp
         plan = Plan.of(perm, self.options.batch_size, self.strategy.share)
         offsets = plan.offsets
@@ -997,11 +999,21 @@ class Trainer:
                     self._bar.batches(1)
         finally:
             close_batches(batches)  # a generator stops its prefetch thread
+        # the epoch's read-back vector in one stack, laid out as epoch_summary's (and a
+        # compiled epoch's): per-step costs, correct counts, the sum over every weight
+        # and state value (NaN/Inf anywhere makes it non-finite), per-step L2 sums
+        kxp = self.net.backend.kernel_xp
+        sums = [kxp.sum(v) for p in self.net.params + self.net.state for v in p.values()]
+        labelled = labelled and bool(corrects)
+        parts = [*costs, *(corrects if labelled else ()), sum(sums[1:], sums[0]), *penalties]
+        summary = kxp.stack(parts)
+        n = len(costs)
         return {
-            "costs": xp.stack(costs),
-            "corrects": xp.stack(corrects) if corrects and labelled else None,
+            "costs": summary[:n],
+            "corrects": summary[n : 2 * n] if labelled else None,
             "metrics": None if metrics is None else metrics.vector(xp, mstate),
-            "penalties": xp.stack(penalties) if penalties else None,
+            "penalties": summary[-n:] if penalties else None,
+            "summary": summary,
         }
 
     def _permutation(self, train: Source) -> np.ndarray | None:
