@@ -103,7 +103,8 @@ def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
     labels apply) and a sum over all weights (``params``; the trainer passes the layers'
     state too), so NaN/Inf anywhere makes it non-finite.
 
-    A compiled epoch computes it inside its own graph (``out["summary"]``)."""
+    An eager epoch stacks it in one call and a compiled epoch builds it inside its own
+    graph (``out["summary"]``, returned as it is)."""
     if out.get("summary") is not None:
         return out["summary"]
     weight_sum = sum(xp.sum(v) for p in params for v in p.values())
