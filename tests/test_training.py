@@ -329,6 +329,8 @@ def test_a_sampler_gives_the_epochs_row_order(backend: xbp.backends.select.Backe
         (lambda n: np.arange(n) - 1, r"not an order of the 60 rows"),
         (lambda n: np.r_[np.arange(1, n), 0, 0], r"not an order of the 60 rows"),
         (lambda n: np.r_[np.arange(n - 1), n - 2].astype(np.uint64), r"not an order"),
+        # a row far past n: refused as the others, not a count per row up to it (75 GiB)
+        (lambda n: np.r_[np.arange(n - 1), 10**10], r"not an order of the 60 rows"),
     ],
 )
 def test_a_sampler_that_is_not_an_order_is_refused(order, message) -> None:

@@ -222,7 +222,9 @@ def _is_order(order: np.ndarray, n: int) -> bool:
         return False
     if not n:
         return True
-    try:  # one pass: a count per row, every count 1 (rows past n-1 lengthen the counts)
+    if int(order.max()) >= n:  # before counting: a count per row up to a huge one is huge
+        return False
+    try:  # a count per row, every count 1
         counts = np.bincount(order, minlength=n)
     except ValueError:  # negative entries
         return False
