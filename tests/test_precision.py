@@ -389,3 +389,42 @@ def test_a_model_whose_policy_the_backend_lacks_loads_as_exact_with_a_warning(
     bad = {**net.config(), "precision": "bf17"}
     with pytest.raises(XbpValueError, match="precision='bf17' is not known"):
         xbp.Network.from_config(bad)
+
+
+class _EveryStepOverflows(xbp.Callback):
+    def on_train_begin(self, trainer: xbp.train.Trainer) -> None:
+        trainer.loss_scaler.scale = 2.0**60  # every step of the epoch overflows float16
+
+    def on_epoch_end(self, trainer: xbp.train.Trainer, logs: dict[str, Any]) -> None:
+        self.penalties = trainer.step_sums["penalties"]
+
+
+def test_a_skipped_fp16_step_still_counts_its_per_step_l2_term() -> None:
+    """sklearn_sgd(alpha=...) under fp16: a step skipped for overflow counts its batch's
+    cost in the epoch's loss, and so its L2 term (alpha/2 ||W||^2 of the unchanged
+    weights): one term per step, lined up with the costs."""
+    be = _mixed_backend(MIXED_BACKENDS[0])
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)), rng.integers(0, 3, 64)
+    logs, terms = {}, {}
+    for alpha in (0.0, 1.0):
+        net = xbp.mlp(
+            [6, 8, 3], loss="cross_entropy", dtype="float32", backend=be, precision="fp16",
+            seed=0,
+        )  # fmt: skip
+        square = sum(float(np.sum(np.asarray(w, np.float64) ** 2)) for w in _ws(net))
+        cb = _EveryStepOverflows()
+        hist = xbp.fit(
+            net, x, y, epochs=1, batch_size=8, shuffle=False, callbacks=[cb],
+            optimizer=xbp.optim.sklearn_sgd(0.01, alpha=alpha), progress=False,
+        )  # fmt: skip
+        assert hist["skipped_steps"] == [8]
+        logs[alpha], terms[alpha] = hist.epochs[0], cb.penalties
+    np.testing.assert_allclose(terms[1.0], [0.5 * square] * 8, rtol=1e-5)
+    assert logs[1.0]["accuracy"] == logs[0.0]["accuracy"]  # the weights never changed
+    extra = logs[1.0]["loss"] - logs[0.0]["loss"]
+    np.testing.assert_allclose(extra, 8 * 0.5 * square / 64, rtol=1e-5)
+
+
+def _ws(net: xbp.Network) -> list[np.ndarray]:
+    return [np.asarray(net.backend.to_host(p["W"])) for p in net.params]

@@ -257,13 +257,16 @@ class Step:
         cost, grads, out, new_state = self.gradients(params, batch, scalars, state)
         if self.strategy.reduces:
             cost, grads = self.strategy.reduce_grads(cost, grads)
+        # before the update, which may write the weights in place; a skipped step counts
+        # it as its cost (every step's term lines up with its cost in the epoch's sums)
+        penalty = self.penalty_sum(params, scalars[0])
         if scalars[1] and not all_finite(self.net.xp, grads):
             # fp16 overflow: nothing changes (the one host read per step of loss scaling)
             zero = [{k: self.net.xp.zeros_like(g) for k, g in p.items()} for p in grads]
             cost_sum, correct = self.sums(cost, out, batch)
-            return StepOut(params, opt_state, state, cost, cost_sum, correct, zero, out, False)
-        # before the update, which may write the weights in place
-        penalty = self.penalty_sum(params, scalars[0])
+            return StepOut(
+                params, opt_state, state, cost, cost_sum, correct, zero, out, False, penalty
+            )
         params, opt_state, updates = self.apply(params, opt_state, grads, scalars, batch.n_total)
         cost_sum, correct = self.sums(cost, out, batch)
         return StepOut(
