@@ -342,6 +342,17 @@ def test_a_sampler_that_is_not_an_order_is_refused(order, message) -> None:
         xbp.TrainOptions(sampler=[0, 1])
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int32", "uint32", "int64", "uint64"])
+def test_the_order_check_takes_every_integer_dtype(dtype: str) -> None:
+    """An order is an order in any integer dtype (NumPy 1.26's bincount refuses uint64)."""
+    from xbp.train.loop import _is_order
+
+    order = np.random.default_rng(0).permutation(100).astype(dtype)
+    assert _is_order(order, 100)
+    order[3] = order[4]
+    assert not _is_order(order, 100)
+
+
 def test_on_divergence_continue_trains_on_and_records_the_epochs() -> None:
     """on_divergence="continue" neither raises nor replays: every epoch runs, the logged
     loss is not finite and history.diverged names the epochs; "raise" still raises."""

@@ -224,8 +224,8 @@ def _is_order(order: np.ndarray, n: int) -> bool:
         return True
     if int(order.max()) >= n:  # before counting: a count per row up to a huge one is huge
         return False
-    try:  # a count per row, every count 1
-        counts = np.bincount(order, minlength=n)
+    try:  # a count per row, every count 1 (NumPy 1.26's bincount refuses uint64)
+        counts = np.bincount(order.astype(np.intp, copy=False), minlength=n)
     except ValueError:  # negative entries
         return False
     return counts.shape[0] == n and int(counts.max()) == 1
