@@ -84,6 +84,33 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left behind
 
 
+def test_an_interrupt_just_after_the_temporary_is_created_leaves_nothing(
+    tmp_path, monkeypatch
+) -> None:
+    """Ctrl-C or SIGTERM (both raise KeyboardInterrupt in a write) can arrive the moment
+    the temporary file exists, before its name is known to the caller of a
+    create-then-return-the-name function: the write still removes it."""
+    import os
+
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"old")
+    real_open = os.open
+
+    def open_then_interrupt(name, flags, *args, **kwargs):
+        fd = real_open(name, flags, *args, **kwargs)
+        if str(name).endswith(".tmp"):
+            os.close(fd)
+            raise KeyboardInterrupt  # as a signal handler raises it after the system call
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        xbp.io.atomic_write(path, lambda f: f.write(b"new"))
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.bin"]
+
+
 def test_refuses_to_save_nan_weights(tmp_path) -> None:
     net, _ = trained()
     path = tmp_path / "m.npz"

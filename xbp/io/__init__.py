@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +73,17 @@ class Checkpoint(NamedTuple):
         )
 
 
+#: a new file of our own, never an existing one (as tempfile.mkstemp opens it)
+_EXCLUSIVE = (
+    os.O_RDWR
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NOINHERIT", 0)
+)
+
+
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], argument: str = "path"
 ) -> Path:
@@ -101,14 +112,23 @@ def atomic_write(
     # SIGTERM mid-write is handled like Ctrl-C: the temporary goes, the old file stays
     with terminate_as_interrupt():
         try:
-            # a short temporary name: a target name near the file system's limit must work
-            fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name[:32]}.", suffix=".tmp")
+            fd = -1
+            while fd < 0:
+                # named before it is created: an interrupt just after its creation still
+                # finds it to remove (tempfile.mkstemp returns the name only afterwards).
+                # A short name: a target name near the file system's limit must work
+                name = os.path.join(parent, f".{target.name[:32]}.{secrets.token_hex(4)}.tmp")
+                tmp = name
+                try:
+                    fd = os.open(name, _EXCLUSIVE, 0o600)
+                except FileExistsError:  # another writer's: leave it, draw again
+                    tmp = None
             with os.fdopen(fd, "wb") as f:
                 write(f)
                 f.flush()
                 os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
+            os.replace(name, target)
         except BaseException as exc:
             if tmp is not None:
                 try:
