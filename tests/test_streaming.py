@@ -698,6 +698,22 @@ def test_cli_train_csv_temporary_file_is_removed_on_error(
     assert list(temp_dir.iterdir()) == [] and seen == []
     assert csv_run(tmp_path, "m", "--batch-size", "999") == 2  # an error after the copy
     assert "--batch-size 999" in capsys.readouterr().err
+
+    import os
+
+    real_open = os.open
+
+    def open_then_interrupt(name: Any, flags: int, *args: Any, **kw: Any) -> int:
+        fd = real_open(name, flags, *args, **kw)
+        if str(name).endswith(".f64"):  # Ctrl-C the moment the temporary exists
+            os.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_interrupt)
+    assert csv_run(tmp_path, "m") == 130
+    monkeypatch.undo()
+    assert list(temp_dir.iterdir()) == []
     assert list(temp_dir.iterdir()) == []
 
 

@@ -204,6 +204,7 @@ def _csv_training(args: argparse.Namespace) -> _Loaded | None:
 
     from ..data import csv_columns, iter_table
     from ..data.hostrows import MappedRows
+    from ..io.paths import new_file
 
     column = label_column_option(args.label_column)
     if column is None:
@@ -220,8 +221,9 @@ def _csv_training(args: argparse.Namespace) -> _Loaded | None:
             f"({need / 2**20:.0f} MiB as floats) but the temp directory {folder!r} has "
             f"{free / 2**20:.0f} MiB free; free space there or point TMPDIR at a larger disk"
         )
-    fd, name = tempfile.mkstemp(prefix="xbp-csv-", suffix=".f64", dir=folder)
-    TEMPORARY.append(name)
+    # listed before it exists: an interrupt at any moment leaves it to remove_temporary
+    fd = new_file(folder, "xbp-csv-", ".f64", TEMPORARY)
+    name = TEMPORARY[-1]
     labels: list[np.ndarray] = []
     first, n = None, 0
     with os.fdopen(fd, "wb") as f:

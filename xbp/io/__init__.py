@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,16 @@ from ..nn.activations import get_activation
 from ..nn.losses import get_loss
 from ..nn.network import Network
 from ..optim import Optimizer, from_config, state_from_host, state_to_host
-from .paths import as_path, describe, input_file, new_file_mode, output_file, sniff, write_target
+from .paths import (
+    as_path,
+    describe,
+    input_file,
+    new_file,
+    new_file_mode,
+    output_file,
+    sniff,
+    write_target,
+)
 from .paths import label as name_file
 from .signals import terminate_as_interrupt
 
@@ -73,17 +81,6 @@ class Checkpoint(NamedTuple):
         )
 
 
-#: a new file of our own, never an existing one (as tempfile.mkstemp opens it)
-_EXCLUSIVE = (
-    os.O_RDWR
-    | os.O_CREAT
-    | os.O_EXCL
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_BINARY", 0)
-    | getattr(os, "O_NOINHERIT", 0)
-)
-
-
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], argument: str = "path"
 ) -> Path:
@@ -108,31 +105,22 @@ def atomic_write(
     parent = output_file(given, argument)
     target = write_target(given)
     mode = new_file_mode(target)
-    tmp: str | None = None
+    tmp: list[str] = []  # the temporary's name, known before the file exists (new_file)
     # SIGTERM mid-write is handled like Ctrl-C: the temporary goes, the old file stays
     with terminate_as_interrupt():
         try:
-            fd = -1
-            while fd < 0:
-                # named before it is created: an interrupt just after its creation still
-                # finds it to remove (tempfile.mkstemp returns the name only afterwards).
-                # A short name: a target name near the file system's limit must work
-                name = os.path.join(parent, f".{target.name[:32]}.{secrets.token_hex(4)}.tmp")
-                tmp = name
-                try:
-                    fd = os.open(name, _EXCLUSIVE, 0o600)
-                except FileExistsError:  # another writer's: leave it, draw again
-                    tmp = None
+            # a short temporary name: a target name near the file system's limit must work
+            fd = new_file(parent, f".{target.name[:32]}.", ".tmp", tmp)
             with os.fdopen(fd, "wb") as f:
                 write(f)
                 f.flush()
                 os.fchmod(f.fileno(), mode)
                 os.fsync(f.fileno())
-            os.replace(name, target)
+            os.replace(tmp[0], target)
         except BaseException as exc:
-            if tmp is not None:
+            for name in tmp:
                 try:
-                    os.unlink(tmp)
+                    os.unlink(name)
                 except FileNotFoundError:
                     pass
             if isinstance(exc, OSError):

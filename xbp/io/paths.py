@@ -24,6 +24,7 @@ Nothing here imports the rest of xbp except :mod:`xbp.errors`.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -44,7 +45,48 @@ __all__ = [
     "describe",
     "label",
     "new_file_mode",
+    "new_file",
 ]
+
+#: how a new file of our own is opened: never an existing one (as tempfile.mkstemp does)
+_EXCLUSIVE = (
+    os.O_RDWR
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NOINHERIT", 0)
+)
+
+
+def new_file(folder: str | os.PathLike[str], prefix: str, suffix: str, names: list[str]) -> int:
+    """Create a new file ``folder/<prefix><random><suffix>`` (mode 0600, never an existing
+    file) and return its open descriptor.
+
+    Its name is appended to ``names`` *before* the file is created, so an interrupt
+    (Ctrl-C, SIGTERM) at any moment leaves the caller a name to remove:
+    ``tempfile.mkstemp`` returns the name only after creating the file, and an
+    interrupt in between leaves a file nobody knows of. A name whose file was never
+    created is harmless to remove (``FileNotFoundError``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from xbp.io.paths import new_file
+    >>> names = []
+    >>> fd = new_file(tempfile.mkdtemp(), ".model.", ".tmp", names)
+    >>> os.close(fd); os.path.basename(names[0]).startswith(".model."), len(names)
+    (True, 1)
+    >>> os.unlink(names.pop())
+    """
+    while True:
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{suffix}")
+        names.append(name)
+        try:
+            return os.open(name, _EXCLUSIVE, 0o600)
+        except FileExistsError:  # another writer's file: leave it, draw again
+            names.remove(name)
+
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
