@@ -45,7 +45,6 @@ __all__ = [
     "describe",
     "label",
     "new_file_mode",
-    "new_file",
 ]
 
 #: how a new file of our own is opened: never an existing one (as tempfile.mkstemp does)
