@@ -107,12 +107,17 @@ def epoch_summary(xp: Any, params: Params, out: dict[str, Any]) -> Any:
     graph (``out["summary"]``, returned as it is)."""
     if out.get("summary") is not None:
         return out["summary"]
-    weight_sum = sum(xp.sum(v) for p in params for v in p.values())
     parts = [out["costs"]]
     if out["corrects"] is not None:
         parts.append(out["corrects"])
-    parts.append(xp.reshape(weight_sum, (1,)))
+    parts.append(xp.reshape(weight_sum(xp, params), (1,)))
     return xp.concat(parts)
+
+
+def weight_sum(xp: Any, params: Params) -> Any:
+    """The sum of every value of ``params`` (0-d): finite only when all of them are."""
+    sums = [xp.sum(v) for p in params for v in p.values()]
+    return sum(sums[1:], sums[0])
 
 
 class StepResult(NamedTuple):

@@ -36,6 +36,7 @@ from ..nn.network import (
     Params,
     StepResult,
     epoch_summary,
+    weight_sum,
 )
 from ..nn.rng import MASK32, dropout_key
 from ..nn.validate import check_int, check_number
@@ -1005,9 +1006,9 @@ class Trainer:
         # compiled epoch's): per-step costs, correct counts, the sum over every weight
         # and state value (NaN/Inf anywhere makes it non-finite), per-step L2 sums
         kxp = self.net.backend.kernel_xp
-        sums = [kxp.sum(v) for p in self.net.params + self.net.state for v in p.values()]
+        weights = weight_sum(kxp, self.net.params + self.net.state)
         labelled = labelled and bool(corrects)
-        parts = [*costs, *(corrects if labelled else ()), sum(sums[1:], sums[0]), *penalties]
+        parts = [*costs, *(corrects if labelled else ()), weights, *penalties]
         summary = kxp.stack(parts)
         n = len(costs)
         return {
